@@ -1,0 +1,54 @@
+//! Fault injection points for the crash tests: a relay that dies after the
+//! broker confirmed a batch but before the rows are marked sent, and a consumer
+//! that dies after its transaction committed but before it acknowledged. Off
+//! unless a test arms them; one atomic load each when off.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Debug, Default)]
+pub struct Faults {
+    relay_crash_after_publish: AtomicU64,
+    consumer_crash_after_commit: AtomicU64,
+}
+
+/// Counts down and fires once, at the `n`-th occurrence.
+fn trip(counter: &AtomicU64) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .map(|previous| previous == 1)
+        .unwrap_or(false)
+}
+
+impl Faults {
+    /// The relay dies after the `n`-th confirmed batch, before marking it sent.
+    pub fn crash_relay_after_publish(&self, n: u64) {
+        self.relay_crash_after_publish.store(n, Ordering::SeqCst);
+    }
+
+    /// A consumer dies after its `n`-th commit, before acknowledging.
+    pub fn crash_consumer_after_commit(&self, n: u64) {
+        self.consumer_crash_after_commit.store(n, Ordering::SeqCst);
+    }
+
+    pub(crate) fn relay_should_crash(&self) -> bool {
+        trip(&self.relay_crash_after_publish)
+    }
+
+    pub(crate) fn consumer_should_crash(&self) -> bool {
+        trip(&self.consumer_crash_after_commit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fires_once_at_the_nth_occurrence() {
+        let faults = Faults::default();
+        assert!(!faults.relay_should_crash());
+        faults.crash_relay_after_publish(3);
+        let fired: Vec<bool> = (0..5).map(|_| faults.relay_should_crash()).collect();
+        assert_eq!(fired, [false, false, true, false, false]);
+    }
+}

@@ -1,0 +1,415 @@
+//! The transactional inbox: a consumer that applies each delivery exactly once.
+//!
+//! For a batch of deliveries (up to `consumer_batch`, whatever is already
+//! buffered) it opens one database transaction, records each `message_id` in
+//! `inbox` (one already there is a duplicate: skipped), runs the handler,
+//! writes the handler's outgoing messages to the outbox, commits, and only then
+//! acknowledges (`multiple`). A crash before the commit redelivers and redoes
+//! everything; a crash after the commit redelivers and the inbox skips it.
+//!
+//! A handler that fails rolls the batch back; its messages are then applied one
+//! by one, and the failing one is republished to its retry tier
+//! (`<queue>.retry.<ms>`, which dead-letters it back after the delay) with its
+//! attempt count and error in the headers, or parked in `<queue>.dlq` once
+//! `max_attempts` deliveries failed or the handler called the error permanent.
+//! The republish is confirmed before the original is acknowledged.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use futures::{FutureExt, StreamExt};
+use lapin::message::Delivery;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel};
+use tokio_util::sync::CancellationToken;
+
+use crate::amqp::{self, Backoff};
+use crate::db::{DbConnection, DbError, is_unique_violation};
+use crate::envelope::Envelope;
+use crate::metrics::ComponentHealth;
+use crate::outbox::{Bus, Crashed, Emitter};
+use crate::schema::inbox;
+use crate::topology::{self, ATTEMPT_HEADER, ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, QueueSpec};
+
+/// A handler's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// Worth retrying later (a dependency is down, a lock timed out).
+    #[error("{0}")]
+    Transient(anyhow::Error),
+    /// Will never succeed (a malformed payload): parked at once.
+    #[error("{0}")]
+    Permanent(anyhow::Error),
+}
+
+impl From<diesel::result::Error> for HandlerError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Transient(e.into())
+    }
+}
+
+impl From<crate::envelope::InvalidEnvelope> for HandlerError {
+    fn from(e: crate::envelope::InvalidEnvelope) -> Self {
+        Self::Permanent(e.into())
+    }
+}
+
+/// Applies one message inside the consumer's transaction. Outgoing messages go
+/// to `out`; they are written to the outbox in the same transaction.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) -> Result<(), HandlerError>;
+}
+
+impl<F> Handler for F
+where
+    F: Fn(&mut DbConnection, &Envelope, &mut Emitter) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    fn handle(&self, conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) -> Result<(), HandlerError> {
+        self(conn, message, out)
+    }
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = inbox)]
+struct InboxRow<'a> {
+    consumer: &'a str,
+    message_id: String,
+    message_type: &'a str,
+    correlation_id: &'a str,
+    received_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ApplyError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Handler(HandlerError),
+    #[error("already applied")]
+    Duplicate,
+}
+
+impl From<diesel::result::Error> for ApplyError {
+    fn from(e: diesel::result::Error) -> Self {
+        if is_unique_violation(&e) { Self::Duplicate } else { Self::Db(e.into()) }
+    }
+}
+
+/// Applies `messages` in one transaction (the caller opened it). Returns how many were new.
+fn apply(
+    conn: &mut DbConnection,
+    consumer: &str,
+    producer: &str,
+    handler: &dyn Handler,
+    messages: &[&Envelope],
+) -> Result<usize, ApplyError> {
+    let ids: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
+    let mut seen: HashSet<String> = inbox::table
+        .filter(inbox::consumer.eq(consumer))
+        .filter(inbox::message_id.eq_any(&ids))
+        .select(inbox::message_id)
+        .load::<String>(conn)?
+        .into_iter()
+        .collect();
+    let now = crate::now_micros();
+    let fresh: Vec<&Envelope> = messages
+        .iter()
+        .copied()
+        .filter(|m| seen.insert(m.message_id.to_string()))
+        .collect();
+    if fresh.is_empty() {
+        return Ok(0);
+    }
+    let rows: Vec<InboxRow> = fresh
+        .iter()
+        .map(|m| InboxRow {
+            consumer,
+            message_id: m.message_id.to_string(),
+            message_type: &m.message_type,
+            correlation_id: &m.correlation_id,
+            received_at: now,
+        })
+        .collect();
+    // A concurrent consumer that recorded one of them first makes this fail
+    // with a unique violation: the batch is then retried one by one.
+    crate::on_backend!(conn, |c| diesel::insert_into(inbox::table).values(&rows).execute(c))?;
+    let mut out = Emitter::new(producer);
+    for message in &fresh {
+        let _span = tracing::info_span!(
+            "handle",
+            queue = consumer,
+            message_id = %message.message_id,
+            correlation_id = %message.correlation_id,
+            r#type = %message.message_type,
+        )
+        .entered();
+        let mut emitter = Emitter::caused_by(producer, message);
+        handler.handle(conn, message, &mut emitter).map_err(ApplyError::Handler)?;
+        out.absorb(emitter);
+    }
+    out.flush(conn)?;
+    Ok(fresh.len())
+}
+
+/// Consumes one queue through the inbox.
+pub struct Consumer {
+    bus: Bus,
+    spec: QueueSpec,
+    handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer").field("queue", &self.spec.name).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum SessionError {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the consumer was cancelled by the broker")]
+    Cancelled,
+    #[error("the broker refused a republished message (nack)")]
+    Nacked,
+    #[error("crash injected after commit")]
+    Crashed,
+}
+
+fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
+    delivery.properties.headers().as_ref()?.inner().get(name)
+}
+
+fn header_u32(delivery: &Delivery, name: &str) -> Option<u32> {
+    match header(delivery, name)? {
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        _ => None,
+    }
+}
+
+fn header_text(delivery: &Delivery, name: &str) -> Option<String> {
+    match header(delivery, name)? {
+        AMQPValue::LongString(s) => Some(s.to_string()),
+        AMQPValue::ShortString(s) => Some(s.to_string()),
+        _ => None,
+    }
+}
+
+impl Consumer {
+    pub fn new(bus: Bus, spec: QueueSpec, handler: Arc<dyn Handler>) -> Self {
+        Self { bus, spec, handler }
+    }
+
+    /// Runs until `shutdown`, reconnecting by itself.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
+        let health = self.bus.metrics.component(&format!("consumer:{}", self.spec.name));
+        let mut backoff = Backoff::default();
+        while !shutdown.is_cancelled() {
+            match self.session(&shutdown, &health, &mut backoff).await {
+                Ok(()) => break,
+                Err(SessionError::Crashed) => {
+                    health.set(false);
+                    return Err(Crashed);
+                }
+                Err(err) => {
+                    health.set(false);
+                    let delay = backoff.next_delay();
+                    tracing::warn!(queue = %self.spec.name, error = %err, retry_in_ms = delay.as_millis() as u64, "consumer interrupted");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        health.set(false);
+        Ok(())
+    }
+
+    async fn session(
+        &self,
+        shutdown: &CancellationToken,
+        health: &ComponentHealth,
+        backoff: &mut Backoff,
+    ) -> Result<(), SessionError> {
+        let bus = &self.bus;
+        let conn = amqp::connect(&bus.amqp_url, &format!("{}.{}", bus.producer, self.spec.name)).await?;
+        let ch = conn.create_channel().await?;
+        topology::declare_exchanges(&ch, &bus.config).await?;
+        topology::declare_queue(&ch, &self.spec, &bus.config).await?;
+        ch.basic_qos(bus.config.prefetch, BasicQosOptions::default()).await?;
+        let republish = conn.create_channel().await?;
+        republish.confirm_select(ConfirmSelectOptions::default()).await?;
+        let mut deliveries = ch
+            .basic_consume(
+                self.spec.name.as_str().into(),
+                ShortString::from(format!("{}-{}", bus.producer, uuid::Uuid::now_v7())),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        health.set(true);
+        backoff.reset();
+        tracing::info!(queue = %self.spec.name, "consumer connected");
+
+        let max_batch = bus.config.consumer_batch.max(1);
+        loop {
+            let first = tokio::select! {
+                _ = shutdown.cancelled() => {
+                    let _ = conn.close(200, "shutdown".into()).await;
+                    return Ok(());
+                }
+                next = deliveries.next() => next,
+            };
+            let Some(first) = first else {
+                return Err(SessionError::Cancelled);
+            };
+            let mut batch = vec![first?];
+            while batch.len() < max_batch {
+                match deliveries.next().now_or_never() {
+                    Some(Some(delivery)) => batch.push(delivery?),
+                    _ => break,
+                }
+            }
+            if let Err(err) = self.process(&republish, batch).await {
+                if matches!(err, SessionError::Crashed) {
+                    // As if the process died here: committed, not acknowledged.
+                    let _ = conn.close(320, "crash injected".into()).await;
+                }
+                return Err(err);
+            }
+        }
+    }
+
+    async fn process(&self, republish: &Channel, batch: Vec<Delivery>) -> Result<(), SessionError> {
+        let parsed: Vec<Result<Envelope, String>> = batch
+            .iter()
+            .map(|d| Envelope::from_json(&d.data).map_err(|e| e.to_string()))
+            .collect();
+        if parsed.iter().all(Result::is_ok) {
+            let envelopes: Vec<Envelope> = parsed.iter().flatten().cloned().collect();
+            match self.apply(envelopes).await {
+                Ok(applied) => {
+                    self.after_commit()?;
+                    let queue = self.spec.name.as_str();
+                    self.bus.metrics.add("bourse_messages_handled_total", &[("queue", queue)], applied as u64);
+                    self.bus.metrics.add(
+                        "bourse_messages_duplicate_total",
+                        &[("queue", queue)],
+                        (batch.len() - applied) as u64,
+                    );
+                    if let Some(last) = batch.last() {
+                        last.acker.ack(BasicAckOptions { multiple: true }).await?;
+                    }
+                    return Ok(());
+                }
+                Err(err) if batch.len() > 1 => {
+                    tracing::debug!(queue = %self.spec.name, error = %err, "batch failed, applying one by one");
+                }
+                Err(_) => {}
+            }
+        }
+        for (delivery, envelope) in batch.iter().zip(parsed) {
+            self.process_one(republish, delivery, envelope).await?;
+        }
+        Ok(())
+    }
+
+    async fn process_one(
+        &self,
+        republish: &Channel,
+        delivery: &Delivery,
+        envelope: Result<Envelope, String>,
+    ) -> Result<(), SessionError> {
+        let queue = self.spec.name.as_str();
+        let outcome = match envelope {
+            Err(parse_error) => Err((parse_error, true)),
+            Ok(envelope) => match self.apply(vec![envelope]).await {
+                Ok(applied) => {
+                    self.after_commit()?;
+                    self.bus.metrics.add("bourse_messages_handled_total", &[("queue", queue)], applied as u64);
+                    Ok(())
+                }
+                Err(ApplyError::Duplicate) => Ok(()),
+                Err(ApplyError::Handler(HandlerError::Permanent(e))) => Err((format!("{e:#}"), true)),
+                Err(ApplyError::Handler(HandlerError::Transient(e))) => Err((format!("{e:#}"), false)),
+                Err(ApplyError::Db(e)) => Err((e.to_string(), false)),
+            },
+        };
+        if let Err((error, permanent)) = outcome {
+            self.retry_or_park(republish, delivery, &error, permanent).await?;
+        }
+        delivery.acker.ack(BasicAckOptions::default()).await?;
+        Ok(())
+    }
+
+    async fn apply(&self, envelopes: Vec<Envelope>) -> Result<usize, ApplyError> {
+        let consumer = self.spec.name.clone();
+        let producer = self.bus.producer.clone();
+        let handler = self.handler.clone();
+        self.bus
+            .db
+            .write(move |conn| {
+                let refs: Vec<&Envelope> = envelopes.iter().collect();
+                apply(conn, &consumer, &producer, handler.as_ref(), &refs)
+            })
+            .await
+    }
+
+    fn after_commit(&self) -> Result<(), SessionError> {
+        if self.bus.faults.consumer_should_crash() { Err(SessionError::Crashed) } else { Ok(()) }
+    }
+
+    /// Republishes a failed delivery to its retry tier, or parks it in the
+    /// dead-letter queue; confirmed before the caller acknowledges the original.
+    async fn retry_or_park(
+        &self,
+        republish: &Channel,
+        delivery: &Delivery,
+        error: &str,
+        permanent: bool,
+    ) -> Result<(), SessionError> {
+        let config = &self.bus.config;
+        let attempt = header_u32(delivery, ATTEMPT_HEADER).unwrap_or(1);
+        let park = permanent || attempt >= config.max_attempts;
+        let mut headers = delivery.properties.headers().clone().unwrap_or_default();
+        if header_text(delivery, ORIGINAL_EXCHANGE_HEADER).is_none() {
+            headers.insert(ORIGINAL_EXCHANGE_HEADER.into(), AMQPValue::LongString(delivery.exchange.as_str().into()));
+            headers.insert(
+                ORIGINAL_ROUTING_KEY_HEADER.into(),
+                AMQPValue::LongString(delivery.routing_key.as_str().into()),
+            );
+        }
+        let error: String = error.chars().take(2_000).collect();
+        headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error.as_str().into()));
+        let target = if park {
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
+            self.spec.dlq()
+        } else {
+            headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
+            self.spec.retry_queue(config.retry_delay_ms(attempt))
+        };
+        let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
+        let confirm = republish
+            .basic_publish("".into(), target.as_str().into(), BasicPublishOptions::default(), &delivery.data, properties)
+            .await?
+            .await?;
+        if confirm.is_nack() {
+            return Err(SessionError::Nacked);
+        }
+        let queue = self.spec.name.as_str();
+        if park {
+            tracing::error!(queue, attempt, error = %error, "message parked in the dead-letter queue");
+            self.bus.metrics.add("bourse_messages_dead_lettered_total", &[("queue", queue)], 1);
+        } else {
+            tracing::warn!(queue, attempt, error = %error, "message will be retried");
+            self.bus.metrics.add("bourse_messages_retried_total", &[("queue", queue)], 1);
+        }
+        Ok(())
+    }
+}

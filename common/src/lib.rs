@@ -1,0 +1,38 @@
+//! `bourse-common`: the one home of the machinery every Bourse service uses.
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`config`] | layered configuration (defaults -> file -> environment), unknown keys rejected |
+//! | [`telemetry`] | tracing set-up |
+//! | [`money`] | `Decimal` amounts with per-currency scale checks, exact on the wire and in the database |
+//! | [`error`] | the one error type rendered as `{"error": {"code", "message"}}` |
+//! | [`db`] | diesel over SQLite (default) or PostgreSQL, pooled, with embedded migrations |
+//! | [`envelope`] | the message envelope and its AMQP properties |
+//! | [`messages`] | the message catalog contract (`Message` trait, exchanges) |
+//! | [`topology`] | exchanges, consumer queues, retry tiers, dead-letter queues, the event log stream |
+//! | [`outbox`] | outgoing messages written in the caller's transaction, and the relay that publishes them |
+//! | [`inbox`] | the consumer that applies each delivery exactly once |
+//! | [`eventlog`] | reading the retained event log again from any point |
+//! | [`service`] | starting a service: database, relay, consumers, HTTP with health and metrics |
+
+pub mod amqp;
+pub mod config;
+pub mod db;
+pub mod envelope;
+pub mod error;
+pub mod eventlog;
+pub mod faults;
+pub mod inbox;
+pub mod messages;
+pub mod metrics;
+pub mod money;
+pub mod outbox;
+pub mod schema;
+pub mod service;
+pub mod telemetry;
+pub mod topology;
+
+/// Microseconds since the Unix epoch: the one timestamp representation of the machinery tables.
+pub fn now_micros() -> i64 {
+    chrono::Utc::now().timestamp_micros()
+}

@@ -1,0 +1,34 @@
+//! The message catalog contract. Every message type is a payload struct that
+//! implements [`Message`]: its `type` name, its version and whether it is an
+//! event (published on `bourse.events`, many may listen) or a command (sent on
+//! `bourse.commands` to the one service that owns it). The routing key of a
+//! message is its type name.
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::topology;
+
+/// Event or command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Event,
+    Command,
+}
+
+impl Kind {
+    pub fn exchange(self) -> &'static str {
+        match self {
+            Kind::Event => topology::EVENTS,
+            Kind::Command => topology::COMMANDS,
+        }
+    }
+}
+
+/// A message payload of the catalog.
+pub trait Message: Serialize + DeserializeOwned + Send + 'static {
+    /// The `type` of the envelope and the routing key, e.g. `funds.reserved`.
+    const TYPE: &'static str;
+    /// Bumped when the payload changes incompatibly.
+    const VERSION: u32 = 1;
+    const KIND: Kind;
+}

@@ -1,0 +1,72 @@
+//! Readiness of a service's components and its Prometheus counters. Components
+//! (the relay, each consumer) flip their flag when their broker session is up
+//! or lost; `/health/ready` is green only when all are up.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// A component's readiness flag.
+#[derive(Debug, Clone, Default)]
+pub struct ComponentHealth(Arc<AtomicBool>);
+
+impl ComponentHealth {
+    pub fn set(&self, up: bool) {
+        self.0.store(up, Ordering::Relaxed);
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Counters and readiness flags of one service instance.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    components: Mutex<BTreeMap<String, ComponentHealth>>,
+    counters: Mutex<BTreeMap<(&'static str, Labels), u64>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Counters stay meaningful even if a holder panicked.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Metrics {
+    /// Registers (or returns) the readiness flag of a component.
+    pub fn component(&self, name: &str) -> ComponentHealth {
+        lock(&self.components).entry(name.to_string()).or_default().clone()
+    }
+
+    /// `(name, up)` of every component.
+    pub fn components(&self) -> Vec<(String, bool)> {
+        lock(&self.components).iter().map(|(k, v)| (k.clone(), v.is_up())).collect()
+    }
+
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
+        if n == 0 {
+            return;
+        }
+        let labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        *lock(&self.counters).entry((name, labels)).or_default() += n;
+    }
+
+    pub fn get(&self, name: &'static str, labels: &[(&'static str, &str)]) -> u64 {
+        let labels: Labels = labels.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        lock(&self.counters).get(&(name, labels)).copied().unwrap_or(0)
+    }
+
+    /// Prometheus text exposition of the counters.
+    pub fn render(&self, out: &mut String) {
+        for ((name, labels), value) in lock(&self.counters).iter() {
+            let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+            let _ = writeln!(out, "{name}{{{}}} {value}", labels.join(","));
+        }
+        for (name, up) in self.components() {
+            let _ = writeln!(out, "bourse_component_up{{component=\"{name}\"}} {}", u8::from(up));
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Starting a service: open and migrate its database, start its outbox relay
+//! and its consumers (each reconnecting by itself), and serve HTTP with
+//! `/health/live`, `/health/ready`, `/metrics`, Swagger UI and the service's
+//! own routes. Every service's `run(config)` is a thin call of [`start`], so
+//! tests start whole services in-process on port 0.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use serde::Serialize;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+use crate::config::ServiceConfig;
+use crate::db::{Db, DbError, MESSAGING_MIGRATIONS, MigrationSet};
+use crate::faults::Faults;
+use crate::inbox::{Consumer, Handler};
+use crate::metrics::Metrics;
+use crate::outbox::{self, Bus, Crashed, Relay};
+use crate::topology::QueueSpec;
+
+/// Registers a service's routes; it gets the service's [`Bus`] (database,
+/// producer name) to put into its app data.
+pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig, &Bus) + Send + Sync>;
+
+/// What a service brings besides its configuration.
+pub struct ServiceParts {
+    pub migrations: Vec<&'static MigrationSet>,
+    pub consumers: Vec<(QueueSpec, Arc<dyn Handler>)>,
+    pub routes: Routes,
+    pub openapi: utoipa::openapi::OpenApi,
+    pub faults: Arc<Faults>,
+}
+
+impl Default for ServiceParts {
+    fn default() -> Self {
+        Self {
+            migrations: Vec::new(),
+            consumers: Vec::new(),
+            routes: Arc::new(|_, _| {}),
+            openapi: utoipa::openapi::OpenApiBuilder::new().build(),
+            faults: Arc::default(),
+        }
+    }
+}
+
+/// A started service.
+pub struct RunningService {
+    pub name: &'static str,
+    pub http_addr: SocketAddr,
+    pub bus: Bus,
+    shutdown: CancellationToken,
+    server: actix_web::dev::ServerHandle,
+    server_task: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<Result<(), Crashed>>>,
+}
+
+impl std::fmt::Debug for RunningService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningService").field("name", &self.name).field("http_addr", &self.http_addr).finish()
+    }
+}
+
+impl RunningService {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// Graceful stop: in-flight requests and batches finish, connections close.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.server.stop(true).await;
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+        }
+        let _ = self.server_task.await;
+    }
+
+    /// As if the process died: every task is aborted where it stands.
+    pub async fn kill(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.server.stop(false).await;
+        self.server_task.abort();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Runs until Ctrl-C (or SIGTERM), then stops gracefully.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        shutdown_signal().await;
+        tracing::info!(service = self.name, "stopping");
+        self.stop().await;
+        Ok(())
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// Starts a service: database and migrations, relay, consumers, HTTP.
+pub async fn start<S>(
+    name: &'static str,
+    config: &ServiceConfig<S>,
+    parts: ServiceParts,
+) -> anyhow::Result<RunningService> {
+    let db = Db::connect(&config.database)?;
+    let mut migrations = vec![&MESSAGING_MIGRATIONS];
+    migrations.extend(parts.migrations);
+    db.migrate(&migrations).await?;
+
+    let bus = Bus {
+        producer: name.to_string(),
+        db,
+        amqp_url: config.amqp.url.clone(),
+        config: config.messaging.clone(),
+        faults: parts.faults,
+        metrics: Arc::new(Metrics::default()),
+    };
+    let shutdown = CancellationToken::new();
+    let mut tasks = vec![tokio::spawn(Relay::new(bus.clone()).run(shutdown.clone()))];
+    for (spec, handler) in parts.consumers {
+        tasks.push(tokio::spawn(Consumer::new(bus.clone(), spec, handler).run(shutdown.clone())));
+    }
+
+    let mut openapi = parts.openapi;
+    openapi.merge(HealthApi::openapi());
+    openapi.info.title = name.to_string();
+    let routes = parts.routes;
+    let state = web::Data::new(bus.clone());
+    let app_bus = bus.clone();
+    let server = HttpServer::new(move || {
+        let routes = routes.clone();
+        let app_bus = app_bus.clone();
+        App::new()
+            .app_data(state.clone())
+            .configure(crate::error::configure_extractors)
+            .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
+            .route("/metrics", web::get().to(metrics))
+            .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", openapi.clone()))
+            .configure(move |cfg| routes(cfg, &app_bus))
+            .default_service(web::to(crate::error::not_found))
+    })
+    .workers(config.http.workers.max(1))
+    .disable_signals()
+    .shutdown_timeout(5)
+    .bind((config.http.host.as_str(), config.http.port))?;
+    let http_addr = *server
+        .addrs()
+        .first()
+        .ok_or_else(|| anyhow::anyhow!("the HTTP server bound no address"))?;
+    let server = server.run();
+    let handle = server.handle();
+    let server_task = tokio::spawn(server);
+    tracing::info!(service = name, %http_addr, database = ?bus.db.backend(), "service started");
+    Ok(RunningService { name, http_addr, bus, shutdown, server: handle, server_task, tasks })
+}
+
+#[derive(OpenApi)]
+#[openapi(paths(live, ready, metrics))]
+struct HealthApi;
+
+#[derive(Serialize, utoipa::ToSchema)]
+struct Readiness {
+    /// `ready` or `not_ready`.
+    status: &'static str,
+    /// Each check and whether it passed: `database`, `relay`, `consumer:<queue>`.
+    checks: std::collections::BTreeMap<String, bool>,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/health/live", tag = "health", responses((status = 200, description = "alive")))]
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "live"}))
+}
+
+/// Readiness: the database answers and every broker session is up.
+#[utoipa::path(
+    get,
+    path = "/health/ready",
+    tag = "health",
+    responses(
+        (status = 200, description = "ready", body = Readiness),
+        (status = 503, description = "not ready", body = Readiness),
+    )
+)]
+async fn ready(bus: web::Data<Bus>) -> HttpResponse {
+    let mut checks: std::collections::BTreeMap<String, bool> = bus.metrics.components().into_iter().collect();
+    checks.insert("database".into(), bus.db.ping().await.is_ok());
+    let ok = checks.values().all(|up| *up);
+    let body = Readiness { status: if ok { "ready" } else { "not_ready" }, checks };
+    if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+}
+
+/// Prometheus metrics: message counters, outbox backlog, component health.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format")))]
+async fn metrics(bus: web::Data<Bus>) -> HttpResponse {
+    let mut out = String::new();
+    bus.metrics.render(&mut out);
+    if let Ok(backlog) = bus.db.read(|c| outbox::backlog(c).map_err(DbError::from)).await {
+        use std::fmt::Write;
+        let _ = writeln!(out, "bourse_outbox_pending {}", backlog.pending);
+        let age = backlog.oldest_age_ms.unwrap_or(0) as f64 / 1000.0;
+        let _ = writeln!(out, "bourse_outbox_oldest_age_seconds {age}");
+    }
+    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+}

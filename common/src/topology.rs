@@ -1,0 +1,194 @@
+//! The RabbitMQ topology, declared idempotently by every service at start-up
+//! and again after every reconnect:
+//!
+//! - `bourse.events` (topic, durable): domain events, routing key = event type;
+//! - `bourse.commands` (direct, durable): commands, routing key = command type;
+//! - `bourse.market` (topic, transient): quotes, candles and book deltas;
+//! - `bourse.event-log` (a stream): every event and command again, retained, so
+//!   that the log can be read from the first message, an offset or a time;
+//! - per consumer: `<queue>` (quorum), `<queue>.retry.<ms>` (one per delay
+//!   tier: a TTL queue that dead-letters back into `<queue>`), and
+//!   `<queue>.dlq` (parked messages with their last error).
+//!
+//! Retries use TTL tiers, not the delayed-message plugin. A quorum queue's
+//! `x-delivery-limit` also parks a message that keeps killing its consumer
+//! before it can be retried, so no message is ever redelivered forever.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Channel, ExchangeKind};
+
+use crate::config::MessagingConfig;
+
+pub const EVENTS: &str = "bourse.events";
+pub const COMMANDS: &str = "bourse.commands";
+pub const MARKET: &str = "bourse.market";
+pub const EVENT_LOG: &str = "bourse.event-log";
+
+/// Header: the delivery number of a retried message (the first delivery is 1).
+pub const ATTEMPT_HEADER: &str = "x-bourse-attempt";
+/// Header: the error of the last failed attempt.
+pub const ERROR_HEADER: &str = "x-bourse-error";
+/// Headers: where a retried or parked message was first published.
+pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-bourse-original-exchange";
+pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-bourse-original-routing-key";
+/// Deliveries of one message after which the broker itself parks it, whatever
+/// the consumer does: the safety net against a message that crashes its consumer.
+const BROKER_DELIVERY_LIMIT: i64 = 20;
+
+/// A binding of a consumer queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub exchange: String,
+    pub routing_key: String,
+}
+
+/// A durable consumer queue, `<service>.<purpose>`, and what it listens to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueSpec {
+    pub name: String,
+    pub bindings: Vec<Binding>,
+    /// One active consumer at a time (the others stand by): strict order,
+    /// e.g. one matching engine per market.
+    pub single_active_consumer: bool,
+}
+
+impl QueueSpec {
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), bindings: Vec::new(), single_active_consumer: false }
+    }
+
+    pub fn bind(mut self, exchange: &str, routing_key: &str) -> Self {
+        self.bindings.push(Binding { exchange: exchange.into(), routing_key: routing_key.into() });
+        self
+    }
+
+    /// Listens to these event types (topic patterns allowed).
+    pub fn events(self, types: &[&str]) -> Self {
+        types.iter().fold(self, |spec, t| spec.bind(EVENTS, t))
+    }
+
+    /// Receives these command types.
+    pub fn commands(self, types: &[&str]) -> Self {
+        types.iter().fold(self, |spec, t| spec.bind(COMMANDS, t))
+    }
+
+    pub fn single_active_consumer(mut self) -> Self {
+        self.single_active_consumer = true;
+        self
+    }
+
+    pub fn dlq(&self) -> String {
+        dlq_name(&self.name)
+    }
+
+    pub fn retry_queue(&self, delay_ms: u64) -> String {
+        format!("{}.retry.{delay_ms}ms", self.name)
+    }
+}
+
+pub fn dlq_name(queue: &str) -> String {
+    format!("{queue}.dlq")
+}
+
+fn args(pairs: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut table = FieldTable::default();
+    for (k, v) in pairs {
+        table.insert(ShortString::from(*k), v.clone());
+    }
+    table
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(s.into())
+}
+
+fn durable() -> QueueDeclareOptions {
+    QueueDeclareOptions { durable: true, ..Default::default() }
+}
+
+/// Declares the exchanges and the event log stream.
+pub async fn declare_exchanges(ch: &Channel, messaging: &MessagingConfig) -> lapin::Result<()> {
+    let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare(EVENTS.into(), ExchangeKind::Topic, durable_exchange, FieldTable::default())
+        .await?;
+    ch.exchange_declare(COMMANDS.into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
+        .await?;
+    // Market data is recomputable: a transient exchange, and publishers never wait on it.
+    ch.exchange_declare(
+        MARKET.into(),
+        ExchangeKind::Topic,
+        ExchangeDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(
+        EVENT_LOG.into(),
+        durable(),
+        args(&[
+            ("x-queue-type", text("stream")),
+            ("x-max-age", text(&messaging.event_log_max_age)),
+        ]),
+    )
+    .await?;
+    ch.queue_bind(EVENT_LOG.into(), EVENTS.into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
+        .await?;
+    Ok(())
+}
+
+/// Declares a consumer queue with its retry tiers and dead-letter queue.
+pub async fn declare_queue(
+    ch: &Channel,
+    spec: &QueueSpec,
+    messaging: &MessagingConfig,
+) -> lapin::Result<()> {
+    let mut main_args = vec![
+        ("x-queue-type", text("quorum")),
+        ("x-delivery-limit", AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT)),
+        ("x-dead-letter-exchange", text("")),
+        ("x-dead-letter-routing-key", text(&spec.dlq())),
+    ];
+    if spec.single_active_consumer {
+        main_args.push(("x-single-active-consumer", AMQPValue::Boolean(true)));
+    }
+    ch.queue_declare(spec.name.as_str().into(), durable(), args(&main_args)).await?;
+    ch.queue_declare(spec.dlq().into(), durable(), args(&[("x-queue-type", text("quorum"))]))
+        .await?;
+    let mut delays = messaging.retry_delays_ms.clone();
+    delays.sort_unstable();
+    delays.dedup();
+    for delay in delays {
+        ch.queue_declare(
+            spec.retry_queue(delay).into(),
+            durable(),
+            args(&[
+                ("x-message-ttl", AMQPValue::LongLongInt(delay as i64)),
+                ("x-dead-letter-exchange", text("")),
+                ("x-dead-letter-routing-key", text(&spec.name)),
+            ]),
+        )
+        .await?;
+    }
+    for binding in &spec.bindings {
+        ch.queue_bind(
+            spec.name.as_str().into(),
+            binding.exchange.as_str().into(),
+            binding.routing_key.as_str().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        // Commands go to the event log too, so that a saga can be traced whole.
+        if binding.exchange == COMMANDS {
+            ch.queue_bind(
+                EVENT_LOG.into(),
+                COMMANDS.into(),
+                binding.routing_key.as_str().into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
