@@ -18,6 +18,7 @@
 pub mod amqp;
 pub mod config;
 pub mod db;
+pub mod deadletter;
 pub mod envelope;
 pub mod error;
 pub mod eventlog;
