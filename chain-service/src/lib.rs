@@ -1,1 +1,24 @@
+//! `chain-service`: custodial wallets, signing and sending transactions to an EVM chain, nonces, confirmations, deposits and withdrawals.
+//!
+//! A library with a thin `main.rs`: [`run`] starts the service on the
+//! configured ports and URLs, so that tests and `bourse up` start it in-process.
 
+use bourse_common::config::ServiceConfig;
+use bourse_common::service::{self, RunningService, ServiceParts};
+
+pub const NAME: &str = "chain-service";
+/// `CHAIN__DATABASE__URL` and the like override the configuration.
+pub const ENV_PREFIX: &str = "CHAIN";
+pub const DEFAULT_PORT: u16 = 8084;
+
+pub type Config = ServiceConfig;
+
+/// The embedded defaults: `./data/chain-service.db`, local RabbitMQ, port 8084.
+pub fn default_config() -> Config {
+    Config::defaults(NAME, DEFAULT_PORT)
+}
+
+/// Starts the service: database and migrations, outbox relay, consumers, HTTP.
+pub async fn run(config: Config) -> anyhow::Result<RunningService> {
+    service::start(NAME, &config, ServiceParts::default()).await
+}

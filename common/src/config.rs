@@ -107,11 +107,7 @@ impl MessagingConfig {
     /// The delay before delivery number `attempt + 1`, after `attempt` failed ones.
     pub fn retry_delay_ms(&self, attempt: u32) -> u64 {
         let tier = (attempt.max(1) - 1) as usize;
-        self.retry_delays_ms
-            .get(tier)
-            .or(self.retry_delays_ms.last())
-            .copied()
-            .unwrap_or(1_000)
+        self.retry_delays_ms.get(tier).or(self.retry_delays_ms.last()).copied().unwrap_or(1_000)
     }
 }
 
@@ -185,8 +181,7 @@ mod tests {
             jail.create_file("c.toml", "[http]\nport = 9000\n")?;
             jail.set_env("BOURSE_CFG_TEST_B__HTTP__PORT", "9100");
             jail.set_env("BOURSE_CFG_TEST_B__MESSAGING__RETRY_DELAYS_MS", "[5, 10]");
-            let loaded: Sample =
-                load(&sample(), Some(Path::new("c.toml")), "BOURSE_CFG_TEST_B").unwrap();
+            let loaded: Sample = load(&sample(), Some(Path::new("c.toml")), "BOURSE_CFG_TEST_B").unwrap();
             assert_eq!(loaded.http.port, 9100);
             assert_eq!(loaded.messaging.retry_delays_ms, vec![5, 10]);
             Ok(())

@@ -74,7 +74,8 @@ pub struct MigrationSet {
 macro_rules! migration_set {
     ($sqlite:literal, $postgres:literal) => {{
         const SQLITE: diesel_migrations::EmbeddedMigrations = diesel_migrations::embed_migrations!($sqlite);
-        const POSTGRES: diesel_migrations::EmbeddedMigrations = diesel_migrations::embed_migrations!($postgres);
+        const POSTGRES: diesel_migrations::EmbeddedMigrations =
+            diesel_migrations::embed_migrations!($postgres);
         $crate::db::MigrationSet { sqlite: || SQLITE, postgres: || POSTGRES }
     }};
 }
@@ -111,8 +112,8 @@ impl ManageConnection for Manager {
                 .map(DbConnection::Postgres)
                 .map_err(r2d2::Error::ConnectionError),
             Backend::Sqlite => {
-                let mut conn = SqliteConnection::establish(&self.url)
-                    .map_err(r2d2::Error::ConnectionError)?;
+                let mut conn =
+                    SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
                      PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;",
@@ -163,12 +164,7 @@ impl Db {
             .min_idle(Some(1))
             .connection_timeout(Duration::from_secs(10))
             .build(Manager { backend, url: config.url.clone() })?;
-        Ok(Self {
-            pool,
-            backend,
-            write_lock: Arc::new(Mutex::new(())),
-            committed: Arc::new(Notify::new()),
-        })
+        Ok(Self { pool, backend, write_lock: Arc::new(Mutex::new(())), committed: Arc::new(Notify::new()) })
     }
 
     pub fn backend(&self) -> Backend {
@@ -267,8 +263,5 @@ impl Db {
 
 /// Is this the error of a unique constraint?
 pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
-    matches!(
-        err,
-        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
-    )
+    matches!(err, diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
 }

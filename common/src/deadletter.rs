@@ -50,7 +50,8 @@ pub async fn list(amqp_url: &str, queue: &str, max: usize) -> anyhow::Result<Vec
     let dlq = dlq_name(queue);
     let mut out = Vec::new();
     while out.len() < max {
-        let Some(message) = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? else {
+        let Some(message) = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await?
+        else {
             break;
         };
         let props = &message.delivery.properties;
@@ -77,7 +78,8 @@ pub async fn replay(amqp_url: &str, queue: &str, max: usize) -> anyhow::Result<u
     let dlq = dlq_name(queue);
     let mut replayed = 0;
     while replayed < max {
-        let Some(message) = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? else {
+        let Some(message) = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await?
+        else {
             break;
         };
         let delivery = &message.delivery;
@@ -85,7 +87,13 @@ pub async fn replay(amqp_url: &str, queue: &str, max: usize) -> anyhow::Result<u
         headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(1));
         let properties = delivery.properties.clone().with_headers(headers);
         let confirm = ch
-            .basic_publish("".into(), queue.into(), BasicPublishOptions::default(), &delivery.data, properties)
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
             .await?
             .await?;
         anyhow::ensure!(confirm.is_ack(), "the broker refused the replayed message");

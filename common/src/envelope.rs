@@ -56,7 +56,10 @@ impl Envelope {
 
     /// A message caused by `self`, in the same saga.
     pub fn reply<M: Message>(&self, producer: &str, payload: &M, now: DateTime<Utc>) -> Envelope {
-        Envelope { causation_id: Some(self.message_id), ..Envelope::new(producer, &self.correlation_id, payload, now) }
+        Envelope {
+            causation_id: Some(self.message_id),
+            ..Envelope::new(producer, &self.correlation_id, payload, now)
+        }
     }
 
     /// The payload as `M`, checking the type name.
@@ -136,7 +139,10 @@ mod tests {
     fn properties_mirror_the_ids() {
         let env = Envelope::new("order-service", "o-9", &Ping { n: 1 }, Utc::now());
         let props = env.amqp_properties();
-        assert_eq!(props.message_id().as_ref().map(|s| s.as_str()), Some(env.message_id.to_string().as_str()));
+        assert_eq!(
+            props.message_id().as_ref().map(|s| s.as_str()),
+            Some(env.message_id.to_string().as_str())
+        );
         assert_eq!(props.correlation_id().as_ref().map(|s| s.as_str()), Some("o-9"));
         assert_eq!(props.kind().as_ref().map(|s| s.as_str()), Some("test.ping"));
         assert_eq!(props.delivery_mode(), &Some(2));

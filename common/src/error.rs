@@ -92,25 +92,23 @@ impl ResponseError for ApiError {
 /// [`ApiError`]s. Every service app gets it through [`crate::service`].
 pub fn configure_extractors(cfg: &mut actix_web::web::ServiceConfig) {
     use actix_web::error::JsonPayloadError;
-    cfg.app_data(actix_web::web::JsonConfig::default().limit(64 * 1024).error_handler(
-        |err, _req| {
-            let api = match &err {
-                JsonPayloadError::ContentType => ApiError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "unsupported_media_type",
-                    "expected Content-Type: application/json",
-                ),
-                JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
-                    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", err.to_string())
-                }
-                JsonPayloadError::Deserialize(de) if de.is_data() => {
-                    ApiError::unprocessable("invalid_body", de.to_string())
-                }
-                _ => ApiError::bad_request("malformed_json", err.to_string()),
-            };
-            api.into()
-        },
-    ))
+    cfg.app_data(actix_web::web::JsonConfig::default().limit(64 * 1024).error_handler(|err, _req| {
+        let api = match &err {
+            JsonPayloadError::ContentType => ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "expected Content-Type: application/json",
+            ),
+            JsonPayloadError::Overflow { .. } | JsonPayloadError::OverflowKnownLength { .. } => {
+                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", err.to_string())
+            }
+            JsonPayloadError::Deserialize(de) if de.is_data() => {
+                ApiError::unprocessable("invalid_body", de.to_string())
+            }
+            _ => ApiError::bad_request("malformed_json", err.to_string()),
+        };
+        api.into()
+    }))
     .app_data(
         actix_web::web::PathConfig::default()
             .error_handler(|err, _req| ApiError::not_found("not_found", err.to_string()).into()),

@@ -75,9 +75,8 @@ pub async fn read(
     ch.basic_qos(500, BasicQosOptions::default()).await?;
     let mut args = FieldTable::default();
     args.insert("x-stream-offset".into(), from.argument());
-    let mut deliveries = ch
-        .basic_consume(EVENT_LOG.into(), "".into(), BasicConsumeOptions::default(), args)
-        .await?;
+    let mut deliveries =
+        ch.basic_consume(EVENT_LOG.into(), "".into(), BasicConsumeOptions::default(), args).await?;
     let mut out = Vec::new();
     while out.len() < max {
         let Ok(next) = tokio::time::timeout(idle, deliveries.next()).await else {
@@ -85,15 +84,11 @@ pub async fn read(
         };
         let Some(delivery) = next else { break };
         let delivery = delivery?;
-        let offset = match delivery
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-stream-offset"))
-        {
-            Some(AMQPValue::LongLongInt(n)) => *n as u64,
-            _ => 0,
-        };
+        let offset =
+            match delivery.properties.headers().as_ref().and_then(|h| h.inner().get("x-stream-offset")) {
+                Some(AMQPValue::LongLongInt(n)) => *n as u64,
+                _ => 0,
+            };
         delivery.acker.ack(BasicAckOptions::default()).await?;
         if let Ok(envelope) = Envelope::from_json(&delivery.data) {
             out.push(LoggedMessage {

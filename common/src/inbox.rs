@@ -20,7 +20,9 @@ use std::sync::Arc;
 use diesel::prelude::*;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
@@ -31,7 +33,9 @@ use crate::envelope::Envelope;
 use crate::metrics::ComponentHealth;
 use crate::outbox::{Bus, Crashed, Emitter};
 use crate::schema::inbox;
-use crate::topology::{self, ATTEMPT_HEADER, ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, QueueSpec};
+use crate::topology::{
+    self, ATTEMPT_HEADER, ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, QueueSpec,
+};
 
 /// A handler's failure.
 #[derive(Debug, thiserror::Error)]
@@ -59,14 +63,24 @@ impl From<crate::envelope::InvalidEnvelope> for HandlerError {
 /// Applies one message inside the consumer's transaction. Outgoing messages go
 /// to `out`; they are written to the outbox in the same transaction.
 pub trait Handler: Send + Sync + 'static {
-    fn handle(&self, conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) -> Result<(), HandlerError>;
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        message: &Envelope,
+        out: &mut Emitter,
+    ) -> Result<(), HandlerError>;
 }
 
 impl<F> Handler for F
 where
     F: Fn(&mut DbConnection, &Envelope, &mut Emitter) -> Result<(), HandlerError> + Send + Sync + 'static,
 {
-    fn handle(&self, conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) -> Result<(), HandlerError> {
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        message: &Envelope,
+        out: &mut Emitter,
+    ) -> Result<(), HandlerError> {
         self(conn, message, out)
     }
 }
@@ -114,11 +128,8 @@ fn apply(
         .into_iter()
         .collect();
     let now = crate::now_micros();
-    let fresh: Vec<&Envelope> = messages
-        .iter()
-        .copied()
-        .filter(|m| seen.insert(m.message_id.to_string()))
-        .collect();
+    let fresh: Vec<&Envelope> =
+        messages.iter().copied().filter(|m| seen.insert(m.message_id.to_string())).collect();
     if fresh.is_empty() {
         return Ok(0);
     }
@@ -287,17 +298,19 @@ impl Consumer {
     }
 
     async fn process(&self, republish: &Channel, batch: Vec<Delivery>) -> Result<(), SessionError> {
-        let parsed: Vec<Result<Envelope, String>> = batch
-            .iter()
-            .map(|d| Envelope::from_json(&d.data).map_err(|e| e.to_string()))
-            .collect();
+        let parsed: Vec<Result<Envelope, String>> =
+            batch.iter().map(|d| Envelope::from_json(&d.data).map_err(|e| e.to_string())).collect();
         if parsed.iter().all(Result::is_ok) {
             let envelopes: Vec<Envelope> = parsed.iter().flatten().cloned().collect();
             match self.apply(envelopes).await {
                 Ok(applied) => {
                     self.after_commit()?;
                     let queue = self.spec.name.as_str();
-                    self.bus.metrics.add("bourse_messages_handled_total", &[("queue", queue)], applied as u64);
+                    self.bus.metrics.add(
+                        "bourse_messages_handled_total",
+                        &[("queue", queue)],
+                        applied as u64,
+                    );
                     self.bus.metrics.add(
                         "bourse_messages_duplicate_total",
                         &[("queue", queue)],
@@ -332,7 +345,11 @@ impl Consumer {
             Ok(envelope) => match self.apply(vec![envelope]).await {
                 Ok(applied) => {
                     self.after_commit()?;
-                    self.bus.metrics.add("bourse_messages_handled_total", &[("queue", queue)], applied as u64);
+                    self.bus.metrics.add(
+                        "bourse_messages_handled_total",
+                        &[("queue", queue)],
+                        applied as u64,
+                    );
                     Ok(())
                 }
                 Err(ApplyError::Duplicate) => Ok(()),
@@ -379,7 +396,10 @@ impl Consumer {
         let park = permanent || attempt >= config.max_attempts;
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         if header_text(delivery, ORIGINAL_EXCHANGE_HEADER).is_none() {
-            headers.insert(ORIGINAL_EXCHANGE_HEADER.into(), AMQPValue::LongString(delivery.exchange.as_str().into()));
+            headers.insert(
+                ORIGINAL_EXCHANGE_HEADER.into(),
+                AMQPValue::LongString(delivery.exchange.as_str().into()),
+            );
             headers.insert(
                 ORIGINAL_ROUTING_KEY_HEADER.into(),
                 AMQPValue::LongString(delivery.routing_key.as_str().into()),
@@ -396,7 +416,13 @@ impl Consumer {
         };
         let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
         let confirm = republish
-            .basic_publish("".into(), target.as_str().into(), BasicPublishOptions::default(), &delivery.data, properties)
+            .basic_publish(
+                "".into(),
+                target.as_str().into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                properties,
+            )
             .await?
             .await?;
         if confirm.is_nack() {

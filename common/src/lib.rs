@@ -31,6 +31,8 @@ pub mod outbox;
 pub mod schema;
 pub mod service;
 pub mod telemetry;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub mod topology;
 
 /// Microseconds since the Unix epoch: the one timestamp representation of the machinery tables.

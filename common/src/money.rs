@@ -99,9 +99,7 @@ impl FromStr for Amount {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         // `from_str_exact` refuses what it would have to round.
-        Decimal::from_str_exact(s.trim())
-            .map(Self)
-            .map_err(|_| MoneyError::NotANumber(s.to_string()))
+        Decimal::from_str_exact(s.trim()).map(Self).map_err(|_| MoneyError::NotANumber(s.to_string()))
     }
 }
 

@@ -278,9 +278,8 @@ impl Relay {
 
             let mut confirms = Vec::with_capacity(rows.len());
             for row in &rows {
-                let properties = Envelope::from_json(row.body.as_bytes())
-                    .map(|e| e.amqp_properties())
-                    .unwrap_or_default();
+                let properties =
+                    Envelope::from_json(row.body.as_bytes()).map(|e| e.amqp_properties()).unwrap_or_default();
                 confirms.push(
                     ch.basic_publish(
                         row.exchange.as_str().into(),

@@ -61,7 +61,10 @@ pub struct RunningService {
 
 impl std::fmt::Debug for RunningService {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RunningService").field("name", &self.name).field("http_addr", &self.http_addr).finish()
+        f.debug_struct("RunningService")
+            .field("name", &self.name)
+            .field("http_addr", &self.http_addr)
+            .finish()
     }
 }
 
@@ -172,10 +175,8 @@ pub async fn start<S>(
     .disable_signals()
     .shutdown_timeout(5)
     .bind((config.http.host.as_str(), config.http.port))?;
-    let http_addr = *server
-        .addrs()
-        .first()
-        .ok_or_else(|| anyhow::anyhow!("the HTTP server bound no address"))?;
+    let http_addr =
+        *server.addrs().first().ok_or_else(|| anyhow::anyhow!("the HTTP server bound no address"))?;
     let server = server.run();
     let handle = server.handle();
     let server_task = tokio::spawn(server);
@@ -231,4 +232,19 @@ async fn metrics(bus: web::Data<Bus>) -> HttpResponse {
         let _ = writeln!(out, "bourse_outbox_oldest_age_seconds {age}");
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+}
+
+/// The whole `main` of a service binary: telemetry, configuration (defaults,
+/// `--config <file>`, `<env_prefix>__*` variables), start, run until Ctrl-C.
+pub async fn serve<S, F, Fut>(defaults: ServiceConfig<S>, env_prefix: &str, run: F) -> anyhow::Result<()>
+where
+    S: Serialize + serde::de::DeserializeOwned,
+    F: FnOnce(ServiceConfig<S>) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<RunningService>>,
+{
+    crate::telemetry::init();
+    let config = ServiceConfig::load_from_args(defaults, env_prefix)?;
+    let service = run(config).await?;
+    tracing::info!(service = service.name, url = %service.url(), "ready for requests");
+    service.wait().await
 }

@@ -110,8 +110,7 @@ fn durable() -> QueueDeclareOptions {
 /// Declares the exchanges and the event log stream.
 pub async fn declare_exchanges(ch: &Channel, messaging: &MessagingConfig) -> lapin::Result<()> {
     let durable_exchange = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(EVENTS.into(), ExchangeKind::Topic, durable_exchange, FieldTable::default())
-        .await?;
+    ch.exchange_declare(EVENTS.into(), ExchangeKind::Topic, durable_exchange, FieldTable::default()).await?;
     ch.exchange_declare(COMMANDS.into(), ExchangeKind::Direct, durable_exchange, FieldTable::default())
         .await?;
     // Market data is recomputable: a transient exchange, and publishers never wait on it.
@@ -125,23 +124,22 @@ pub async fn declare_exchanges(ch: &Channel, messaging: &MessagingConfig) -> lap
     ch.queue_declare(
         EVENT_LOG.into(),
         durable(),
-        args(&[
-            ("x-queue-type", text("stream")),
-            ("x-max-age", text(&messaging.event_log_max_age)),
-        ]),
+        args(&[("x-queue-type", text("stream")), ("x-max-age", text(&messaging.event_log_max_age))]),
     )
     .await?;
-    ch.queue_bind(EVENT_LOG.into(), EVENTS.into(), "#".into(), QueueBindOptions::default(), FieldTable::default())
-        .await?;
+    ch.queue_bind(
+        EVENT_LOG.into(),
+        EVENTS.into(),
+        "#".into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
     Ok(())
 }
 
 /// Declares a consumer queue with its retry tiers and dead-letter queue.
-pub async fn declare_queue(
-    ch: &Channel,
-    spec: &QueueSpec,
-    messaging: &MessagingConfig,
-) -> lapin::Result<()> {
+pub async fn declare_queue(ch: &Channel, spec: &QueueSpec, messaging: &MessagingConfig) -> lapin::Result<()> {
     let mut main_args = vec![
         ("x-queue-type", text("quorum")),
         ("x-delivery-limit", AMQPValue::LongLongInt(BROKER_DELIVERY_LIMIT)),
@@ -152,8 +150,7 @@ pub async fn declare_queue(
         main_args.push(("x-single-active-consumer", AMQPValue::Boolean(true)));
     }
     ch.queue_declare(spec.name.as_str().into(), durable(), args(&main_args)).await?;
-    ch.queue_declare(spec.dlq().into(), durable(), args(&[("x-queue-type", text("quorum"))]))
-        .await?;
+    ch.queue_declare(spec.dlq().into(), durable(), args(&[("x-queue-type", text("quorum"))])).await?;
     let mut delays = messaging.retry_delays_ms.clone();
     delays.sort_unstable();
     delays.dedup();

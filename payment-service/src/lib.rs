@@ -1,1 +1,24 @@
+//! `payment-service`: accounts per user and currency, the double-entry ledger, reservations, settlement of trades, top-up, finance history and the audit.
+//!
+//! A library with a thin `main.rs`: [`run`] starts the service on the
+//! configured ports and URLs, so that tests and `bourse up` start it in-process.
 
+use bourse_common::config::ServiceConfig;
+use bourse_common::service::{self, RunningService, ServiceParts};
+
+pub const NAME: &str = "payment-service";
+/// `PAYMENT__DATABASE__URL` and the like override the configuration.
+pub const ENV_PREFIX: &str = "PAYMENT";
+pub const DEFAULT_PORT: u16 = 8082;
+
+pub type Config = ServiceConfig;
+
+/// The embedded defaults: `./data/payment-service.db`, local RabbitMQ, port 8082.
+pub fn default_config() -> Config {
+    Config::defaults(NAME, DEFAULT_PORT)
+}
+
+/// Starts the service: database and migrations, outbox relay, consumers, HTTP.
+pub async fn run(config: Config) -> anyhow::Result<RunningService> {
+    service::start(NAME, &config, ServiceParts::default()).await
+}

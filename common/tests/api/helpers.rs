@@ -1,17 +1,17 @@
 //! Test kit: an isolated broker vhost and fresh databases per test, a test
 //! message, a handler whose effect is a row per application, and waiting.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use bourse_common::config::{DatabaseConfig, MessagingConfig};
-use bourse_common::db::{Backend, Db, MigrationSet};
+use bourse_common::config::MessagingConfig;
+use bourse_common::db::{Db, MigrationSet};
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::{Handler, HandlerError};
 use bourse_common::messages::{Kind, Message};
 use bourse_common::outbox::{Bus, Emitter};
+pub use bourse_common::testkit::{TestEnv, eventually};
 use bourse_common::topology::QueueSpec;
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -51,7 +51,12 @@ pub struct RecordingHandler {
 }
 
 impl Handler for RecordingHandler {
-    fn handle(&self, conn: &mut bourse_common::db::DbConnection, message: &Envelope, _out: &mut Emitter) -> Result<(), HandlerError> {
+    fn handle(
+        &self,
+        conn: &mut bourse_common::db::DbConnection,
+        message: &Envelope,
+        _out: &mut Emitter,
+    ) -> Result<(), HandlerError> {
         self.calls.fetch_add(1, Ordering::SeqCst);
         let event: Happened = message.payload()?;
         if event.poison {
@@ -78,102 +83,24 @@ pub struct Effect {
 }
 
 pub async fn effects_of(db: &Db) -> Vec<Effect> {
-    db.read(|c| effects::table.order(effects::id.asc()).load::<Effect>(c).map_err(bourse_common::db::DbError::from))
-        .await
-        .expect("read effects")
+    db.read(|c| {
+        effects::table.order(effects::id.asc()).load::<Effect>(c).map_err(bourse_common::db::DbError::from)
+    })
+    .await
+    .expect("read effects")
 }
 
-fn env(name: &str, default: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| default.to_string())
-}
-
-/// A broker vhost and databases that belong to one test.
-pub struct TestEnv {
-    pub backend: Backend,
-    pub amqp_url: String,
-    vhost: String,
-    mgmt_url: String,
-    pg_databases: Vec<String>,
-    tmp: tempfile::TempDir,
-}
-
-impl TestEnv {
-    pub async fn new(backend: Backend) -> TestEnv {
-        let vhost = format!("t-{}", uuid::Uuid::new_v4().simple());
-        let mgmt_url = env("BOURSE_TEST_AMQP_MGMT_URL", "http://127.0.0.1:15672").replace("guest:guest@", "");
-        let http = reqwest::Client::new();
-        http.put(format!("{mgmt_url}/api/vhosts/{vhost}"))
-            .basic_auth("guest", Some("guest"))
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("create a RabbitMQ vhost (is RabbitMQ with the management plugin running? see scripts/test.sh)");
-        http.put(format!("{mgmt_url}/api/permissions/{vhost}/guest"))
-            .basic_auth("guest", Some("guest"))
-            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("grant guest the vhost");
-        let base = env("BOURSE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
-        let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
-        TestEnv {
-            backend,
-            amqp_url: format!("{base}/{vhost}"),
-            vhost,
-            mgmt_url,
-            pg_databases: Vec::new(),
-            tmp: tempfile::tempdir().expect("tempdir"),
-        }
-    }
-
-    /// A fresh, empty database of this test's back end.
-    pub fn database(&mut self, name: &str) -> DatabaseConfig {
-        let url = match self.backend {
-            Backend::Sqlite => self.tmp.path().join(format!("{name}.db")).display().to_string(),
-            Backend::Postgres => {
-                let admin = std::env::var("BOURSE_TEST_PG_URL")
-                    .expect("BOURSE_TEST_PG_URL must point at a PostgreSQL server (scripts/test.sh starts one)");
-                let db = format!("{name}_{}", uuid::Uuid::new_v4().simple()).replace('-', "_");
-                let mut conn = diesel::PgConnection::establish(&admin).expect("connect to PostgreSQL");
-                diesel::sql_query(format!("CREATE DATABASE {db}")).execute(&mut conn).expect("create database");
-                self.pg_databases.push(db.clone());
-                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
-                format!("{base}/{db}")
-            }
-        };
-        DatabaseConfig { url, pool_size: 8 }
-    }
-
-    /// A migrated database and the messaging wiring of one "service".
-    pub async fn bus(&mut self, producer: &str, messaging: &MessagingConfig) -> Bus {
-        let db = Db::connect(&self.database(producer)).expect("open database");
-        db.migrate(&[&bourse_common::db::MESSAGING_MIGRATIONS, &TEST_MIGRATIONS]).await.expect("migrate");
-        Bus {
-            producer: producer.to_string(),
-            db,
-            amqp_url: self.amqp_url.clone(),
-            config: messaging.clone(),
-            faults: Arc::default(),
-            metrics: Arc::default(),
-        }
-    }
-
-    /// Removes the vhost and the PostgreSQL databases.
-    pub async fn cleanup(self) {
-        let _ = reqwest::Client::new()
-            .delete(format!("{}/api/vhosts/{}", self.mgmt_url, self.vhost))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await;
-        if let Ok(admin) = std::env::var("BOURSE_TEST_PG_URL")
-            && let Ok(mut conn) = diesel::PgConnection::establish(&admin)
-        {
-            for db in &self.pg_databases {
-                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")).execute(&mut conn);
-            }
-        }
+/// A migrated database and the messaging wiring of one "service".
+pub async fn bus(env: &mut TestEnv, producer: &str, messaging: &MessagingConfig) -> Bus {
+    let db = Db::connect(&env.database(producer)).expect("open database");
+    db.migrate(&[&bourse_common::db::MESSAGING_MIGRATIONS, &TEST_MIGRATIONS]).await.expect("migrate");
+    Bus {
+        producer: producer.to_string(),
+        db,
+        amqp_url: env.amqp_url.clone(),
+        config: messaging.clone(),
+        faults: Arc::default(),
+        metrics: Arc::default(),
     }
 }
 
@@ -211,22 +138,6 @@ pub async fn produce(bus: &Bus, count: i64, per_tx: i64, sagas: i64) {
     }
 }
 
-/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until `bus`'s component `name` reports its broker session up.
 pub async fn until_up(bus: &Bus, name: &str) {
     let health = bus.metrics.component(name);
@@ -250,24 +161,4 @@ pub fn assert_exactly_once(effects: &[Effect], want: usize) {
     let mut seqs: Vec<i64> = effects.iter().map(|e| e.seq).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..want as i64).collect::<Vec<_>>());
-}
-
-/// Generates a `#[tokio::test]` per back end for `async fn name(backend: Backend)`.
-#[macro_export]
-macro_rules! on_both_backends {
-    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {$(
-        mod $name {
-            use bourse_common::db::Backend;
-            $(#[$attr])*
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name(Backend::Sqlite).await
-            }
-            $(#[$attr])*
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name(Backend::Postgres).await
-            }
-        }
-    )*};
 }

@@ -14,7 +14,7 @@ use bourse_common::{deadletter, outbox};
 use tokio_util::sync::CancellationToken;
 
 use crate::helpers::*;
-use crate::on_both_backends;
+use bourse_common::on_both_backends;
 
 on_both_backends!(
     consumer_crash_after_commit_applies_each_message_once,
@@ -26,12 +26,18 @@ on_both_backends!(
     broker_restart_in_the_middle_of_a_stream_loses_nothing,
 );
 
-fn start_consumer(bus: &Bus, shutdown: &CancellationToken) -> tokio::task::JoinHandle<Result<(), outbox::Crashed>> {
+fn start_consumer(
+    bus: &Bus,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), outbox::Crashed>> {
     let handler = Arc::new(RecordingHandler { calls: Arc::new(AtomicU32::new(0)) });
     tokio::spawn(Consumer::new(bus.clone(), queue(), handler).run(shutdown.clone()))
 }
 
-fn start_relay(bus: &Bus, shutdown: &CancellationToken) -> tokio::task::JoinHandle<Result<(), outbox::Crashed>> {
+fn start_relay(
+    bus: &Bus,
+    shutdown: &CancellationToken,
+) -> tokio::task::JoinHandle<Result<(), outbox::Crashed>> {
     tokio::spawn(Relay::new(bus.clone()).run(shutdown.clone()))
 }
 
@@ -42,8 +48,8 @@ fn duplicates_skipped(bus: &Bus) -> u64 {
 async fn consumer_crash_after_commit_applies_each_message_once(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
     let messaging = fast_messaging();
-    let producer = env.bus("producer", &messaging).await;
-    let consumer = env.bus("consumer", &messaging).await;
+    let producer = bus(&mut env, "producer", &messaging).await;
+    let consumer = bus(&mut env, "consumer", &messaging).await;
     let shutdown = CancellationToken::new();
 
     // The first consumer dies after its third commit, before acknowledging.
@@ -72,8 +78,8 @@ async fn consumer_crash_after_commit_applies_each_message_once(backend: Backend)
 async fn relay_crash_after_publish_applies_each_message_once(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
     let messaging = fast_messaging();
-    let producer = env.bus("producer", &messaging).await;
-    let consumer = env.bus("consumer", &messaging).await;
+    let producer = bus(&mut env, "producer", &messaging).await;
+    let consumer = bus(&mut env, "consumer", &messaging).await;
     let shutdown = CancellationToken::new();
 
     start_consumer(&consumer, &shutdown);
@@ -85,14 +91,16 @@ async fn relay_crash_after_publish_applies_each_message_once(backend: Backend) {
     let crashed = start_relay(&producer, &shutdown);
     let outcome = tokio::time::timeout(Duration::from_secs(30), crashed).await.expect("the relay crashes");
     assert!(outcome.expect("join").is_err(), "the injected crash happened");
-    let backlog = producer.db.read(|c| outbox::backlog(c).map_err(bourse_common::db::DbError::from)).await.unwrap();
+    let backlog =
+        producer.db.read(|c| outbox::backlog(c).map_err(bourse_common::db::DbError::from)).await.unwrap();
     assert!(backlog.pending > 0, "rows of the confirmed batch are still pending");
 
     start_relay(&producer, &shutdown);
     let effects = settle_effects(&consumer.db, 200, Duration::from_secs(60)).await;
     assert_exactly_once(&effects, 200);
     assert!(duplicates_skipped(&consumer) > 0, "the republished batch was skipped by the inbox");
-    let backlog = producer.db.read(|c| outbox::backlog(c).map_err(bourse_common::db::DbError::from)).await.unwrap();
+    let backlog =
+        producer.db.read(|c| outbox::backlog(c).map_err(bourse_common::db::DbError::from)).await.unwrap();
     assert_eq!(backlog.pending, 0);
 
     shutdown.cancel();
@@ -102,8 +110,8 @@ async fn relay_crash_after_publish_applies_each_message_once(backend: Backend) {
 async fn order_is_kept_per_correlation_id(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
     let messaging = fast_messaging();
-    let producer = env.bus("producer", &messaging).await;
-    let consumer = env.bus("consumer", &messaging).await;
+    let producer = bus(&mut env, "producer", &messaging).await;
+    let consumer = bus(&mut env, "consumer", &messaging).await;
     let shutdown = CancellationToken::new();
 
     start_consumer(&consumer, &shutdown);
@@ -128,8 +136,8 @@ async fn order_is_kept_per_correlation_id(backend: Backend) {
 async fn failing_message_is_parked_with_its_error_and_the_queue_keeps_flowing(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
     let messaging = fast_messaging();
-    let producer = env.bus("producer", &messaging).await;
-    let consumer = env.bus("consumer", &messaging).await;
+    let producer = bus(&mut env, "producer", &messaging).await;
+    let consumer = bus(&mut env, "consumer", &messaging).await;
     let shutdown = CancellationToken::new();
 
     let calls = Arc::new(AtomicU32::new(0));
@@ -156,16 +164,20 @@ async fn failing_message_is_parked_with_its_error_and_the_queue_keeps_flowing(ba
     let effects = settle_effects(&consumer.db, 20, Duration::from_secs(30)).await;
     assert_exactly_once(&effects, 20);
 
-    let parked = eventually("the poison message in the dead-letter queue", Duration::from_secs(30), || async {
-        let letters = deadletter::list(&env.amqp_url, &queue().name, 10).await.unwrap();
-        (!letters.is_empty()).then_some(letters)
-    })
-    .await;
+    let parked =
+        eventually("the poison message in the dead-letter queue", Duration::from_secs(30), || async {
+            let letters = deadletter::list(&env.amqp_url, &queue().name, 10).await.unwrap();
+            (!letters.is_empty()).then_some(letters)
+        })
+        .await;
     assert_eq!(parked.len(), 1);
     let letter = &parked[0];
     assert_eq!(letter.envelope.as_ref().map(|e| e.message_id), Some(poison_id));
     assert_eq!(letter.attempts, Some(messaging.max_attempts));
-    assert!(letter.error.as_deref().unwrap_or_default().contains("boom: cannot handle seq 999"), "{letter:?}");
+    assert!(
+        letter.error.as_deref().unwrap_or_default().contains("boom: cannot handle seq 999"),
+        "{letter:?}"
+    );
     assert_eq!(letter.original_routing_key.as_deref(), Some("test.happened"));
     // Parked for good: no further delivery of the poison message.
     let calls_when_parked = calls.load(Ordering::SeqCst);
@@ -178,7 +190,8 @@ async fn failing_message_is_parked_with_its_error_and_the_queue_keeps_flowing(ba
     assert_eq!(deadletter::list(&env.amqp_url, &queue().name, 10).await.unwrap().len(), 1);
     assert_eq!(deadletter::replay(&env.amqp_url, &queue().name, 10).await.unwrap(), 1);
     eventually("the replayed message parked again", Duration::from_secs(30), || async {
-        (consumer.metrics.get("bourse_messages_dead_lettered_total", &[("queue", &queue().name)]) == 2).then_some(())
+        (consumer.metrics.get("bourse_messages_dead_lettered_total", &[("queue", &queue().name)]) == 2)
+            .then_some(())
     })
     .await;
 
@@ -189,7 +202,7 @@ async fn failing_message_is_parked_with_its_error_and_the_queue_keeps_flowing(ba
 async fn event_log_is_read_again_from_the_beginning(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
     let messaging = fast_messaging();
-    let producer = env.bus("producer", &messaging).await;
+    let producer = bus(&mut env, "producer", &messaging).await;
     let shutdown = CancellationToken::new();
     let started = chrono::Utc::now() - chrono::Duration::seconds(5);
 
@@ -197,7 +210,8 @@ async fn event_log_is_read_again_from_the_beginning(backend: Backend) {
     until_up(&producer, "relay").await;
     produce(&producer, 30, 7, 2).await;
     eventually("the outbox drained", Duration::from_secs(20), || async {
-        let backlog = producer.db.read(|c| outbox::backlog(c).map_err(bourse_common::db::DbError::from)).await.ok()?;
+        let backlog =
+            producer.db.read(|c| outbox::backlog(c).map_err(bourse_common::db::DbError::from)).await.ok()?;
         (backlog.pending == 0).then_some(())
     })
     .await;
@@ -214,7 +228,8 @@ async fn event_log_is_read_again_from_the_beginning(backend: Backend) {
     assert_eq!(tail.len(), 20);
     let since = eventlog::read(&env.amqp_url, StreamOffset::Since(started), 1_000, idle).await.unwrap();
     assert_eq!(since.len(), 30);
-    let future = eventlog::read(&env.amqp_url, StreamOffset::Next, 1_000, Duration::from_millis(500)).await.unwrap();
+    let future =
+        eventlog::read(&env.amqp_url, StreamOffset::Next, 1_000, Duration::from_millis(500)).await.unwrap();
     assert!(future.is_empty());
 
     shutdown.cancel();
@@ -224,8 +239,8 @@ async fn event_log_is_read_again_from_the_beginning(backend: Backend) {
 async fn broker_restart_in_the_middle_of_a_stream_loses_nothing(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
     let messaging = fast_messaging();
-    let producer = env.bus("producer", &messaging).await;
-    let consumer = env.bus("consumer", &messaging).await;
+    let producer = bus(&mut env, "producer", &messaging).await;
+    let consumer = bus(&mut env, "consumer", &messaging).await;
     let shutdown = CancellationToken::new();
 
     start_consumer(&consumer, &shutdown);

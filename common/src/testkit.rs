@@ -1,0 +1,137 @@
+//! The test kit every crate's integration tests use (feature `testkit`): an
+//! isolated RabbitMQ vhost and fresh databases (SQLite files or PostgreSQL
+//! databases) per test, and polling until a condition holds. It talks to the
+//! real broker and real databases that `scripts/test.sh` starts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use diesel::{Connection, RunQueryDsl};
+
+use crate::config::DatabaseConfig;
+use crate::db::Backend;
+
+fn env(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+/// A broker vhost and databases that belong to one test.
+pub struct TestEnv {
+    pub backend: Backend,
+    pub amqp_url: String,
+    vhost: String,
+    mgmt_url: String,
+    pg_databases: Vec<String>,
+    tmp: tempfile::TempDir,
+}
+
+impl TestEnv {
+    pub async fn new(backend: Backend) -> TestEnv {
+        let vhost = format!("t-{}", uuid::Uuid::new_v4().simple());
+        let mgmt_url = env("BOURSE_TEST_AMQP_MGMT_URL", "http://127.0.0.1:15672").replace("guest:guest@", "");
+        let http = reqwest::Client::new();
+        http.put(format!("{mgmt_url}/api/vhosts/{vhost}"))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("create a RabbitMQ vhost (is RabbitMQ with the management plugin running? see scripts/test.sh)");
+        http.put(format!("{mgmt_url}/api/permissions/{vhost}/guest"))
+            .basic_auth("guest", Some("guest"))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("grant guest the vhost");
+        let base = env("BOURSE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+        let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
+        TestEnv {
+            backend,
+            amqp_url: format!("{base}/{vhost}"),
+            vhost,
+            mgmt_url,
+            pg_databases: Vec::new(),
+            tmp: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A fresh, empty database of this test's back end.
+    pub fn database(&mut self, name: &str) -> DatabaseConfig {
+        let url = match self.backend {
+            Backend::Sqlite => self.tmp.path().join(format!("{name}.db")).display().to_string(),
+            Backend::Postgres => {
+                let admin = std::env::var("BOURSE_TEST_PG_URL").expect(
+                    "BOURSE_TEST_PG_URL must point at a PostgreSQL server (scripts/test.sh starts one)",
+                );
+                let db = format!("{name}_{}", uuid::Uuid::new_v4().simple()).replace('-', "_");
+                let mut conn = diesel::PgConnection::establish(&admin).expect("connect to PostgreSQL");
+                diesel::sql_query(format!("CREATE DATABASE {db}"))
+                    .execute(&mut conn)
+                    .expect("create database");
+                self.pg_databases.push(db.clone());
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(admin);
+                format!("{base}/{db}")
+            }
+        };
+        DatabaseConfig { url, pool_size: 8 }
+    }
+
+    pub fn tmp_dir(&self) -> &std::path::Path {
+        self.tmp.path()
+    }
+
+    /// Removes the vhost and the PostgreSQL databases.
+    pub async fn cleanup(self) {
+        let _ = reqwest::Client::new()
+            .delete(format!("{}/api/vhosts/{}", self.mgmt_url, self.vhost))
+            .basic_auth("guest", Some("guest"))
+            .send()
+            .await;
+        if let Ok(admin) = std::env::var("BOURSE_TEST_PG_URL")
+            && let Ok(mut conn) = diesel::PgConnection::establish(&admin)
+        {
+            for db in &self.pg_databases {
+                let _ = diesel::sql_query(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                    .execute(&mut conn);
+            }
+        }
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Generates a `#[tokio::test]` per back end (`sqlite`, `postgres`) for each
+/// `async fn name(backend: Backend)`.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($(#[$attr:meta])* $name:ident),* $(,)?) => {$(
+        mod $name {
+            use $crate::db::Backend;
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(Backend::Sqlite).await
+            }
+            $(#[$attr])*
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name(Backend::Postgres).await
+            }
+        }
+    )*};
+}
