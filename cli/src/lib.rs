@@ -1,1 +1,5 @@
+//! `bourse`: the composition root and the operator's tool. It starts the whole
+//! stack in-process ([`stack`]), and reads the messaging system for debugging:
+//! the event log, a saga's trace, dead letters and their replay, outbox rows.
 
+pub mod stack;

@@ -1,0 +1,167 @@
+//! The `bourse` command.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
+use bourse_common::{deadletter, service};
+use bourse_cli::stack::{self, StackOptions};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "bourse", version, about = "Bourse: start the stack, and debug its messages")]
+struct Cli {
+    /// The RabbitMQ the stack and the debugging commands use.
+    #[arg(long, global = true, env = "BOURSE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    amqp_url: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start every service in this process (SQLite files under --data-dir) until Ctrl-C.
+    Up {
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Read the event log again: from `first`, `next`, an offset, or an RFC 3339 time.
+    Events {
+        #[arg(long, default_value = "first")]
+        from: StreamOffset,
+        #[arg(long, default_value_t = 1_000)]
+        max: usize,
+        /// Print each entry as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every logged message of one saga (an order id, a user id), in order, with its cause.
+    Trace {
+        correlation_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages parked in `<queue>.dlq`.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+    /// Outbox rows of a service database that are not published yet.
+    Outbox {
+        /// The service's database: a SQLite file or a postgres:// URL.
+        #[arg(long, default_value = "./data/order-service.db")]
+        database: String,
+        #[arg(long, default_value_t = 50)]
+        max: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Show them (they stay parked).
+    List {
+        queue: String,
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+    /// Move them back into their queue for a fresh round of attempts.
+    Replay {
+        queue: String,
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Up { data_dir } => up(&cli.amqp_url, data_dir).await,
+        Command::Events { from, max, json } => {
+            let entries = eventlog::read(&cli.amqp_url, from, max, Duration::from_secs(2)).await?;
+            print_entries(&entries, json);
+            Ok(())
+        }
+        Command::Trace { correlation_id, json } => {
+            let entries = eventlog::read(&cli.amqp_url, StreamOffset::First, usize::MAX, Duration::from_secs(2))
+                .await?
+                .into_iter()
+                .filter(|e| e.envelope.correlation_id == correlation_id)
+                .collect::<Vec<_>>();
+            if entries.is_empty() {
+                eprintln!("no message of saga {correlation_id} in the event log");
+            }
+            print_entries(&entries, json);
+            Ok(())
+        }
+        Command::DeadLetters { action: DeadLetterAction::List { queue, max } } => {
+            let letters = deadletter::list(&cli.amqp_url, &queue, max).await?;
+            println!("{} dead letter(s) in {queue}.dlq", letters.len());
+            for letter in letters {
+                println!("{}", serde_json::to_string_pretty(&letter)?);
+            }
+            Ok(())
+        }
+        Command::DeadLetters { action: DeadLetterAction::Replay { queue, max } } => {
+            let n = deadletter::replay(&cli.amqp_url, &queue, max).await?;
+            println!("replayed {n} message(s) from {queue}.dlq into {queue}");
+            Ok(())
+        }
+        Command::Outbox { database, max } => outbox(database, max).await,
+    }
+}
+
+async fn up(amqp_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
+    bourse_common::telemetry::init();
+    let options =
+        StackOptions { data_dir, amqp_url: amqp_url.to_string(), port: None, databases: Default::default() };
+    let stack = stack::start(&options).await?;
+    println!();
+    for s in &stack.services {
+        println!("  {:<18} {}   (Swagger UI: {}/swagger-ui/)", s.name, s.url(), s.url());
+    }
+    println!("\nBourse is up. Gateway: {}   Stop with Ctrl-C.", stack.gateway_url());
+    service::shutdown_signal().await;
+    println!("stopping...");
+    stack.stop().await;
+    Ok(())
+}
+
+fn print_entries(entries: &[LoggedMessage], json: bool) {
+    for entry in entries {
+        let e = &entry.envelope;
+        if json {
+            println!("{}", serde_json::to_string(entry).unwrap_or_default());
+        } else {
+            let cause = e.causation_id.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
+            println!(
+                "{:>8}  {}  {:<32} saga={} id={} cause={} by={}",
+                entry.offset,
+                e.occurred_at.format("%Y-%m-%d %H:%M:%S%.3f"),
+                e.message_type,
+                e.correlation_id,
+                e.message_id,
+                cause,
+                e.producer
+            );
+        }
+    }
+}
+
+async fn outbox(database: String, max: i64) -> anyhow::Result<()> {
+    use bourse_common::db::{Db, DbError};
+    use bourse_common::outbox;
+    let db = Db::connect(&bourse_common::config::DatabaseConfig { url: database, pool_size: 1 })?;
+    let (backlog, rows) = db
+        .read(move |c| Ok::<_, DbError>((outbox::backlog(c)?, outbox::pending(c, max)?)))
+        .await?;
+    println!(
+        "{} pending row(s); oldest {} ms old",
+        backlog.pending,
+        backlog.oldest_age_ms.map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+    );
+    for row in rows {
+        println!("{:>8}  {:<32} saga={} id={}", row.id, row.message_type, row.correlation_id, row.message_id);
+    }
+    Ok(())
+}
