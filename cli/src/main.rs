@@ -3,16 +3,21 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bourse_cli::stack::{self, StackOptions};
 use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
 use bourse_common::{deadletter, service};
-use bourse_cli::stack::{self, StackOptions};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "bourse", version, about = "Bourse: start the stack, and debug its messages")]
 struct Cli {
     /// The RabbitMQ the stack and the debugging commands use.
-    #[arg(long, global = true, env = "BOURSE_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        global = true,
+        env = "BOURSE_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     amqp_url: String,
     #[command(subcommand)]
     command: Command,
@@ -83,11 +88,12 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Trace { correlation_id, json } => {
-            let entries = eventlog::read(&cli.amqp_url, StreamOffset::First, usize::MAX, Duration::from_secs(2))
-                .await?
-                .into_iter()
-                .filter(|e| e.envelope.correlation_id == correlation_id)
-                .collect::<Vec<_>>();
+            let entries =
+                eventlog::read(&cli.amqp_url, StreamOffset::First, usize::MAX, Duration::from_secs(2))
+                    .await?
+                    .into_iter()
+                    .filter(|e| e.envelope.correlation_id == correlation_id)
+                    .collect::<Vec<_>>();
             if entries.is_empty() {
                 eprintln!("no message of saga {correlation_id} in the event log");
             }
@@ -152,9 +158,8 @@ async fn outbox(database: String, max: i64) -> anyhow::Result<()> {
     use bourse_common::db::{Db, DbError};
     use bourse_common::outbox;
     let db = Db::connect(&bourse_common::config::DatabaseConfig { url: database, pool_size: 1 })?;
-    let (backlog, rows) = db
-        .read(move |c| Ok::<_, DbError>((outbox::backlog(c)?, outbox::pending(c, max)?)))
-        .await?;
+    let (backlog, rows) =
+        db.read(move |c| Ok::<_, DbError>((outbox::backlog(c)?, outbox::pending(c, max)?))).await?;
     println!(
         "{} pending row(s); oldest {} ms old",
         backlog.pending,

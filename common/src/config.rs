@@ -176,6 +176,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment::Jail dictates the closure type
     fn environment_overrides_file() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("c.toml", "[http]\nport = 9000\n")?;

@@ -1,6 +1,8 @@
 //! The whole stack, started in-process as `bourse up` starts it, against a
 //! real RabbitMQ vhost and real SQLite or PostgreSQL databases.
 
+#![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
+
 use std::time::Duration;
 
 use bourse_cli::stack::{self, SERVICES, StackOptions};
@@ -12,7 +14,8 @@ on_both_backends!(every_service_starts_migrates_and_reports_ready);
 
 async fn every_service_starts_migrates_and_reports_ready(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
-    let databases = SERVICES.iter().map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url)).collect();
+    let databases =
+        SERVICES.iter().map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url)).collect();
     let options = StackOptions {
         data_dir: env.tmp_dir().to_path_buf(),
         amqp_url: env.amqp_url.clone(),
