@@ -26,6 +26,7 @@ use bourse_common::messages::{Kind, Message};
 use bourse_common::outbox::{Bus, Emitter, Relay};
 use bourse_common::testkit::TestEnv;
 use bourse_common::topology::QueueSpec;
+use diesel::ExpressionMethods;
 use futures::StreamExt;
 use lapin::BasicProperties;
 use lapin::options::{
@@ -116,10 +117,11 @@ diesel::table! {
 fn apply_tick(conn: &mut DbConnection, message: &Envelope, _out: &mut Emitter) -> Result<(), HandlerError> {
     use diesel::RunQueryDsl;
     let tick: Tick = message.payload()?;
-    diesel::sql_query("INSERT INTO bench_effects (message_id, seq) VALUES ($1, $2)")
-        .bind::<diesel::sql_types::Text, _>(message.message_id.to_string())
-        .bind::<diesel::sql_types::BigInt, _>(tick.seq as i64)
-        .execute(conn)?;
+    let row = (
+        bench_effects::message_id.eq(message.message_id.to_string()),
+        bench_effects::seq.eq(tick.seq as i64),
+    );
+    diesel::insert_into(bench_effects::table).values(&row).execute(conn)?;
     Ok(())
 }
 
@@ -177,7 +179,11 @@ async fn outbox_inbox(env: &mut TestEnv) -> f64 {
             .unwrap();
     }
     let written = started.elapsed();
+    let mut relayed = None;
     loop {
+        if relayed.is_none() && producer.metrics.get("bourse_outbox_published_total", &[]) as usize >= N {
+            relayed = Some(started.elapsed());
+        }
         let handled =
             consumer.metrics.get("bourse_messages_handled_total", &[("queue", "bench-consumer.ticks")]);
         if handled as usize >= N {
@@ -186,7 +192,13 @@ async fn outbox_inbox(env: &mut TestEnv) -> f64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let rate = N as f64 / started.elapsed().as_secs_f64();
-    println!("    (outbox writes alone: {:.0} msg/s)", N as f64 / written.as_secs_f64());
+    let relayed = relayed.unwrap_or_else(|| started.elapsed());
+    println!(
+        "    (written after {} ms, relayed after {} ms, applied after {} ms)",
+        written.as_millis(),
+        relayed.as_millis(),
+        started.elapsed().as_millis()
+    );
     shutdown.cancel();
     rate
 }
