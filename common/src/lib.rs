@@ -9,6 +9,10 @@
 //! | [`db`] | diesel over SQLite (default) or PostgreSQL, pooled, with embedded migrations |
 //! | [`envelope`] | the message envelope and its AMQP properties |
 //! | [`messages`] | the message catalog contract (`Message` trait, exchanges) |
+//! | [`catalog`] | every event and command payload services exchange |
+//! | [`reference`] | currencies and markets from configuration |
+//! | [`auth`] | the caller of a service route, as the gateway forwards it |
+//! | [`paging`] | pages of lists in REST responses |
 //! | [`topology`] | exchanges, consumer queues, retry tiers, dead-letter queues, the event log stream |
 //! | [`outbox`] | outgoing messages written in the caller's transaction, and the relay that publishes them |
 //! | [`inbox`] | the consumer that applies each delivery exactly once |
@@ -16,6 +20,8 @@
 //! | [`service`] | starting a service: database, relay, consumers, HTTP with health and metrics |
 
 pub mod amqp;
+pub mod auth;
+pub mod catalog;
 pub mod config;
 pub mod db;
 pub mod deadletter;
@@ -28,6 +34,8 @@ pub mod messages;
 pub mod metrics;
 pub mod money;
 pub mod outbox;
+pub mod paging;
+pub mod reference;
 pub mod schema;
 pub mod service;
 pub mod telemetry;

@@ -33,6 +33,9 @@ pub struct ServiceParts {
     pub consumers: Vec<(QueueSpec, Arc<dyn Handler>)>,
     pub routes: Routes,
     pub openapi: utoipa::openapi::OpenApi,
+    /// More API documents for the Swagger UI's list, as `(name, url)`, after
+    /// the service's own (the gateway lists every service's).
+    pub api_docs: Vec<(&'static str, &'static str)>,
     pub faults: Arc<Faults>,
 }
 
@@ -43,6 +46,7 @@ impl Default for ServiceParts {
             consumers: Vec::new(),
             routes: Arc::new(|_, _| {}),
             openapi: utoipa::openapi::OpenApiBuilder::new().build(),
+            api_docs: Vec::new(),
             faults: Arc::default(),
         }
     }
@@ -155,19 +159,29 @@ pub async fn start<S>(
     let mut openapi = parts.openapi;
     openapi.merge(HealthApi::openapi());
     openapi.info.title = name.to_string();
+    add_bearer_scheme(&mut openapi);
+    let mut swagger_urls = vec![utoipa_swagger_ui::Url::new(name, OWN_API_DOC)];
+    swagger_urls.extend(parts.api_docs.into_iter().map(|(n, u)| utoipa_swagger_ui::Url::new(n, u)));
+    let swagger_config = utoipa_swagger_ui::Config::new(swagger_urls).try_it_out_enabled(true);
     let routes = parts.routes;
     let state = web::Data::new(bus.clone());
+    let db_state = web::Data::new(bus.db.clone());
     let app_bus = bus.clone();
     let server = HttpServer::new(move || {
         let routes = routes.clone();
         let app_bus = app_bus.clone();
         App::new()
             .app_data(state.clone())
+            .app_data(db_state.clone())
             .configure(crate::error::configure_extractors)
             .route("/health/live", web::get().to(live))
             .route("/health/ready", web::get().to(ready))
             .route("/metrics", web::get().to(metrics))
-            .service(SwaggerUi::new("/swagger-ui/{_:.*}").url("/api-docs/openapi.json", openapi.clone()))
+            .service(
+                SwaggerUi::new("/swagger-ui/{_:.*}")
+                    .url(OWN_API_DOC, openapi.clone())
+                    .config(swagger_config.clone()),
+            )
             .configure(move |cfg| routes(cfg, &app_bus))
             .default_service(web::to(crate::error::not_found))
     })
@@ -182,6 +196,18 @@ pub async fn start<S>(
     let server_task = tokio::spawn(server);
     tracing::info!(service = name, %http_addr, database = ?bus.db.backend(), "service started");
     Ok(RunningService { name, http_addr, bus, shutdown, server: handle, server_task, tasks })
+}
+
+/// Where a service serves its own OpenAPI document.
+pub const OWN_API_DOC: &str = "/api-docs/openapi.json";
+
+/// The `bearer` scheme that authenticated routes name in `security(("bearer" = []))`.
+fn add_bearer_scheme(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    openapi.components.get_or_insert_with(Default::default).add_security_scheme(
+        "bearer",
+        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+    );
 }
 
 #[derive(OpenApi)]

@@ -1,0 +1,64 @@
+//! Who is calling. The gateway authenticates the client (JWT) and forwards
+//! the request to a service with the caller's id and role in the headers
+//! below, after removing any such header the client sent. Services trust
+//! these headers and are not exposed to clients directly.
+
+use std::future::{Ready, ready};
+
+use actix_web::{FromRequest, HttpRequest, dev::Payload};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::ApiError;
+
+pub const USER_ID_HEADER: &str = "x-bourse-user-id";
+pub const ROLE_HEADER: &str = "x-bourse-user-role";
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// A user's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    User,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::User => "user",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Role::User),
+            "admin" => Some(Role::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// The authenticated caller of a service route; 401 without one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: Uuid,
+    pub role: Role,
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+        let user_id = header(USER_ID_HEADER).and_then(|v| Uuid::parse_str(v).ok());
+        let role = header(ROLE_HEADER).and_then(Role::parse).unwrap_or(Role::User);
+        ready(
+            user_id
+                .map(|user_id| Caller { user_id, role })
+                .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required")),
+        )
+    }
+}

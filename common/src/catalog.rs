@@ -1,0 +1,146 @@
+//! The message catalog: every event and command services exchange, with its
+//! `type`. A payload changes only compatibly (new optional fields); anything
+//! else is a new `VERSION`. Amounts are decimal strings, ids are UUIDs.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::messages::{Kind, Message};
+use crate::money::Amount;
+
+macro_rules! message {
+    ($ty:ident, $name:literal, $kind:ident) => {
+        impl Message for $ty {
+            const TYPE: &'static str = $name;
+            const KIND: Kind = Kind::$kind;
+        }
+    };
+}
+
+/// A new user (gateway). Correlation: the user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserRegistered {
+    pub user_id: Uuid,
+    pub email: String,
+}
+message!(UserRegistered, "user.registered", Event);
+
+/// A user asked to reset their password (gateway); the notification worker
+/// mails the one-time token. Correlation: the user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PasswordResetRequested {
+    pub user_id: Uuid,
+    pub email: String,
+    pub token: String,
+    pub expires_at: chrono::DateTime<chrono::Utc>,
+}
+message!(PasswordResetRequested, "user.password-reset-requested", Event);
+
+/// Buy or sell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    Buy,
+    Sell,
+}
+
+/// Limit or market.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderType {
+    Limit,
+    Market,
+}
+
+/// How long an order rests in the book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TimeInForce {
+    /// Good till cancelled.
+    #[default]
+    Gtc,
+    /// Immediate or cancel: what does not fill at once is cancelled.
+    Ioc,
+}
+
+/// Reserve funds for an order (order-service -> payment-service). Correlation: the order id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReserveFunds {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+}
+message!(ReserveFunds, "payment.reserve-funds", Command);
+
+/// The funds of an order are reserved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FundsReserved {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+}
+message!(FundsReserved, "funds.reserved", Event);
+
+/// The funds of an order could not be reserved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FundsRejected {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+    pub reason: String,
+}
+message!(FundsRejected, "funds.rejected", Event);
+
+/// Give back what is left of an order's reservation (order-service -> payment-service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReleaseFunds {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+}
+message!(ReleaseFunds, "payment.release-funds", Command);
+
+/// What was left of a reservation is available again (`amount` may be zero).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FundsReleased {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+}
+message!(FundsReleased, "funds.released", Event);
+
+/// Put a funded order into its market's book (order-service -> matching-service).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubmitOrder {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub price: Option<Amount>,
+    pub quantity: Amount,
+    pub time_in_force: TimeInForce,
+}
+message!(SubmitOrder, "matching.submit-order", Command);
+
+/// An order was rejected (the user is told).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderRejected {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+    pub reason: String,
+}
+message!(OrderRejected, "order.rejected", Event);
+
+/// An order was cancelled and its reservation released.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderCancelled {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+}
+message!(OrderCancelled, "order.cancelled", Event);

@@ -1,0 +1,3 @@
+DROP TABLE reservations;
+DROP TABLE ledger_entries;
+DROP TABLE accounts;

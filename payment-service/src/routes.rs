@@ -1,0 +1,179 @@
+//! payment-service's REST routes (reached through the gateway, which sets the caller).
+
+use actix_web::{HttpResponse, web};
+use bourse_common::auth::Caller;
+use bourse_common::db::{Db, DbError};
+use bourse_common::error::ApiError;
+use bourse_common::money::Amount;
+use bourse_common::now_micros;
+use bourse_common::paging::{Page, PageQuery};
+use serde::{Deserialize, Serialize};
+
+use crate::Settings;
+use crate::storage::{self, AccountRow, EntryRow};
+
+/// An account: what a user holds in one currency.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Account {
+    pub currency: String,
+    /// Free to use.
+    pub available: Amount,
+    /// Held for open orders.
+    pub reserved: Amount,
+}
+
+impl From<AccountRow> for Account {
+    fn from(r: AccountRow) -> Self {
+        Self { currency: r.currency, available: r.available, reserved: r.reserved }
+    }
+}
+
+/// A ledger entry of the user: one leg of a balanced transaction.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FinanceEntry {
+    pub id: i64,
+    /// The ledger transaction this entry belongs to.
+    pub txn_id: String,
+    pub currency: String,
+    /// `available` or `reserved`.
+    pub account: String,
+    /// Signed: what this entry added to the account.
+    pub amount: Amount,
+    /// `top_up`, `reserve`, `release`.
+    pub kind: String,
+    /// What caused it, e.g. `order:<id>`.
+    pub reference: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<EntryRow> for FinanceEntry {
+    fn from(r: EntryRow) -> Self {
+        Self {
+            id: r.id,
+            txn_id: r.txn_id,
+            currency: r.currency,
+            account: r.account.rsplit(':').next().unwrap_or_default().to_string(),
+            amount: r.amount,
+            kind: r.kind,
+            reference: r.reference,
+            created_at: chrono::DateTime::from_timestamp_micros(r.created_at).unwrap_or_default(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TopUp {
+    /// A positive amount within the currency's scale, as a string: `"100.5"`.
+    pub amount: Amount,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/users/me/accounts", web::get().to(list_accounts))
+        .route("/api/users/me/accounts/{currency}/top-up", web::post().to(top_up))
+        .route("/api/history/finance", web::get().to(finance_history));
+}
+
+/// The caller's accounts, one per currency.
+#[utoipa::path(
+    get,
+    path = "/api/users/me/accounts",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses((status = 200, body = Vec<Account>), (status = 401, description = "no valid token"))
+)]
+pub async fn list_accounts(
+    caller: Caller,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let rows = db.read(move |c| storage::accounts_of(c, caller.user_id).map_err(DbError::from)).await?;
+    // Every currency is listed, opened or not yet (the user was just registered).
+    let accounts: Vec<Account> = settings
+        .reference
+        .currencies
+        .iter()
+        .map(|cur| match rows.iter().find(|r| r.currency == cur.code) {
+            Some(row) => Account::from(row.clone()),
+            None => Account { currency: cur.code.clone(), available: Amount::ZERO, reserved: Amount::ZERO },
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(accounts))
+}
+
+/// Credits the caller's account (a demo and test convenience; off in production).
+#[utoipa::path(
+    post,
+    path = "/api/users/me/accounts/{currency}/top-up",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("currency" = String, Path, description = "e.g. USDT")),
+    request_body = TopUp,
+    responses(
+        (status = 200, body = Account, description = "the account after the top-up"),
+        (status = 403, description = "top-up is switched off"),
+        (status = 404, description = "unknown currency"),
+        (status = 422, description = "amount not positive or over the currency's scale"),
+    )
+)]
+pub async fn top_up(
+    caller: Caller,
+    path: web::Path<String>,
+    body: web::Json<TopUp>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    if !settings.top_up_enabled {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "top_up_disabled",
+            "top-up is switched off on this exchange",
+        ));
+    }
+    let code = path.into_inner();
+    let currency = settings
+        .reference
+        .currency(&code)
+        .ok_or_else(|| ApiError::not_found("unknown_currency", format!("no currency {code}")))?;
+    let amount = body.amount.positive_in(currency)?;
+    let user = caller.user_id;
+    let account = db
+        .write(move |c| {
+            let now = now_micros();
+            let balance = storage::lock_balance(c, user, &code, now)?;
+            let movement = balance.top_up(amount.value());
+            let after = storage::apply(c, user, &code, balance, &movement, "top-up", now)?;
+            Ok::<_, DbError>(Account { currency: code, available: after.available.into(), reserved: after.reserved.into() })
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(account))
+}
+
+/// The caller's ledger entries, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/history/finance",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<FinanceEntry>))
+)]
+pub async fn finance_history(
+    caller: Caller,
+    query: web::Query<PageQuery>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, per_page, offset) = query.into_inner().resolve()?;
+    let (rows, total) =
+        db.read(move |c| storage::entries_of(c, caller.user_id, per_page, offset).map_err(DbError::from)).await?;
+    let items = rows.into_iter().map(FinanceEntry::from).collect();
+    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(list_accounts, top_up, finance_history),
+    components(schemas(Account, TopUp, FinanceEntry, Page<FinanceEntry>)),
+    tags((name = "accounts", description = "balances, top-ups and the ledger"))
+)]
+pub struct Api;

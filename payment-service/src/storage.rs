@@ -1,0 +1,222 @@
+//! Accounts, ledger entries and reservations in the service's database.
+//! Amounts are TEXT (exact on both back ends); arithmetic happens in Rust on
+//! a balance locked for the transaction (`FOR UPDATE` on PostgreSQL; SQLite
+//! has one writer at a time).
+
+use bourse_common::db::DbConnection;
+use bourse_common::money::Amount;
+use diesel::prelude::*;
+use rust_decimal::Decimal;
+use uuid::Uuid;
+
+use crate::domain::{Balance, LedgerAccount, Movement};
+
+diesel::table! {
+    accounts (user_id, currency) {
+        user_id -> Text,
+        currency -> Text,
+        available -> Text,
+        reserved -> Text,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    ledger_entries (id) {
+        id -> BigInt,
+        txn_id -> Text,
+        account -> Text,
+        user_id -> Nullable<Text>,
+        currency -> Text,
+        amount -> Text,
+        kind -> Text,
+        reference -> Text,
+        created_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    reservations (order_id) {
+        order_id -> Text,
+        user_id -> Text,
+        currency -> Text,
+        amount -> Text,
+        remaining -> Text,
+        status -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = accounts)]
+pub struct AccountRow {
+    pub user_id: String,
+    pub currency: String,
+    pub available: Amount,
+    pub reserved: Amount,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ledger_entries)]
+pub struct EntryRow {
+    pub id: i64,
+    pub txn_id: String,
+    pub account: String,
+    pub user_id: Option<String>,
+    pub currency: String,
+    pub amount: Amount,
+    pub kind: String,
+    pub reference: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = reservations)]
+pub struct ReservationRow {
+    pub order_id: String,
+    pub user_id: String,
+    pub currency: String,
+    pub amount: Amount,
+    pub remaining: Amount,
+    pub status: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Opens the account if it is not open yet.
+pub fn open_account(conn: &mut DbConnection, user: Uuid, currency: &str, now: i64) -> QueryResult<()> {
+    let zero = Decimal::ZERO.to_string();
+    let row = (
+        accounts::user_id.eq(user.to_string()),
+        accounts::currency.eq(currency),
+        accounts::available.eq(&zero),
+        accounts::reserved.eq(&zero),
+        accounts::updated_at.eq(now),
+    );
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(accounts::table)
+        .values(row.clone())
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(())
+}
+
+/// The balance, locked until the transaction ends; the account is opened if needed.
+pub fn lock_balance(conn: &mut DbConnection, user: Uuid, currency: &str, now: i64) -> QueryResult<Balance> {
+    open_account(conn, user, currency, now)?;
+    let query = accounts::table.find((user.to_string(), currency.to_string()));
+    let row: AccountRow = match conn {
+        DbConnection::Postgres(c) => query.select(AccountRow::as_select()).for_update().first(c)?,
+        DbConnection::Sqlite(c) => query.select(AccountRow::as_select()).first(c)?,
+    };
+    Ok(Balance { available: row.available.value(), reserved: row.reserved.value() })
+}
+
+/// Records `movement` in the ledger and in the balance (locked by [`lock_balance`]).
+pub fn apply(
+    conn: &mut DbConnection,
+    user: Uuid,
+    currency: &str,
+    balance: Balance,
+    movement: &Movement,
+    reference: &str,
+    now: i64,
+) -> QueryResult<Balance> {
+    let after = balance.apply(movement);
+    diesel::update(accounts::table.find((user.to_string(), currency)))
+        .set((
+            accounts::available.eq(after.available.to_string()),
+            accounts::reserved.eq(after.reserved.to_string()),
+            accounts::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    let txn_id = Uuid::now_v7().to_string();
+    let user_account = |account: LedgerAccount| match account {
+        LedgerAccount::External => (format!("external:{currency}"), None),
+        other => (format!("user:{user}:{currency}:{}", other.as_str()), Some(user.to_string())),
+    };
+    let rows: Vec<_> = movement
+        .legs
+        .iter()
+        .map(|(account, amount)| {
+            let (name, owner) = user_account(*account);
+            (
+                ledger_entries::txn_id.eq(txn_id.clone()),
+                ledger_entries::account.eq(name),
+                ledger_entries::user_id.eq(owner),
+                ledger_entries::currency.eq(currency.to_string()),
+                ledger_entries::amount.eq(amount.to_string()),
+                ledger_entries::kind.eq(movement.kind.as_str()),
+                ledger_entries::reference.eq(reference.to_string()),
+                ledger_entries::created_at.eq(now),
+            )
+        })
+        .collect();
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(ledger_entries::table).values(&rows).execute(c))?;
+    Ok(after)
+}
+
+pub fn accounts_of(conn: &mut DbConnection, user: Uuid) -> QueryResult<Vec<AccountRow>> {
+    accounts::table
+        .filter(accounts::user_id.eq(user.to_string()))
+        .order(accounts::currency.asc())
+        .select(AccountRow::as_select())
+        .load(conn)
+}
+
+/// A page of a user's ledger entries, newest first, and how many there are.
+pub fn entries_of(
+    conn: &mut DbConnection,
+    user: Uuid,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<EntryRow>, i64)> {
+    let mine = || ledger_entries::table.filter(ledger_entries::user_id.eq(user.to_string()));
+    let total = mine().count().get_result(conn)?;
+    let rows = mine()
+        .order(ledger_entries::id.desc())
+        .limit(limit)
+        .offset(offset)
+        .select(EntryRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+pub fn reservation(conn: &mut DbConnection, order_id: Uuid) -> QueryResult<Option<ReservationRow>> {
+    reservations::table.find(order_id.to_string()).select(ReservationRow::as_select()).first(conn).optional()
+}
+
+pub fn insert_reservation(
+    conn: &mut DbConnection,
+    order_id: Uuid,
+    user: Uuid,
+    currency: &str,
+    amount: Amount,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::insert_into(reservations::table)
+        .values((
+            reservations::order_id.eq(order_id.to_string()),
+            reservations::user_id.eq(user.to_string()),
+            reservations::currency.eq(currency),
+            reservations::amount.eq(amount.to_string()),
+            reservations::remaining.eq(amount.to_string()),
+            reservations::status.eq("active"),
+            reservations::created_at.eq(now),
+            reservations::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+pub fn close_reservation(conn: &mut DbConnection, order_id: Uuid, status: &str, now: i64) -> QueryResult<()> {
+    diesel::update(reservations::table.find(order_id.to_string()))
+        .set((
+            reservations::remaining.eq(Decimal::ZERO.to_string()),
+            reservations::status.eq(status),
+            reservations::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
