@@ -1,0 +1,2 @@
+DROP TABLE order_transitions;
+DROP TABLE orders;

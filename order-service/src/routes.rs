@@ -1,0 +1,373 @@
+//! order-service's REST routes: orders, and the reference data they are checked against.
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use bourse_common::auth::{Caller, REQUEST_ID_HEADER};
+use bourse_common::catalog::{OrderType, ReleaseFunds, ReserveFunds, Side, TimeInForce};
+use bourse_common::db::{Db, DbError, is_unique_violation};
+use bourse_common::error::ApiError;
+use bourse_common::money::{Amount, Currency};
+use bourse_common::now_micros;
+use bourse_common::outbox::Emitter;
+use bourse_common::paging::{Page, PageQuery};
+use bourse_common::reference::Market;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{OrderRequest, Status};
+use crate::handlers::parse_enum;
+use crate::storage::{self, Cause, OrderRow};
+use crate::{NAME, Settings};
+
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// An order as clients see it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Order {
+    pub id: Uuid,
+    pub market: String,
+    pub side: Side,
+    #[serde(rename = "type")]
+    pub order_type: OrderType,
+    pub price: Option<Amount>,
+    pub quantity: Amount,
+    pub filled_quantity: Amount,
+    pub status: Status,
+    pub time_in_force: TimeInForce,
+    /// Why the order was rejected (`rejected` only).
+    pub reject_reason: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+fn time(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+impl TryFrom<OrderRow> for Order {
+    type Error = ApiError;
+
+    fn try_from(r: OrderRow) -> Result<Self, ApiError> {
+        let corrupt = |e: &dyn std::fmt::Display| ApiError::internal(format!("order {}: {e}", r.id));
+        Ok(Self {
+            id: Uuid::parse_str(&r.id).map_err(|e| corrupt(&e))?,
+            market: r.market.clone(),
+            side: parse_enum(&r.side).map_err(|e| corrupt(&e))?,
+            order_type: parse_enum(&r.order_type).map_err(|e| corrupt(&e))?,
+            price: r.price.as_deref().map(str::parse).transpose().map_err(|e| corrupt(&e))?,
+            quantity: r.quantity.parse().map_err(|e| corrupt(&e))?,
+            filled_quantity: r.filled_quantity.parse().map_err(|e| corrupt(&e))?,
+            status: r.status(),
+            time_in_force: parse_enum(&r.time_in_force).map_err(|e| corrupt(&e))?,
+            reject_reason: r.reject_reason.clone(),
+            created_at: time(r.created_at),
+            updated_at: time(r.updated_at),
+        })
+    }
+}
+
+/// One step of an order's life.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Transition {
+    pub from_status: Option<String>,
+    pub to_status: String,
+    /// The message type (or request) that caused it.
+    pub cause_type: String,
+    /// Its message id (or request id).
+    pub cause_id: String,
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only orders in this status (`open`, `filled`, ...).
+    pub status: Option<String>,
+    /// Only orders of this market.
+    pub market: Option<String>,
+    pub page: Option<i64>,
+    pub per_page: Option<i64>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/orders", web::post().to(place_order))
+        .route("/api/orders", web::get().to(list_orders))
+        .route("/api/orders/{id}", web::get().to(get_order))
+        .route("/api/orders/{id}", web::delete().to(cancel_order))
+        .route("/api/orders/{id}/transitions", web::get().to(order_transitions))
+        .route("/api/currencies", web::get().to(currencies))
+        .route("/api/markets", web::get().to(markets));
+}
+
+fn order_not_found(id: Uuid) -> ApiError {
+    ApiError::not_found("order_not_found", format!("no order {id}"))
+}
+
+/// Places an order: it is `pending` until its funds are reserved.
+#[utoipa::path(
+    post,
+    path = "/api/orders",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body return the same order")),
+    request_body = OrderRequest,
+    responses(
+        (status = 202, body = Order, description = "accepted; pending until funds are reserved"),
+        (status = 401, description = "no valid token"),
+        (status = 422, description = "invalid order (unknown market, bad price or quantity, key reused with another body)"),
+    )
+)]
+pub async fn place_order(
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<OrderRequest>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    let valid = request
+        .validate(settings.reference.market(&request.market))
+        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let key = header(IDEMPOTENCY_KEY_HEADER);
+    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
+        return Err(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"));
+    }
+    let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
+    let cause = Cause {
+        kind: "POST /api/orders".into(),
+        id: header(REQUEST_ID_HEADER).unwrap_or_else(|| Uuid::now_v7().to_string()),
+    };
+    let user = caller.user_id;
+    let now = now_micros();
+    let id = Uuid::now_v7();
+    let row = OrderRow {
+        id: id.to_string(),
+        user_id: user.to_string(),
+        market: valid.market.clone(),
+        side: enum_name(&valid.side),
+        order_type: enum_name(&valid.order_type),
+        price: valid.price.map(|p| p.to_string()),
+        quantity: valid.quantity.to_string(),
+        filled_quantity: Amount::ZERO.to_string(),
+        status: Status::Pending.as_str().into(),
+        time_in_force: enum_name(&valid.time_in_force),
+        reject_reason: None,
+        idempotency_key: key.clone(),
+        request_body: Some(request_body.clone()),
+        created_at: now,
+        updated_at: now,
+    };
+    let stored = db
+        .write(move |c| {
+            if let Some(key) = &key
+                && let Some(existing) = storage::find_by_idempotency_key(c, user, key)?
+            {
+                return Ok(existing);
+            }
+            storage::insert(c, &row, &cause)?;
+            let mut out = Emitter::new(NAME);
+            out.send(
+                &row.id,
+                &ReserveFunds {
+                    order_id: id,
+                    user_id: user,
+                    currency: valid.reserve_currency.clone(),
+                    amount: valid.reserve_amount,
+                },
+            );
+            out.flush(c)?;
+            Ok::<_, DbError>(row)
+        })
+        .await;
+    let stored = match stored {
+        Ok(order) => order,
+        // The same key raced in from another request: that one won.
+        Err(DbError::Query(e)) if is_unique_violation(&e) => {
+            let key = header(IDEMPOTENCY_KEY_HEADER).unwrap_or_default();
+            db.read(move |c| storage::find_by_idempotency_key(c, user, &key).map_err(DbError::from))
+                .await?
+                .ok_or_else(|| ApiError::internal("idempotency key vanished"))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if stored.request_body.as_deref() != Some(request_body.as_str()) {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different order",
+        ));
+    }
+    Ok(HttpResponse::Accepted().json(Order::try_from(stored)?))
+}
+
+fn enum_name<T: Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+/// One of the caller's orders.
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Order), (status = 404, description = "no such order of yours"))
+)]
+pub async fn get_order(caller: Caller, path: web::Path<Uuid>, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let row = db
+        .read(move |c| storage::find_for_user(c, id, caller.user_id).map_err(DbError::from))
+        .await?
+        .ok_or_else(|| order_not_found(id))?;
+    Ok(HttpResponse::Ok().json(Order::try_from(row)?))
+}
+
+/// Every status an order of the caller went through, with its cause.
+#[utoipa::path(
+    get,
+    path = "/api/orders/{id}/transitions",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Vec<Transition>), (status = 404, description = "no such order of yours"))
+)]
+pub async fn order_transitions(
+    caller: Caller,
+    path: web::Path<Uuid>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let rows = db
+        .read(move |c| {
+            if storage::find_for_user(c, id, caller.user_id)?.is_none() {
+                return Ok(None);
+            }
+            storage::transitions(c, id).map(Some).map_err(DbError::from)
+        })
+        .await?
+        .ok_or_else(|| order_not_found(id))?;
+    let items: Vec<Transition> = rows
+        .into_iter()
+        .map(|r| Transition {
+            from_status: r.from_status,
+            to_status: r.to_status,
+            cause_type: r.cause_type,
+            cause_id: r.cause_id,
+            at: time(r.at),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(items))
+}
+
+/// A page of the caller's orders, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/orders",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(ListQuery),
+    responses((status = 200, body = Page<Order>), (status = 400, description = "unknown status or bad page"))
+)]
+pub async fn list_orders(
+    caller: Caller,
+    query: web::Query<ListQuery>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let (page, per_page, offset) = PageQuery { page: q.page, per_page: q.per_page }.resolve()?;
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::bad_request("invalid_status", format!("unknown status {s}"))
+        })?),
+    };
+    let market = q.market;
+    let (rows, total) = db
+        .read(move |c| {
+            storage::list(c, caller.user_id, status, market.as_deref(), per_page, offset).map_err(DbError::from)
+        })
+        .await?;
+    let items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+}
+
+/// Asks to cancel an order; its reservation is released, then it is `cancelled`.
+#[utoipa::path(
+    delete,
+    path = "/api/orders/{id}",
+    tag = "orders",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 202, body = Order, description = "cancellation requested"),
+        (status = 404, description = "no such order of yours"),
+        (status = 409, description = "the order is already final"),
+    )
+)]
+pub async fn cancel_order(
+    caller: Caller,
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, ApiError> {
+    let id = path.into_inner();
+    let user = caller.user_id;
+    let cause = Cause {
+        kind: "DELETE /api/orders".into(),
+        id: req
+            .headers()
+            .get(REQUEST_ID_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| Uuid::now_v7().to_string()),
+    };
+    let outcome = db
+        .write(move |c| {
+            let Some(order) = storage::find_for_user(c, id, user)? else {
+                return Ok::<_, DbError>(Err(order_not_found(id)));
+            };
+            let status = order.status();
+            if status == Status::CancelRequested {
+                return Ok(Ok(order));
+            }
+            if !status.is_cancellable() {
+                return Ok(Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "order_not_cancellable",
+                    format!("order {id} is {}", status.as_str()),
+                )));
+            }
+            storage::transition(c, &order, Status::CancelRequested, None, &cause, now_micros())?;
+            // A pending order is released when its reservation outcome arrives.
+            if status != Status::Pending {
+                let mut out = Emitter::new(NAME);
+                out.send(&order.id, &ReleaseFunds { order_id: id, user_id: user });
+                out.flush(c)?;
+            }
+            Ok(Ok(storage::find(c, id)?.unwrap_or(order)))
+        })
+        .await??;
+    Ok(HttpResponse::Accepted().json(Order::try_from(outcome)?))
+}
+
+/// The currencies traded, with their scales.
+#[utoipa::path(get, path = "/api/currencies", tag = "reference", responses((status = 200, body = Vec<Currency>)))]
+pub async fn currencies(settings: web::Data<Settings>) -> HttpResponse {
+    HttpResponse::Ok().json(&settings.reference.currencies)
+}
+
+/// The markets, with their price and quantity scales and limits.
+#[utoipa::path(get, path = "/api/markets", tag = "reference", responses((status = 200, body = Vec<Market>)))]
+pub async fn markets(settings: web::Data<Settings>) -> HttpResponse {
+    HttpResponse::Ok().json(&settings.reference.markets)
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(place_order, list_orders, get_order, cancel_order, order_transitions, currencies, markets),
+    components(schemas(Order, OrderRequest, Transition, Page<Order>, Currency, Market)),
+    tags(
+        (name = "orders", description = "placing, reading and cancelling orders"),
+        (name = "reference", description = "currencies and markets"),
+    )
+)]
+pub struct Api;

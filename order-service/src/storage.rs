@@ -1,0 +1,184 @@
+//! Orders and their transitions in the service's database.
+
+use bourse_common::db::DbConnection;
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::domain::Status;
+
+diesel::table! {
+    orders (id) {
+        id -> Text,
+        user_id -> Text,
+        market -> Text,
+        side -> Text,
+        order_type -> Text,
+        price -> Nullable<Text>,
+        quantity -> Text,
+        filled_quantity -> Text,
+        status -> Text,
+        time_in_force -> Text,
+        reject_reason -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        request_body -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    order_transitions (id) {
+        id -> BigInt,
+        order_id -> Text,
+        from_status -> Nullable<Text>,
+        to_status -> Text,
+        cause_type -> Text,
+        cause_id -> Text,
+        at -> BigInt,
+    }
+}
+
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = orders)]
+pub struct OrderRow {
+    pub id: String,
+    pub user_id: String,
+    pub market: String,
+    pub side: String,
+    pub order_type: String,
+    pub price: Option<String>,
+    pub quantity: String,
+    pub filled_quantity: String,
+    pub status: String,
+    pub time_in_force: String,
+    pub reject_reason: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_body: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl OrderRow {
+    pub fn status(&self) -> Status {
+        Status::parse(&self.status).unwrap_or(Status::Pending)
+    }
+}
+
+/// What caused a transition: a message (`funds.reserved` + its id) or a request.
+#[derive(Debug, Clone)]
+pub struct Cause {
+    pub kind: String,
+    pub id: String,
+}
+
+pub fn insert(conn: &mut DbConnection, order: &OrderRow, cause: &Cause) -> QueryResult<()> {
+    diesel::insert_into(orders::table).values(order).execute(conn)?;
+    record_transition(conn, &order.id, None, Status::Pending, cause, order.created_at)
+}
+
+fn record_transition(
+    conn: &mut DbConnection,
+    order_id: &str,
+    from: Option<Status>,
+    to: Status,
+    cause: &Cause,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::insert_into(order_transitions::table)
+        .values((
+            order_transitions::order_id.eq(order_id),
+            order_transitions::from_status.eq(from.map(Status::as_str)),
+            order_transitions::to_status.eq(to.as_str()),
+            order_transitions::cause_type.eq(&cause.kind),
+            order_transitions::cause_id.eq(&cause.id),
+            order_transitions::at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Moves the order to `to` and records why.
+pub fn transition(
+    conn: &mut DbConnection,
+    order: &OrderRow,
+    to: Status,
+    reject_reason: Option<&str>,
+    cause: &Cause,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::update(orders::table.find(&order.id))
+        .set((orders::status.eq(to.as_str()), orders::updated_at.eq(now)))
+        .execute(conn)?;
+    if let Some(reason) = reject_reason {
+        diesel::update(orders::table.find(&order.id)).set(orders::reject_reason.eq(reason)).execute(conn)?;
+    }
+    record_transition(conn, &order.id, Some(order.status()), to, cause, now)
+}
+
+pub fn find(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<OrderRow>> {
+    orders::table.find(id.to_string()).select(OrderRow::as_select()).first(conn).optional()
+}
+
+/// The order, if it is the user's.
+pub fn find_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResult<Option<OrderRow>> {
+    Ok(find(conn, id)?.filter(|o| o.user_id == user.to_string()))
+}
+
+pub fn find_by_idempotency_key(conn: &mut DbConnection, user: Uuid, key: &str) -> QueryResult<Option<OrderRow>> {
+    orders::table
+        .filter(orders::user_id.eq(user.to_string()))
+        .filter(orders::idempotency_key.eq(key))
+        .select(OrderRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// A page of the user's orders, newest first, and how many match.
+pub fn list(
+    conn: &mut DbConnection,
+    user: Uuid,
+    status: Option<Status>,
+    market: Option<&str>,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<OrderRow>, i64)> {
+    let filtered = || {
+        let mut q = orders::table.filter(orders::user_id.eq(user.to_string())).into_boxed();
+        if let Some(s) = status {
+            q = q.filter(orders::status.eq(s.as_str()));
+        }
+        if let Some(m) = market {
+            q = q.filter(orders::market.eq(m.to_string()));
+        }
+        q
+    };
+    let total = filtered().count().get_result(conn)?;
+    let rows = filtered()
+        .order((orders::created_at.desc(), orders::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select(OrderRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+/// A transition as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = order_transitions)]
+pub struct TransitionRow {
+    pub id: i64,
+    pub order_id: String,
+    pub from_status: Option<String>,
+    pub to_status: String,
+    pub cause_type: String,
+    pub cause_id: String,
+    pub at: i64,
+}
+
+pub fn transitions(conn: &mut DbConnection, order_id: Uuid) -> QueryResult<Vec<TransitionRow>> {
+    order_transitions::table
+        .filter(order_transitions::order_id.eq(order_id.to_string()))
+        .order(order_transitions::id.asc())
+        .select(TransitionRow::as_select())
+        .load(conn)
+}
