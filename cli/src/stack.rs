@@ -3,7 +3,9 @@
 //! its own environment variables (`ORDER__DATABASE__URL=postgres://...`).
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 
 use bourse_common::config::{self, ServiceConfig};
 use bourse_common::service::RunningService;
@@ -21,22 +23,64 @@ pub struct StackOptions {
     pub databases: HashMap<String, String>,
 }
 
+type Starter =
+    Box<dyn Fn(u16) -> Pin<Box<dyn Future<Output = anyhow::Result<RunningService>> + Send>> + Send + Sync>;
+
 /// The running services, gateway first.
-#[derive(Debug)]
 pub struct Stack {
     pub services: Vec<RunningService>,
+    /// How to start each service again on a given port (tests restart them).
+    starters: HashMap<&'static str, Starter>,
+}
+
+impl std::fmt::Debug for Stack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").field("services", &self.services).finish_non_exhaustive()
+    }
 }
 
 impl Stack {
     pub fn gateway_url(&self) -> String {
-        self.services.first().map(RunningService::url).unwrap_or_default()
+        self.service(gateway::NAME).map(RunningService::url).unwrap_or_default()
     }
 
-    /// Stops every service gracefully, the gateway last.
+    pub fn service(&self, name: &str) -> Option<&RunningService> {
+        self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Stops every service gracefully, the gateway first.
     pub async fn stop(self) {
-        for service in self.services.into_iter().rev() {
+        for service in self.services {
             service.stop().await;
         }
+    }
+
+    /// Kills a service where it stands (as a crash would) and starts it again on the same port.
+    pub async fn crash_and_restart(&mut self, name: &str) -> anyhow::Result<()> {
+        let index = self
+            .services
+            .iter()
+            .position(|s| s.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no service {name}"))?;
+        let old = self.services.remove(index);
+        let port = old.http_addr.port();
+        old.kill().await;
+        let starter = self.starters.get(name).ok_or_else(|| anyhow::anyhow!("no starter for {name}"))?;
+        let mut attempt = 0;
+        let service = loop {
+            match starter(port).await {
+                Ok(service) => break service,
+                // The killed server's socket may linger for a moment.
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    tracing::debug!(error = %e, "restart of {name} failed, retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        self.services.insert(index, service);
+        Ok(())
     }
 }
 
@@ -62,7 +106,7 @@ where
     Ok(config::load(&defaults, None, env_prefix)?)
 }
 
-/// Starts every service, the gateway first.
+/// Every service of the stack.
 pub const SERVICES: [&str; 6] = [
     gateway::NAME,
     order_service::NAME,
@@ -72,29 +116,46 @@ pub const SERVICES: [&str; 6] = [
     notify_service::NAME,
 ];
 
+/// Starts every service, the gateway last (it is told where the others answer).
 pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     std::fs::create_dir_all(&options.data_dir)?;
     let mut services = Vec::new();
+    let mut starters: HashMap<&'static str, Starter> = HashMap::new();
     macro_rules! start {
-        ($service:ident) => {
-            services.push(
-                $service::run(configure(
-                    $service::default_config(),
-                    $service::NAME,
-                    $service::ENV_PREFIX,
-                    options,
-                )?)
-                .await?,
-            )
-        };
+        ($service:ident, $adjust:expr) => {{
+            let mut config =
+                configure($service::default_config(), $service::NAME, $service::ENV_PREFIX, options)?;
+            #[allow(clippy::redundant_closure_call)]
+            ($adjust)(&mut config);
+            let service = $service::run(config.clone()).await?;
+            starters.insert(
+                $service::NAME,
+                Box::new(move |port| {
+                    let mut config = config.clone();
+                    config.http.port = port;
+                    Box::pin($service::run(config))
+                }),
+            );
+            services.push(service);
+        }};
     }
-    start!(gateway);
-    start!(order_service);
-    start!(payment_service);
-    start!(matching_service);
-    start!(chain_service);
-    start!(notify_service);
-    Ok(Stack { services })
+    start!(order_service, |_: &mut _| {});
+    start!(payment_service, |_: &mut _| {});
+    start!(matching_service, |_: &mut _| {});
+    start!(chain_service, |_: &mut _| {});
+    start!(notify_service, |_: &mut _| {});
+    let url =
+        |name: &str| services.iter().find(|s: &&RunningService| s.name == name).map(RunningService::url);
+    let upstreams = gateway::Upstreams {
+        order_service: url(order_service::NAME).unwrap_or_default(),
+        payment_service: url(payment_service::NAME).unwrap_or_default(),
+        matching_service: url(matching_service::NAME).unwrap_or_default(),
+        chain_service: url(chain_service::NAME).unwrap_or_default(),
+        notify_service: url(notify_service::NAME).unwrap_or_default(),
+    };
+    start!(gateway, |c: &mut gateway::Config| c.settings.upstreams = upstreams.clone());
+    services.rotate_right(1); // the gateway first
+    Ok(Stack { services, starters })
 }
 
 pub fn default_data_dir() -> &'static Path {

@@ -36,6 +36,9 @@ pub struct ServiceParts {
     /// More API documents for the Swagger UI's list, as `(name, url)`, after
     /// the service's own (the gateway lists every service's).
     pub api_docs: Vec<(&'static str, &'static str)>,
+    /// Services this one forwards to, as `(name, base URL)`: it is ready only
+    /// while each of them answers `/health/ready` (the gateway's are every service).
+    pub upstreams: Vec<(&'static str, String)>,
     pub faults: Arc<Faults>,
 }
 
@@ -47,6 +50,7 @@ impl Default for ServiceParts {
             routes: Arc::new(|_, _| {}),
             openapi: utoipa::openapi::OpenApiBuilder::new().build(),
             api_docs: Vec::new(),
+            upstreams: Vec::new(),
             faults: Arc::default(),
         }
     }
@@ -156,6 +160,10 @@ pub async fn start<S>(
         tasks.push(tokio::spawn(Consumer::new(bus.clone(), spec, handler).run(shutdown.clone())));
     }
 
+    for (upstream, url) in parts.upstreams {
+        tasks.push(tokio::spawn(probe_upstream(bus.clone(), upstream, url, shutdown.clone())));
+    }
+
     let mut openapi = parts.openapi;
     openapi.merge(HealthApi::openapi());
     openapi.info.title = name.to_string();
@@ -196,6 +204,32 @@ pub async fn start<S>(
     let server_task = tokio::spawn(server);
     tracing::info!(service = name, %http_addr, database = ?bus.db.backend(), "service started");
     Ok(RunningService { name, http_addr, bus, shutdown, server: handle, server_task, tasks })
+}
+
+/// Keeps the health of an upstream service up to date, once a second.
+async fn probe_upstream(
+    bus: Bus,
+    name: &'static str,
+    url: String,
+    shutdown: CancellationToken,
+) -> Result<(), Crashed> {
+    let health = bus.metrics.component(&format!("upstream:{name}"));
+    let client = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!(error = %e, "no HTTP client for the upstream probe");
+            return Ok(());
+        }
+    };
+    loop {
+        let ready =
+            client.get(format!("{url}/health/ready")).send().await.is_ok_and(|r| r.status().is_success());
+        health.set(ready);
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
 }
 
 /// Where a service serves its own OpenAPI document.

@@ -75,10 +75,18 @@ impl OrderRequest {
         let market = market.ok_or_else(|| OrderError::UnknownMarket(self.market.clone()))?;
         let quantity = self.quantity.positive_in(&market.quantity_unit()).map_err(OrderError::Quantity)?;
         if quantity < market.min_quantity {
-            return Err(OrderError::BelowMinimum { quantity, min: market.min_quantity, market: market.id.clone() });
+            return Err(OrderError::BelowMinimum {
+                quantity,
+                min: market.min_quantity,
+                market: market.id.clone(),
+            });
         }
         if quantity > market.max_quantity {
-            return Err(OrderError::AboveMaximum { quantity, max: market.max_quantity, market: market.id.clone() });
+            return Err(OrderError::AboveMaximum {
+                quantity,
+                max: market.max_quantity,
+                market: market.id.clone(),
+            });
         }
         let price = match (self.order_type, self.side, self.price) {
             (OrderType::Limit, _, None) => return Err(OrderError::PriceRequired("limit")),
@@ -177,7 +185,10 @@ mod tests {
     #[test]
     fn a_limit_buy_reserves_price_times_quantity_of_the_quote() {
         let v = check(&request(Side::Buy, OrderType::Limit, Some("2000.50"), "1.5")).unwrap();
-        assert_eq!((v.reserve_currency.as_str(), v.reserve_amount.to_string().as_str()), ("USDT", "3000.750"));
+        assert_eq!(
+            (v.reserve_currency.as_str(), v.reserve_amount.to_string().as_str()),
+            ("USDT", "3000.750")
+        );
     }
 
     #[test]

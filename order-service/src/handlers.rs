@@ -93,7 +93,12 @@ fn funds_rejected(
     if matches!(order.status(), Status::Pending | Status::CancelRequested) {
         let (order_id, user_id) = ids(&order)?;
         storage::transition(conn, &order, Status::Rejected, Some(reason), &cause(message), now_micros())?;
-        out.reply(&OrderRejected { order_id, user_id, market: order.market.clone(), reason: reason.to_string() });
+        out.reply(&OrderRejected {
+            order_id,
+            user_id,
+            market: order.market.clone(),
+            reason: reason.to_string(),
+        });
     }
     Ok(())
 }

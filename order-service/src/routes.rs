@@ -130,7 +130,10 @@ pub async fn place_order(
     let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
     let key = header(IDEMPOTENCY_KEY_HEADER);
     if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(ApiError::bad_request("invalid_idempotency_key", "Idempotency-Key must be 1 to 200 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            "Idempotency-Key must be 1 to 200 characters",
+        ));
     }
     let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
     let cause = Cause {
@@ -212,7 +215,11 @@ fn enum_name<T: Serialize>(value: &T) -> String {
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Order), (status = 404, description = "no such order of yours"))
 )]
-pub async fn get_order(caller: Caller, path: web::Path<Uuid>, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
+pub async fn get_order(
+    caller: Caller,
+    path: web::Path<Uuid>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let row = db
         .read(move |c| storage::find_for_user(c, id, caller.user_id).map_err(DbError::from))
@@ -276,14 +283,16 @@ pub async fn list_orders(
     let (page, per_page, offset) = PageQuery { page: q.page, per_page: q.per_page }.resolve()?;
     let status = match q.status.as_deref() {
         None => None,
-        Some(s) => Some(Status::parse(s).ok_or_else(|| {
-            ApiError::bad_request("invalid_status", format!("unknown status {s}"))
-        })?),
+        Some(s) => Some(
+            Status::parse(s)
+                .ok_or_else(|| ApiError::bad_request("invalid_status", format!("unknown status {s}")))?,
+        ),
     };
     let market = q.market;
     let (rows, total) = db
         .read(move |c| {
-            storage::list(c, caller.user_id, status, market.as_deref(), per_page, offset).map_err(DbError::from)
+            storage::list(c, caller.user_id, status, market.as_deref(), per_page, offset)
+                .map_err(DbError::from)
         })
         .await?;
     let items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;

@@ -124,7 +124,11 @@ pub fn find_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResu
     Ok(find(conn, id)?.filter(|o| o.user_id == user.to_string()))
 }
 
-pub fn find_by_idempotency_key(conn: &mut DbConnection, user: Uuid, key: &str) -> QueryResult<Option<OrderRow>> {
+pub fn find_by_idempotency_key(
+    conn: &mut DbConnection,
+    user: Uuid,
+    key: &str,
+) -> QueryResult<Option<OrderRow>> {
     orders::table
         .filter(orders::user_id.eq(user.to_string()))
         .filter(orders::idempotency_key.eq(key))

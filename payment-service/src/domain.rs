@@ -128,7 +128,10 @@ mod tests {
     #[test]
     fn reserving_more_than_available_is_refused() {
         let funded = Balance { available: d("10"), reserved: d("5") };
-        assert_eq!(funded.reserve(d("10.000001")), Err(Insufficient { available: d("10"), needed: d("10.000001") }));
+        assert_eq!(
+            funded.reserve(d("10.000001")),
+            Err(Insufficient { available: d("10"), needed: d("10.000001") })
+        );
         assert!(funded.reserve(d("10")).is_ok());
     }
 }

@@ -1,7 +1,9 @@
 //! What payment-service does with the messages it consumes, each inside the
 //! inbox transaction: open accounts for a new user, reserve and release funds.
 
-use bourse_common::catalog::{FundsRejected, FundsReleased, FundsReserved, ReleaseFunds, ReserveFunds, UserRegistered};
+use bourse_common::catalog::{
+    FundsRejected, FundsReleased, FundsReserved, ReleaseFunds, ReserveFunds, UserRegistered,
+};
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::HandlerError;
@@ -74,7 +76,11 @@ pub fn reserve_funds(
 }
 
 /// Gives back what is left of the order's reservation.
-pub fn release_funds(conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) -> Result<(), HandlerError> {
+pub fn release_funds(
+    conn: &mut DbConnection,
+    message: &Envelope,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
     let cmd: ReleaseFunds = message.payload()?;
     let now = now_micros();
     let released = match storage::reservation(conn, cmd.order_id)? {
@@ -82,7 +88,15 @@ pub fn release_funds(conn: &mut DbConnection, message: &Envelope, out: &mut Emit
             let user = cmd.user_id;
             let balance = storage::lock_balance(conn, user, &r.currency, now)?;
             let movement = balance.release(r.remaining.value());
-            storage::apply(conn, user, &r.currency, balance, &movement, &format!("order:{}", cmd.order_id), now)?;
+            storage::apply(
+                conn,
+                user,
+                &r.currency,
+                balance,
+                &movement,
+                &format!("order:{}", cmd.order_id),
+                now,
+            )?;
             storage::close_reservation(conn, cmd.order_id, "released", now)?;
             Some((r.currency, r.remaining))
         }

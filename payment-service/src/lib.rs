@@ -64,13 +64,14 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
     let users: Arc<dyn Handler> =
         Arc::new(move |c: &mut _, m: &_, _: &mut _| handlers::user_registered(&reference, c, m));
     let reference = settings.reference.clone();
-    let commands: Arc<dyn Handler> = Arc::new(move |c: &mut _, m: &bourse_common::envelope::Envelope, out: &mut _| {
-        match m.message_type.as_str() {
-            bourse_common::catalog::ReserveFunds::TYPE => handlers::reserve_funds(&reference, c, m, out),
-            bourse_common::catalog::ReleaseFunds::TYPE => handlers::release_funds(c, m, out),
-            other => Err(HandlerError::Permanent(anyhow::anyhow!("unexpected message type {other}"))),
-        }
-    });
+    let commands: Arc<dyn Handler> =
+        Arc::new(move |c: &mut _, m: &bourse_common::envelope::Envelope, out: &mut _| {
+            match m.message_type.as_str() {
+                bourse_common::catalog::ReserveFunds::TYPE => handlers::reserve_funds(&reference, c, m, out),
+                bourse_common::catalog::ReleaseFunds::TYPE => handlers::release_funds(c, m, out),
+                other => Err(HandlerError::Permanent(anyhow::anyhow!("unexpected message type {other}"))),
+            }
+        });
     let parts = ServiceParts {
         migrations: vec![&MIGRATIONS],
         consumers: vec![

@@ -143,7 +143,11 @@ pub async fn top_up(
             let balance = storage::lock_balance(c, user, &code, now)?;
             let movement = balance.top_up(amount.value());
             let after = storage::apply(c, user, &code, balance, &movement, "top-up", now)?;
-            Ok::<_, DbError>(Account { currency: code, available: after.available.into(), reserved: after.reserved.into() })
+            Ok::<_, DbError>(Account {
+                currency: code,
+                available: after.available.into(),
+                reserved: after.reserved.into(),
+            })
         })
         .await?;
     Ok(HttpResponse::Ok().json(account))
@@ -164,8 +168,9 @@ pub async fn finance_history(
     db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
     let (page, per_page, offset) = query.into_inner().resolve()?;
-    let (rows, total) =
-        db.read(move |c| storage::entries_of(c, caller.user_id, per_page, offset).map_err(DbError::from)).await?;
+    let (rows, total) = db
+        .read(move |c| storage::entries_of(c, caller.user_id, per_page, offset).map_err(DbError::from))
+        .await?;
     let items = rows.into_iter().map(FinanceEntry::from).collect();
     Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
 }

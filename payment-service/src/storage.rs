@@ -153,7 +153,9 @@ pub fn apply(
             )
         })
         .collect();
-    bourse_common::on_backend!(conn, |c| diesel::insert_into(ledger_entries::table).values(&rows).execute(c))?;
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(ledger_entries::table)
+        .values(&rows)
+        .execute(c))?;
     Ok(after)
 }
 

@@ -3,6 +3,9 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
+mod helpers;
+mod orders;
+
 use std::time::Duration;
 
 use bourse_cli::stack::{self, SERVICES, StackOptions};

@@ -1,0 +1,137 @@
+//! A whole stack per test (its own RabbitMQ vhost and databases) and a client
+//! that talks to it only through the gateway, as a user would.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bourse_cli::stack::{self, SERVICES, Stack, StackOptions};
+use bourse_common::db::Backend;
+use bourse_common::testkit::{TestEnv, eventually};
+use serde_json::{Value, json};
+
+pub struct TestStack {
+    pub env: TestEnv,
+    pub stack: Stack,
+    pub http: reqwest::Client,
+}
+
+pub const WAIT: Duration = Duration::from_secs(30);
+
+impl TestStack {
+    pub async fn start(backend: Backend) -> Self {
+        let mut env = TestEnv::new(backend).await;
+        let databases = SERVICES
+            .iter()
+            .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
+            .collect();
+        let options = StackOptions {
+            data_dir: env.tmp_dir().to_path_buf(),
+            amqp_url: env.amqp_url.clone(),
+            port: Some(0),
+            databases,
+        };
+        let stack = stack::start(&options).await.expect("the stack starts");
+        Self { env, stack, http: reqwest::Client::new() }
+    }
+
+    pub async fn stop(self) {
+        self.stack.stop().await;
+        self.env.cleanup().await;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.stack.gateway_url())
+    }
+
+    /// Sends a request through the gateway; returns the status and the JSON body (or `null`).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        self.call_with(method, path, token, body, &[]).await
+    }
+
+    pub async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let mut request = self.http.request(method.parse().unwrap(), self.url(path));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// Registers a user and returns their token.
+    pub async fn user(&self, email: &str) -> String {
+        let credentials = json!({"email": email, "password": "correct horse battery"});
+        let (status, body) = self.call("POST", "/api/auth/users", None, Some(credentials.clone())).await;
+        assert_eq!(status, 201, "{body}");
+        let (status, body) = self.call("POST", "/api/token", None, Some(credentials)).await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    pub async fn top_up(&self, token: &str, currency: &str, amount: &str) {
+        let path = format!("/api/users/me/accounts/{currency}/top-up");
+        let (status, body) = self.call("POST", &path, Some(token), Some(json!({"amount": amount}))).await;
+        assert_eq!(status, 200, "{body}");
+    }
+
+    /// `currency -> (available, reserved)`, as the user sees them.
+    pub async fn accounts(&self, token: &str) -> HashMap<String, (String, String)> {
+        let (status, body) = self.call("GET", "/api/users/me/accounts", Some(token), None).await;
+        assert_eq!(status, 200, "{body}");
+        body.as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                let s = |k: &str| {
+                    a[k].as_str().unwrap().parse::<rust_decimal::Decimal>().unwrap().normalize().to_string()
+                };
+                (a["currency"].as_str().unwrap().to_string(), (s("available"), s("reserved")))
+            })
+            .collect()
+    }
+
+    pub async fn place(&self, token: &str, order: Value) -> Value {
+        let (status, body) = self.call("POST", "/api/orders", Some(token), Some(order)).await;
+        assert_eq!(status, 202, "{body}");
+        assert_eq!(body["status"], "pending");
+        body
+    }
+
+    /// Waits until the order has `status`; returns it.
+    pub async fn order_reaches(&self, token: &str, id: &str, status: &str) -> Value {
+        let path = format!("/api/orders/{id}");
+        eventually(&format!("order {id} {status}"), WAIT, || async {
+            let (code, body) = self.call("GET", &path, Some(token), None).await;
+            (code == 200 && body["status"] == status).then_some(body)
+        })
+        .await
+    }
+}
+
+pub fn limit_buy(market: &str, price: &str, quantity: &str) -> Value {
+    json!({"market": market, "side": "buy", "type": "limit", "price": price, "quantity": quantity})
+}
+
+pub fn pair(available: &str, reserved: &str) -> (String, String) {
+    (available.to_string(), reserved.to_string())
+}

@@ -1,0 +1,109 @@
+//! A per-client rate limit (token bucket: `per_second` sustained, `burst` at
+//! once) and request ids, for every `/api` request. A client is its user
+//! when it sends a token, else its IP address. One gateway instance counts
+//! alone; behind a load balancer the limit is per instance.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use bourse_common::auth::REQUEST_ID_HEADER;
+use bourse_common::error::ApiError;
+
+#[derive(Debug)]
+pub struct RateLimiter {
+    per_second: f64,
+    burst: f64,
+    buckets: Mutex<HashMap<String, (f64, Instant)>>,
+}
+
+impl RateLimiter {
+    pub fn new(per_second: u32, burst: u32) -> Self {
+        Self { per_second: per_second as f64, burst: burst.max(1) as f64, buckets: Mutex::default() }
+    }
+
+    /// Takes a token for `client`; `Err(seconds to wait)` when there is none.
+    pub fn take(&self, client: &str, now: Instant) -> Result<(), f64> {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        if buckets.len() > 100_000 {
+            buckets.retain(|_, (tokens, at)| *tokens < self.burst || now.duration_since(*at).as_secs() < 60);
+        }
+        let (tokens, at) = buckets.entry(client.to_string()).or_insert((self.burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_second).min(self.burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            Ok(())
+        } else {
+            Err((1.0 - *tokens) / self.per_second.max(f64::MIN_POSITIVE))
+        }
+    }
+}
+
+fn client_key(req: &ServiceRequest) -> String {
+    let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+    match auth {
+        // The token itself: checked later, but one token is one client.
+        Some(token) => format!("token:{token}"),
+        None => format!("ip:{}", req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default()),
+    }
+}
+
+/// The middleware: request id in and out, then the rate limit.
+pub async fn limit(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let header = HeaderName::from_static(REQUEST_ID_HEADER);
+    let value = HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
+    req.headers_mut().insert(header.clone(), value.clone());
+    req.extensions_mut().insert(request_id.clone());
+    let _span = tracing::info_span!("request", request_id = %request_id, path = %req.path()).entered();
+
+    if let Some(limiter) = req.app_data::<web::Data<RateLimiter>>()
+        && let Err(wait) = limiter.take(&client_key(&req), Instant::now())
+    {
+        let err =
+            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests, slow down");
+        let mut response = actix_web::ResponseError::error_response(&err);
+        let retry = HeaderValue::from_str(&format!("{}", wait.ceil().max(1.0)))
+            .unwrap_or(HeaderValue::from_static("1"));
+        response.headers_mut().insert(HeaderName::from_static("retry-after"), retry);
+        response.headers_mut().insert(header, value);
+        return Ok(req.into_response(response).map_into_right_body());
+    }
+    drop(_span);
+    let mut response = next.call(req).await?;
+    response.headers_mut().insert(header, value);
+    Ok(response.map_into_left_body())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_burst_is_allowed_then_the_rate_holds() {
+        let limiter = RateLimiter::new(10, 3);
+        let t0 = Instant::now();
+        assert!((0..3).all(|_| limiter.take("a", t0).is_ok()));
+        assert!(limiter.take("a", t0).is_err());
+        assert!(limiter.take("b", t0).is_ok(), "clients are counted apart");
+        assert!(limiter.take("a", t0 + Duration::from_millis(100)).is_ok());
+        assert!(limiter.take("a", t0 + Duration::from_millis(100)).is_err());
+    }
+}
