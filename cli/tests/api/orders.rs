@@ -5,7 +5,9 @@ use bourse_common::db::Backend;
 use bourse_common::on_both_backends;
 use serde_json::json;
 
-use crate::helpers::{TestStack, limit_buy, pair};
+use bourse_common::testkit::eventually;
+
+use crate::helpers::{TestStack, WAIT, limit_buy, pair};
 
 on_both_backends!(
     an_order_reserves_its_funds_and_cancel_releases_them_exactly,
@@ -13,6 +15,7 @@ on_both_backends!(
     the_same_idempotency_key_makes_one_order,
     a_user_reaches_only_their_own_orders,
     bad_input_gets_a_4xx_with_an_error_body,
+    services_crashing_in_a_burst_lose_no_order_and_reserve_nothing_twice,
 );
 
 async fn an_order_reserves_its_funds_and_cancel_releases_them_exactly(backend: Backend) {
@@ -190,5 +193,44 @@ async fn bad_input_gets_a_4xx_with_an_error_body(backend: Backend) {
     let (status, body) = t.call("GET", "/api/orders?status=dreaming", Some(&dave), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_status")));
     assert_eq!(t.accounts(&dave).await["USDT"], pair("0", "0"));
+    t.stop().await;
+}
+
+async fn services_crashing_in_a_burst_lose_no_order_and_reserve_nothing_twice(backend: Backend) {
+    let mut t = TestStack::start(backend).await;
+    let erin = t.user("erin@example.com").await;
+    t.top_up(&erin, "USDT", "100000").await;
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        // Killed where they stand: rows in the outbox, messages in flight, handlers mid-batch.
+        if i == 8 {
+            t.stack.crash_and_restart("payment-service").await.unwrap();
+        }
+        if i == 16 {
+            t.stack.crash_and_restart("order-service").await.unwrap();
+        }
+        if i == 24 {
+            t.stack.crash_and_restart("payment-service").await.unwrap();
+        }
+        // A client retries with the same key until the order is accepted.
+        let key = format!("erin-{i}");
+        let order = eventually("the order is accepted", WAIT, || async {
+            let body = Some(limit_buy("ETH-USDT", "100", "1"));
+            let (status, order) = t
+                .call_with("POST", "/api/orders", Some(&erin), body, &[("Idempotency-Key", key.as_str())])
+                .await;
+            (status == 202).then_some(order)
+        })
+        .await;
+        ids.push(order["id"].as_str().unwrap().to_string());
+    }
+    for id in &ids {
+        t.order_reaches(&erin, id, "open").await;
+    }
+    let (_, page) = t.call("GET", "/api/orders?status=open&per_page=100", Some(&erin), None).await;
+    assert_eq!(page["total"], 30);
+    assert_eq!(t.accounts(&erin).await["USDT"], pair("97000", "3000"));
+    let (_, history) = t.call("GET", "/api/history/finance", Some(&erin), None).await;
+    assert_eq!(history["total"], 1 + 2 * 30, "one top-up and one reservation per order, nothing twice");
     t.stop().await;
 }
