@@ -17,4 +17,4 @@ ensure_rabbitmq
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/bourse-target}"
 cargo build --locked -p bourse-cli --bin bourse
-exec "$CARGO_TARGET_DIR/debug/bourse" up "$@"
+exec "$CARGO_TARGET_DIR/debug/bourse" up --demo "$@"

@@ -2,4 +2,5 @@
 //! stack in-process ([`stack`]), and reads the messaging system for debugging:
 //! the event log, a saga's trace, dead letters and their replay, outbox rows.
 
+pub mod demo;
 pub mod stack;

@@ -29,6 +29,14 @@ enum Command {
     Up {
         #[arg(long, default_value = "./data")]
         data_dir: PathBuf,
+        /// Walk through the demo scenario once the stack is up.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Walk through the order saga against a running gateway (register, top up, order, reject, cancel).
+    Demo {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
     },
     /// Read the event log again: from `first`, `next`, an offset, or an RFC 3339 time.
     Events {
@@ -81,7 +89,8 @@ enum DeadLetterAction {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { data_dir } => up(&cli.amqp_url, data_dir).await,
+        Command::Up { data_dir, demo } => up(&cli.amqp_url, data_dir, demo).await,
+        Command::Demo { gateway } => bourse_cli::demo::run(&gateway).await,
         Command::Events { from, max, json } => {
             let entries = eventlog::read(&cli.amqp_url, from, max, Duration::from_secs(2)).await?;
             print_entries(&entries, json);
@@ -117,8 +126,9 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn up(amqp_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
+async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()> {
     bourse_common::telemetry::init();
+    let started_broker = ensure_broker(amqp_url).await?;
     let options =
         StackOptions { data_dir, amqp_url: amqp_url.to_string(), port: None, databases: Default::default() };
     let stack = stack::start(&options).await?;
@@ -126,10 +136,20 @@ async fn up(amqp_url: &str, data_dir: PathBuf) -> anyhow::Result<()> {
     for s in &stack.services {
         println!("  {:<18} {}   (Swagger UI: {}/swagger-ui/)", s.name, s.url(), s.url());
     }
+    if demo {
+        wait_ready(&stack.gateway_url()).await?;
+        if let Err(e) = bourse_cli::demo::run(&stack.gateway_url()).await {
+            eprintln!("the demo failed: {e:#}");
+        }
+    }
     println!("\nBourse is up. Gateway: {}   Stop with Ctrl-C.", stack.gateway_url());
     service::shutdown_signal().await;
     println!("stopping...");
     stack.stop().await;
+    if started_broker {
+        println!("stopping the RabbitMQ this command started...");
+        let _ = std::process::Command::new("rabbitmqctl").arg("stop").status();
+    }
     Ok(())
 }
 
@@ -169,4 +189,45 @@ async fn outbox(database: String, max: i64) -> anyhow::Result<()> {
         println!("{:>8}  {:<32} saga={} id={}", row.id, row.message_type, row.correlation_id, row.message_id);
     }
     Ok(())
+}
+
+/// Waits until the gateway (and so every service behind it) is ready.
+async fn wait_ready(gateway: &str) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    for _ in 0..300 {
+        let ready = client.get(format!("{gateway}/health/ready")).send().await;
+        if ready.is_ok_and(|r| r.status().is_success()) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the gateway did not become ready in 30 s")
+}
+
+/// Starts the local RabbitMQ when nothing answers at the broker's address
+/// and `rabbitmq-server` is installed. Returns whether it started one.
+async fn ensure_broker(amqp_url: &str) -> anyhow::Result<bool> {
+    let rest = amqp_url.split_once("://").map(|(_, r)| r).unwrap_or(amqp_url);
+    let host_port = rest.rsplit_once('@').map(|(_, h)| h).unwrap_or(rest);
+    let host_port = host_port.split('/').next().unwrap_or("127.0.0.1:5672");
+    let address = if host_port.contains(':') { host_port.to_string() } else { format!("{host_port}:5672") };
+    if tokio::net::TcpStream::connect(&address).await.is_ok() {
+        return Ok(false);
+    }
+    let local = address.starts_with("127.0.0.1:") || address.starts_with("localhost:");
+    if !local {
+        anyhow::bail!("no RabbitMQ answers at {address}");
+    }
+    println!("RabbitMQ is not running at {address}: starting the local one (rabbitmq-server -detached)...");
+    let started = std::process::Command::new("rabbitmq-server").arg("-detached").status();
+    if !started.is_ok_and(|s| s.success()) {
+        anyhow::bail!(
+            "no RabbitMQ at {address} and `rabbitmq-server` could not be started; install it (bash scripts/up.sh does)"
+        );
+    }
+    let ready = std::process::Command::new("rabbitmqctl").args(["await_startup", "--timeout", "60"]).status();
+    if !ready.is_ok_and(|s| s.success()) {
+        anyhow::bail!("RabbitMQ did not start within 60 s");
+    }
+    Ok(true)
 }

@@ -1,0 +1,170 @@
+//! `bourse demo`: the order saga walked through the gateway's REST API, as a
+//! user would, with readable output: register, top up, reserve, reject,
+//! idempotency, cancel.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+struct Client {
+    http: reqwest::Client,
+    gateway: String,
+}
+
+impl Client {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        self.call_with(method, path, token, body, None).await
+    }
+
+    async fn call_with(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let mut request = self.http.request(method.parse()?, format!("{}{path}", self.gateway));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        if let Some(key) = idempotency_key {
+            request = request.header("Idempotency-Key", key);
+        }
+        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
+        let status = response.status().as_u16();
+        let text = response.text().await?;
+        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+    }
+
+    async fn expect(
+        &self,
+        want: u16,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> anyhow::Result<Value> {
+        let (status, answer) = self.call(method, path, token, body).await?;
+        if status != want {
+            bail!("{method} {path}: expected {want}, got {status}: {answer}");
+        }
+        Ok(answer)
+    }
+
+    async fn user(&self, email: &str) -> anyhow::Result<String> {
+        let credentials = json!({"email": email, "password": "demo password 1"});
+        self.expect(201, "POST", "/api/auth/users", None, Some(credentials.clone())).await?;
+        let token = self.expect(200, "POST", "/api/token", None, Some(credentials)).await?;
+        println!("  registered {email}, got a bearer token");
+        Ok(token["access_token"].as_str().unwrap_or_default().to_string())
+    }
+
+    async fn show_accounts(&self, who: &str, token: &str) -> anyhow::Result<()> {
+        let accounts = self.expect(200, "GET", "/api/users/me/accounts", Some(token), None).await?;
+        let line: Vec<String> = accounts
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                format!(
+                    "{} {} (+{} reserved)",
+                    a["currency"].as_str().unwrap_or("?"),
+                    a["available"].as_str().unwrap_or("?"),
+                    a["reserved"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        println!("  {who}'s accounts: {}", line.join(", "));
+        Ok(())
+    }
+
+    async fn wait_for(&self, token: &str, id: &str, status: &str) -> anyhow::Result<Value> {
+        for _ in 0..300 {
+            let order = self.expect(200, "GET", &format!("/api/orders/{id}"), Some(token), None).await?;
+            if order["status"] == status {
+                return Ok(order);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        bail!("order {id} did not become {status} in 15 s")
+    }
+}
+
+/// Runs the scenario against the gateway at `gateway`.
+pub async fn run(gateway: &str) -> anyhow::Result<()> {
+    let c = Client { http: reqwest::Client::new(), gateway: gateway.trim_end_matches('/').to_string() };
+    let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
+    println!("\n== Bourse demo against {gateway}");
+
+    println!("\n1. Two users register (each gets accounts in every currency)");
+    let alice = c.user(&format!("alice-{run_id}@example.com")).await?;
+    let bob = c.user(&format!("bob-{run_id}@example.com")).await?;
+
+    println!("\n2. Alice tops up 10000 USDT");
+    c.expect(
+        200,
+        "POST",
+        "/api/users/me/accounts/USDT/top-up",
+        Some(&alice),
+        Some(json!({"amount": "10000"})),
+    )
+    .await?;
+    c.show_accounts("alice", &alice).await?;
+
+    println!("\n3. Alice buys 1.5 ETH at 2000 USDT: 3000 USDT are reserved");
+    let order =
+        json!({"market": "ETH-USDT", "side": "buy", "type": "limit", "price": "2000", "quantity": "1.5"});
+    let (_, placed) =
+        c.call_with("POST", "/api/orders", Some(&alice), Some(order.clone()), Some(run_id)).await?;
+    let id = placed["id"].as_str().context("no order id")?.to_string();
+    println!("  order {id}: {}", placed["status"]);
+    let open = c.wait_for(&alice, &id, "open").await?;
+    println!("  order {id}: {} (funds reserved, sent to matching)", open["status"]);
+    c.show_accounts("alice", &alice).await?;
+
+    println!("\n4. Alice sends the same order again with the same Idempotency-Key");
+    let (status, again) = c.call_with("POST", "/api/orders", Some(&alice), Some(order), Some(run_id)).await?;
+    println!("  {status}: the same order {} - nothing reserved twice", again["id"]);
+
+    println!("\n5. Bob, with no USDT, buys 0.1 BTC at 30000: rejected, and told why");
+    let big =
+        json!({"market": "BTC-USDT", "side": "buy", "type": "limit", "price": "30000", "quantity": "0.1"});
+    let placed = c.expect(202, "POST", "/api/orders", Some(&bob), Some(big)).await?;
+    let rejected = c.wait_for(&bob, placed["id"].as_str().unwrap_or_default(), "rejected").await?;
+    println!("  order {}: rejected: {}", rejected["id"], rejected["reject_reason"]);
+
+    println!("\n6. Bad input gets a clear 4xx");
+    let bad =
+        json!({"market": "ETH-USDT", "side": "buy", "type": "limit", "price": "2000.001", "quantity": "1"});
+    let (status, error) = c.call("POST", "/api/orders", Some(&alice), Some(bad)).await?;
+    println!("  {status}: {}", error["error"]);
+    let (status, error) = c.call("GET", &format!("/api/orders/{id}"), Some(&bob), None).await?;
+    println!("  bob reading alice's order -> {status}: {}", error["error"]);
+
+    println!("\n7. Alice cancels her order: the reservation is released exactly");
+    c.expect(202, "DELETE", &format!("/api/orders/{id}"), Some(&alice), None).await?;
+    let cancelled = c.wait_for(&alice, &id, "cancelled").await?;
+    println!("  order {id}: {}", cancelled["status"]);
+    c.show_accounts("alice", &alice).await?;
+    let steps = c.expect(200, "GET", &format!("/api/orders/{id}/transitions"), Some(&alice), None).await?;
+    for step in steps.as_array().into_iter().flatten() {
+        println!(
+            "    {} -> {}  caused by {} {}",
+            step["from_status"], step["to_status"], step["cause_type"], step["cause_id"]
+        );
+    }
+
+    println!("\nDone. Try it yourself: {gateway}/swagger-ui/   Trace the saga: bourse trace {id}\n");
+    Ok(())
+}
