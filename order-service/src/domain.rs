@@ -185,10 +185,7 @@ mod tests {
     #[test]
     fn a_limit_buy_reserves_price_times_quantity_of_the_quote() {
         let v = check(&request(Side::Buy, OrderType::Limit, Some("2000.50"), "1.5")).unwrap();
-        assert_eq!(
-            (v.reserve_currency.as_str(), v.reserve_amount.to_string().as_str()),
-            ("USDT", "3000.750")
-        );
+        assert_eq!((v.reserve_currency.as_str(), v.reserve_amount.to_string().as_str()), ("USDT", "3000.75"));
     }
 
     #[test]
