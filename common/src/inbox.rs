@@ -48,6 +48,13 @@ pub enum HandlerError {
     Permanent(anyhow::Error),
 }
 
+impl HandlerError {
+    /// A message of a type the queue's handler does not know: parked, not retried.
+    pub fn unexpected(message: &Envelope) -> Self {
+        Self::Permanent(anyhow::anyhow!("unexpected message type {}", message.message_type))
+    }
+}
+
 impl From<diesel::result::Error> for HandlerError {
     fn from(e: diesel::result::Error) -> Self {
         Self::Transient(e.into())

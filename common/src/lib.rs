@@ -47,3 +47,8 @@ pub mod topology;
 pub fn now_micros() -> i64 {
     chrono::Utc::now().timestamp_micros()
 }
+
+/// A stored [`now_micros`] timestamp as a time (the epoch if out of range).
+pub fn micros_to_time(micros: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}

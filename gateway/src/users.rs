@@ -282,7 +282,7 @@ pub async fn request_reset(
                 user_id: Uuid::parse_str(&user.id).unwrap_or_default(),
                 email: user.email.clone(),
                 token,
-                expires_at: chrono::DateTime::from_timestamp_micros(expires_at).unwrap_or_default(),
+                expires_at: bourse_common::micros_to_time(expires_at),
             },
         );
         out.flush(c)?;

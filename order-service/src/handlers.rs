@@ -13,7 +13,7 @@ use bourse_common::outbox::Emitter;
 use uuid::Uuid;
 
 use crate::domain::Status;
-use crate::storage::{self, Cause, OrderRow};
+use crate::storage::{self, Cause, OrderRow, Terms};
 
 /// The events of the saga queue.
 pub const EVENTS: [&str; 3] = [FundsReserved::TYPE, FundsRejected::TYPE, FundsReleased::TYPE];
@@ -35,7 +35,7 @@ pub fn handle(conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) ->
             let order = order(conn, event.order_id)?;
             funds_released(conn, order, message, out)
         }
-        other => Err(HandlerError::Permanent(anyhow::anyhow!("unexpected message type {other}"))),
+        _ => Err(HandlerError::unexpected(message)),
     }
 }
 
@@ -48,9 +48,8 @@ fn cause(message: &Envelope) -> Cause {
     Cause { kind: message.message_type.clone(), id: message.message_id.to_string() }
 }
 
-fn ids(order: &OrderRow) -> Result<(Uuid, Uuid), HandlerError> {
-    let parse = |s: &str| Uuid::parse_str(s).map_err(|e| HandlerError::Permanent(e.into()));
-    Ok((parse(&order.id)?, parse(&order.user_id)?))
+fn terms(order: &OrderRow) -> Result<Terms, HandlerError> {
+    order.terms().map_err(|e| HandlerError::Permanent(e.into()))
 }
 
 fn funds_reserved(
@@ -59,24 +58,24 @@ fn funds_reserved(
     message: &Envelope,
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
-    let (order_id, user_id) = ids(&order)?;
+    let t = terms(&order)?;
     match order.status() {
         Status::Pending => {
             storage::transition(conn, &order, Status::Open, None, &cause(message), now_micros())?;
             out.reply(&SubmitOrder {
-                order_id,
-                user_id,
+                order_id: t.id,
+                user_id: t.user_id,
                 market: order.market.clone(),
-                side: parse_enum(&order.side)?,
-                order_type: parse_enum(&order.order_type)?,
-                price: order.price.as_deref().map(str::parse).transpose().map_err(perm)?,
-                quantity: order.quantity.parse().map_err(perm)?,
-                time_in_force: parse_enum(&order.time_in_force)?,
+                side: t.side,
+                order_type: t.order_type,
+                price: t.price,
+                quantity: t.quantity,
+                time_in_force: t.time_in_force,
             });
         }
         // Cancelled while the funds were being reserved: give them back.
         Status::CancelRequested => {
-            out.reply(&ReleaseFunds { order_id, user_id });
+            out.reply(&ReleaseFunds { order_id: t.id, user_id: t.user_id });
         }
         _ => {}
     }
@@ -91,11 +90,11 @@ fn funds_rejected(
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
     if matches!(order.status(), Status::Pending | Status::CancelRequested) {
-        let (order_id, user_id) = ids(&order)?;
+        let t = terms(&order)?;
         storage::transition(conn, &order, Status::Rejected, Some(reason), &cause(message), now_micros())?;
         out.reply(&OrderRejected {
-            order_id,
-            user_id,
+            order_id: t.id,
+            user_id: t.user_id,
             market: order.market.clone(),
             reason: reason.to_string(),
         });
@@ -110,18 +109,9 @@ fn funds_released(
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
     if order.status() == Status::CancelRequested {
-        let (order_id, user_id) = ids(&order)?;
+        let t = terms(&order)?;
         storage::transition(conn, &order, Status::Cancelled, None, &cause(message), now_micros())?;
-        out.reply(&OrderCancelled { order_id, user_id, market: order.market.clone() });
+        out.reply(&OrderCancelled { order_id: t.id, user_id: t.user_id, market: order.market.clone() });
     }
     Ok(())
-}
-
-fn perm(e: impl std::fmt::Display) -> HandlerError {
-    HandlerError::Permanent(anyhow::anyhow!("stored order is corrupt: {e}"))
-}
-
-/// The stored snake_case name of a catalog enum back into the enum.
-pub fn parse_enum<T: serde::de::DeserializeOwned>(s: &str) -> Result<T, HandlerError> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).map_err(perm)
 }

@@ -6,16 +6,15 @@ use bourse_common::catalog::{OrderType, ReleaseFunds, ReserveFunds, Side, TimeIn
 use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::money::{Amount, Currency};
-use bourse_common::now_micros;
 use bourse_common::outbox::Emitter;
 use bourse_common::paging::{Page, PageQuery};
 use bourse_common::reference::Market;
+use bourse_common::{micros_to_time, now_micros};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain::{OrderRequest, Status};
-use crate::handlers::parse_enum;
-use crate::storage::{self, Cause, OrderRow};
+use crate::storage::{self, Cause, OrderRow, stored_name};
 use crate::{NAME, Settings};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
@@ -39,28 +38,24 @@ pub struct Order {
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
 
-fn time(micros: i64) -> chrono::DateTime<chrono::Utc> {
-    chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
-}
-
 impl TryFrom<OrderRow> for Order {
     type Error = ApiError;
 
     fn try_from(r: OrderRow) -> Result<Self, ApiError> {
-        let corrupt = |e: &dyn std::fmt::Display| ApiError::internal(format!("order {}: {e}", r.id));
+        let t = r.terms().map_err(ApiError::internal)?;
         Ok(Self {
-            id: Uuid::parse_str(&r.id).map_err(|e| corrupt(&e))?,
-            market: r.market.clone(),
-            side: parse_enum(&r.side).map_err(|e| corrupt(&e))?,
-            order_type: parse_enum(&r.order_type).map_err(|e| corrupt(&e))?,
-            price: r.price.as_deref().map(str::parse).transpose().map_err(|e| corrupt(&e))?,
-            quantity: r.quantity.parse().map_err(|e| corrupt(&e))?,
-            filled_quantity: r.filled_quantity.parse().map_err(|e| corrupt(&e))?,
+            id: t.id,
             status: r.status(),
-            time_in_force: parse_enum(&r.time_in_force).map_err(|e| corrupt(&e))?,
-            reject_reason: r.reject_reason.clone(),
-            created_at: time(r.created_at),
-            updated_at: time(r.updated_at),
+            market: r.market,
+            side: t.side,
+            order_type: t.order_type,
+            price: t.price,
+            quantity: t.quantity,
+            filled_quantity: t.filled_quantity,
+            time_in_force: t.time_in_force,
+            reject_reason: r.reject_reason,
+            created_at: micros_to_time(r.created_at),
+            updated_at: micros_to_time(r.updated_at),
         })
     }
 }
@@ -98,6 +93,12 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/api/markets", web::get().to(markets));
 }
 
+/// A request as the cause of a transition: its id is the gateway's request id.
+fn request_cause(req: &HttpRequest, kind: &str) -> Cause {
+    let id = req.headers().get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
+    Cause { kind: kind.into(), id: id.unwrap_or_else(|| Uuid::now_v7().to_string()) }
+}
+
 fn order_not_found(id: Uuid) -> ApiError {
     ApiError::not_found("order_not_found", format!("no order {id}"))
 }
@@ -127,8 +128,7 @@ pub async fn place_order(
     let valid = request
         .validate(settings.reference.market(&request.market))
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
-    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
-    let key = header(IDEMPOTENCY_KEY_HEADER);
+    let key = req.headers().get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
     if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
         return Err(ApiError::bad_request(
             "invalid_idempotency_key",
@@ -136,10 +136,7 @@ pub async fn place_order(
         ));
     }
     let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
-    let cause = Cause {
-        kind: "POST /api/orders".into(),
-        id: header(REQUEST_ID_HEADER).unwrap_or_else(|| Uuid::now_v7().to_string()),
-    };
+    let cause = request_cause(&req, "POST /api/orders");
     let user = caller.user_id;
     let now = now_micros();
     let id = Uuid::now_v7();
@@ -147,19 +144,21 @@ pub async fn place_order(
         id: id.to_string(),
         user_id: user.to_string(),
         market: valid.market.clone(),
-        side: enum_name(&valid.side),
-        order_type: enum_name(&valid.order_type),
+        side: stored_name(&valid.side),
+        order_type: stored_name(&valid.order_type),
         price: valid.price.map(|p| p.to_string()),
         quantity: valid.quantity.to_string(),
         filled_quantity: Amount::ZERO.to_string(),
         status: Status::Pending.as_str().into(),
-        time_in_force: enum_name(&valid.time_in_force),
+        time_in_force: stored_name(&valid.time_in_force),
         reject_reason: None,
         idempotency_key: key.clone(),
+        // Compared on a retry with the same key.
         request_body: Some(request_body.clone()),
         created_at: now,
         updated_at: now,
     };
+    let raced_key = key.clone().unwrap_or_default();
     let stored = db
         .write(move |c| {
             if let Some(key) = &key
@@ -185,12 +184,10 @@ pub async fn place_order(
     let stored = match stored {
         Ok(order) => order,
         // The same key raced in from another request: that one won.
-        Err(DbError::Query(e)) if is_unique_violation(&e) => {
-            let key = header(IDEMPOTENCY_KEY_HEADER).unwrap_or_default();
-            db.read(move |c| storage::find_by_idempotency_key(c, user, &key).map_err(DbError::from))
-                .await?
-                .ok_or_else(|| ApiError::internal("idempotency key vanished"))?
-        }
+        Err(DbError::Query(e)) if is_unique_violation(&e) => db
+            .read(move |c| storage::find_by_idempotency_key(c, user, &raced_key).map_err(DbError::from))
+            .await?
+            .ok_or_else(|| ApiError::internal("idempotency key vanished"))?,
         Err(e) => return Err(e.into()),
     };
     if stored.request_body.as_deref() != Some(request_body.as_str()) {
@@ -200,10 +197,6 @@ pub async fn place_order(
         ));
     }
     Ok(HttpResponse::Accepted().json(Order::try_from(stored)?))
-}
-
-fn enum_name<T: Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// One of the caller's orders.
@@ -259,7 +252,7 @@ pub async fn order_transitions(
             to_status: r.to_status,
             cause_type: r.cause_type,
             cause_id: r.cause_id,
-            at: time(r.at),
+            at: micros_to_time(r.at),
         })
         .collect();
     Ok(HttpResponse::Ok().json(items))
@@ -320,15 +313,7 @@ pub async fn cancel_order(
 ) -> Result<HttpResponse, ApiError> {
     let id = path.into_inner();
     let user = caller.user_id;
-    let cause = Cause {
-        kind: "DELETE /api/orders".into(),
-        id: req
-            .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .unwrap_or_else(|| Uuid::now_v7().to_string()),
-    };
+    let cause = request_cause(&req, "DELETE /api/orders");
     let outcome = db
         .write(move |c| {
             let Some(order) = storage::find_for_user(c, id, user)? else {

@@ -1,6 +1,8 @@
 //! Orders and their transitions in the service's database.
 
+use bourse_common::catalog::{OrderType, Side, TimeInForce};
 use bourse_common::db::DbConnection;
+use bourse_common::money::Amount;
 use diesel::prelude::*;
 use uuid::Uuid;
 
@@ -62,6 +64,53 @@ impl OrderRow {
     pub fn status(&self) -> Status {
         Status::parse(&self.status).unwrap_or(Status::Pending)
     }
+
+    /// The typed terms of the order.
+    pub fn terms(&self) -> Result<Terms, CorruptOrder> {
+        let corrupt =
+            |reason: &dyn std::fmt::Display| CorruptOrder { id: self.id.clone(), reason: reason.to_string() };
+        let amount = |s: &str| s.parse::<Amount>().map_err(|e| corrupt(&e));
+        Ok(Terms {
+            id: Uuid::parse_str(&self.id).map_err(|e| corrupt(&e))?,
+            user_id: Uuid::parse_str(&self.user_id).map_err(|e| corrupt(&e))?,
+            side: from_stored(&self.side).map_err(|e| corrupt(&e))?,
+            order_type: from_stored(&self.order_type).map_err(|e| corrupt(&e))?,
+            price: self.price.as_deref().map(amount).transpose()?,
+            quantity: amount(&self.quantity)?,
+            filled_quantity: amount(&self.filled_quantity)?,
+            time_in_force: from_stored(&self.time_in_force).map_err(|e| corrupt(&e))?,
+        })
+    }
+}
+
+/// The typed fields of a stored order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terms {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub price: Option<Amount>,
+    pub quantity: Amount,
+    pub filled_quantity: Amount,
+    pub time_in_force: TimeInForce,
+}
+
+/// A stored order that does not decode: a bug or a hand-edited row.
+#[derive(Debug, thiserror::Error)]
+#[error("stored order {id} is corrupt: {reason}")]
+pub struct CorruptOrder {
+    id: String,
+    reason: String,
+}
+
+/// The name a catalog enum is stored under: its JSON name (`buy`, `limit`, `gtc`).
+pub fn stored_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+fn from_stored<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, serde_json::Error> {
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
 }
 
 /// What caused a transition: a message (`funds.reserved` + its id) or a request.

@@ -110,3 +110,17 @@ pub fn release_funds(
 
 /// The message types of the command queue.
 pub const COMMANDS: [&str; 2] = [ReserveFunds::TYPE, ReleaseFunds::TYPE];
+
+/// A message of the command queue, to its handler.
+pub fn command(
+    reference: &ReferenceData,
+    conn: &mut DbConnection,
+    message: &Envelope,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    match message.message_type.as_str() {
+        ReserveFunds::TYPE => reserve_funds(reference, conn, message, out),
+        ReleaseFunds::TYPE => release_funds(conn, message, out),
+        _ => Err(HandlerError::unexpected(message)),
+    }
+}

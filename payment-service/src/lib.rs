@@ -21,7 +21,7 @@ use std::sync::Arc;
 use actix_web::web;
 use bourse_common::catalog::UserRegistered;
 use bourse_common::config::ServiceConfig;
-use bourse_common::inbox::{Handler, HandlerError};
+use bourse_common::inbox::Handler;
 use bourse_common::messages::Message;
 use bourse_common::reference::ReferenceData;
 use bourse_common::service::{self, RunningService, ServiceParts};
@@ -65,13 +65,7 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
         Arc::new(move |c: &mut _, m: &_, _: &mut _| handlers::user_registered(&reference, c, m));
     let reference = settings.reference.clone();
     let commands: Arc<dyn Handler> =
-        Arc::new(move |c: &mut _, m: &bourse_common::envelope::Envelope, out: &mut _| {
-            match m.message_type.as_str() {
-                bourse_common::catalog::ReserveFunds::TYPE => handlers::reserve_funds(&reference, c, m, out),
-                bourse_common::catalog::ReleaseFunds::TYPE => handlers::release_funds(c, m, out),
-                other => Err(HandlerError::Permanent(anyhow::anyhow!("unexpected message type {other}"))),
-            }
-        });
+        Arc::new(move |c: &mut _, m: &_, out: &mut _| handlers::command(&reference, c, m, out));
     let parts = ServiceParts {
         migrations: vec![&MIGRATIONS],
         consumers: vec![

@@ -56,7 +56,7 @@ impl From<EntryRow> for FinanceEntry {
             amount: r.amount,
             kind: r.kind,
             reference: r.reference,
-            created_at: chrono::DateTime::from_timestamp_micros(r.created_at).unwrap_or_default(),
+            created_at: bourse_common::micros_to_time(r.created_at),
         }
     }
 }
