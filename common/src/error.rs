@@ -88,11 +88,10 @@ impl ResponseError for ApiError {
     }
 }
 
-/// Extractor configuration that turns malformed JSON, paths and queries into
-/// [`ApiError`]s. Every service app gets it through [`crate::service`].
-pub fn configure_extractors(cfg: &mut actix_web::web::ServiceConfig) {
+/// JSON bodies of at most `limit` bytes, their errors as [`ApiError`]s.
+pub fn json_config(limit: usize) -> actix_web::web::JsonConfig {
     use actix_web::error::JsonPayloadError;
-    cfg.app_data(actix_web::web::JsonConfig::default().limit(64 * 1024).error_handler(|err, _req| {
+    actix_web::web::JsonConfig::default().limit(limit).error_handler(|err, _req| {
         let api = match &err {
             JsonPayloadError::ContentType => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -108,15 +107,21 @@ pub fn configure_extractors(cfg: &mut actix_web::web::ServiceConfig) {
             _ => ApiError::bad_request("malformed_json", err.to_string()),
         };
         api.into()
-    }))
-    .app_data(
-        actix_web::web::PathConfig::default()
-            .error_handler(|err, _req| ApiError::not_found("not_found", err.to_string()).into()),
-    )
-    .app_data(
-        actix_web::web::QueryConfig::default()
-            .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into()),
-    );
+    })
+}
+
+/// Extractor configuration that turns malformed JSON, paths and queries into
+/// [`ApiError`]s. Every service app gets it through [`crate::service`].
+pub fn configure_extractors(cfg: &mut actix_web::web::ServiceConfig) {
+    cfg.app_data(json_config(64 * 1024))
+        .app_data(
+            actix_web::web::PathConfig::default()
+                .error_handler(|err, _req| ApiError::not_found("not_found", err.to_string()).into()),
+        )
+        .app_data(
+            actix_web::web::QueryConfig::default()
+                .error_handler(|err, _req| ApiError::bad_request("invalid_query", err.to_string()).into()),
+        );
 }
 
 /// The body of an unknown route.

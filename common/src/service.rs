@@ -135,12 +135,17 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// Starts a service: database and migrations, relay, consumers, HTTP.
+/// Starts a service: database and migrations, relay, consumers, HTTP. Its
+/// routes find the [`Bus`], the [`Db`] and the service's settings
+/// (`web::Data<S>`) in the app data.
 pub async fn start<S>(
     name: &'static str,
     config: &ServiceConfig<S>,
     parts: ServiceParts,
-) -> anyhow::Result<RunningService> {
+) -> anyhow::Result<RunningService>
+where
+    S: Clone + Send + Sync + 'static,
+{
     let db = Db::connect(&config.database)?;
     let mut migrations = vec![&MESSAGING_MIGRATIONS];
     migrations.extend(parts.migrations);
@@ -174,6 +179,7 @@ pub async fn start<S>(
     let routes = parts.routes;
     let state = web::Data::new(bus.clone());
     let db_state = web::Data::new(bus.db.clone());
+    let settings_state = web::Data::new(config.settings.clone());
     let app_bus = bus.clone();
     let server = HttpServer::new(move || {
         let routes = routes.clone();
@@ -181,6 +187,7 @@ pub async fn start<S>(
         App::new()
             .app_data(state.clone())
             .app_data(db_state.clone())
+            .app_data(settings_state.clone())
             .configure(crate::error::configure_extractors)
             .route("/health/live", web::get().to(live))
             .route("/health/ready", web::get().to(ready))

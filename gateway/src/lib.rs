@@ -144,16 +144,15 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
         .iter()
         .filter_map(|n| settings.upstreams.url(n).map(|u| (*n, u.to_string())))
         .collect();
-    let settings = web::Data::new(settings);
+    let body_limit = settings.body_limit_bytes;
     let parts = ServiceParts {
         migrations: vec![&MIGRATIONS],
         routes: Arc::new(move |cfg, _bus| {
-            cfg.app_data(settings.clone())
-                .app_data(tokens.clone())
+            cfg.app_data(tokens.clone())
                 .app_data(limiter.clone())
                 .app_data(client.clone())
                 .app_data(upstreams.clone())
-                .app_data(web::JsonConfig::default().limit(settings.body_limit_bytes))
+                .app_data(bourse_common::error::json_config(body_limit))
                 .route("/api-docs/{service}/openapi.json", web::get().to(proxy::api_doc))
                 .service(
                     web::scope("/api")

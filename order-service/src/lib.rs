@@ -18,7 +18,6 @@ pub mod storage;
 
 use std::sync::Arc;
 
-use actix_web::web;
 use bourse_common::config::ServiceConfig;
 use bourse_common::inbox::Handler;
 use bourse_common::reference::ReferenceData;
@@ -54,9 +53,7 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
     let parts = ServiceParts {
         migrations: vec![&MIGRATIONS],
         consumers: vec![(QueueSpec::new("order-service.saga").events(&handlers::EVENTS), saga)],
-        routes: Arc::new(move |cfg, _bus| {
-            cfg.app_data(web::Data::new(settings.clone())).configure(routes::configure);
-        }),
+        routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
         openapi: routes::Api::openapi(),
         ..Default::default()
     };

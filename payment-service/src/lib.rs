@@ -18,7 +18,6 @@ pub mod storage;
 
 use std::sync::Arc;
 
-use actix_web::web;
 use bourse_common::catalog::UserRegistered;
 use bourse_common::config::ServiceConfig;
 use bourse_common::inbox::Handler;
@@ -72,9 +71,7 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
             (QueueSpec::new("payment-service.users").events(&[UserRegistered::TYPE]), users),
             (QueueSpec::new("payment-service.commands").commands(&handlers::COMMANDS), commands),
         ],
-        routes: Arc::new(move |cfg, _bus| {
-            cfg.app_data(web::Data::new(settings.clone())).configure(routes::configure);
-        }),
+        routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
         openapi: routes::Api::openapi(),
         ..Default::default()
     };
