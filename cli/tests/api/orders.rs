@@ -192,6 +192,12 @@ async fn bad_input_gets_a_4xx_with_an_error_body(backend: Backend) {
     assert_eq!(status, 404);
     let (status, body) = t.call("GET", "/api/orders?status=dreaming", Some(&dave), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_status")));
+    // Bodies over the gateway's limit (64 KiB), on its own routes and on forwarded ones.
+    let huge = json!({"email": "x".repeat(70 * 1024), "password": "long enough pw"});
+    let (status, body) = t.call("POST", "/api/auth/users", None, Some(huge.clone())).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")));
+    let (status, body) = t.call("POST", "/api/orders", Some(&dave), Some(huge)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (413, Some("payload_too_large")));
     assert_eq!(t.accounts(&dave).await["USDT"], pair("0", "0"));
     t.stop().await;
 }
