@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::pin::Pin;
 
 use bourse_common::config::{self, ServiceConfig};
@@ -156,8 +156,4 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     start!(gateway, |c: &mut gateway::Config| c.settings.upstreams = upstreams.clone());
     services.rotate_right(1); // the gateway first
     Ok(Stack { services, starters })
-}
-
-pub fn default_data_dir() -> &'static Path {
-    Path::new("./data")
 }

@@ -15,6 +15,11 @@ use bourse_common::reference::ReferenceData;
 
 use crate::storage;
 
+/// The ledger reference of an order's movements.
+fn order_reference(order_id: uuid::Uuid) -> String {
+    format!("order:{order_id}")
+}
+
 /// Opens an account in every currency for a new user.
 pub fn user_registered(
     reference: &ReferenceData,
@@ -60,7 +65,7 @@ pub fn reserve_funds(
     let balance = storage::lock_balance(conn, cmd.user_id, &cmd.currency, now)?;
     match balance.reserve(cmd.amount.value()) {
         Ok(movement) => {
-            let reference = format!("order:{}", cmd.order_id);
+            let reference = order_reference(cmd.order_id);
             storage::apply(conn, cmd.user_id, &cmd.currency, balance, &movement, &reference, now)?;
             storage::insert_reservation(conn, cmd.order_id, cmd.user_id, &cmd.currency, cmd.amount, now)?;
             out.reply(&FundsReserved {
@@ -85,18 +90,11 @@ pub fn release_funds(
     let now = now_micros();
     let released = match storage::reservation(conn, cmd.order_id)? {
         Some(r) if r.status == "active" => {
-            let user = cmd.user_id;
+            // The reservation's owner, whoever the command names.
+            let user = uuid::Uuid::parse_str(&r.user_id).map_err(|e| HandlerError::Permanent(e.into()))?;
             let balance = storage::lock_balance(conn, user, &r.currency, now)?;
             let movement = balance.release(r.remaining.value());
-            storage::apply(
-                conn,
-                user,
-                &r.currency,
-                balance,
-                &movement,
-                &format!("order:{}", cmd.order_id),
-                now,
-            )?;
+            storage::apply(conn, user, &r.currency, balance, &movement, &order_reference(cmd.order_id), now)?;
             storage::close_reservation(conn, cmd.order_id, "released", now)?;
             Some((r.currency, r.remaining))
         }
