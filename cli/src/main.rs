@@ -136,11 +136,8 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
     for s in &stack.services {
         println!("  {:<18} {}   (Swagger UI: {}/swagger-ui/)", s.name, s.url(), s.url());
     }
-    if demo {
-        wait_ready(&stack.gateway_url()).await?;
-        if let Err(e) = bourse_cli::demo::run(&stack.gateway_url()).await {
-            eprintln!("the demo failed: {e:#}");
-        }
+    if demo && let Err(e) = bourse_cli::demo::run(&stack.gateway_url()).await {
+        eprintln!("the demo failed: {e:#}");
     }
     println!("\nBourse is up. Gateway: {}   Stop with Ctrl-C.", stack.gateway_url());
     service::shutdown_signal().await;
@@ -189,19 +186,6 @@ async fn outbox(database: String, max: i64) -> anyhow::Result<()> {
         println!("{:>8}  {:<32} saga={} id={}", row.id, row.message_type, row.correlation_id, row.message_id);
     }
     Ok(())
-}
-
-/// Waits until the gateway (and so every service behind it) is ready.
-async fn wait_ready(gateway: &str) -> anyhow::Result<()> {
-    let client = reqwest::Client::new();
-    for _ in 0..300 {
-        let ready = client.get(format!("{gateway}/health/ready")).send().await;
-        if ready.is_ok_and(|r| r.status().is_success()) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    anyhow::bail!("the gateway did not become ready in 30 s")
 }
 
 /// Starts the local RabbitMQ when nothing answers at the broker's address

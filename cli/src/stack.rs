@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::time::Duration;
 
 use bourse_common::config::{self, ServiceConfig};
 use bourse_common::service::RunningService;
@@ -22,6 +23,8 @@ pub struct StackOptions {
     /// Database URLs by service name, instead of `<data_dir>/<service>.db`.
     pub databases: HashMap<String, String>,
 }
+
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 type Starter =
     Box<dyn Fn(u16) -> Pin<Box<dyn Future<Output = anyhow::Result<RunningService>> + Send>> + Send + Sync>;
@@ -46,6 +49,21 @@ impl Stack {
 
     pub fn service(&self, name: &str) -> Option<&RunningService> {
         self.services.iter().find(|s| s.name == name)
+    }
+
+    /// Waits until the gateway answers `/health/ready`: it does once every
+    /// service behind it is ready.
+    pub async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let client = reqwest::Client::new();
+        let url = format!("{}/health/ready", self.gateway_url());
+        let deadline = tokio::time::Instant::now() + timeout;
+        while tokio::time::Instant::now() < deadline {
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        anyhow::bail!("the stack was not ready within {timeout:?}: see {url}")
     }
 
     /// Stops every service gracefully, the gateway first.
@@ -74,7 +92,7 @@ impl Stack {
                 Err(e) if attempt < 50 => {
                     attempt += 1;
                     tracing::debug!(error = %e, "restart of {name} failed, retrying");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
                 }
                 Err(e) => return Err(e),
             }
@@ -155,5 +173,12 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     };
     start!(gateway, |c: &mut gateway::Config| c.settings.upstreams = upstreams.clone());
     services.rotate_right(1); // the gateway first
-    Ok(Stack { services, starters })
+    let stack = Stack { services, starters };
+    // Ready means every consumer queue is declared: a command sent before its
+    // owner's queue exists would have nowhere to go.
+    if let Err(e) = stack.wait_ready(READY_TIMEOUT).await {
+        stack.stop().await;
+        return Err(e);
+    }
+    Ok(stack)
 }

@@ -176,6 +176,7 @@ pub struct Consumer {
     bus: Bus,
     spec: QueueSpec,
     handler: Arc<dyn Handler>,
+    health: ComponentHealth,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -219,13 +220,15 @@ fn header_text(delivery: &Delivery, name: &str) -> Option<String> {
 }
 
 impl Consumer {
+    /// The consumer counts as down (service not ready) from here until its queue is declared and consumed.
     pub fn new(bus: Bus, spec: QueueSpec, handler: Arc<dyn Handler>) -> Self {
-        Self { bus, spec, handler }
+        let health = bus.metrics.component(&format!("consumer:{}", spec.name));
+        Self { bus, spec, handler, health }
     }
 
     /// Runs until `shutdown`, reconnecting by itself.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
-        let health = self.bus.metrics.component(&format!("consumer:{}", self.spec.name));
+        let health = self.health.clone();
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
             match self.session(&shutdown, &health, &mut backoff).await {

@@ -201,6 +201,7 @@ impl From<diesel::result::Error> for RelayError {
 #[derive(Debug)]
 pub struct Relay {
     bus: Bus,
+    health: crate::metrics::ComponentHealth,
 }
 
 /// Returned when an injected crash stopped a component.
@@ -209,14 +210,16 @@ pub struct Relay {
 pub struct Crashed;
 
 impl Relay {
+    /// The relay counts as down (service not ready) from here until it is connected.
     pub fn new(bus: Bus) -> Self {
-        Self { bus }
+        let health = bus.metrics.component("relay");
+        Self { bus, health }
     }
 
     /// Runs until `shutdown`, reconnecting by itself whenever the broker or
     /// the database fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
-        let health = self.bus.metrics.component("relay");
+        let health = self.health.clone();
         let mut backoff = Backoff::default();
         while !shutdown.is_cancelled() {
             match self.session(&shutdown, &health, &mut backoff).await {
@@ -258,6 +261,8 @@ impl Relay {
         let poll = Duration::from_millis(bus.config.relay_poll_ms);
         let batch = bus.config.relay_batch as i64;
         let mut last_purge = tokio::time::Instant::now();
+        // Command types whose event-log binding this session has made sure of.
+        let mut logged_commands = std::collections::HashSet::new();
         loop {
             let rows = bus.db.read(move |c| pending(c, batch).map_err(DbError::from)).await?;
             if rows.is_empty() {
@@ -276,6 +281,12 @@ impl Relay {
                 continue;
             }
 
+            for row in &rows {
+                if row.exchange == topology::COMMANDS && !logged_commands.contains(&row.routing_key) {
+                    topology::log_command(&ch, &row.routing_key).await?;
+                    logged_commands.insert(row.routing_key.clone());
+                }
+            }
             let mut confirms = Vec::with_capacity(rows.len());
             for row in &rows {
                 let properties =

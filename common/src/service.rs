@@ -166,7 +166,8 @@ where
     }
 
     for (upstream, url) in parts.upstreams {
-        tasks.push(tokio::spawn(probe_upstream(bus.clone(), upstream, url, shutdown.clone())));
+        let health = bus.metrics.component(&format!("upstream:{upstream}"));
+        tasks.push(tokio::spawn(probe_upstream(health, upstream, url, shutdown.clone())));
     }
 
     let mut openapi = parts.openapi;
@@ -215,12 +216,11 @@ where
 
 /// Keeps the health of an upstream service up to date, once a second.
 async fn probe_upstream(
-    bus: Bus,
+    health: crate::metrics::ComponentHealth,
     name: &'static str,
     url: String,
     shutdown: CancellationToken,
 ) -> Result<(), Crashed> {
-    let health = bus.metrics.component(&format!("upstream:{name}"));
     let client = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
         Ok(client) => client,
         Err(e) => {
@@ -231,6 +231,9 @@ async fn probe_upstream(
     loop {
         let ready =
             client.get(format!("{url}/health/ready")).send().await.is_ok_and(|r| r.status().is_success());
+        if ready != health.is_up() {
+            tracing::info!(upstream = name, ready, "upstream readiness changed");
+        }
         health.set(ready);
         tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),

@@ -138,6 +138,19 @@ pub async fn declare_exchanges(ch: &Channel, messaging: &MessagingConfig) -> lap
     Ok(())
 }
 
+/// Binds the event log to a command type, so that commands are logged like
+/// events (the relay does it before it first publishes the type).
+pub async fn log_command(ch: &Channel, routing_key: &str) -> lapin::Result<()> {
+    ch.queue_bind(
+        EVENT_LOG.into(),
+        COMMANDS.into(),
+        routing_key.into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+}
+
 /// Declares a consumer queue with its retry tiers and dead-letter queue.
 pub async fn declare_queue(ch: &Channel, spec: &QueueSpec, messaging: &MessagingConfig) -> lapin::Result<()> {
     let mut main_args = vec![
@@ -175,17 +188,6 @@ pub async fn declare_queue(ch: &Channel, spec: &QueueSpec, messaging: &Messaging
             FieldTable::default(),
         )
         .await?;
-        // Commands go to the event log too, so that a saga can be traced whole.
-        if binding.exchange == COMMANDS {
-            ch.queue_bind(
-                EVENT_LOG.into(),
-                COMMANDS.into(),
-                binding.routing_key.as_str().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        }
     }
     Ok(())
 }

@@ -19,6 +19,8 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 impl TestStack {
     pub async fn start(backend: Backend) -> Self {
+        // The services' logs, shown by nextest when a test fails.
+        bourse_common::telemetry::init();
         let mut env = TestEnv::new(backend).await;
         let databases = SERVICES
             .iter()

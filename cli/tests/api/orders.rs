@@ -1,7 +1,10 @@
 //! The order saga through the gateway: reservations, rejections, cancels,
 //! idempotency, authorization, bad input and crashes in the middle of a burst.
 
+use std::time::Duration;
+
 use bourse_common::db::Backend;
+use bourse_common::eventlog::{self, StreamOffset};
 use bourse_common::on_both_backends;
 use serde_json::json;
 
@@ -45,6 +48,25 @@ async fn an_order_reserves_its_funds_and_cancel_releases_them_exactly(backend: B
     let causes: Vec<&str> =
         steps.as_array().unwrap().iter().map(|s| s["cause_type"].as_str().unwrap()).collect();
     assert_eq!(causes, ["POST /api/orders", "funds.reserved", "DELETE /api/orders", "funds.released"]);
+    // The event log holds the whole saga, commands included (what `bourse trace` prints).
+    let log =
+        eventlog::read(&t.env.amqp_url, StreamOffset::First, 10_000, Duration::from_secs(1)).await.unwrap();
+    let saga: Vec<&str> = log
+        .iter()
+        .filter(|e| e.envelope.correlation_id == id)
+        .map(|e| e.envelope.message_type.as_str())
+        .collect();
+    assert_eq!(
+        saga,
+        [
+            "payment.reserve-funds",
+            "funds.reserved",
+            "matching.submit-order",
+            "payment.release-funds",
+            "funds.released",
+            "order.cancelled"
+        ]
+    );
     t.stop().await;
 }
 
