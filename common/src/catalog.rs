@@ -61,6 +61,10 @@ pub enum TimeInForce {
     Gtc,
     /// Immediate or cancel: what does not fill at once is cancelled.
     Ioc,
+    /// Fill or kill: filled whole at once, or not at all.
+    Fok,
+    /// Rests in the book only: cancelled if it would take liquidity.
+    PostOnly,
 }
 
 /// Reserve funds for an order (order-service -> payment-service). Correlation: the order id.

@@ -3,6 +3,8 @@
 //! A library with a thin `main.rs`: [`run`] starts the service on the
 //! configured ports and URLs, so that tests and `bourse up` start it in-process.
 
+pub mod engine;
+
 use bourse_common::config::ServiceConfig;
 use bourse_common::service::{self, RunningService, ServiceParts};
 
