@@ -47,6 +47,16 @@ pub struct Caller {
     pub role: Role,
 }
 
+impl Caller {
+    /// 403 unless the caller is an administrator.
+    pub fn require_admin(self) -> Result<Self, ApiError> {
+        match self.role {
+            Role::Admin => Ok(self),
+            Role::User => Err(ApiError::forbidden("this route is for administrators")),
+        }
+    }
+}
+
 impl FromRequest for Caller {
     type Error = ApiError;
     type Future = Ready<Result<Self, ApiError>>;

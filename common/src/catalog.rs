@@ -148,3 +148,62 @@ pub struct OrderCancelled {
     pub market: String,
 }
 message!(OrderCancelled, "order.cancelled", Event);
+
+/// Take an order out of its book (order-service -> matching-service). Correlation: the order id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelOrder {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+}
+message!(CancelOrder, "matching.cancel-order", Command);
+
+/// One fill between a taker and a resting maker, at the maker's price. Correlation: the taker's order id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TradeExecuted {
+    pub trade_id: Uuid,
+    pub market: String,
+    pub price: Amount,
+    pub quantity: Amount,
+    pub taker_side: Side,
+    pub taker_order_id: Uuid,
+    pub taker_user_id: Uuid,
+    pub maker_order_id: Uuid,
+    pub maker_user_id: Uuid,
+    pub executed_at: chrono::DateTime<chrono::Utc>,
+}
+message!(TradeExecuted, "trade.executed", Event);
+
+/// Where an order stands in its book.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BookStatus {
+    /// Resting, nothing filled.
+    Open,
+    /// Resting, partly filled.
+    PartiallyFilled,
+    Filled,
+    /// Out of the book with a rest unfilled (requested, ioc, fok, post-only, self-trade).
+    Cancelled,
+}
+
+impl BookStatus {
+    /// No further fills can come.
+    pub fn is_final(self) -> bool {
+        matches!(self, Self::Filled | Self::Cancelled)
+    }
+}
+
+/// An order's state after a book change (matching-service). Correlation: the order id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderUpdated {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+    pub quantity: Amount,
+    pub filled_quantity: Amount,
+    pub status: BookStatus,
+    /// Why it was cancelled (`cancelled` only).
+    pub reason: Option<String>,
+}
+message!(OrderUpdated, "order.updated", Event);

@@ -3,7 +3,7 @@
 //! and role in headers (any such header from the client is dropped).
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use bourse_common::auth::{Caller, REQUEST_ID_HEADER, ROLE_HEADER, Role, USER_ID_HEADER};
+use bourse_common::auth::{Caller, REQUEST_ID_HEADER, ROLE_HEADER, USER_ID_HEADER};
 use bourse_common::error::ApiError;
 use futures::StreamExt;
 
@@ -88,12 +88,8 @@ pub async fn forward(
     match (access, caller) {
         (Access::Public, _) => {}
         (_, None) => return Err(ApiError::unauthorized("a valid bearer token is required")),
-        (Access::Admin, Some(c)) if c.role != Role::Admin => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                "this route is for administrators",
-            ));
+        (Access::Admin, Some(c)) => {
+            c.require_admin()?;
         }
         _ => {}
     }

@@ -4,9 +4,14 @@
 //! configured ports and URLs, so that tests and `bourse up` start it in-process.
 
 pub mod engine;
+pub mod handlers;
+pub mod storage;
 
 use bourse_common::config::ServiceConfig;
+use std::sync::Arc;
+
 use bourse_common::service::{self, RunningService, ServiceParts};
+use bourse_common::topology::QueueSpec;
 
 pub const NAME: &str = "matching-service";
 /// `MATCHING__DATABASE__URL` and the like override the configuration.
@@ -22,5 +27,16 @@ pub fn default_config() -> Config {
 
 /// Starts the service: database and migrations, outbox relay, consumers, HTTP.
 pub async fn run(config: Config) -> anyhow::Result<RunningService> {
-    service::start(NAME, &config, ServiceParts::default()).await
+    // One active consumer for the books: commands apply in the order they were sent.
+    let orders =
+        QueueSpec::new("matching-service.orders").commands(&handlers::COMMANDS).single_active_consumer();
+    let parts = ServiceParts {
+        migrations: vec![&MIGRATIONS],
+        consumers: vec![(orders, Arc::new(handlers::Matcher::default()))],
+        ..Default::default()
+    };
+    service::start(NAME, &config, parts).await
 }
+
+const MIGRATIONS: bourse_common::db::MigrationSet =
+    bourse_common::migration_set!("migrations/sqlite", "migrations/postgres");

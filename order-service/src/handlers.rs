@@ -2,7 +2,8 @@
 //! transaction, each transition recorded with the message that caused it.
 
 use bourse_common::catalog::{
-    FundsRejected, FundsReleased, FundsReserved, OrderCancelled, OrderRejected, ReleaseFunds, SubmitOrder,
+    BookStatus, FundsRejected, FundsReleased, FundsReserved, OrderCancelled, OrderRejected, OrderUpdated,
+    ReleaseFunds, SubmitOrder,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -16,7 +17,8 @@ use crate::domain::Status;
 use crate::storage::{self, Cause, OrderRow, Terms};
 
 /// The events of the saga queue.
-pub const EVENTS: [&str; 3] = [FundsReserved::TYPE, FundsRejected::TYPE, FundsReleased::TYPE];
+pub const EVENTS: [&str; 4] =
+    [FundsReserved::TYPE, FundsRejected::TYPE, FundsReleased::TYPE, OrderUpdated::TYPE];
 
 pub fn handle(conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) -> Result<(), HandlerError> {
     match message.message_type.as_str() {
@@ -34,6 +36,11 @@ pub fn handle(conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) ->
             let event: FundsReleased = message.payload()?;
             let order = order(conn, event.order_id)?;
             funds_released(conn, order, message, out)
+        }
+        OrderUpdated::TYPE => {
+            let event: OrderUpdated = message.payload()?;
+            let order = order(conn, event.order_id)?;
+            order_updated(conn, order, &event, message)
         }
         _ => Err(HandlerError::unexpected(message)),
     }
@@ -98,6 +105,33 @@ fn funds_rejected(
             market: order.market.clone(),
             reason: reason.to_string(),
         });
+    }
+    Ok(())
+}
+
+/// Follows the book: fills, the end of the order. A cancelled order waits for
+/// its reservation to be released before it is `cancelled`.
+fn order_updated(
+    conn: &mut DbConnection,
+    order: OrderRow,
+    event: &OrderUpdated,
+    message: &Envelope,
+) -> Result<(), HandlerError> {
+    let now = now_micros();
+    let status = order.status();
+    if matches!(status, Status::Filled | Status::Cancelled | Status::Rejected) {
+        return Ok(());
+    }
+    storage::set_filled(conn, &order, event.filled_quantity, now)?;
+    let next = match (event.status, status) {
+        (BookStatus::Filled, _) => Some(Status::Filled),
+        (BookStatus::Cancelled, Status::CancelRequested) => None,
+        (BookStatus::Cancelled, _) => Some(Status::CancelRequested),
+        (BookStatus::PartiallyFilled, Status::Open) => Some(Status::PartiallyFilled),
+        _ => None,
+    };
+    if let Some(next) = next.filter(|n| *n != status) {
+        storage::transition(conn, &order, next, None, &cause(message), now)?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::{Caller, REQUEST_ID_HEADER};
-use bourse_common::catalog::{OrderType, ReleaseFunds, ReserveFunds, Side, TimeInForce};
+use bourse_common::catalog::{CancelOrder, OrderType, ReserveFunds, Side, TimeInForce};
 use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::money::{Amount, Currency};
@@ -331,10 +331,14 @@ pub async fn cancel_order(
                 )));
             }
             storage::transition(c, &order, Status::CancelRequested, None, &cause, now_micros())?;
-            // A pending order is released when its reservation outcome arrives.
+            // A pending order is released when its reservation outcome arrives;
+            // a booked one leaves its book first, then its reservation is released.
             if status != Status::Pending {
                 let mut out = Emitter::new(NAME);
-                out.send(&order.id, &ReleaseFunds { order_id: id, user_id: user });
+                out.send(
+                    &order.id,
+                    &CancelOrder { order_id: id, user_id: user, market: order.market.clone() },
+                );
                 out.flush(c)?;
             }
             Ok(Ok(storage::find(c, id)?.unwrap_or(order)))

@@ -164,6 +164,14 @@ pub fn transition(
     record_transition(conn, &order.id, Some(order.status()), to, cause, now)
 }
 
+/// Records how much of the order has filled.
+pub fn set_filled(conn: &mut DbConnection, order: &OrderRow, filled: Amount, now: i64) -> QueryResult<()> {
+    diesel::update(orders::table.find(&order.id))
+        .set((orders::filled_quantity.eq(filled.to_string()), orders::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
 pub fn find(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<OrderRow>> {
     orders::table.find(id.to_string()).select(OrderRow::as_select()).first(conn).optional()
 }

@@ -11,6 +11,10 @@ pub enum LedgerAccount {
     Reserved,
     /// Where top-ups come from (later: deposits from the chain).
     External,
+    /// Passes a trade's amounts between its two sides: nets to zero per trade.
+    Clearing,
+    /// The exchange's fee income.
+    Fees,
 }
 
 impl LedgerAccount {
@@ -19,6 +23,8 @@ impl LedgerAccount {
             Self::Available => "available",
             Self::Reserved => "reserved",
             Self::External => "external",
+            Self::Clearing => "clearing",
+            Self::Fees => "fees",
         }
     }
 }
@@ -29,6 +35,7 @@ pub enum Kind {
     TopUp,
     Reserve,
     Release,
+    Settle,
 }
 
 impl Kind {
@@ -37,6 +44,7 @@ impl Kind {
             Self::TopUp => "top_up",
             Self::Reserve => "reserve",
             Self::Release => "release",
+            Self::Settle => "settle",
         }
     }
 }
@@ -76,7 +84,7 @@ impl Balance {
             match account {
                 LedgerAccount::Available => self.available += amount,
                 LedgerAccount::Reserved => self.reserved += amount,
-                LedgerAccount::External => {}
+                LedgerAccount::External | LedgerAccount::Clearing | LedgerAccount::Fees => {}
             }
         }
         self
@@ -96,6 +104,54 @@ impl Balance {
     pub fn release(self, amount: Decimal) -> Movement {
         Movement::transfer(Kind::Release, LedgerAccount::Reserved, LedgerAccount::Available, amount)
     }
+}
+
+/// One side's part of a trade in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettlementLeg {
+    pub buyer: bool,
+    pub currency_is_base: bool,
+    pub movement: Movement,
+}
+
+/// The fee on `amount` at `rate`, rounded down to `scale` decimals (never
+/// more than the rate says).
+pub fn fee(amount: Decimal, rate: Decimal, scale: u32) -> Decimal {
+    (amount * rate).round_dp_with_strategy(scale, rust_decimal::RoundingStrategy::ToZero)
+}
+
+/// A trade of `quantity` base at `price` quote: the buyer pays price x
+/// quantity from its reserved quote and receives the base less its fee; the
+/// seller pays the quantity from its reserved base and receives the quote
+/// less its fee. Fees are charged in the currency received. Each leg
+/// balances through the clearing account; together they net it to zero.
+pub fn settle(
+    price: Decimal,
+    quantity: Decimal,
+    buyer_fee_rate: Decimal,
+    seller_fee_rate: Decimal,
+    base_scale: u32,
+    quote_scale: u32,
+) -> [SettlementLeg; 4] {
+    use LedgerAccount::{Available, Clearing, Fees, Reserved};
+    let notional = price * quantity;
+    let buyer_fee = fee(quantity, buyer_fee_rate, base_scale);
+    let seller_fee = fee(notional, seller_fee_rate, quote_scale);
+    let leg = |buyer, currency_is_base, legs| SettlementLeg {
+        buyer,
+        currency_is_base,
+        movement: Movement { kind: Kind::Settle, legs },
+    };
+    [
+        leg(true, false, vec![(Reserved, -notional), (Clearing, notional)]),
+        leg(
+            false,
+            false,
+            vec![(Clearing, -notional), (Available, notional - seller_fee), (Fees, seller_fee)],
+        ),
+        leg(false, true, vec![(Reserved, -quantity), (Clearing, quantity)]),
+        leg(true, true, vec![(Clearing, -quantity), (Available, quantity - buyer_fee), (Fees, buyer_fee)]),
+    ]
 }
 
 #[cfg(test)]
@@ -123,6 +179,27 @@ mod tests {
         for m in [top_up, reserve, release] {
             assert_eq!(sum(&m), Decimal::ZERO);
         }
+    }
+
+    #[test]
+    fn a_settlement_conserves_each_currency_and_charges_fees_in_what_is_received() {
+        let legs = settle(d("2000.5"), d("1.5"), d("0.002"), d("0.001"), 8, 6);
+        for base in [false, true] {
+            let all: Vec<&(LedgerAccount, Decimal)> =
+                legs.iter().filter(|l| l.currency_is_base == base).flat_map(|l| &l.movement.legs).collect();
+            assert_eq!(all.iter().map(|(_, a)| a).sum::<Decimal>(), Decimal::ZERO);
+            let clearing: Decimal =
+                all.iter().filter(|(k, _)| *k == LedgerAccount::Clearing).map(|(_, a)| a).sum();
+            assert_eq!(clearing, Decimal::ZERO, "the clearing account nets to zero");
+        }
+        for leg in &legs {
+            assert_eq!(sum(&leg.movement), Decimal::ZERO);
+        }
+        // Buyer receives 1.5 ETH less 0.2%; seller 3000.75 USDT less 0.1%, rounded down to 6 decimals.
+        assert_eq!(legs[3].movement.legs[1], (LedgerAccount::Available, d("1.497")));
+        assert_eq!(legs[1].movement.legs[2], (LedgerAccount::Fees, d("3.00075")));
+        assert_eq!(fee(d("0.0001"), d("0.001"), 8), d("0.00000010"));
+        assert_eq!(fee(d("0.00001"), d("0.001"), 6), Decimal::ZERO);
     }
 
     #[test]

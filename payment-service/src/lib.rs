@@ -25,6 +25,7 @@ use bourse_common::messages::Message;
 use bourse_common::reference::ReferenceData;
 use bourse_common::service::{self, RunningService, ServiceParts};
 use bourse_common::topology::QueueSpec;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
 
@@ -40,11 +41,20 @@ pub struct Settings {
     /// `POST /api/users/me/accounts/{currency}/top-up` answers; switch off in production.
     pub top_up_enabled: bool,
     pub reference: ReferenceData,
+    /// Fee of the resting side of a trade, as a fraction of what it receives (`"0.001"` = 0.1%).
+    pub maker_fee_rate: Decimal,
+    /// Fee of the side that took liquidity.
+    pub taker_fee_rate: Decimal,
 }
 
 impl Default for Settings {
     fn default() -> Self {
-        Self { top_up_enabled: true, reference: ReferenceData::default() }
+        Self {
+            top_up_enabled: true,
+            reference: ReferenceData::default(),
+            maker_fee_rate: Decimal::new(1, 3),
+            taker_fee_rate: Decimal::new(2, 3),
+        }
     }
 }
 
@@ -65,11 +75,16 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
     let reference = settings.reference.clone();
     let commands: Arc<dyn Handler> =
         Arc::new(move |c: &mut _, m: &_, out: &mut _| handlers::command(&reference, c, m, out));
+    let settings = Arc::new(settings);
+    let matching: Arc<dyn Handler> =
+        Arc::new(move |c: &mut _, m: &_, out: &mut _| handlers::matching_event(&settings, c, m, out));
     let parts = ServiceParts {
         migrations: vec![&MIGRATIONS],
         consumers: vec![
             (QueueSpec::new("payment-service.users").events(&[UserRegistered::TYPE]), users),
             (QueueSpec::new("payment-service.commands").commands(&handlers::COMMANDS), commands),
+            // Trades and order ends in one queue: a trade settles before its order's rest is released.
+            (QueueSpec::new("payment-service.matching").events(&handlers::MATCHING_EVENTS), matching),
         ],
         routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
         openapi: routes::Api::openapi(),

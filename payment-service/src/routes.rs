@@ -71,7 +71,44 @@ pub struct TopUp {
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/api/users/me/accounts", web::get().to(list_accounts))
         .route("/api/users/me/accounts/{currency}/top-up", web::post().to(top_up))
-        .route("/api/history/finance", web::get().to(finance_history));
+        .route("/api/history/finance", web::get().to(finance_history))
+        .route("/api/admin/payments/fees", web::get().to(fees));
+}
+
+/// What the exchange's fee account holds in one currency.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FeeBalance {
+    pub currency: String,
+    pub amount: Amount,
+}
+
+/// The fees collected, per currency (administrators only).
+#[utoipa::path(
+    get,
+    path = "/api/admin/payments/fees",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses((status = 200, body = Vec<FeeBalance>), (status = 403, description = "not an administrator"))
+)]
+pub async fn fees(
+    caller: Caller,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let codes: Vec<String> = settings.reference.currencies.iter().map(|c| c.code.clone()).collect();
+    let balances = db
+        .read(move |c| {
+            codes
+                .into_iter()
+                .map(|code| {
+                    let amount = storage::fees_collected(c, &code)?;
+                    Ok(FeeBalance { currency: code, amount: amount.into() })
+                })
+                .collect::<Result<Vec<_>, DbError>>()
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(balances))
 }
 
 /// The caller's accounts, one per currency.
@@ -177,8 +214,11 @@ pub async fn finance_history(
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list_accounts, top_up, finance_history),
-    components(schemas(Account, TopUp, FinanceEntry, Page<FinanceEntry>)),
-    tags((name = "accounts", description = "balances, top-ups and the ledger"))
+    paths(list_accounts, top_up, finance_history, fees),
+    components(schemas(Account, TopUp, FinanceEntry, Page<FinanceEntry>, FeeBalance)),
+    tags(
+        (name = "accounts", description = "balances, top-ups and the ledger"),
+        (name = "admin", description = "for administrators"),
+    )
 )]
 pub struct Api;

@@ -133,7 +133,9 @@ pub fn apply(
         .execute(conn)?;
     let txn_id = Uuid::now_v7().to_string();
     let user_account = |account: LedgerAccount| match account {
-        LedgerAccount::External => (format!("external:{currency}"), None),
+        LedgerAccount::External | LedgerAccount::Clearing | LedgerAccount::Fees => {
+            (format!("{}:{currency}", account.as_str()), None)
+        }
         other => (format!("user:{user}:{currency}:{}", other.as_str()), Some(user.to_string())),
     };
     let rows: Vec<_> = movement
@@ -210,6 +212,28 @@ pub fn insert_reservation(
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// Takes `amount` off what the order still holds reserved.
+pub fn consume_reservation(
+    conn: &mut DbConnection,
+    order_id: Uuid,
+    remaining: Amount,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::update(reservations::table.find(order_id.to_string()))
+        .set((reservations::remaining.eq(remaining.to_string()), reservations::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The balance of the exchange's fee account in `currency`.
+pub fn fees_collected(conn: &mut DbConnection, currency: &str) -> QueryResult<Decimal> {
+    let amounts: Vec<Amount> = ledger_entries::table
+        .filter(ledger_entries::account.eq(format!("fees:{currency}")))
+        .select(ledger_entries::amount)
+        .load(conn)?;
+    Ok(amounts.into_iter().map(Amount::value).sum())
 }
 
 pub fn close_reservation(conn: &mut DbConnection, order_id: Uuid, status: &str, now: i64) -> QueryResult<()> {

@@ -137,3 +137,24 @@ pub fn limit_buy(market: &str, price: &str, quantity: &str) -> Value {
 pub fn pair(available: &str, reserved: &str) -> (String, String) {
     (available.to_string(), reserved.to_string())
 }
+
+/// Waits until the user's `currency` account shows `expected` (settlement is
+/// asynchronous: an order can be `filled` a moment before its money moves);
+/// returns every account.
+pub async fn settled(
+    t: &TestStack,
+    token: &str,
+    currency: &str,
+    expected: (String, String),
+) -> HashMap<String, (String, String)> {
+    let mut last = HashMap::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        last = t.accounts(token).await;
+        if last.get(currency) == Some(&expected) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{currency} never became {expected:?}: {last:?}");
+}

@@ -62,7 +62,9 @@ async fn an_order_reserves_its_funds_and_cancel_releases_them_exactly(backend: B
             "payment.reserve-funds",
             "funds.reserved",
             "matching.submit-order",
-            "payment.release-funds",
+            "order.updated",
+            "matching.cancel-order",
+            "order.updated",
             "funds.released",
             "order.cancelled"
         ]

@@ -1,0 +1,143 @@
+//! Two users trade through the gateway: fills, settlement with fees, partial
+//! fills, cancels, time in force, and a matching-service restart between orders.
+
+use bourse_common::db::Backend;
+use bourse_common::on_both_backends;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestStack, limit_buy, pair};
+
+on_both_backends!(
+    two_users_trade_and_balances_move_by_the_trade_less_fees,
+    a_partial_fill_then_cancel_releases_exactly_the_rest,
+    ioc_fok_and_market_orders_end_as_defined,
+    the_book_survives_a_matching_service_restart,
+);
+
+fn limit_sell(market: &str, price: &str, quantity: &str) -> Value {
+    json!({"market": market, "side": "sell", "type": "limit", "price": price, "quantity": quantity})
+}
+
+async fn id(t: &TestStack, token: &str, order: Value) -> String {
+    t.place(token, order).await["id"].as_str().unwrap().to_string()
+}
+
+/// The fee account, as an administrator sees it.
+async fn fees(t: &TestStack) -> Vec<(String, String)> {
+    let admin = t.user("admin@bourse.local").await;
+    let (status, body) = t.call("GET", "/api/admin/payments/fees", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let amount: rust_decimal::Decimal = f["amount"].as_str().unwrap().parse().unwrap();
+            (f["currency"].as_str().unwrap().to_string(), amount.normalize().to_string())
+        })
+        .collect()
+}
+
+async fn two_users_trade_and_balances_move_by_the_trade_less_fees(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", "1").await;
+    t.top_up(&bob, "USDT", "2000").await;
+
+    // Alice rests (maker, 0.1% fee), Bob takes (taker, 0.2% fee).
+    let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(&alice, &sell, "open").await;
+    let buy = id(&t, &bob, limit_buy("ETH-USDT", "2000", "1")).await;
+    let bought = t.order_reaches(&bob, &buy, "filled").await;
+    assert_eq!(bought["filled_quantity"], "1");
+    t.order_reaches(&alice, &sell, "filled").await;
+
+    let alice_accounts = crate::helpers::settled(&t, &alice, "USDT", pair("1998", "0")).await;
+    assert_eq!(alice_accounts["ETH"], pair("0", "0"));
+    let bob_accounts = crate::helpers::settled(&t, &bob, "ETH", pair("0.998", "0")).await;
+    assert_eq!(bob_accounts["USDT"], pair("0", "0"));
+    let fees = fees(&t).await;
+    assert!(fees.contains(&("USDT".into(), "2".into())), "{fees:?}");
+    assert!(fees.contains(&("ETH".into(), "0.002".into())), "{fees:?}");
+    t.stop().await;
+}
+
+async fn a_partial_fill_then_cancel_releases_exactly_the_rest(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", "2").await;
+    t.top_up(&bob, "USDT", "1050").await;
+
+    let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "2")).await;
+    t.order_reaches(&alice, &sell, "open").await;
+    // Bob's limit is 2100: he fills at the maker's 2000 and gets the 50 he reserved above it back.
+    let buy = id(&t, &bob, limit_buy("ETH-USDT", "2100", "0.5")).await;
+    t.order_reaches(&bob, &buy, "filled").await;
+    let partial = t.order_reaches(&alice, &sell, "partially_filled").await;
+    assert_eq!(partial["filled_quantity"], "0.5");
+    let bob_accounts = crate::helpers::settled(&t, &bob, "USDT", pair("50", "0")).await;
+    assert_eq!(bob_accounts["ETH"], pair("0.499", "0"));
+
+    let (status, _) = t.call("DELETE", &format!("/api/orders/{sell}"), Some(&alice), None).await;
+    assert_eq!(status, 202);
+    let cancelled = t.order_reaches(&alice, &sell, "cancelled").await;
+    assert_eq!(cancelled["filled_quantity"], "0.5");
+    let alice_accounts = crate::helpers::settled(&t, &alice, "ETH", pair("1.5", "0")).await;
+    assert_eq!(alice_accounts["USDT"], pair("999", "0"));
+    t.stop().await;
+}
+
+async fn ioc_fok_and_market_orders_end_as_defined(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", "1").await;
+    t.top_up(&bob, "USDT", "10000").await;
+
+    // A market buy on an empty book ends cleanly: cancelled, everything released.
+    let market =
+        json!({"market": "ETH-USDT", "side": "buy", "type": "market", "price": "2500", "quantity": "1"});
+    let empty = id(&t, &bob, market).await;
+    let ended = t.order_reaches(&bob, &empty, "cancelled").await;
+    assert_eq!(ended["filled_quantity"], "0");
+    crate::helpers::settled(&t, &bob, "USDT", pair("10000", "0")).await;
+
+    let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(&alice, &sell, "open").await;
+    // FOK for more than the book holds: nothing fills.
+    let mut fok = limit_buy("ETH-USDT", "2000", "2");
+    fok["time_in_force"] = json!("fok");
+    let fok = id(&t, &bob, fok).await;
+    let killed = t.order_reaches(&bob, &fok, "cancelled").await;
+    assert_eq!(killed["filled_quantity"], "0");
+    // IOC for more than the book holds: what can fill fills, the rest is cancelled.
+    let mut ioc = limit_buy("ETH-USDT", "2000", "2");
+    ioc["time_in_force"] = json!("ioc");
+    let ioc = id(&t, &bob, ioc).await;
+    let rest = t.order_reaches(&bob, &ioc, "cancelled").await;
+    assert_eq!(rest["filled_quantity"], "1");
+    t.order_reaches(&alice, &sell, "filled").await;
+    // 10000 - 2000 paid; 1 ETH less the 0.2% taker fee.
+    let bob_accounts = crate::helpers::settled(&t, &bob, "USDT", pair("8000", "0")).await;
+    assert_eq!(bob_accounts["ETH"], pair("0.998", "0"));
+    t.stop().await;
+}
+
+async fn the_book_survives_a_matching_service_restart(backend: Backend) {
+    let mut t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", "1").await;
+    t.top_up(&bob, "USDT", "2000").await;
+    let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(&alice, &sell, "open").await;
+
+    t.stack.crash_and_restart("matching-service").await.unwrap();
+
+    let buy = id(&t, &bob, limit_buy("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(&bob, &buy, "filled").await;
+    t.order_reaches(&alice, &sell, "filled").await;
+    crate::helpers::settled(&t, &alice, "USDT", pair("1998", "0")).await;
+    t.stop().await;
+}

@@ -1,0 +1,3 @@
+DROP TABLE trades;
+DROP TABLE book_versions;
+DROP TABLE book_orders;
