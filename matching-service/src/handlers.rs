@@ -21,6 +21,11 @@ use crate::storage;
 /// The command types of the orders queue.
 pub const COMMANDS: [&str; 2] = [SubmitOrder::TYPE, CancelOrder::TYPE];
 
+enum Command {
+    Submit(NewOrder),
+    Cancel(Uuid),
+}
+
 /// The books of every market, with the version each was loaded at.
 #[derive(Debug, Default)]
 pub struct Matcher {
@@ -34,27 +39,26 @@ impl Handler for Matcher {
         message: &Envelope,
         out: &mut Emitter,
     ) -> Result<(), HandlerError> {
-        let (market, apply): (String, Box<dyn FnOnce(&mut Book) -> Outcome>) =
-            match message.message_type.as_str() {
-                SubmitOrder::TYPE => {
-                    let cmd: SubmitOrder = message.payload()?;
-                    let order = NewOrder {
-                        id: cmd.order_id,
-                        user: cmd.user_id,
-                        side: cmd.side,
-                        order_type: cmd.order_type,
-                        price: cmd.price.map(|p| p.value()),
-                        quantity: cmd.quantity.value(),
-                        time_in_force: cmd.time_in_force,
-                    };
-                    (cmd.market, Box::new(move |book: &mut Book| book.submit(order)))
-                }
-                CancelOrder::TYPE => {
-                    let cmd: CancelOrder = message.payload()?;
-                    (cmd.market, Box::new(move |book: &mut Book| book.cancel(cmd.order_id)))
-                }
-                _ => return Err(HandlerError::unexpected(message)),
-            };
+        let (market, command) = match message.message_type.as_str() {
+            SubmitOrder::TYPE => {
+                let cmd: SubmitOrder = message.payload()?;
+                let order = NewOrder {
+                    id: cmd.order_id,
+                    user: cmd.user_id,
+                    side: cmd.side,
+                    order_type: cmd.order_type,
+                    price: cmd.price.map(|p| p.value()),
+                    quantity: cmd.quantity.value(),
+                    time_in_force: cmd.time_in_force,
+                };
+                (cmd.market, Command::Submit(order))
+            }
+            CancelOrder::TYPE => {
+                let cmd: CancelOrder = message.payload()?;
+                (cmd.market, Command::Cancel(cmd.order_id))
+            }
+            _ => return Err(HandlerError::unexpected(message)),
+        };
         let mut books = self.books.lock().unwrap_or_else(|p| p.into_inner());
         let stored = storage::version(conn, &market)?;
         let entry = books.entry(market.clone()).or_insert_with(|| (-1, Book::default()));
@@ -65,7 +69,10 @@ impl Handler for Matcher {
         // From here the cached book runs ahead of the database until commit;
         // the version check above repairs it if the transaction rolls back.
         entry.0 = -1;
-        let outcome = apply(&mut entry.1);
+        let outcome = match command {
+            Command::Submit(order) => entry.1.submit(order),
+            Command::Cancel(id) => entry.1.cancel(id),
+        };
         record(conn, &market, &entry.1, &outcome, out)?;
         entry.0 = storage::bump_version(conn, &market, stored)?;
         Ok(())
