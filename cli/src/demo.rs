@@ -165,6 +165,24 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
         );
     }
 
+    println!("\n8. Bob sells 1 ETH at 2000 and Alice buys it: a trade, settled with fees");
+    c.expect(200, "POST", "/api/users/me/accounts/ETH/top-up", Some(&bob), Some(json!({"amount": "1"})))
+        .await?;
+    let sell =
+        json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
+    let sell = c.expect(202, "POST", "/api/orders", Some(&bob), Some(sell)).await?;
+    let sell_id = sell["id"].as_str().unwrap_or_default().to_string();
+    c.wait_for(&bob, &sell_id, "open").await?;
+    let buy = json!({"market": "ETH-USDT", "side": "buy", "type": "limit", "price": "2000", "quantity": "1"});
+    let buy = c.expect(202, "POST", "/api/orders", Some(&alice), Some(buy)).await?;
+    let buy_id = buy["id"].as_str().unwrap_or_default().to_string();
+    c.wait_for(&alice, &buy_id, "filled").await?;
+    c.wait_for(&bob, &sell_id, "filled").await?;
+    println!("  both orders filled (maker fee 0.1%, taker fee 0.2%, in the currency received)");
+    tokio::time::sleep(Duration::from_millis(300)).await; // settlement follows the fill
+    c.show_accounts("alice", &alice).await?;
+    c.show_accounts("bob", &bob).await?;
+
     println!("\nDone. Try it yourself: {gateway}/swagger-ui/   Trace the saga: bourse trace {id}\n");
     Ok(())
 }
