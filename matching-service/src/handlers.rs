@@ -63,7 +63,7 @@ impl Handler for Matcher {
         let stored = storage::version(conn, &market)?;
         let entry = books.entry(market.clone()).or_insert_with(|| (-1, Book::default()));
         if entry.0 != stored {
-            let resting = storage::load_book(conn, &market).map_err(HandlerError::Permanent)?;
+            let resting = storage::load_book(conn, &market)?;
             *entry = (stored, Book::from_resting(resting));
         }
         // From here the cached book runs ahead of the database until commit;

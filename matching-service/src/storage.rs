@@ -65,12 +65,14 @@ struct BookRow {
     seq: i64,
 }
 
-/// The resting orders of a market.
-pub fn load_book(conn: &mut DbConnection, market: &str) -> Result<Vec<Resting>, anyhow::Error> {
+/// The resting orders of a market. A row that does not decode is a
+/// deserialization error, as diesel reports any other.
+pub fn load_book(conn: &mut DbConnection, market: &str) -> QueryResult<Vec<Resting>> {
     let rows: Vec<BookRow> = book_orders::table.filter(book_orders::market.eq(market)).load(conn)?;
     rows.into_iter()
         .map(|r| {
-            let corrupt = || CorruptBook(r.order_id.clone());
+            let corrupt =
+                || diesel::result::Error::DeserializationError(Box::new(CorruptBook(r.order_id.clone())));
             let amount = |s: &str| s.parse::<Amount>().map(Amount::value).map_err(|_| corrupt());
             Ok(Resting {
                 id: Uuid::parse_str(&r.order_id).map_err(|_| corrupt())?,
@@ -78,7 +80,7 @@ pub fn load_book(conn: &mut DbConnection, market: &str) -> Result<Vec<Resting>, 
                 side: match r.side.as_str() {
                     "buy" => Side::Buy,
                     "sell" => Side::Sell,
-                    _ => return Err(corrupt().into()),
+                    _ => return Err(corrupt()),
                 },
                 price: amount(&r.price)?,
                 quantity: amount(&r.quantity)?,
@@ -153,4 +155,52 @@ pub fn insert_trade(
         ))
         .execute(conn)?;
     Ok(())
+}
+
+/// A trade as stored.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = trades)]
+pub struct TradeRow {
+    pub id: String,
+    pub market: String,
+    pub price: Amount,
+    pub quantity: Amount,
+    pub taker_side: String,
+    pub taker_order_id: String,
+    pub maker_order_id: String,
+    pub executed_at: i64,
+}
+
+/// A page of a market's trades, newest first, and how many there are.
+pub fn trades_page(
+    conn: &mut DbConnection,
+    market: &str,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<TradeRow>, i64)> {
+    let of_market = || trades::table.filter(trades::market.eq(market.to_string()));
+    let total = of_market().count().get_result(conn)?;
+    let rows = of_market()
+        .order((trades::executed_at.desc(), trades::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select(TradeRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+/// A market's trades executed in `[from, to)`, in execution order.
+pub fn trades_between(
+    conn: &mut DbConnection,
+    market: &str,
+    from: i64,
+    to: i64,
+) -> QueryResult<Vec<TradeRow>> {
+    trades::table
+        .filter(trades::market.eq(market))
+        .filter(trades::executed_at.ge(from))
+        .filter(trades::executed_at.lt(to))
+        .order((trades::executed_at.asc(), trades::id.asc()))
+        .select(TradeRow::as_select())
+        .load(conn)
 }

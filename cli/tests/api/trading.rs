@@ -59,6 +59,30 @@ async fn two_users_trade_and_balances_move_by_the_trade_less_fees(backend: Backe
     let fees = fees(&t).await;
     assert!(fees.contains(&("USDT".into(), "2".into())), "{fees:?}");
     assert!(fees.contains(&("ETH".into(), "0.002".into())), "{fees:?}");
+
+    // The trade is in the public history and its candle (no token needed).
+    let (status, trades) = t.call("GET", "/api/history/trades?market=ETH-USDT", None, None).await;
+    assert_eq!(status, 200, "{trades}");
+    assert_eq!(trades["total"], 1);
+    let trade = &trades["items"][0];
+    assert_eq!(
+        (&trade["price"], &trade["quantity"], &trade["taker_side"]),
+        (&json!("2000"), &json!("1"), &json!("buy"))
+    );
+    let (status, candles) =
+        t.call("GET", "/api/history/candles?market=ETH-USDT&interval=1m", None, None).await;
+    assert_eq!(status, 200, "{candles}");
+    let candle = &candles[0];
+    assert_eq!(candles.as_array().unwrap().len(), 1);
+    for (field, value) in
+        [("open", "2000"), ("high", "2000"), ("low", "2000"), ("close", "2000"), ("volume", "1")]
+    {
+        assert_eq!(candle[field], value, "{field}");
+    }
+    let (status, body) = t.call("GET", "/api/history/candles?market=ETH-USDT&interval=7m", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_query")));
+    let (status, body) = t.call("GET", "/api/history/trades?market=DOGE-USDT", None, None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_market")));
     t.stop().await;
 }
 
@@ -78,6 +102,9 @@ async fn a_partial_fill_then_cancel_releases_exactly_the_rest(backend: Backend) 
     assert_eq!(partial["filled_quantity"], "0.5");
     let bob_accounts = crate::helpers::settled(&t, &bob, "USDT", pair("50", "0")).await;
     assert_eq!(bob_accounts["ETH"], pair("0.499", "0"));
+    let (_, book) = t.call("GET", "/api/markets/ETH-USDT/book?depth=5", None, None).await;
+    assert_eq!(book["asks"], json!([{"price": "2000", "quantity": "1.5"}]));
+    assert_eq!(book["bids"], json!([]));
 
     let (status, _) = t.call("DELETE", &format!("/api/orders/{sell}"), Some(&alice), None).await;
     assert_eq!(status, 202);
@@ -85,6 +112,8 @@ async fn a_partial_fill_then_cancel_releases_exactly_the_rest(backend: Backend) 
     assert_eq!(cancelled["filled_quantity"], "0.5");
     let alice_accounts = crate::helpers::settled(&t, &alice, "ETH", pair("1.5", "0")).await;
     assert_eq!(alice_accounts["USDT"], pair("999", "0"));
+    let (_, book) = t.call("GET", "/api/markets/ETH-USDT/book", None, None).await;
+    assert_eq!(book["asks"], json!([]));
     t.stop().await;
 }
 

@@ -1,0 +1,227 @@
+//! Market data over REST: the book, the trades and the candles.
+
+use std::collections::BTreeMap;
+
+use actix_web::{HttpResponse, web};
+use bourse_common::catalog::Side;
+use bourse_common::db::{Db, DbError};
+use bourse_common::error::ApiError;
+use bourse_common::money::Amount;
+use bourse_common::paging::{Page, PageQuery};
+use bourse_common::reference::Market;
+use bourse_common::{micros_to_time, now_micros};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use crate::Settings;
+use crate::candles::{self, Interval, Tick};
+use crate::storage::{self, TradeRow};
+
+/// One price level: the quantity resting at a price.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Level {
+    pub price: Amount,
+    pub quantity: Amount,
+}
+
+/// The book, best prices first.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct BookSnapshot {
+    pub market: String,
+    pub bids: Vec<Level>,
+    pub asks: Vec<Level>,
+}
+
+/// A trade as clients see it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Trade {
+    pub id: String,
+    pub market: String,
+    pub price: Amount,
+    pub quantity: Amount,
+    pub taker_side: String,
+    pub executed_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl From<TradeRow> for Trade {
+    fn from(r: TradeRow) -> Self {
+        Self {
+            id: r.id,
+            market: r.market,
+            price: r.price,
+            quantity: r.quantity,
+            taker_side: r.taker_side,
+            executed_at: micros_to_time(r.executed_at),
+        }
+    }
+}
+
+/// A candle as clients see it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CandleView {
+    pub market: String,
+    pub interval: Interval,
+    pub open_time: chrono::DateTime<chrono::Utc>,
+    pub open: Amount,
+    pub high: Amount,
+    pub low: Amount,
+    pub close: Amount,
+    pub volume: Amount,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DepthQuery {
+    /// Price levels per side (1 to 500, default 50).
+    pub depth: Option<usize>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct TradesQuery {
+    pub market: String,
+    pub page: Option<i64>,
+    pub per_page: Option<i64>,
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct CandlesQuery {
+    pub market: String,
+    /// `1m`, `5m`, `15m`, `1h`, `4h` or `1d`.
+    pub interval: Interval,
+    /// RFC 3339; default: 24 hours before `to`.
+    pub from: Option<chrono::DateTime<chrono::Utc>>,
+    /// RFC 3339, exclusive; default: now.
+    pub to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/api/markets/{market}/book", web::get().to(book))
+        .route("/api/history/trades", web::get().to(trades))
+        .route("/api/history/candles", web::get().to(candles));
+}
+
+fn market<'a>(settings: &'a Settings, id: &str) -> Result<&'a Market, ApiError> {
+    settings
+        .reference
+        .market(id)
+        .ok_or_else(|| ApiError::not_found("unknown_market", format!("no market {id}")))
+}
+
+/// The resting orders of a market, summed per price level.
+#[utoipa::path(
+    get,
+    path = "/api/markets/{market}/book",
+    tag = "market data",
+    params(("market" = String, Path, description = "e.g. ETH-USDT"), DepthQuery),
+    responses((status = 200, body = BookSnapshot), (status = 404, description = "unknown market"))
+)]
+pub async fn book(
+    path: web::Path<String>,
+    query: web::Query<DepthQuery>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let market = market(&settings, &path)?.id.clone();
+    let depth = query.depth.unwrap_or(50);
+    if !(1..=500).contains(&depth) {
+        return Err(ApiError::bad_request("invalid_depth", "depth must be between 1 and 500"));
+    }
+    let id = market.clone();
+    let resting = db.read(move |c| storage::load_book(c, &id).map_err(DbError::from)).await?;
+    let mut bids: BTreeMap<Decimal, Decimal> = BTreeMap::new();
+    let mut asks: BTreeMap<Decimal, Decimal> = BTreeMap::new();
+    for order in resting {
+        let side = if order.side == Side::Buy { &mut bids } else { &mut asks };
+        *side.entry(order.price).or_default() += order.remaining();
+    }
+    let level = |(price, quantity): (&Decimal, &Decimal)| Level {
+        price: (*price).into(),
+        quantity: (*quantity).into(),
+    };
+    Ok(HttpResponse::Ok().json(BookSnapshot {
+        market,
+        bids: bids.iter().rev().take(depth).map(level).collect(),
+        asks: asks.iter().take(depth).map(level).collect(),
+    }))
+}
+
+/// A market's trades, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/history/trades",
+    tag = "market data",
+    params(TradesQuery),
+    responses((status = 200, body = Page<Trade>), (status = 404, description = "unknown market"))
+)]
+pub async fn trades(
+    query: web::Query<TradesQuery>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let market = market(&settings, &q.market)?.id.clone();
+    let (page, per_page, offset) = PageQuery { page: q.page, per_page: q.per_page }.resolve()?;
+    let (rows, total) =
+        db.read(move |c| storage::trades_page(c, &market, per_page, offset).map_err(DbError::from)).await?;
+    let items = rows.into_iter().map(Trade::from).collect();
+    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+}
+
+/// Candles of a market, built from its trades (intervals without trades are left out).
+#[utoipa::path(
+    get,
+    path = "/api/history/candles",
+    tag = "market data",
+    params(CandlesQuery),
+    responses(
+        (status = 200, body = Vec<CandleView>),
+        (status = 400, description = "bad interval or range"),
+        (status = 404, description = "unknown market"),
+    )
+)]
+pub async fn candles(
+    query: web::Query<CandlesQuery>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let q = query.into_inner();
+    let market = market(&settings, &q.market)?.id.clone();
+    let to = q.to.map(|t| t.timestamp_micros()).unwrap_or_else(now_micros);
+    let from = q.from.map(|t| t.timestamp_micros()).unwrap_or(to - Interval::D1.micros());
+    if from >= to || (to - from) / q.interval.micros() > 10_000 {
+        return Err(ApiError::bad_request(
+            "invalid_range",
+            "`from` must be before `to`, and the range at most 10000 intervals",
+        ));
+    }
+    let id = market.clone();
+    let rows = db.read(move |c| storage::trades_between(c, &id, from, to).map_err(DbError::from)).await?;
+    let ticks: Vec<Tick> = rows
+        .iter()
+        .map(|r| Tick { at_micros: r.executed_at, price: r.price.value(), quantity: r.quantity.value() })
+        .collect();
+    let views: Vec<CandleView> = candles::candles(&ticks, q.interval)
+        .into_iter()
+        .map(|c| CandleView {
+            market: market.clone(),
+            interval: q.interval,
+            open_time: micros_to_time(c.open_micros),
+            open: c.open.into(),
+            high: c.high.into(),
+            low: c.low.into(),
+            close: c.close.into(),
+            volume: c.volume.into(),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(book, trades, candles),
+    components(schemas(Level, BookSnapshot, Trade, Page<Trade>, CandleView, Interval)),
+    tags((name = "market data", description = "order books, trades and candles"))
+)]
+pub struct Api;
