@@ -119,7 +119,8 @@ proptest! {
                         market: "ETH-USDT".into(),
                         side,
                         order_type,
-                        price: (!(*is_market && !*buy)).then(|| Decimal::new(*price, 2).into()),
+                        // A market sell takes no price; a market buy carries its cap.
+                        price: (!*is_market || *buy).then(|| Decimal::new(*price, 2).into()),
                         quantity: Decimal::new(*quantity, 3).into(),
                         time_in_force: Some([TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok, TimeInForce::PostOnly][*tif]),
                     };
