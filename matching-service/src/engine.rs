@@ -13,10 +13,11 @@
 //!   the taker's user, the taker's remainder is cancelled (fills already
 //!   made stand) and the resting order is left untouched.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 
 use bourse_common::catalog::{OrderType, Side, TimeInForce};
 use rust_decimal::Decimal;
+use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
 /// An order entering the book.
@@ -120,7 +121,8 @@ pub struct Outcome {
 pub struct Book {
     bids: BTreeMap<Decimal, VecDeque<Resting>>,
     asks: BTreeMap<Decimal, VecDeque<Resting>>,
-    index: HashMap<Uuid, (Side, Decimal)>,
+    /// Where each resting order is; ids are not attacker-chosen (the service makes them).
+    index: FxHashMap<Uuid, (Side, Decimal)>,
     next_seq: u64,
 }
 
@@ -335,6 +337,8 @@ pub fn opposite(side: Side) -> Side {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
     use proptest::prelude::*;
 
