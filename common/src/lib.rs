@@ -16,6 +16,7 @@
 //! | [`topology`] | exchanges, consumer queues, retry tiers, dead-letter queues, the event log stream |
 //! | [`outbox`] | outgoing messages written in the caller's transaction, and the relay that publishes them |
 //! | [`inbox`] | the consumer that applies each delivery exactly once |
+//! | [`feed`] | following events for live feeds, best effort |
 //! | [`eventlog`] | reading the retained event log again from any point |
 //! | [`service`] | starting a service: database, relay, consumers, HTTP with health and metrics |
 
@@ -29,6 +30,7 @@ pub mod envelope;
 pub mod error;
 pub mod eventlog;
 pub mod faults;
+pub mod feed;
 pub mod inbox;
 pub mod messages;
 pub mod metrics;

@@ -39,8 +39,18 @@ pub struct ServiceParts {
     /// Services this one forwards to, as `(name, base URL)`: it is ready only
     /// while each of them answers `/health/ready` (the gateway's are every service).
     pub upstreams: Vec<(&'static str, String)>,
+    /// More tasks to run beside the consumers, until the service stops.
+    pub background: Vec<BackgroundTask>,
     pub faults: Arc<Faults>,
 }
+
+/// A task a service runs until the token is cancelled. It is created at
+/// start-up with the service's [`Bus`] (register its health there, so that
+/// the service is ready only once the task is).
+pub type BackgroundTask = Box<
+    dyn FnOnce(&Bus, CancellationToken) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+        + Send,
+>;
 
 impl Default for ServiceParts {
     fn default() -> Self {
@@ -51,6 +61,7 @@ impl Default for ServiceParts {
             openapi: utoipa::openapi::OpenApiBuilder::new().build(),
             api_docs: Vec::new(),
             upstreams: Vec::new(),
+            background: Vec::new(),
             faults: Arc::default(),
         }
     }
@@ -168,6 +179,14 @@ where
     for (upstream, url) in parts.upstreams {
         let health = bus.metrics.component(&format!("upstream:{upstream}"));
         tasks.push(tokio::spawn(probe_upstream(health, upstream, url, shutdown.clone())));
+    }
+
+    for task in parts.background {
+        let run = task(&bus, shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            run.await;
+            Ok(())
+        }));
     }
 
     let mut openapi = parts.openapi;

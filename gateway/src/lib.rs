@@ -9,6 +9,7 @@
 //! | [`tokens`] | JWTs |
 //! | [`proxy`] | which service owns a route, who may call it, forwarding |
 //! | [`ratelimit`] | the rate limit and request ids |
+//! | [`ws`] | the WebSocket feed: trades, candles, books, the user's orders and balances |
 //!
 //! A library with a thin `main.rs`: [`run`] starts the service on the
 //! configured ports and URLs, so that tests and `bourse up` start it in-process.
@@ -17,12 +18,14 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod tokens;
 pub mod users;
+pub mod ws;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{middleware, web};
 use bourse_common::config::ServiceConfig;
+use bourse_common::reference::ReferenceData;
 use bourse_common::service::{self, RunningService, ServiceParts};
 use serde::{Deserialize, Serialize};
 use utoipa::OpenApi;
@@ -88,6 +91,8 @@ pub struct Settings {
     /// The largest request body accepted.
     pub body_limit_bytes: usize,
     pub password_reset_ttl_seconds: u64,
+    /// The markets the WebSocket feed serves.
+    pub reference: ReferenceData,
 }
 
 pub const DEV_JWT_SECRET: &str = "bourse-local-development-secret-change-me";
@@ -103,6 +108,7 @@ impl Default for Settings {
             rate_limit_burst: 200,
             body_limit_bytes: 64 * 1024,
             password_reset_ttl_seconds: 3600,
+            reference: ReferenceData::default(),
         }
     }
 }
@@ -140,6 +146,24 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
     ));
     let client = web::Data::new(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?);
     let upstreams = web::Data::new(settings.upstreams.clone());
+    let hub = web::Data::new(ws::Hub::new(settings.upstreams.clone(), client.get_ref().clone()));
+    let markets = web::Data::new(settings.reference.markets.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+    let feed_hub = hub.clone();
+    let (amqp_url, messaging) = (config.amqp.url.clone(), config.messaging.clone());
+    let feed: service::BackgroundTask = Box::new(move |bus, shutdown| {
+        Box::pin(bourse_common::feed::follow(
+            amqp_url,
+            "gateway.feed".into(),
+            ws::EVENTS.to_vec(),
+            messaging,
+            bus.metrics.component("feed"),
+            shutdown,
+            move |event| {
+                let hub = feed_hub.clone();
+                async move { hub.dispatch(event).await }
+            },
+        ))
+    });
     let probes = Upstreams::NAMES
         .iter()
         .filter_map(|n| settings.upstreams.url(n).map(|u| (*n, u.to_string())))
@@ -149,11 +173,14 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
         migrations: vec![&MIGRATIONS],
         routes: Arc::new(move |cfg, _bus| {
             cfg.app_data(tokens.clone())
+                .app_data(hub.clone())
+                .app_data(markets.clone())
                 .app_data(limiter.clone())
                 .app_data(client.clone())
                 .app_data(upstreams.clone())
                 .app_data(bourse_common::error::json_config(body_limit))
                 .route("/api-docs/{service}/openapi.json", web::get().to(proxy::api_doc))
+                .route("/ws", web::get().to(ws::connect))
                 .service(
                     web::scope("/api")
                         .wrap(middleware::from_fn(ratelimit::limit))
@@ -170,6 +197,7 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
             ("notify-service", "/api-docs/notify-service/openapi.json"),
         ],
         upstreams: probes,
+        background: vec![feed],
         ..Default::default()
     };
     service::start(NAME, &config, parts).await

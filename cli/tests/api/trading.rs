@@ -1,6 +1,8 @@
 //! Two users trade through the gateway: fills, settlement with fees, partial
 //! fills, cancels, time in force, and a matching-service restart between orders.
 
+use std::collections::HashMap;
+
 use bourse_common::db::Backend;
 use bourse_common::on_both_backends;
 use serde_json::{Value, json};
@@ -12,6 +14,7 @@ on_both_backends!(
     a_partial_fill_then_cancel_releases_exactly_the_rest,
     ioc_fok_and_market_orders_end_as_defined,
     the_book_survives_a_matching_service_restart,
+    a_trade_reaches_websocket_subscribers,
 );
 
 fn limit_sell(market: &str, price: &str, quantity: &str) -> Value {
@@ -168,5 +171,70 @@ async fn the_book_survives_a_matching_service_restart(backend: Backend) {
     t.order_reaches(&bob, &buy, "filled").await;
     t.order_reaches(&alice, &sell, "filled").await;
     crate::helpers::settled(&t, &alice, "USDT", pair("1998", "0")).await;
+    t.stop().await;
+}
+
+async fn a_trade_reaches_websocket_subscribers(backend: Backend) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", "1").await;
+    t.top_up(&bob, "USDT", "2000").await;
+
+    let url = t.url("/ws").replace("http://", "ws://");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let send = |v: Value| Message::text(v.to_string());
+    // A private channel needs a token first.
+    ws.send(send(json!({"op": "subscribe", "channels": ["orders"]}))).await.unwrap();
+    let refused: Value = match ws.next().await.unwrap().unwrap() {
+        Message::Text(text) => serde_json::from_str(&text).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(refused["error"]["code"], "invalid_channel");
+    ws.send(send(json!({"op": "auth", "token": alice}))).await.unwrap();
+    let channels = ["trades:ETH-USDT", "candles:ETH-USDT:1m", "book:ETH-USDT", "orders", "balances"];
+    ws.send(send(json!({"op": "subscribe", "channels": channels}))).await.unwrap();
+
+    let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(&alice, &sell, "open").await;
+    let buy = id(&t, &bob, limit_buy("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(&bob, &buy, "filled").await;
+
+    // Collect until the trade, its candle, alice's filled order and her USDT have arrived.
+    let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    let done = |seen: &HashMap<String, Vec<Value>>| {
+        let has = |channel: &str, pred: &dyn Fn(&Value) -> bool| {
+            seen.get(channel).is_some_and(|v| v.iter().any(|m| pred(&m["data"])))
+        };
+        has("trades:ETH-USDT", &|d| d["price"] == "2000")
+            && has("candles:ETH-USDT:1m", &|d| d["volume"] == "1")
+            && has("orders", &|d| d["status"] == "filled")
+            && has("balances", &|d| {
+                d.as_array()
+                    .is_some_and(|a| a.iter().any(|x| x["currency"] == "USDT" && x["available"] != "0"))
+            })
+            && has("book:ETH-USDT", &|d| d["type"] == "delta")
+    };
+    while !done(&seen) {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("feed incomplete: {seen:#?}"));
+        if let Some(Ok(Message::Text(text))) = next {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            let channel = message["channel"].as_str().unwrap().to_string();
+            seen.entry(channel).or_default().push(message);
+        }
+    }
+    // Every channel numbers its messages 1, 2, 3, ... with no gap.
+    for (channel, messages) in &seen {
+        let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "{channel}");
+    }
+    assert_eq!(seen["book:ETH-USDT"][0]["data"]["type"], "snapshot");
+    ws.close(None).await.unwrap();
     t.stop().await;
 }
