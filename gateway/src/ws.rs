@@ -394,6 +394,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_client_that_falls_behind_is_dropped_and_the_others_still_served() {
+        let hub = Hub::new(Upstreams::default(), reqwest::Client::new());
+        let (slow_tx, _slow_rx) = mpsc::channel(1);
+        let (fast_tx, mut fast_rx) = mpsc::channel(8);
+        for (id, tx) in [(1, slow_tx), (2, fast_tx)] {
+            let channels = HashSet::from(["trades:ETH-USDT".to_string()]);
+            lock(&hub.subscribers).insert(id, Subscriber { user: None, channels, tx });
+        }
+        for n in 0..3 {
+            hub.publish("trades:ETH-USDT", None, &json!({"n": n}));
+        }
+        assert!(!lock(&hub.subscribers).contains_key(&1), "the slow client is gone");
+        let received: Vec<Value> = std::iter::from_fn(|| fast_rx.try_recv().ok()).map(|(_, d)| d).collect();
+        assert_eq!(received, [json!({"n": 0}), json!({"n": 1}), json!({"n": 2})]);
+    }
+
+    #[test]
     fn channels_are_checked() {
         let markets = vec!["ETH-USDT".to_string()];
         assert!(check_channel("trades:ETH-USDT", &markets, None).is_ok());
