@@ -207,3 +207,22 @@ pub struct OrderUpdated {
     pub reason: Option<String>,
 }
 message!(OrderUpdated, "order.updated", Event);
+
+/// A trade, as public market data (matching-service). No user ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MarketTrade {
+    pub trade_id: Uuid,
+    pub market: String,
+    pub price: Amount,
+    pub quantity: Amount,
+    pub taker_side: Side,
+    pub executed_at: chrono::DateTime<chrono::Utc>,
+}
+message!(MarketTrade, "market.trade", Market);
+
+/// A market's book changed (matching-service): re-read it for the new levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BookChanged {
+    pub market: String,
+}
+message!(BookChanged, "market.book-changed", Market);

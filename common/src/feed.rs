@@ -1,4 +1,4 @@
-//! Following events for live feeds (WebSocket): a server-named, exclusive,
+//! Following events and market data for live feeds (WebSocket): a server-named, exclusive,
 //! auto-deleted queue, acknowledged on receipt. What is published while the
 //! follower is disconnected is missed — clients re-read a snapshot — so it
 //! never holds up the money path. It reconnects by itself.
@@ -13,15 +13,17 @@ use tokio_util::sync::CancellationToken;
 use crate::amqp::{self, Backoff};
 use crate::config::MessagingConfig;
 use crate::envelope::Envelope;
+use crate::messages::Kind;
 use crate::metrics::ComponentHealth;
 use crate::topology;
 
-/// Calls `on_event` with every event of `types`, in arrival order, until
-/// `shutdown`. `health` is up while the follower's queue is bound.
+/// Calls `on_event` with every message of `types` (events or market data),
+/// in arrival order, until `shutdown`. `health` is up while the follower's
+/// queue is bound.
 pub async fn follow<F, Fut>(
     amqp_url: String,
     name: String,
-    types: Vec<&'static str>,
+    types: Vec<(Kind, &'static str)>,
     messaging: MessagingConfig,
     health: ComponentHealth,
     shutdown: CancellationToken,
@@ -38,10 +40,10 @@ pub async fn follow<F, Fut>(
             topology::declare_exchanges(&ch, &messaging).await?;
             let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
             let queue = ch.queue_declare("".into(), options, FieldTable::default()).await?;
-            for t in &types {
+            for (kind, t) in &types {
                 ch.queue_bind(
                     queue.name().clone(),
-                    topology::EVENTS.into(),
+                    kind.exchange().into(),
                     (*t).into(),
                     QueueBindOptions::default(),
                     FieldTable::default(),

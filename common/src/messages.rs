@@ -13,6 +13,9 @@ use crate::topology;
 pub enum Kind {
     Event,
     Command,
+    /// Market data (quotes, trades, book changes) on the transient `bourse.market`:
+    /// recomputable, not kept in the event log.
+    Market,
 }
 
 impl Kind {
@@ -20,6 +23,7 @@ impl Kind {
         match self {
             Kind::Event => topology::EVENTS,
             Kind::Command => topology::COMMANDS,
+            Kind::Market => topology::MARKET,
         }
     }
 }

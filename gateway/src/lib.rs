@@ -154,7 +154,7 @@ pub async fn run(config: Config) -> anyhow::Result<RunningService> {
         Box::pin(bourse_common::feed::follow(
             amqp_url,
             "gateway.feed".into(),
-            ws::EVENTS.to_vec(),
+            ws::FOLLOWS.to_vec(),
             messaging,
             bus.metrics.component("feed"),
             shutdown,

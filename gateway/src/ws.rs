@@ -17,9 +17,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Message as WsMessage;
 use bourse_common::auth::{ROLE_HEADER, USER_ID_HEADER};
-use bourse_common::catalog::{FundsReleased, FundsReserved, OrderUpdated, TradeExecuted};
+use bourse_common::catalog::{
+    BookChanged, FundsReleased, FundsReserved, MarketTrade, OrderUpdated, TradeExecuted,
+};
 use bourse_common::envelope::Envelope;
-use bourse_common::messages::Message;
+use bourse_common::messages::{Kind, Message};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -31,9 +33,16 @@ use crate::tokens::Tokens;
 /// Messages a connection may fall behind by before it is dropped.
 const QUEUE: usize = 256;
 
-/// Event types the feed follows.
-pub const EVENTS: [&str; 4] =
-    [TradeExecuted::TYPE, OrderUpdated::TYPE, FundsReserved::TYPE, FundsReleased::TYPE];
+/// What the feed follows: public market data from `bourse.market`, and the
+/// events that change a user's orders and balances.
+pub const FOLLOWS: [(Kind, &str); 6] = [
+    (Kind::Market, MarketTrade::TYPE),
+    (Kind::Market, BookChanged::TYPE),
+    (Kind::Event, TradeExecuted::TYPE),
+    (Kind::Event, OrderUpdated::TYPE),
+    (Kind::Event, FundsReserved::TYPE),
+    (Kind::Event, FundsReleased::TYPE),
+];
 
 const INTERVALS: [(&str, i64); 6] =
     [("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("4h", 14_400), ("1d", 86_400)];
@@ -119,15 +128,22 @@ impl Hub {
     /// One event into the channels it concerns.
     pub async fn dispatch(&self, event: Envelope) {
         match event.message_type.as_str() {
-            TradeExecuted::TYPE => {
-                let Ok(trade) = event.payload::<TradeExecuted>() else { return };
+            MarketTrade::TYPE => {
+                let Ok(trade) = event.payload::<MarketTrade>() else { return };
                 let data = json!({
                     "id": trade.trade_id, "market": trade.market, "price": trade.price,
                     "quantity": trade.quantity, "taker_side": trade.taker_side, "executed_at": trade.executed_at,
                 });
                 self.publish(&format!("trades:{}", trade.market), None, &data);
                 self.candles(&trade);
-                self.book_changed(&trade.market).await;
+            }
+            BookChanged::TYPE => {
+                if let Ok(change) = event.payload::<BookChanged>() {
+                    self.book_changed(&change.market).await;
+                }
+            }
+            TradeExecuted::TYPE => {
+                let Ok(trade) = event.payload::<TradeExecuted>() else { return };
                 for user in [trade.taker_user_id, trade.maker_user_id] {
                     self.balances(user).await;
                 }
@@ -139,7 +155,6 @@ impl Hub {
                     Some(update.user_id),
                     &serde_json::to_value(&update).unwrap_or_default(),
                 );
-                self.book_changed(&update.market).await;
             }
             FundsReserved::TYPE => {
                 if let Ok(e) = event.payload::<FundsReserved>() {
@@ -155,7 +170,7 @@ impl Hub {
         }
     }
 
-    fn candles(&self, trade: &TradeExecuted) {
+    fn candles(&self, trade: &MarketTrade) {
         let at = trade.executed_at.timestamp();
         for (interval, seconds) in INTERVALS {
             let channel = format!("candles:{}:{interval}", trade.market);

@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use bourse_common::catalog::{BookStatus, CancelOrder, OrderUpdated, SubmitOrder, TradeExecuted};
+use bourse_common::catalog::{
+    BookChanged, BookStatus, CancelOrder, MarketTrade, OrderUpdated, SubmitOrder, TradeExecuted,
+};
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::{Handler, HandlerError};
@@ -92,6 +94,17 @@ fn record(
         let trade_id = Uuid::now_v7();
         storage::insert_trade(conn, trade_id, market, fill, now)?;
         out.send(
+            market,
+            &MarketTrade {
+                trade_id,
+                market: market.to_string(),
+                price: fill.price.into(),
+                quantity: fill.quantity.into(),
+                taker_side: fill.taker_side,
+                executed_at: micros_to_time(now),
+            },
+        );
+        out.send(
             &fill.taker_order.to_string(),
             &TradeExecuted {
                 trade_id,
@@ -106,6 +119,9 @@ fn record(
                 executed_at: micros_to_time(now),
             },
         );
+    }
+    if !outcome.updates.is_empty() {
+        out.send(market, &BookChanged { market: market.to_string() });
     }
     for update in &outcome.updates {
         storage::save_order(conn, market, update.order, book.get(update.order))?;
