@@ -92,6 +92,10 @@ impl ReferenceData {
                     m.id
                 )));
             }
+            // The matching engine orders prices exactly up to 12 decimals.
+            if m.price_scale > 12 {
+                return Err(InvalidReferenceData(format!("market {}: a price scale above 12", m.id)));
+            }
             if m.min_quantity > m.max_quantity || m.min_quantity.value().is_sign_negative() {
                 return Err(InvalidReferenceData(format!("market {}: bad quantity limits", m.id)));
             }

@@ -116,13 +116,27 @@ pub struct Outcome {
     pub updates: Vec<Update>,
 }
 
+/// Decimals of a price the book orders by exactly (markets have fewer:
+/// `ReferenceData::validate` checks it).
+pub const MAX_PRICE_SCALE: u32 = 12;
+
+/// A price as an integer number of 10^-12 units: the book's levels are keyed
+/// by it, since comparing integers is several times cheaper than Decimals.
+type PriceKey = i128;
+
+fn key(price: Decimal) -> PriceKey {
+    let mut p = price;
+    p.rescale(MAX_PRICE_SCALE);
+    p.mantissa()
+}
+
 /// One market's book.
 #[derive(Debug, Clone, Default)]
 pub struct Book {
-    bids: BTreeMap<Decimal, VecDeque<Resting>>,
-    asks: BTreeMap<Decimal, VecDeque<Resting>>,
+    bids: BTreeMap<PriceKey, VecDeque<Resting>>,
+    asks: BTreeMap<PriceKey, VecDeque<Resting>>,
     /// Where each resting order is; ids are not attacker-chosen (the service makes them).
-    index: FxHashMap<Uuid, (Side, Decimal)>,
+    index: FxHashMap<Uuid, (Side, PriceKey)>,
     next_seq: u64,
 }
 
@@ -138,14 +152,14 @@ impl Book {
         book
     }
 
-    fn side(&self, side: Side) -> &BTreeMap<Decimal, VecDeque<Resting>> {
+    fn side(&self, side: Side) -> &BTreeMap<PriceKey, VecDeque<Resting>> {
         match side {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
         }
     }
 
-    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<Decimal, VecDeque<Resting>> {
+    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<PriceKey, VecDeque<Resting>> {
         match side {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
@@ -153,16 +167,22 @@ impl Book {
     }
 
     fn insert(&mut self, order: Resting) {
-        self.index.insert(order.id, (order.side, order.price));
-        self.side_mut(order.side).entry(order.price).or_default().push_back(order);
+        let k = key(order.price);
+        self.index.insert(order.id, (order.side, k));
+        self.side_mut(order.side).entry(k).or_default().push_back(order);
     }
 
-    /// The best price on a side: highest bid, lowest ask.
-    pub fn best(&self, side: Side) -> Option<Decimal> {
+    fn best_key(&self, side: Side) -> Option<PriceKey> {
         match side {
             Side::Buy => self.bids.keys().next_back().copied(),
             Side::Sell => self.asks.keys().next().copied(),
         }
+    }
+
+    /// The best price on a side: highest bid, lowest ask.
+    pub fn best(&self, side: Side) -> Option<Decimal> {
+        let k = self.best_key(side)?;
+        self.side(side).get(&k)?.front().map(|o| o.price)
     }
 
     /// Resting orders of a side, best price first, oldest first within a price.
@@ -187,7 +207,7 @@ impl Book {
     }
 
     /// Would a taker on `side` with `limit` trade against `maker_price`?
-    fn crosses(side: Side, limit: Option<Decimal>, maker_price: Decimal) -> bool {
+    fn crosses(side: Side, limit: Option<PriceKey>, maker_price: PriceKey) -> bool {
         match (side, limit) {
             (_, None) => true,
             (Side::Buy, Some(limit)) => maker_price <= limit,
@@ -196,10 +216,10 @@ impl Book {
     }
 
     /// How much a taker could fill at once before its limit, or its own order.
-    fn fillable(&self, taker: &NewOrder, limit: Option<Decimal>) -> Decimal {
+    fn fillable(&self, taker: &NewOrder, limit: Option<PriceKey>) -> Decimal {
         let mut total = Decimal::ZERO;
         for maker in self.orders(opposite(taker.side)) {
-            if !Self::crosses(taker.side, limit, maker.price) || maker.user == taker.user {
+            if !Self::crosses(taker.side, limit, key(maker.price)) || maker.user == taker.user {
                 break;
             }
             total += maker.remaining();
@@ -214,6 +234,7 @@ impl Book {
     pub fn submit(&mut self, order: NewOrder) -> Outcome {
         let mut outcome = Outcome::default();
         let limit = order.price;
+        let limit_key = limit.map(key);
         let tif = match order.order_type {
             OrderType::Market => TimeInForce::Ioc,
             OrderType::Limit => order.time_in_force,
@@ -227,12 +248,12 @@ impl Book {
             state,
         };
 
-        let would_take = self.best(contra).is_some_and(|best| Self::crosses(order.side, limit, best));
+        let would_take = self.best_key(contra).is_some_and(|best| Self::crosses(order.side, limit_key, best));
         if tif == TimeInForce::PostOnly && would_take {
             outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::WouldTake)));
             return outcome;
         }
-        if tif == TimeInForce::Fok && self.fillable(&order, limit) < order.quantity {
+        if tif == TimeInForce::Fok && self.fillable(&order, limit_key) < order.quantity {
             outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::FillOrKill)));
             return outcome;
         }
@@ -240,8 +261,8 @@ impl Book {
         let mut filled = Decimal::ZERO;
         let mut stopped = None;
         while filled < order.quantity {
-            let Some(best) = self.best(contra) else { break };
-            if !Self::crosses(order.side, limit, best) {
+            let Some(best) = self.best_key(contra) else { break };
+            if !Self::crosses(order.side, limit_key, best) {
                 break;
             }
             let Some(level) = self.side_mut(contra).get_mut(&best) else { break };
