@@ -21,6 +21,15 @@ fn limit_sell(market: &str, price: &str, quantity: &str) -> Value {
     json!({"market": market, "side": "sell", "type": "limit", "price": price, "quantity": quantity})
 }
 
+/// Alice with `eth` ETH to sell, Bob with `usdt` USDT to buy.
+async fn traders(t: &TestStack, eth: &str, usdt: &str) -> (String, String) {
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", eth).await;
+    t.top_up(&bob, "USDT", usdt).await;
+    (alice, bob)
+}
+
 async fn id(t: &TestStack, token: &str, order: Value) -> String {
     t.place(token, order).await["id"].as_str().unwrap().to_string()
 }
@@ -42,10 +51,7 @@ async fn fees(t: &TestStack) -> Vec<(String, String)> {
 
 async fn two_users_trade_and_balances_move_by_the_trade_less_fees(backend: Backend) {
     let t = TestStack::start(backend).await;
-    let alice = t.user("alice@example.com").await;
-    let bob = t.user("bob@example.com").await;
-    t.top_up(&alice, "ETH", "1").await;
-    t.top_up(&bob, "USDT", "2000").await;
+    let (alice, bob) = traders(&t, "1", "2000").await;
 
     // Alice rests (maker, 0.1% fee), Bob takes (taker, 0.2% fee).
     let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "1")).await;
@@ -91,10 +97,7 @@ async fn two_users_trade_and_balances_move_by_the_trade_less_fees(backend: Backe
 
 async fn a_partial_fill_then_cancel_releases_exactly_the_rest(backend: Backend) {
     let t = TestStack::start(backend).await;
-    let alice = t.user("alice@example.com").await;
-    let bob = t.user("bob@example.com").await;
-    t.top_up(&alice, "ETH", "2").await;
-    t.top_up(&bob, "USDT", "1050").await;
+    let (alice, bob) = traders(&t, "2", "1050").await;
 
     let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "2")).await;
     t.order_reaches(&alice, &sell, "open").await;
@@ -122,10 +125,7 @@ async fn a_partial_fill_then_cancel_releases_exactly_the_rest(backend: Backend) 
 
 async fn ioc_fok_and_market_orders_end_as_defined(backend: Backend) {
     let t = TestStack::start(backend).await;
-    let alice = t.user("alice@example.com").await;
-    let bob = t.user("bob@example.com").await;
-    t.top_up(&alice, "ETH", "1").await;
-    t.top_up(&bob, "USDT", "10000").await;
+    let (alice, bob) = traders(&t, "1", "10000").await;
 
     // A market buy on an empty book ends cleanly: cancelled, everything released.
     let market =
@@ -158,10 +158,7 @@ async fn ioc_fok_and_market_orders_end_as_defined(backend: Backend) {
 
 async fn the_book_survives_a_matching_service_restart(backend: Backend) {
     let mut t = TestStack::start(backend).await;
-    let alice = t.user("alice@example.com").await;
-    let bob = t.user("bob@example.com").await;
-    t.top_up(&alice, "ETH", "1").await;
-    t.top_up(&bob, "USDT", "2000").await;
+    let (alice, bob) = traders(&t, "1", "2000").await;
     let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "1")).await;
     t.order_reaches(&alice, &sell, "open").await;
 
@@ -179,10 +176,7 @@ async fn a_trade_reaches_websocket_subscribers(backend: Backend) {
     use tokio_tungstenite::tungstenite::Message;
 
     let t = TestStack::start(backend).await;
-    let alice = t.user("alice@example.com").await;
-    let bob = t.user("bob@example.com").await;
-    t.top_up(&alice, "ETH", "1").await;
-    t.top_up(&bob, "USDT", "2000").await;
+    let (alice, bob) = traders(&t, "1", "2000").await;
 
     let url = t.url("/ws").replace("http://", "ws://");
     let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
