@@ -130,13 +130,21 @@ pub struct SubmitOrder {
 }
 message!(SubmitOrder, "matching.submit-order", Command);
 
-/// An order was rejected (the user is told).
+/// An order was rejected (the user is told). Correlation: the order id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderRejected {
     pub order_id: Uuid,
     pub user_id: Uuid,
     pub market: String,
     pub reason: String,
+    /// The order's terms, for the user's notice (added in version 1; absent from older events).
+    pub side: Option<Side>,
+    pub order_type: Option<OrderType>,
+    pub price: Option<Amount>,
+    pub quantity: Option<Amount>,
+    /// What the order needed reserved, and in which currency.
+    pub currency: Option<String>,
+    pub amount: Option<Amount>,
 }
 message!(OrderRejected, "order.rejected", Event);
 
@@ -171,8 +179,36 @@ pub struct TradeExecuted {
     pub maker_order_id: Uuid,
     pub maker_user_id: Uuid,
     pub executed_at: chrono::DateTime<chrono::Utc>,
+    /// What each order still has to fill after this trade (zero: filled).
+    pub taker_remaining: Option<Amount>,
+    pub maker_remaining: Option<Amount>,
 }
 message!(TradeExecuted, "trade.executed", Event);
+
+/// One side of a settled trade, as its user's accounts saw it (payment-service):
+/// what was paid, what was received after the fee. Correlation: the order id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FundsSettled {
+    pub trade_id: Uuid,
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+    pub side: Side,
+    /// Provided the liquidity (the resting order).
+    pub maker: bool,
+    pub price: Amount,
+    pub quantity: Amount,
+    pub paid_currency: String,
+    pub paid: Amount,
+    pub received_currency: String,
+    /// Credited, after the fee.
+    pub received: Amount,
+    /// Charged in the received currency.
+    pub fee: Amount,
+    /// What the order still has to fill (zero: filled), when matching-service said.
+    pub remaining: Option<Amount>,
+}
+message!(FundsSettled, "funds.settled", Event);
 
 /// Where an order stands in its book.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

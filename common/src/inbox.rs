@@ -278,7 +278,7 @@ impl Consumer {
         backoff.reset();
         tracing::info!(queue = %self.spec.name, "consumer connected");
 
-        let max_batch = bus.config.consumer_batch.max(1);
+        let max_batch = if self.spec.one_at_a_time { 1 } else { bus.config.consumer_batch.max(1) };
         loop {
             let first = tokio::select! {
                 _ = shutdown.cancelled() => {

@@ -51,11 +51,15 @@ pub struct QueueSpec {
     /// One active consumer at a time (the others stand by): strict order,
     /// e.g. one matching engine per market.
     pub single_active_consumer: bool,
+    /// Each delivery in a transaction of its own, never a batch: for handlers
+    /// with an effect outside the database (an e-mail sent), which a batch
+    /// rolled back by a later message would repeat.
+    pub one_at_a_time: bool,
 }
 
 impl QueueSpec {
     pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), bindings: Vec::new(), single_active_consumer: false }
+        Self { name: name.into(), bindings: Vec::new(), single_active_consumer: false, one_at_a_time: false }
     }
 
     pub fn bind(mut self, exchange: &str, routing_key: &str) -> Self {
@@ -75,6 +79,11 @@ impl QueueSpec {
 
     pub fn single_active_consumer(mut self) -> Self {
         self.single_active_consumer = true;
+        self
+    }
+
+    pub fn one_at_a_time(mut self) -> Self {
+        self.one_at_a_time = true;
         self
     }
 

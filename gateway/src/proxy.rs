@@ -37,6 +37,8 @@ pub fn route(path: &str) -> Option<(&'static str, Access)> {
         ("payment-service", Access::Admin)
     } else if under("/api/admin/orders") {
         ("order-service", Access::Admin)
+    } else if under("/api/admin/notifications") {
+        ("notify-service", Access::Admin)
     } else {
         return None;
     };
@@ -159,6 +161,7 @@ mod tests {
         assert_eq!(route("/api/markets/ETH-USDT/book"), Some(("matching-service", Access::Public)));
         assert_eq!(route("/api/users/me/accounts/USDT/top-up"), Some(("payment-service", Access::User)));
         assert_eq!(route("/api/admin/payments/audit"), Some(("payment-service", Access::Admin)));
+        assert_eq!(route("/api/admin/notifications"), Some(("notify-service", Access::Admin)));
         assert_eq!(route("/api/ordersx"), None);
         assert_eq!(route("/api/nothing"), None);
     }

@@ -62,6 +62,9 @@ pub struct Fill {
     pub taker_user: Uuid,
     pub maker_order: Uuid,
     pub maker_user: Uuid,
+    /// What each order still has to fill after this one.
+    pub taker_remaining: Decimal,
+    pub maker_remaining: Decimal,
 }
 
 /// Where an order stands after a command.
@@ -282,6 +285,8 @@ impl Book {
                 taker_user: order.user,
                 maker_order: maker.id,
                 maker_user: maker.user,
+                taker_remaining: order.quantity - filled,
+                maker_remaining: maker.remaining(),
             });
             let maker_done = maker.remaining().is_zero();
             outcome.updates.push(Update {

@@ -117,6 +117,8 @@ fn record(
                 maker_order_id: fill.maker_order,
                 maker_user_id: fill.maker_user,
                 executed_at: micros_to_time(now),
+                taker_remaining: Some(fill.taker_remaining.into()),
+                maker_remaining: Some(fill.maker_remaining.into()),
             },
         );
     }

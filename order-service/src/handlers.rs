@@ -30,7 +30,7 @@ pub fn handle(conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) ->
         FundsRejected::TYPE => {
             let event: FundsRejected = message.payload()?;
             let order = order(conn, event.order_id)?;
-            funds_rejected(conn, order, &event.reason, message, out)
+            funds_rejected(conn, order, &event, message, out)
         }
         FundsReleased::TYPE => {
             let event: FundsReleased = message.payload()?;
@@ -92,18 +92,25 @@ fn funds_reserved(
 fn funds_rejected(
     conn: &mut DbConnection,
     order: OrderRow,
-    reason: &str,
+    rejection: &FundsRejected,
     message: &Envelope,
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
     if matches!(order.status(), Status::Pending | Status::CancelRequested) {
         let t = terms(&order)?;
+        let reason = rejection.reason.as_str();
         storage::transition(conn, &order, Status::Rejected, Some(reason), &cause(message), now_micros())?;
         out.reply(&OrderRejected {
             order_id: t.id,
             user_id: t.user_id,
             market: order.market.clone(),
             reason: reason.to_string(),
+            side: Some(t.side),
+            order_type: Some(t.order_type),
+            price: t.price,
+            quantity: Some(t.quantity),
+            currency: Some(rejection.currency.clone()),
+            amount: Some(rejection.amount),
         });
     }
     Ok(())

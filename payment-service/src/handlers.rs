@@ -3,7 +3,7 @@
 //! funds, settle trades, release what an ended order still holds.
 
 use bourse_common::catalog::{
-    FundsRejected, FundsReleased, FundsReserved, OrderUpdated, ReleaseFunds, ReserveFunds, Side,
+    FundsRejected, FundsReleased, FundsSettled, FundsReserved, OrderUpdated, ReleaseFunds, ReserveFunds, Side,
     TradeExecuted, UserRegistered,
 };
 use bourse_common::db::DbConnection;
@@ -131,7 +131,7 @@ pub fn matching_event(
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
     match message.message_type.as_str() {
-        TradeExecuted::TYPE => trade_executed(settings, conn, message),
+        TradeExecuted::TYPE => trade_executed(settings, conn, message, out),
         OrderUpdated::TYPE => {
             let update: OrderUpdated = message.payload()?;
             // An order that can fill no more gives back what it still holds.
@@ -145,11 +145,13 @@ pub fn matching_event(
     }
 }
 
-/// Settles both sides of a trade in one transaction, fees to the fee account.
+/// Settles both sides of a trade in one transaction, fees to the fee account,
+/// and tells each side what it paid and received (`funds.settled`).
 fn trade_executed(
     settings: &Settings,
     conn: &mut DbConnection,
     message: &Envelope,
+    out: &mut Emitter,
 ) -> Result<(), HandlerError> {
     let trade: TradeExecuted = message.payload()?;
     let permanent =
@@ -198,6 +200,48 @@ fn trade_executed(
             return Err(permanent(format!("order {order} spent more than it reserved")));
         }
         storage::consume_reservation(conn, order, remaining.into(), now)?;
+    }
+    for buyer_side in [true, false] {
+        // What this side received and its fee, as the legs just applied moved them.
+        let credit = |account| {
+            legs.iter()
+                .filter(|leg| leg.buyer == buyer_side)
+                .flat_map(|leg| &leg.movement.legs)
+                .filter(|(a, _)| *a == account)
+                .map(|(_, amount)| *amount)
+                .sum::<Decimal>()
+        };
+        let (received, fee) = (credit(domain::LedgerAccount::Available), credit(domain::LedgerAccount::Fees));
+        let taker = (trade.taker_side == Side::Buy) == buyer_side;
+        let (order_id, user_id, remaining) = if taker {
+            (trade.taker_order_id, trade.taker_user_id, trade.taker_remaining)
+        } else {
+            (trade.maker_order_id, trade.maker_user_id, trade.maker_remaining)
+        };
+        let (side, paid, paid_currency, received_currency) = if buyer_side {
+            (Side::Buy, price * quantity, &quote.code, &base.code)
+        } else {
+            (Side::Sell, quantity, &base.code, &quote.code)
+        };
+        out.send(
+            &order_id.to_string(),
+            &FundsSettled {
+                trade_id: trade.trade_id,
+                order_id,
+                user_id,
+                market: trade.market.clone(),
+                side,
+                maker: !taker,
+                price: trade.price,
+                quantity: trade.quantity,
+                paid_currency: paid_currency.clone(),
+                paid: paid.into(),
+                received_currency: received_currency.clone(),
+                received: received.into(),
+                fee: fee.into(),
+                remaining,
+            },
+        );
     }
     Ok(())
 }

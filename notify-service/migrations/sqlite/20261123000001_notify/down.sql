@@ -1,0 +1,2 @@
+DROP TABLE mails;
+DROP TABLE recipients;

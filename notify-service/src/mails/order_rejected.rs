@@ -1,0 +1,82 @@
+//! `order.rejected`: the refusal, with the reason and the amounts.
+
+use bourse_common::catalog::{OrderRejected, OrderType, Side};
+use bourse_common::envelope::Envelope;
+use bourse_common::inbox::HandlerError;
+use bourse_common::messages::Message;
+use minijinja::context;
+
+use super::{Draft, Kind, Site, money};
+
+pub const KIND: Kind = Kind {
+    event: OrderRejected::TYPE,
+    template: "order_rejected.j2",
+    source: include_str!("../../templates/order_rejected.j2"),
+    compose,
+};
+
+/// `"buy"` and `"bought"`, `"sell"` and `"sold"`.
+pub fn side_words(side: Side) -> (&'static str, &'static str) {
+    match side {
+        Side::Buy => ("buy", "bought"),
+        Side::Sell => ("sell", "sold"),
+    }
+}
+
+fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
+    let event: OrderRejected = message.payload()?;
+    let market = site.reference.market(&event.market);
+    let (base, quote) = market.map(|m| (m.base.as_str(), m.quote.as_str())).unwrap_or_default();
+    let unknown = || "-".to_string();
+    let side = event.side.map(|s| side_words(s).0).unwrap_or("-");
+    let quantity = event.quantity.map(|q| money(q, base)).unwrap_or_else(unknown);
+    Ok(Draft {
+        user_id: event.user_id,
+        context: context! {
+            order_id => event.order_id.to_string(),
+            market => event.market,
+            action => side,
+            side,
+            order_type => match event.order_type {
+                Some(OrderType::Limit) => "limit",
+                Some(OrderType::Market) => "market",
+                None => "-",
+            },
+            quantity,
+            price => event.price.map(|p| money(p, quote)).unwrap_or_else(unknown),
+            required => match (event.amount, &event.currency) {
+                (Some(amount), Some(currency)) => money(amount, currency),
+                _ => unknown(),
+            },
+            reason => event.reason,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[test]
+    fn says_why_with_the_amounts() {
+        let mail = super::super::tests::render(&OrderRejected {
+            order_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+            market: "ETH-USDT".into(),
+            reason: "insufficient funds: 100 available, 3000.5 needed USDT".into(),
+            side: Some(Side::Buy),
+            order_type: Some(OrderType::Limit),
+            price: Some("2000.5".parse().unwrap()),
+            quantity: Some("1.5".parse().unwrap()),
+            currency: Some("USDT".into()),
+            amount: Some("3000.75".parse().unwrap()),
+        });
+        assert_eq!(mail.subject, "Order rejected: buy 1.5 ETH on ETH-USDT");
+        for line in ["Price      2000.5 USDT", "To reserve 3000.75 USDT", "Reason: insufficient funds"] {
+            assert!(mail.text.contains(line), "{line} in {}", mail.text);
+        }
+        assert!(mail.html.contains("<td>3000.75 USDT</td>"));
+    }
+}
