@@ -3,4 +3,5 @@
 //! the event log, a saga's trace, dead letters and their replay, outbox rows.
 
 pub mod demo;
+pub mod mailbox;
 pub mod stack;

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bourse_cli::mailbox::Mailbox;
 use bourse_cli::stack::{self, StackOptions};
 use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
 use bourse_common::{deadletter, service};
@@ -48,6 +49,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Publishes one logged message again, with its id, where it first went: a
+    /// redelivery, which every consumer recognises and skips (exactly-once, checked by hand).
+    Republish { message_id: uuid::Uuid },
     /// Every logged message of one saga (an order id, a user id), in order, with its cause.
     Trace {
         correlation_id: String,
@@ -96,6 +100,18 @@ async fn main() -> anyhow::Result<()> {
             print_entries(&entries, json);
             Ok(())
         }
+        Command::Republish { message_id } => {
+            let entries =
+                eventlog::read(&cli.amqp_url, StreamOffset::First, usize::MAX, Duration::from_secs(2))
+                    .await?;
+            let entry = entries
+                .iter()
+                .find(|e| e.envelope.message_id == message_id)
+                .ok_or_else(|| anyhow::anyhow!("no message {message_id} in the event log"))?;
+            eventlog::republish(&cli.amqp_url, entry).await?;
+            println!("republished {} {message_id} to {}", entry.envelope.message_type, entry.exchange);
+            Ok(())
+        }
         Command::Trace { correlation_id, json } => {
             let entries =
                 eventlog::read(&cli.amqp_url, StreamOffset::First, usize::MAX, Duration::from_secs(2))
@@ -129,8 +145,16 @@ async fn main() -> anyhow::Result<()> {
 async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()> {
     bourse_common::telemetry::init();
     let started_broker = ensure_broker(amqp_url).await?;
-    let options =
-        StackOptions { data_dir, amqp_url: amqp_url.to_string(), port: None, databases: Default::default() };
+    let options = StackOptions {
+        data_dir: data_dir.clone(),
+        amqp_url: amqp_url.to_string(),
+        port: None,
+        databases: Default::default(),
+        smtp_port: None,
+        messaging: None,
+    };
+    let mail_dir = data_dir.join("mail");
+    let mailbox = ensure_mailbox(&options, &mail_dir).await?;
     let stack = stack::start(&options).await?;
     println!();
     for s in &stack.services {
@@ -139,15 +163,52 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
     if demo && let Err(e) = bourse_cli::demo::run(&stack.gateway_url()).await {
         eprintln!("the demo failed: {e:#}");
     }
+    if let Some(mailbox) = &mailbox {
+        if demo {
+            // The last e-mails follow the demo's last trade by a moment.
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let mails = mailbox.received().unwrap_or_default();
+        println!("\nE-mails: {} so far, in {}/ (each as .eml and .json)", mails.len(), mail_dir.display());
+        for mail in &mails {
+            let to = mail.rcpt_tos.join(", ");
+            println!("  to {:<28} {}", to, mail.subject.as_deref().unwrap_or("-"));
+        }
+    }
     println!("\nBourse is up. Gateway: {}   Stop with Ctrl-C.", stack.gateway_url());
     service::shutdown_signal().await;
     println!("stopping...");
     stack.stop().await;
+    drop(mailbox);
     if started_broker {
         println!("stopping the RabbitMQ this command started...");
         let _ = std::process::Command::new("rabbitmqctl").arg("stop").status();
     }
     Ok(())
+}
+
+/// Starts the local mailbox (an SMTP server keeping e-mails in `dir`) when
+/// notify-service sends to this machine and nothing answers there yet.
+async fn ensure_mailbox(options: &StackOptions, dir: &std::path::Path) -> anyhow::Result<Option<Mailbox>> {
+    let notify = stack::configure(
+        notify_service::default_config(),
+        notify_service::NAME,
+        notify_service::ENV_PREFIX,
+        options,
+    )?;
+    let smtp = notify.settings.smtp;
+    let address = format!("{}:{}", smtp.host, smtp.port);
+    if tokio::net::TcpStream::connect(&address).await.is_ok() {
+        println!("SMTP: using the server already answering at {address}");
+        return Ok(None);
+    }
+    if !matches!(smtp.host.as_str(), "127.0.0.1" | "localhost") {
+        println!("SMTP: nothing answers at {address} yet; e-mails wait in notify-service's queue");
+        return Ok(None);
+    }
+    let mailbox = Mailbox::start(dir, smtp.port, &[]).await?;
+    println!("SMTP: local mailbox on {address}, e-mails kept in {}/", dir.display());
+    Ok(Some(mailbox))
 }
 
 fn print_entries(entries: &[LoggedMessage], json: bool) {

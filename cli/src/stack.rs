@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::time::Duration;
 
-use bourse_common::config::{self, ServiceConfig};
+use bourse_common::config::{self, MessagingConfig, ServiceConfig};
 use bourse_common::service::RunningService;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -22,6 +22,10 @@ pub struct StackOptions {
     pub port: Option<u16>,
     /// Database URLs by service name, instead of `<data_dir>/<service>.db`.
     pub databases: HashMap<String, String>,
+    /// The SMTP port of notify-service, instead of its configured one.
+    pub smtp_port: Option<u16>,
+    /// Retries and batches for every service, instead of their configured ones.
+    pub messaging: Option<MessagingConfig>,
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -104,7 +108,7 @@ impl Stack {
 
 /// A service's configuration for the stack: its defaults, the stack's data
 /// folder and broker, then its own environment variables.
-fn configure<S>(
+pub fn configure<S>(
     mut defaults: ServiceConfig<S>,
     name: &str,
     env_prefix: &str,
@@ -120,6 +124,9 @@ where
     defaults.amqp.url = options.amqp_url.clone();
     if let Some(port) = options.port {
         defaults.http.port = port;
+    }
+    if let Some(messaging) = &options.messaging {
+        defaults.messaging = messaging.clone();
     }
     Ok(config::load(&defaults, None, env_prefix)?)
 }
@@ -161,7 +168,9 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     start!(payment_service, |_: &mut _| {});
     start!(matching_service, |_: &mut _| {});
     start!(chain_service, |_: &mut _| {});
-    start!(notify_service, |_: &mut _| {});
+    start!(notify_service, |c: &mut notify_service::Config| if let Some(port) = options.smtp_port {
+        c.settings.smtp.port = port;
+    });
     let url =
         |name: &str| services.iter().find(|s: &&RunningService| s.name == name).map(RunningService::url);
     let upstreams = gateway::Upstreams {

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
-use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+};
 use lapin::types::{AMQPValue, FieldTable};
 
 use crate::amqp;
@@ -101,4 +103,26 @@ pub async fn read(
     }
     let _ = conn.close(200, "done".into()).await;
     Ok(out)
+}
+
+/// Publishes a logged message again where it first went, with the same
+/// message id: a redelivery, which every consumer's inbox recognises and
+/// skips. Confirmed by the broker before it returns.
+pub async fn republish(amqp_url: &str, entry: &LoggedMessage) -> anyhow::Result<()> {
+    let conn = amqp::connect(amqp_url, "bourse.event-log-republisher").await?;
+    let ch = conn.create_channel().await?;
+    ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let confirm = ch
+        .basic_publish(
+            entry.exchange.as_str().into(),
+            entry.routing_key.as_str().into(),
+            BasicPublishOptions::default(),
+            entry.envelope.to_json().as_bytes(),
+            entry.envelope.amqp_properties(),
+        )
+        .await?
+        .await?;
+    let _ = conn.close(200, "republished".into()).await;
+    anyhow::ensure!(confirm.is_ack(), "the broker refused the republished message");
+    Ok(())
 }

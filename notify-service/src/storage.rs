@@ -80,6 +80,7 @@ pub fn sent(
         query
     };
     let total = query().count().get_result(conn)?;
-    let rows = query().order(mails::id.desc()).limit(limit).offset(offset).select(Sent::as_select()).load(conn)?;
+    let rows =
+        query().order(mails::id.desc()).limit(limit).offset(offset).select(Sent::as_select()).load(conn)?;
     Ok((rows, total))
 }

@@ -41,8 +41,9 @@ impl Templates {
 
     pub fn render(&self, template: &str, context: &Value) -> Result<Rendered, minijinja::Error> {
         let mut captured = self.env.get_template(template)?.render_captured(context)?;
-        let mut block =
-            |name: &str| captured.with_state_mut(|state| state.render_block(name)).map(|s| s.trim().to_string());
+        let mut block = |name: &str| {
+            captured.with_state_mut(|state| state.render_block(name)).map(|s| s.trim().to_string())
+        };
         Ok(Rendered {
             // One line: a header cannot hold a line break.
             subject: block("subject")?.split_whitespace().collect::<Vec<_>>().join(" "),

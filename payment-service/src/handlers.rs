@@ -3,8 +3,8 @@
 //! funds, settle trades, release what an ended order still holds.
 
 use bourse_common::catalog::{
-    FundsRejected, FundsReleased, FundsSettled, FundsReserved, OrderUpdated, ReleaseFunds, ReserveFunds, Side,
-    TradeExecuted, UserRegistered,
+    FundsRejected, FundsReleased, FundsReserved, FundsSettled, OrderUpdated, ReleaseFunds, ReserveFunds,
+    Side, TradeExecuted, UserRegistered,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bourse_cli::mailbox::{Mail, Mailbox};
 use bourse_cli::stack::{self, SERVICES, Stack, StackOptions};
+use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
 use bourse_common::testkit::{TestEnv, eventually};
 use serde_json::{Value, json};
@@ -13,15 +15,31 @@ pub struct TestStack {
     pub env: TestEnv,
     pub stack: Stack,
     pub http: reqwest::Client,
+    /// The stack's own SMTP server (notify-service sends there).
+    pub mailbox: Mailbox,
 }
 
 pub const WAIT: Duration = Duration::from_secs(30);
 
+/// Every test user's password.
+pub const PASSWORD: &str = "correct horse battery";
+
 impl TestStack {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, None, &[]).await
+    }
+
+    /// With `messaging` for every service, and `mailbox_args` for the SMTP server (`--reject REGEX`).
+    pub async fn start_with(
+        backend: Backend,
+        messaging: Option<MessagingConfig>,
+        mailbox_args: &[&str],
+    ) -> Self {
         // The services' logs, shown by nextest when a test fails.
         bourse_common::telemetry::init();
         let mut env = TestEnv::new(backend).await;
+        let smtp_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mailbox = Mailbox::start(&env.tmp_dir().join("mail"), smtp_port, mailbox_args).await.unwrap();
         let databases = SERVICES
             .iter()
             .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
@@ -31,13 +49,16 @@ impl TestStack {
             amqp_url: env.amqp_url.clone(),
             port: Some(0),
             databases,
+            smtp_port: Some(smtp_port),
+            messaging,
         };
         let stack = stack::start(&options).await.expect("the stack starts");
-        Self { env, stack, http: reqwest::Client::new() }
+        Self { env, stack, http: reqwest::Client::new(), mailbox }
     }
 
-    pub async fn stop(self) {
+    pub async fn stop(mut self) {
         self.stack.stop().await;
+        self.mailbox.stop().await;
         self.env.cleanup().await;
     }
 
@@ -80,11 +101,36 @@ impl TestStack {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
+    /// The e-mails received for `address` so far, oldest first.
+    pub fn mails_to(&self, address: &str) -> Vec<Mail> {
+        self.mailbox
+            .received()
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.rcpt_tos.iter().any(|r| r == address))
+            .collect()
+    }
+
+    /// Waits until `address` has received `n` e-mails; returns them.
+    pub async fn wait_mails(&self, address: &str, n: usize) -> Vec<Mail> {
+        eventually(&format!("{n} e-mail(s) to {address}"), WAIT, || async {
+            let mails = self.mails_to(address);
+            (mails.len() >= n).then_some(mails)
+        })
+        .await
+    }
+
     /// Registers a user and returns their token.
     pub async fn user(&self, email: &str) -> String {
-        let credentials = json!({"email": email, "password": "correct horse battery"});
-        let (status, body) = self.call("POST", "/api/auth/users", None, Some(credentials.clone())).await;
+        let credentials = json!({"email": email, "password": PASSWORD});
+        let (status, body) = self.call("POST", "/api/auth/users", None, Some(credentials)).await;
         assert_eq!(status, 201, "{body}");
+        self.token(email).await
+    }
+
+    /// A token for a user registered with [`PASSWORD`].
+    pub async fn token(&self, email: &str) -> String {
+        let credentials = json!({"email": email, "password": PASSWORD});
         let (status, body) = self.call("POST", "/api/token", None, Some(credentials)).await;
         assert_eq!(status, 200, "{body}");
         body["access_token"].as_str().unwrap().to_string()

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod money;
+mod notify;
 mod orders;
 mod stack;
 mod trading;

@@ -88,8 +88,10 @@ pub fn user_registered(conn: &mut DbConnection, message: &Envelope) -> Result<()
 
 /// Sends the e-mail an event calls for, and records it, inside the event's inbox transaction.
 pub fn deliver(postman: &Postman, conn: &mut DbConnection, message: &Envelope) -> Result<(), HandlerError> {
-    let kind =
-        KINDS.iter().find(|k| k.event == message.message_type).ok_or_else(|| HandlerError::unexpected(message))?;
+    let kind = KINDS
+        .iter()
+        .find(|k| k.event == message.message_type)
+        .ok_or_else(|| HandlerError::unexpected(message))?;
     if kind.event == UserRegistered::TYPE {
         // The welcome may be handled before the users queue saw the registration.
         user_registered(conn, message)?;
@@ -97,7 +99,10 @@ pub fn deliver(postman: &Postman, conn: &mut DbConnection, message: &Envelope) -
     let draft = (kind.compose)(message, &Site { url: &postman.site_url, reference: &postman.reference })?;
     let Some(recipient) = storage::recipient(conn, draft.user_id)? else {
         // Its registration is on its way (or was lost: the retries end in the dead-letter queue).
-        return Err(HandlerError::Transient(anyhow::anyhow!("no address known yet for user {}", draft.user_id)));
+        return Err(HandlerError::Transient(anyhow::anyhow!(
+            "no address known yet for user {}",
+            draft.user_id
+        )));
     };
     let mail = postman
         .templates
@@ -139,7 +144,8 @@ pub(crate) mod tests {
         let envelope = Envelope::new("test", "corr", payload, Utc::now());
         let kind = KINDS.iter().find(|k| k.event == M::TYPE).unwrap();
         let reference = ReferenceData::default();
-        let draft = (kind.compose)(&envelope, &Site { url: "http://bourse.test", reference: &reference }).unwrap();
+        let draft =
+            (kind.compose)(&envelope, &Site { url: "http://bourse.test", reference: &reference }).unwrap();
         Templates::load().unwrap().render(kind.template, &draft.context).unwrap()
     }
 

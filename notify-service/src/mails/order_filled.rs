@@ -72,7 +72,11 @@ mod tests {
     fn a_fill_names_what_was_credited_in_the_currency_received() {
         let mail = super::super::tests::render(&settled("0"));
         assert_eq!(mail.subject, "Order filled: bought 0.5 ETH on ETH-USDT");
-        for line in ["Quantity   0.5 ETH at 2000 USDT", "Paid       1000 USDT", "Credited   0.499 ETH (after a 0.001 ETH fee)"] {
+        for line in [
+            "Quantity   0.5 ETH at 2000 USDT",
+            "Paid       1000 USDT",
+            "Credited   0.499 ETH (after a 0.001 ETH fee)",
+        ] {
             assert!(mail.text.contains(line), "{line} in {}", mail.text);
         }
         assert!(!mail.text.contains("Unfilled"));

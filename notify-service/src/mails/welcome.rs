@@ -28,7 +28,10 @@ mod tests {
 
     #[test]
     fn greets_the_new_account() {
-        let mail = super::super::tests::render(&UserRegistered { user_id: Uuid::now_v7(), email: "ann@example.com".into() });
+        let mail = super::super::tests::render(&UserRegistered {
+            user_id: Uuid::now_v7(),
+            email: "ann@example.com".into(),
+        });
         assert_eq!(mail.subject, "Welcome to Bourse");
         assert!(mail.text.contains("your Bourse account ann@example.com is ready"), "{}", mail.text);
         assert!(mail.html.contains("<strong>ann@example.com</strong>"), "{}", mail.html);

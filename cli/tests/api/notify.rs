@@ -1,0 +1,253 @@
+//! E-mail through a real SMTP server (the stack's mailbox, aiosmtpd): one per
+//! event, to the address kept at registration, with the right words; nothing
+//! more for a redelivered event or a restarted service; held while the server
+//! is down, sent once it is back; a refused recipient parked without holding
+//! up the others.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use bourse_cli::mailbox::Mail;
+use bourse_common::config::MessagingConfig;
+use bourse_common::db::Backend;
+use bourse_common::deadletter;
+use bourse_common::eventlog::{self, StreamOffset};
+use bourse_common::on_both_backends;
+use bourse_common::testkit::eventually;
+use serde_json::{Value, json};
+
+use crate::helpers::{PASSWORD, TestStack, WAIT, limit_buy};
+
+on_both_backends!(
+    each_event_sends_one_email_with_its_content_to_its_user,
+    a_redelivered_event_or_a_restart_sends_nothing_more,
+    with_the_smtp_server_down_emails_wait_and_go_out_once_it_is_back,
+    a_refused_recipient_is_parked_and_the_others_still_get_their_mail,
+);
+
+const MAILS_QUEUE: &str = "notify-service.mails";
+
+/// Registers `email`; returns its token and user id.
+async fn register(t: &TestStack, email: &str) -> (String, String) {
+    let credentials = json!({"email": email, "password": PASSWORD});
+    let (status, body) = t.call("POST", "/api/auth/users", None, Some(credentials)).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    (t.token(email).await, id)
+}
+
+/// Registers a last user and waits for their welcome: the mails queue is
+/// handled in order, so everything sent before has been dealt with by then.
+async fn drain(t: &TestStack, sentinel: &str) {
+    register(t, sentinel).await;
+    t.wait_mails(sentinel, 1).await;
+}
+
+fn text(mail: &Mail) -> &str {
+    mail.text.as_deref().unwrap_or_default()
+}
+
+fn subjects(mails: &[Mail]) -> Vec<&str> {
+    mails.iter().map(|m| m.subject.as_deref().unwrap_or_default()).collect()
+}
+
+async fn each_event_sends_one_email_with_its_content_to_its_user(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let (ann, ann_id) = register(&t, "ann@example.com").await;
+    let (ben, _) = register(&t, "ben@example.com").await;
+    let welcome = t.wait_mails("ann@example.com", 1).await;
+    assert_eq!(subjects(&welcome), ["Welcome to Bourse"]);
+    assert!(
+        text(&welcome[0]).contains("your Bourse account ann@example.com is ready"),
+        "{}",
+        text(&welcome[0])
+    );
+    assert_eq!(welcome[0].from.as_deref(), Some("Bourse <no-reply@bourse.local>"));
+
+    // Password reset: the token in the e-mail sets the new password.
+    let (status, _) =
+        t.call("POST", "/api/auth/password-reset", None, Some(json!({"email": "ann@example.com"}))).await;
+    assert_eq!(status, 202);
+    let mails = t.wait_mails("ann@example.com", 2).await;
+    assert_eq!(mails[1].subject.as_deref(), Some("Your Bourse password reset"));
+    let token = text(&mails[1])
+        .lines()
+        .skip_while(|l| !l.starts_with("Your one-time reset token"))
+        .map(str::trim)
+        .find(|l| l.len() == 64)
+        .unwrap_or_else(|| panic!("no token in {}", text(&mails[1])))
+        .to_string();
+    let confirm = json!({"token": token, "new_password": "a brand new secret"});
+    let (status, body) = t.call("POST", "/api/auth/password-reset/confirm", None, Some(confirm)).await;
+    assert_eq!(status, 204, "{body}");
+    let login = json!({"email": "ann@example.com", "password": "a brand new secret"});
+    assert_eq!(t.call("POST", "/api/token", None, Some(login)).await.0, 200);
+
+    // Rejected: 1.5 ETH at 2000.5 needs 3000.75 USDT; Ann has 100.
+    t.top_up(&ann, "USDT", "100").await;
+    let rejected = t.place(&ann, limit_buy("ETH-USDT", "2000.5", "1.5")).await;
+    let rejected_id = rejected["id"].as_str().unwrap();
+    t.order_reaches(&ann, rejected_id, "rejected").await;
+    let mails = t.wait_mails("ann@example.com", 3).await;
+    assert_eq!(mails[2].subject.as_deref(), Some("Order rejected: buy 1.5 ETH on ETH-USDT"));
+    for line in [
+        &format!("Order      {rejected_id}"),
+        "Quantity   1.5 ETH",
+        "Price      2000.5 USDT",
+        "To reserve 3000.75 USDT",
+        "Reason: insufficient funds: 100 available, 3000.75 needed USDT",
+    ] {
+        assert!(text(&mails[2]).contains(line), "{line:?} in {}", text(&mails[2]));
+    }
+
+    // A trade: Ben's resting sell is partly filled by Ann's buy.
+    t.top_up(&ann, "USDT", "1000").await;
+    t.top_up(&ben, "ETH", "1").await;
+    let sell = t
+        .place(
+            &ben,
+            json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"}),
+        )
+        .await;
+    t.order_reaches(&ben, sell["id"].as_str().unwrap(), "open").await;
+    let buy = t.place(&ann, limit_buy("ETH-USDT", "2000", "0.4")).await;
+    t.order_reaches(&ann, buy["id"].as_str().unwrap(), "filled").await;
+
+    let ann_mails = t.wait_mails("ann@example.com", 4).await;
+    let filled = &ann_mails[3];
+    assert_eq!(filled.subject.as_deref(), Some("Order filled: bought 0.4 ETH on ETH-USDT"));
+    // Taker fee 0.2% of the 0.4 ETH received.
+    for line in [
+        "Quantity   0.4 ETH at 2000 USDT",
+        "Paid       800 USDT",
+        "Credited   0.3992 ETH (after a 0.0008 ETH fee)",
+    ] {
+        assert!(text(filled).contains(line), "{line:?} in {}", text(filled));
+    }
+    assert!(filled.html.as_deref().unwrap().contains("<strong>0.3992 ETH</strong>"));
+    let ben_mails = t.wait_mails("ben@example.com", 2).await;
+    let partial = &ben_mails[1];
+    assert_eq!(partial.subject.as_deref(), Some("Order partially filled: sold 0.4 ETH on ETH-USDT"));
+    // Maker fee 0.1% of the 800 USDT received.
+    for line in ["Credited   799.2 USDT (after a 0.8 USDT fee)", "Unfilled   0.6 ETH"] {
+        assert!(text(partial).contains(line), "{line:?} in {}", text(partial));
+    }
+
+    // Exactly these, and each to its user only.
+    drain(&t, "zed@example.com").await;
+    let ann_mails = t.mails_to("ann@example.com");
+    assert_eq!(
+        subjects(&ann_mails),
+        [
+            "Welcome to Bourse",
+            "Your Bourse password reset",
+            "Order rejected: buy 1.5 ETH on ETH-USDT",
+            "Order filled: bought 0.4 ETH on ETH-USDT"
+        ]
+    );
+    assert_eq!(
+        subjects(&t.mails_to("ben@example.com")),
+        ["Welcome to Bourse", "Order partially filled: sold 0.4 ETH on ETH-USDT"]
+    );
+    let all = t.mailbox.received().unwrap();
+    assert!(all.iter().all(|m| m.rcpt_tos.len() == 1), "one recipient per e-mail");
+    let ids: HashSet<&str> = all.iter().map(|m| m.message_id.as_deref().unwrap()).collect();
+    assert_eq!(ids.len(), all.len(), "a Message-ID per e-mail");
+
+    // The record, as an administrator reads it: Ann's four, with the SMTP server's reply.
+    let admin = t.user("admin@bourse.local").await;
+    let (status, body) =
+        t.call("GET", &format!("/api/admin/notifications?user_id={ann_id}"), Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 4, "{body}");
+    let items = body["items"].as_array().unwrap();
+    assert!(items.iter().all(
+        |i| i["recipient"] == "ann@example.com" && i["smtp_reply"].as_str().unwrap().starts_with("250 ")
+    ));
+    let recorded: HashSet<&str> = items.iter().map(|i| i["message_id"].as_str().unwrap()).collect();
+    let received: HashSet<&str> = ann_mails.iter().map(|m| m.message_id.as_deref().unwrap()).collect();
+    assert_eq!(recorded, received);
+    let (status, _) = t.call("GET", "/api/admin/notifications", Some(&ann), None).await;
+    assert_eq!(status, 403, "the record is for administrators only");
+    t.stop().await;
+}
+
+async fn a_redelivered_event_or_a_restart_sends_nothing_more(backend: Backend) {
+    let mut t = TestStack::start(backend).await;
+    let (_, dan_id) = register(&t, "dan@example.com").await;
+    let welcome = t.wait_mails("dan@example.com", 1).await;
+
+    // The registration again, as the broker would redeliver it: same message id.
+    let log =
+        eventlog::read(&t.env.amqp_url, StreamOffset::First, 10_000, Duration::from_secs(1)).await.unwrap();
+    let registered = log
+        .iter()
+        .find(|e| e.envelope.message_type == "user.registered" && e.envelope.correlation_id == dan_id)
+        .expect("the registration is in the event log");
+    assert_eq!(welcome[0].message_id, Some(format!("<{}@bourse.local>", registered.envelope.message_id)));
+    eventlog::republish(&t.env.amqp_url, registered).await.unwrap();
+    drain(&t, "sentinel-1@example.com").await;
+
+    // A crash and restart of notify-service after sending, then the registration once more.
+    t.stack.crash_and_restart("notify-service").await.unwrap();
+    eventlog::republish(&t.env.amqp_url, registered).await.unwrap();
+    drain(&t, "sentinel-2@example.com").await;
+
+    assert_eq!(subjects(&t.mails_to("dan@example.com")), ["Welcome to Bourse"]);
+    assert!(deadletter::list(&t.env.amqp_url, MAILS_QUEUE, 10).await.unwrap().is_empty());
+    t.stop().await;
+}
+
+async fn with_the_smtp_server_down_emails_wait_and_go_out_once_it_is_back(backend: Backend) {
+    let mut t = TestStack::start(backend).await;
+    t.mailbox.stop().await;
+    let (eve, _) = register(&t, "eve@example.com").await;
+    // The exchange goes on without its SMTP server.
+    t.top_up(&eve, "USDT", "10").await;
+    let rejected = t.place(&eve, limit_buy("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(&eve, rejected["id"].as_str().unwrap(), "rejected").await;
+    tokio::time::sleep(Duration::from_secs(2)).await; // a few attempts fail meanwhile
+
+    t.mailbox.restart().await.unwrap();
+    let mails = t.wait_mails("eve@example.com", 2).await;
+    assert_eq!(subjects(&mails), ["Welcome to Bourse", "Order rejected: buy 1 ETH on ETH-USDT"]);
+    drain(&t, "sentinel@example.com").await;
+    assert_eq!(t.mails_to("eve@example.com").len(), 2, "each sent once");
+    assert!(deadletter::list(&t.env.amqp_url, MAILS_QUEUE, 10).await.unwrap().is_empty());
+    t.stop().await;
+}
+
+async fn a_refused_recipient_is_parked_and_the_others_still_get_their_mail(backend: Backend) {
+    let quick_retries = MessagingConfig {
+        retry_delays_ms: vec![100, 200, 400],
+        max_attempts: 4,
+        ..MessagingConfig::default()
+    };
+    let t =
+        TestStack::start_with(backend, Some(quick_retries), &["--reject", "^bounce", "--defer", "^later"])
+            .await;
+    register(&t, "bounce@example.com").await; // 550: never deliverable
+    register(&t, "later@example.com").await; // 451 every time: retried, then parked
+    register(&t, "fay@example.com").await;
+    assert_eq!(subjects(&t.wait_mails("fay@example.com", 1).await), ["Welcome to Bourse"]);
+
+    let parked: Vec<Value> = eventually("both refused welcomes parked", WAIT, || async {
+        let parked = deadletter::list(&t.env.amqp_url, MAILS_QUEUE, 10).await.unwrap();
+        (parked.len() == 2).then(|| parked.iter().map(|d| serde_json::to_value(d).unwrap()).collect())
+    })
+    .await;
+    let error_of = |needle: &str| {
+        parked
+            .iter()
+            .find(|d| d["envelope"]["payload"]["email"].as_str().unwrap().starts_with(needle))
+            .unwrap_or_else(|| panic!("{needle} parked: {parked:?}"))
+    };
+    let bounced = error_of("bounce");
+    assert!(bounced["error"].as_str().unwrap().contains("550"), "{bounced}");
+    assert_eq!(bounced["attempts"], 1, "a permanent refusal is not retried: {bounced}");
+    let deferred = error_of("later");
+    assert!(deferred["error"].as_str().unwrap().contains("451"), "{deferred}");
+    assert_eq!(deferred["attempts"], 4, "a temporary refusal is retried: {deferred}");
+    assert!(t.mails_to("bounce@example.com").is_empty() && t.mails_to("later@example.com").is_empty());
+    t.stop().await;
+}
