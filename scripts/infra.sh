@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Local infrastructure for Bourse: RabbitMQ, a throwaway PostgreSQL cluster and
-# the system packages the Rust build links against.
+# Local infrastructure for Bourse: RabbitMQ, a throwaway PostgreSQL cluster,
+# Python's aiosmtpd (the local SMTP server) and the system packages the Rust
+# build links against.
 #
 # Two ways to use it:
 #
 #   source scripts/infra.sh          # then call the functions below
-#   ensure_build_deps; ensure_rabbitmq; ensure_postgres
+#   ensure_build_deps; ensure_rabbitmq; ensure_postgres; ensure_smtp
 #
-#   scripts/infra.sh [all|ensure_build_deps|ensure_rabbitmq|ensure_postgres|env|stop]...
+#   scripts/infra.sh [all|ensure_build_deps|ensure_rabbitmq|ensure_postgres|ensure_smtp|env|stop]...
 #   eval "$(scripts/infra.sh env)"   # exports BOURSE_TEST_* into your shell
 #
 # Every ensure_* function is idempotent: it installs (apt) only what is missing,
@@ -362,10 +363,35 @@ stop_postgres() {
 #   binary: <prefix>/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
 #   export BOURSE_TEST_ANVIL_BIN=... (tests spawn it via alloy's Anvil::new().path(..))
 
-# -------------------------------------------------- not needed yet: smtp ----
-# ensure_smtp: SMTP sink for notify-service tests. When needed:
-#   python3 -m aiosmtpd (Debian python3-aiosmtpd), 127.0.0.1:2525
-#   export BOURSE_TEST_SMTP_URL=...
+# ------------------------------------------------------------------- SMTP ----
+# notify-service's tests and `bourse up` run scripts/mailbox.py, an SMTP server
+# built on Python's aiosmtpd; `bourse` finds a Python that can import it
+# ($BOURSE_PYTHON, python3, /usr/bin/python3).
+
+_bourse_has_aiosmtpd() {
+    local py
+    for py in ${BOURSE_PYTHON:-} python3 /usr/bin/python3; do
+        if command -v "$py" >/dev/null && "$py" -c 'import aiosmtpd' 2>/dev/null; then
+            printf '%s\n' "$py"
+            return 0
+        fi
+    done
+    return 1
+}
+
+_ensure_smtp_impl() {
+    _bourse_has_aiosmtpd >/dev/null && return 0
+    _bourse_apt_install python3-aiosmtpd
+    _bourse_has_aiosmtpd >/dev/null || { _bourse_err "smtp: python3-aiosmtpd installed but no Python imports aiosmtpd"; return 1; }
+}
+
+ensure_smtp() {
+    local t0
+    t0=$(_bourse_now_ms)
+    _bourse_log "smtp: checking for Python's aiosmtpd (scripts/mailbox.py)"
+    _bourse_strict _ensure_smtp_impl || { _bourse_err "smtp failed"; return 1; }
+    _bourse_log "smtp: ready, $(_bourse_has_aiosmtpd) has aiosmtpd ($(_bourse_elapsed "$t0"))"
+}
 
 # ------------------------------------------------------------------ main ----
 
@@ -390,8 +416,9 @@ _bourse_infra_main() {
                 ensure_build_deps
                 ensure_rabbitmq
                 ensure_postgres
+                ensure_smtp
                 ;;
-            ensure_build_deps | ensure_rabbitmq | ensure_postgres | stop_rabbitmq | stop_postgres)
+            ensure_build_deps | ensure_rabbitmq | ensure_postgres | ensure_smtp | stop_rabbitmq | stop_postgres)
                 "$cmd"
                 ;;
             stop)
@@ -403,6 +430,7 @@ _bourse_infra_main() {
                 ensure_build_deps >&2
                 ensure_rabbitmq >&2
                 ensure_postgres >&2
+                ensure_smtp >&2
                 _bourse_print_env
                 ;;
             -h | --help | help)

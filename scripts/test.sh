@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The Bourse test command: brings up local RabbitMQ + PostgreSQL (installing
-# them if needed), then runs fmt, clippy and the whole test suite with nextest.
+# The Bourse test command: brings up local RabbitMQ + PostgreSQL and installs
+# Python's aiosmtpd (the tests' SMTP server) if needed, then runs fmt, clippy
+# and the whole test suite with nextest.
 #
 #   bash scripts/test.sh
 #   BOURSE_SKIP_LINT=1 bash scripts/test.sh     # skip cargo fmt + clippy
@@ -20,6 +21,7 @@ t_start=$(_bourse_now_ms)
 ensure_build_deps
 ensure_rabbitmq
 ensure_postgres
+ensure_smtp
 
 export BOURSE_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
 export BOURSE_TEST_AMQP_MGMT_URL="http://guest:guest@127.0.0.1:15672"

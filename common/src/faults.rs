@@ -1,7 +1,9 @@
 //! Fault injection points for the crash tests: a relay that dies after the
-//! broker confirmed a batch but before the rows are marked sent, and a consumer
-//! that dies after its transaction committed but before it acknowledged. Off
-//! unless a test arms them; one atomic load each when off.
+//! broker confirmed a batch but before the rows are marked sent, a consumer
+//! that dies after its transaction committed but before it acknowledged, and
+//! one that dies after its handler ran but before the commit (for a handler
+//! with an effect outside the database, the window where it is repeated).
+//! Off unless a test arms them; one atomic load each when off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -9,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Faults {
     relay_crash_after_publish: AtomicU64,
     consumer_crash_after_commit: AtomicU64,
+    consumer_crash_before_commit: AtomicU64,
 }
 
 /// Counts down and fires once, at the `n`-th occurrence.
@@ -30,12 +33,21 @@ impl Faults {
         self.consumer_crash_after_commit.store(n, Ordering::SeqCst);
     }
 
+    /// A consumer dies after its `n`-th handled transaction, before committing it.
+    pub fn crash_consumer_before_commit(&self, n: u64) {
+        self.consumer_crash_before_commit.store(n, Ordering::SeqCst);
+    }
+
     pub(crate) fn relay_should_crash(&self) -> bool {
         trip(&self.relay_crash_after_publish)
     }
 
     pub(crate) fn consumer_should_crash(&self) -> bool {
         trip(&self.consumer_crash_after_commit)
+    }
+
+    pub(crate) fn consumer_should_crash_before_commit(&self) -> bool {
+        trip(&self.consumer_crash_before_commit)
     }
 }
 

@@ -110,6 +110,8 @@ enum ApplyError {
     Handler(HandlerError),
     #[error("already applied")]
     Duplicate,
+    #[error("crash injected before commit")]
+    Crashed,
 }
 
 impl From<diesel::result::Error> for ApplyError {
@@ -331,6 +333,7 @@ impl Consumer {
                     }
                     return Ok(());
                 }
+                Err(ApplyError::Crashed) => return Err(SessionError::Crashed),
                 Err(err) if batch.len() > 1 => {
                     tracing::debug!(queue = %self.spec.name, error = %err, "batch failed, applying one by one");
                 }
@@ -363,6 +366,7 @@ impl Consumer {
                     Ok(())
                 }
                 Err(ApplyError::Duplicate) => Ok(()),
+                Err(ApplyError::Crashed) => return Err(SessionError::Crashed),
                 Err(ApplyError::Handler(HandlerError::Permanent(e))) => Err((format!("{e:#}"), true)),
                 Err(ApplyError::Handler(HandlerError::Transient(e))) => Err((format!("{e:#}"), false)),
                 Err(ApplyError::Db(e)) => Err((e.to_string(), false)),
@@ -379,11 +383,16 @@ impl Consumer {
         let consumer = self.spec.name.clone();
         let producer = self.bus.producer.clone();
         let handler = self.handler.clone();
+        let faults = self.bus.faults.clone();
         self.bus
             .db
             .write(move |conn| {
                 let refs: Vec<&Envelope> = envelopes.iter().collect();
-                apply(conn, &consumer, &producer, handler.as_ref(), &refs)
+                let applied = apply(conn, &consumer, &producer, handler.as_ref(), &refs)?;
+                if faults.consumer_should_crash_before_commit() {
+                    return Err(ApplyError::Crashed);
+                }
+                Ok(applied)
             })
             .await
     }

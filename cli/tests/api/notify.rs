@@ -23,6 +23,7 @@ on_both_backends!(
     a_redelivered_event_or_a_restart_sends_nothing_more,
     with_the_smtp_server_down_emails_wait_and_go_out_once_it_is_back,
     a_refused_recipient_is_parked_and_the_others_still_get_their_mail,
+    a_crash_between_the_smtp_reply_and_the_commit_repeats_the_email_with_its_message_id,
 );
 
 const MAILS_QUEUE: &str = "notify-service.mails";
@@ -249,5 +250,41 @@ async fn a_refused_recipient_is_parked_and_the_others_still_get_their_mail(backe
     assert!(deferred["error"].as_str().unwrap().contains("451"), "{deferred}");
     assert_eq!(deferred["attempts"], 4, "a temporary refusal is retried: {deferred}");
     assert!(t.mails_to("bounce@example.com").is_empty() && t.mails_to("later@example.com").is_empty());
+    t.stop().await;
+}
+
+/// The one window left, as the README describes it: the SMTP server accepted
+/// the e-mail, then notify-service died before its transaction committed. The
+/// event comes again and the e-mail goes again, with the same Message-ID.
+async fn a_crash_between_the_smtp_reply_and_the_commit_repeats_the_email_with_its_message_id(
+    backend: Backend,
+) {
+    let mut t = TestStack::start(backend).await;
+    let (_, gus_id) = register(&t, "gus@example.com").await;
+    t.wait_mails("gus@example.com", 1).await;
+
+    let notify = t.stack.service("notify-service").unwrap();
+    notify.bus.faults.crash_consumer_before_commit(1);
+    let (status, _) =
+        t.call("POST", "/api/auth/password-reset", None, Some(json!({"email": "gus@example.com"}))).await;
+    assert_eq!(status, 202);
+    t.wait_mails("gus@example.com", 2).await;
+    t.stack.crash_and_restart("notify-service").await.unwrap();
+
+    let mails = t.wait_mails("gus@example.com", 3).await;
+    assert_eq!(
+        subjects(&mails),
+        ["Welcome to Bourse", "Your Bourse password reset", "Your Bourse password reset"]
+    );
+    assert_eq!(mails[1].message_id, mails[2].message_id, "a repeated e-mail is recognisable as the same");
+    assert_eq!(mails[1].text, mails[2].text);
+    drain(&t, "sentinel@example.com").await;
+    assert_eq!(t.mails_to("gus@example.com").len(), 3, "the redelivery after the restart is sent once");
+    // Recorded once: the record is what committed.
+    let admin = t.user("admin@bourse.local").await;
+    let (status, body) =
+        t.call("GET", &format!("/api/admin/notifications?user_id={gus_id}"), Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["total"], 2, "{body}");
     t.stop().await;
 }
