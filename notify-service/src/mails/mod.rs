@@ -13,7 +13,7 @@ pub mod order_rejected;
 pub mod password_reset;
 pub mod welcome;
 
-use bourse_common::catalog::UserRegistered;
+use bourse_common::catalog::{Side, UserRegistered};
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::HandlerError;
@@ -67,6 +67,14 @@ pub fn events() -> Vec<&'static str> {
 /// An amount as a person reads it: exact, with its currency (`"0.4995 ETH"`).
 pub fn money(amount: Amount, currency: &str) -> String {
     format!("{amount} {currency}")
+}
+
+/// `"buy"` and `"bought"`, `"sell"` and `"sold"`.
+pub fn side_words(side: Side) -> (&'static str, &'static str) {
+    match side {
+        Side::Buy => ("buy", "bought"),
+        Side::Sell => ("sell", "sold"),
+    }
 }
 
 /// What notify-service needs to send.

@@ -6,8 +6,7 @@ use bourse_common::inbox::HandlerError;
 use bourse_common::messages::Message;
 use minijinja::context;
 
-use super::order_rejected::side_words;
-use super::{Draft, Kind, Site, money};
+use super::{Draft, Kind, Site, money, side_words};
 
 pub const KIND: Kind = Kind {
     event: FundsSettled::TYPE,

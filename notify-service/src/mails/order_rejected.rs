@@ -1,12 +1,12 @@
 //! `order.rejected`: the refusal, with the reason and the amounts.
 
-use bourse_common::catalog::{OrderRejected, OrderType, Side};
+use bourse_common::catalog::{OrderRejected, OrderType};
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::HandlerError;
 use bourse_common::messages::Message;
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money};
+use super::{Draft, Kind, Site, money, side_words};
 
 pub const KIND: Kind = Kind {
     event: OrderRejected::TYPE,
@@ -14,14 +14,6 @@ pub const KIND: Kind = Kind {
     source: include_str!("../../templates/order_rejected.j2"),
     compose,
 };
-
-/// `"buy"` and `"bought"`, `"sell"` and `"sold"`.
-pub fn side_words(side: Side) -> (&'static str, &'static str) {
-    match side {
-        Side::Buy => ("buy", "bought"),
-        Side::Sell => ("sell", "sold"),
-    }
-}
 
 fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
     let event: OrderRejected = message.payload()?;
@@ -55,6 +47,7 @@ fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
 
 #[cfg(test)]
 mod tests {
+    use bourse_common::catalog::Side;
     use uuid::Uuid;
 
     use super::*;
