@@ -5,15 +5,15 @@
 //! the closure on tokio's blocking pool.
 //!
 //! SQLite has one writer at a time; write transactions of one process are
-//! serialised by a mutex so that a transaction never has to upgrade a read
-//! snapshot to a write lock (which SQLite refuses with `SQLITE_BUSY` instead of
-//! waiting). Other processes wait on `busy_timeout`.
+//! serialised by a mutex, and each begins `IMMEDIATE`, so that none has to
+//! upgrade a read snapshot to a write lock (which SQLite refuses with
+//! `SQLITE_BUSY` instead of waiting). Other processes wait on `busy_timeout`.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use diesel::connection::SimpleConnection;
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{self, ManageConnection, R2D2Connection};
 use diesel::{Connection, PgConnection, RunQueryDsl, SqliteConnection};
 use diesel_migrations::{EmbeddedMigrations, MigrationHarness};
@@ -115,8 +115,9 @@ impl ManageConnection for Manager {
                 let mut conn =
                     SqliteConnection::establish(&self.url).map_err(r2d2::Error::ConnectionError)?;
                 conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-                     PRAGMA busy_timeout = 15000; PRAGMA foreign_keys = ON;",
+                    // busy_timeout first: switching to WAL needs a lock another process may hold.
+                    "PRAGMA busy_timeout = 15000; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
                 )
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
@@ -130,6 +131,34 @@ impl ManageConnection for Manager {
 
     fn has_broken(&self, conn: &mut DbConnection) -> bool {
         conn.is_broken()
+    }
+}
+
+/// One write transaction. On SQLite it is `BEGIN IMMEDIATE`: it takes the
+/// write lock when it starts, waiting on `busy_timeout` while another process
+/// writes, instead of at its first write, where SQLite refuses at once with
+/// `SQLITE_BUSY` when another writer committed since the transaction's first read.
+fn write_transaction<T, E, F>(conn: &mut DbConnection, f: F) -> Result<T, E>
+where
+    E: From<diesel::result::Error>,
+    F: FnOnce(&mut DbConnection) -> Result<T, E>,
+{
+    type Manager = <DbConnection as Connection>::TransactionManager;
+    match conn {
+        DbConnection::Postgres(_) => conn.transaction(f),
+        DbConnection::Sqlite(sqlite) => {
+            AnsiTransactionManager::begin_transaction_sql(sqlite, "BEGIN IMMEDIATE")?;
+            match f(conn) {
+                Ok(value) => {
+                    Manager::commit_transaction(conn)?;
+                    Ok(value)
+                }
+                Err(e) => {
+                    Manager::rollback_transaction(conn)?;
+                    Err(e)
+                }
+            }
+        }
     }
 }
 
@@ -236,8 +265,7 @@ impl Db {
             // A poisoned lock only means another writer panicked; the database
             // rolled its transaction back, so the lock is safe to take.
             let _guard = lock.as_ref().map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-            let conn: &mut DbConnection = &mut conn;
-            let result = conn.transaction(f);
+            let result = write_transaction(&mut conn, f);
             if result.is_ok() {
                 committed.notify_one();
             }

@@ -170,25 +170,6 @@ where
         faults: parts.faults,
         metrics: Arc::new(Metrics::default()),
     };
-    let shutdown = CancellationToken::new();
-    let mut tasks = vec![tokio::spawn(Relay::new(bus.clone()).run(shutdown.clone()))];
-    for (spec, handler) in parts.consumers {
-        tasks.push(tokio::spawn(Consumer::new(bus.clone(), spec, handler).run(shutdown.clone())));
-    }
-
-    for (upstream, url) in parts.upstreams {
-        let health = bus.metrics.component(&format!("upstream:{upstream}"));
-        tasks.push(tokio::spawn(probe_upstream(health, upstream, url, shutdown.clone())));
-    }
-
-    for task in parts.background {
-        let run = task(&bus, shutdown.clone());
-        tasks.push(tokio::spawn(async move {
-            run.await;
-            Ok(())
-        }));
-    }
-
     let mut openapi = parts.openapi;
     openapi.merge(HealthApi::openapi());
     openapi.info.title = name.to_string();
@@ -226,6 +207,27 @@ where
     .bind((config.http.host.as_str(), config.http.port))?;
     let http_addr =
         *server.addrs().first().ok_or_else(|| anyhow::anyhow!("the HTTP server bound no address"))?;
+
+    // Bound first, so that a start that fails leaves nothing running.
+    let shutdown = CancellationToken::new();
+    let mut tasks = vec![tokio::spawn(Relay::new(bus.clone()).run(shutdown.clone()))];
+    for (spec, handler) in parts.consumers {
+        tasks.push(tokio::spawn(Consumer::new(bus.clone(), spec, handler).run(shutdown.clone())));
+    }
+
+    for (upstream, url) in parts.upstreams {
+        let health = bus.metrics.component(&format!("upstream:{upstream}"));
+        tasks.push(tokio::spawn(probe_upstream(health, upstream, url, shutdown.clone())));
+    }
+
+    for task in parts.background {
+        let run = task(&bus, shutdown.clone());
+        tasks.push(tokio::spawn(async move {
+            run.await;
+            Ok(())
+        }));
+    }
+
     let server = server.run();
     let handle = server.handle();
     let server_task = tokio::spawn(server);

@@ -168,11 +168,19 @@ impl TestStack {
     /// Waits until the order has `status`; returns it.
     pub async fn order_reaches(&self, token: &str, id: &str, status: &str) -> Value {
         let path = format!("/api/orders/{id}");
-        eventually(&format!("order {id} {status}"), WAIT, || async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
             let (code, body) = self.call("GET", &path, Some(token), None).await;
-            (code == 200 && body["status"] == status).then_some(body)
-        })
-        .await
+            if code == 200 && body["status"] == status {
+                return body;
+            }
+            // What the order looks like when it never gets there says where it stopped.
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "order {id} not {status} after {WAIT:?}: {code} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
