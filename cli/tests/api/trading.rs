@@ -189,40 +189,44 @@ async fn a_trade_reaches_websocket_subscribers(backend: Backend) {
     };
     assert_eq!(refused["error"]["code"], "invalid_channel");
     ws.send(send(json!({"op": "auth", "token": alice}))).await.unwrap();
-    let channels = ["trades:ETH-USDT", "candles:ETH-USDT:1m", "book:ETH-USDT", "orders", "balances"];
+    // The book last: its snapshot says the subscription is in place.
+    let channels = ["trades:ETH-USDT", "candles:ETH-USDT:1m", "orders", "balances", "book:ETH-USDT"];
     ws.send(send(json!({"op": "subscribe", "channels": channels}))).await.unwrap();
+    let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    collect_until(&mut ws, &mut seen, deadline, |seen| {
+        has(seen, "book:ETH-USDT", |d| d["type"] == "snapshot")
+    })
+    .await;
 
     let sell = id(&t, &alice, limit_sell("ETH-USDT", "2000", "1")).await;
     t.order_reaches(&alice, &sell, "open").await;
+    // The feed refreshes a book when it changes; two changes closer together
+    // than that may reach clients as one. So the buy waits until the ask is shown.
+    let ask = |quantity: &'static str| {
+        move |d: &Value| {
+            d["type"] == "delta"
+                && d["asks"]
+                    .as_array()
+                    .is_some_and(|a| a.contains(&json!({"price": "2000", "quantity": quantity})))
+        }
+    };
+    collect_until(&mut ws, &mut seen, deadline, |seen| has(seen, "book:ETH-USDT", ask("1"))).await;
     let buy = id(&t, &bob, limit_buy("ETH-USDT", "2000", "1")).await;
     t.order_reaches(&bob, &buy, "filled").await;
 
-    // Collect until the trade, its candle, alice's filled order and her USDT have arrived.
-    let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
-    let done = |seen: &HashMap<String, Vec<Value>>| {
-        let has = |channel: &str, pred: &dyn Fn(&Value) -> bool| {
-            seen.get(channel).is_some_and(|v| v.iter().any(|m| pred(&m["data"])))
-        };
-        has("trades:ETH-USDT", &|d| d["price"] == "2000")
-            && has("candles:ETH-USDT:1m", &|d| d["volume"] == "1")
-            && has("orders", &|d| d["status"] == "filled")
-            && has("balances", &|d| {
+    // Then the trade, its candle, alice's filled order, her USDT and the ask gone.
+    collect_until(&mut ws, &mut seen, deadline, |seen| {
+        has(seen, "trades:ETH-USDT", |d| d["price"] == "2000")
+            && has(seen, "candles:ETH-USDT:1m", |d| d["volume"] == "1")
+            && has(seen, "orders", |d| d["status"] == "filled")
+            && has(seen, "balances", |d| {
                 d.as_array()
                     .is_some_and(|a| a.iter().any(|x| x["currency"] == "USDT" && x["available"] != "0"))
             })
-            && has("book:ETH-USDT", &|d| d["type"] == "delta")
-    };
-    while !done(&seen) {
-        let next = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("feed incomplete: {seen:#?}"));
-        if let Some(Ok(Message::Text(text))) = next {
-            let message: Value = serde_json::from_str(&text).unwrap();
-            let channel = message["channel"].as_str().unwrap().to_string();
-            seen.entry(channel).or_default().push(message);
-        }
-    }
+            && has(seen, "book:ETH-USDT", ask("0"))
+    })
+    .await;
     // Every channel numbers its messages 1, 2, 3, ... with no gap.
     for (channel, messages) in &seen {
         let seqs: Vec<u64> = messages.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
@@ -231,4 +235,33 @@ async fn a_trade_reaches_websocket_subscribers(backend: Backend) {
     assert_eq!(seen["book:ETH-USDT"][0]["data"]["type"], "snapshot");
     ws.close(None).await.unwrap();
     t.stop().await;
+}
+
+/// Does `channel` hold a message whose data satisfies `pred`?
+fn has(seen: &HashMap<String, Vec<Value>>, channel: &str, pred: impl Fn(&Value) -> bool) -> bool {
+    seen.get(channel).is_some_and(|v| v.iter().any(|m| pred(&m["data"])))
+}
+
+/// Reads the feed into `seen` (by channel) until `done`; panics with what came at `deadline`.
+async fn collect_until<S>(
+    ws: &mut S,
+    seen: &mut HashMap<String, Vec<Value>>,
+    deadline: tokio::time::Instant,
+    done: impl Fn(&HashMap<String, Vec<Value>>) -> bool,
+) where
+    S: futures::Stream<
+            Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        > + Unpin,
+{
+    use futures::StreamExt;
+    while !done(seen) {
+        let next = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("feed incomplete: {seen:#?}"));
+        if let Some(Ok(tokio_tungstenite::tungstenite::Message::Text(text))) = next {
+            let message: Value = serde_json::from_str(&text).unwrap();
+            let channel = message["channel"].as_str().unwrap().to_string();
+            seen.entry(channel).or_default().push(message);
+        }
+    }
 }
