@@ -3,6 +3,7 @@
 
     python3 scripts/mailbox.py --dir data/mail [--host 127.0.0.1] [--port 2525]
                                [--reject REGEX] [--defer REGEX]
+                               [--tls-cert PEM --tls-key PEM [--smtps]] [--auth USER:PASSWORD]
 
 Each accepted message is written twice, atomically (a reader never sees half a
 file): `<dir>/<time>-<n>.eml`, the message as received (open it in any mail
@@ -11,6 +12,9 @@ Message-ID, Subject, To, and the plain-text and HTML bodies, decoded.
 
 Recipients matching --reject are refused with a permanent 550, those matching
 --defer with a temporary 451 (tests of notify-service's error handling).
+With --tls-cert and --tls-key the server offers STARTTLS and requires it (with
+--smtps too, it speaks TLS from the first byte instead, as on port 465); with
+--auth it requires a login (PLAIN or LOGIN, only over TLS) with that password.
 Needs aiosmtpd (Debian: python3-aiosmtpd). Stops on SIGTERM or Ctrl-C.
 """
 
@@ -22,11 +26,13 @@ import json
 import os
 import re
 import signal
+import ssl
 import sys
 import threading
 import time
 
 from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 
 class Mailbox:
@@ -69,6 +75,19 @@ class Mailbox:
         print("mail %s to %s: %s" % (stem, ", ".join(envelope.rcpt_tos), record["subject"]), flush=True)
         return "250 2.0.0 Ok: queued as %s" % stem
 
+    @staticmethod
+    def authenticator(user, password):
+        def check(server, session, envelope, mechanism, auth_data):
+            ok = (
+                isinstance(auth_data, LoginPassword)
+                and auth_data.login.decode() == user
+                and auth_data.password.decode() == password
+            )
+            # handled=False: aiosmtpd itself answers 535 to a failed login.
+            return AuthResult(success=ok, handled=False)
+
+        return check
+
     def _write(self, name, data):
         path = os.path.join(self.folder, name)
         with open(path + ".tmp", "wb") as f:
@@ -83,11 +102,28 @@ def main():
     parser.add_argument("--port", type=int, default=2525)
     parser.add_argument("--reject", help="refuse recipients matching this regex with 550")
     parser.add_argument("--defer", help="defer recipients matching this regex with 451")
+    parser.add_argument("--tls-cert", help="certificate chain (PEM): offer and require STARTTLS")
+    parser.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    parser.add_argument("--smtps", action="store_true", help="TLS from the first byte, not STARTTLS")
+    parser.add_argument("--auth", help="USER:PASSWORD: require this login")
     args = parser.parse_args()
 
     os.makedirs(args.dir, exist_ok=True)
+    options = {}
+    if args.tls_cert:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.tls_cert, args.tls_key)
+        if args.smtps:
+            # aiosmtpd counts only STARTTLS as TLS when it decides to offer
+            # AUTH; here every byte is encrypted already.
+            options.update(ssl_context=context, auth_require_tls=False)
+        else:
+            options.update(tls_context=context, require_starttls=True)
+    if args.auth:
+        user, _, password = args.auth.partition(":")
+        options.update(authenticator=Mailbox.authenticator(user, password), auth_required=True)
     controller = Controller(
-        Mailbox(args.dir, args.reject, args.defer), hostname=args.host, port=args.port
+        Mailbox(args.dir, args.reject, args.defer), hostname=args.host, port=args.port, **options
     )
     controller.start()
     print("mailbox: SMTP on %s:%d, e-mails in %s" % (args.host, args.port, os.path.abspath(args.dir)), flush=True)

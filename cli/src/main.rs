@@ -150,7 +150,7 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
         amqp_url: amqp_url.to_string(),
         port: None,
         databases: Default::default(),
-        smtp_port: None,
+        smtp: None,
         messaging: None,
     };
     let mail_dir = data_dir.join("mail");

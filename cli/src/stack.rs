@@ -22,8 +22,8 @@ pub struct StackOptions {
     pub port: Option<u16>,
     /// Database URLs by service name, instead of `<data_dir>/<service>.db`.
     pub databases: HashMap<String, String>,
-    /// The SMTP port of notify-service, instead of its configured one.
-    pub smtp_port: Option<u16>,
+    /// The SMTP server notify-service sends to, instead of its configured one.
+    pub smtp: Option<notify_service::mailer::SmtpSettings>,
     /// Retries and batches for every service, instead of their configured ones.
     pub messaging: Option<MessagingConfig>,
 }
@@ -168,8 +168,8 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     start!(payment_service, |_: &mut _| {});
     start!(matching_service, |_: &mut _| {});
     start!(chain_service, |_: &mut _| {});
-    start!(notify_service, |c: &mut notify_service::Config| if let Some(port) = options.smtp_port {
-        c.settings.smtp.port = port;
+    start!(notify_service, |c: &mut notify_service::Config| if let Some(smtp) = &options.smtp {
+        c.settings.smtp = smtp.clone();
     });
     let url =
         |name: &str| services.iter().find(|s: &&RunningService| s.name == name).map(RunningService::url);

@@ -1,14 +1,16 @@
 //! Sending one e-mail over SMTP (lettre), and what its failure means.
 
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use std::fmt::Write as _;
-use std::sync::Mutex;
+use anyhow::Context as _;
 
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{SmtpConnection, TlsParameters};
+use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
@@ -39,6 +41,9 @@ pub struct SmtpSettings {
     pub username: Option<String>,
     pub password: Option<String>,
     pub tls: TlsMode,
+    /// A certificate authority (PEM) to trust besides the public ones, for a
+    /// server whose certificate a private CA signed.
+    pub ca_file: Option<PathBuf>,
     /// How long one SMTP command may take before the send counts as failed (and is retried).
     pub timeout_ms: u64,
 }
@@ -51,6 +56,7 @@ impl Default for SmtpSettings {
             username: None,
             password: None,
             tls: TlsMode::None,
+            ca_file: None,
             timeout_ms: 10_000,
         }
     }
@@ -59,10 +65,11 @@ impl Default for SmtpSettings {
 /// Why an e-mail did not go out.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
-    /// The server is down or slow, or answered 4xx: worth trying again later.
+    /// The server is down or slow, answered 4xx, or refused the connection
+    /// (TLS, login): worth trying again later.
     #[error("SMTP: {0}")]
     Transient(String),
-    /// A 5xx answer, or an address that cannot be written: it will never go.
+    /// A 5xx answer to this e-mail, or an address that cannot be written: it will never go.
     #[error("SMTP: {0}")]
     Permanent(String),
 }
@@ -99,7 +106,17 @@ impl Mailer {
         let from: Mailbox = from.parse().map_err(|e| anyhow::anyhow!("sender {from:?}: {e}"))?;
         let tls = match smtp.tls {
             TlsMode::None => None,
-            TlsMode::Starttls | TlsMode::Tls => Some(TlsParameters::new(smtp.host.clone())?),
+            TlsMode::Starttls | TlsMode::Tls => {
+                let mut tls = TlsParameters::builder(smtp.host.clone());
+                if let Some(path) = &smtp.ca_file {
+                    let pem =
+                        std::fs::read(path).with_context(|| format!("smtp.ca_file {}", path.display()))?;
+                    let ca = Certificate::from_pem(&pem)
+                        .with_context(|| format!("smtp.ca_file {}", path.display()))?;
+                    tls = tls.add_root_certificate(ca);
+                }
+                Some(tls.build()?)
+            }
         };
         let credentials = match (&smtp.username, &smtp.password) {
             (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
@@ -144,24 +161,25 @@ impl Mailer {
                 None
             }
         });
-        let result = kept.map_or_else(|| self.connect(), Ok).and_then(|mut connection| {
-            match transfer(&mut connection, &message) {
-                Ok(response) => {
-                    *slot = Some(connection);
-                    Ok(response)
-                }
-                Err(e) => {
-                    connection.abort();
-                    Err(e)
-                }
-            }
-        });
-        match result {
+        let mut connection = match kept {
+            Some(connection) => connection,
+            // Not this e-mail's fault (the server, the network, TLS or the
+            // login): the e-mail waits for it to be mended, never parked at once.
+            None => self.connect().map_err(|e| SendError::Transient(format!("connecting: {e}")))?,
+        };
+        match transfer(&mut connection, &message) {
             Ok(response) => {
+                *slot = Some(connection);
                 Ok(format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")))
             }
-            Err(e) if e.is_permanent() => Err(SendError::Permanent(e.to_string())),
-            Err(e) => Err(SendError::Transient(e.to_string())),
+            Err(e) => {
+                connection.abort();
+                if e.is_permanent() {
+                    Err(SendError::Permanent(e.to_string()))
+                } else {
+                    Err(SendError::Transient(e.to_string()))
+                }
+            }
         }
     }
 

@@ -9,6 +9,7 @@ use bourse_cli::stack::{self, SERVICES, Stack, StackOptions};
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
 use bourse_common::testkit::{TestEnv, eventually};
+use notify_service::mailer::SmtpSettings;
 use serde_json::{Value, json};
 
 pub struct TestStack {
@@ -26,14 +27,16 @@ pub const PASSWORD: &str = "correct horse battery";
 
 impl TestStack {
     pub async fn start(backend: Backend) -> Self {
-        Self::start_with(backend, None, &[]).await
+        Self::start_with(backend, None, &[], SmtpSettings::default()).await
     }
 
-    /// With `messaging` for every service, and `mailbox_args` for the SMTP server (`--reject REGEX`).
+    /// With `messaging` for every service, `mailbox_args` for the SMTP server
+    /// (`--reject REGEX`) and `smtp` for notify-service's client (its port is the mailbox's).
     pub async fn start_with(
         backend: Backend,
         messaging: Option<MessagingConfig>,
         mailbox_args: &[&str],
+        smtp: SmtpSettings,
     ) -> Self {
         // The services' logs, shown by nextest when a test fails.
         bourse_common::telemetry::init();
@@ -49,7 +52,7 @@ impl TestStack {
             amqp_url: env.amqp_url.clone(),
             port: Some(0),
             databases,
-            smtp_port: Some(smtp_port),
+            smtp: Some(SmtpSettings { port: smtp_port, ..smtp }),
             messaging,
         };
         let stack = stack::start(&options).await.expect("the stack starts");

@@ -5,15 +5,18 @@
 //! up the others.
 
 use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bourse_cli::mailbox::Mail;
+use bourse_cli::mailbox::{Mail, Mailbox};
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
 use bourse_common::deadletter;
 use bourse_common::eventlog::{self, StreamOffset};
 use bourse_common::on_both_backends;
 use bourse_common::testkit::eventually;
+use notify_service::mailer::{Mailer, SendError, SmtpSettings, TlsMode};
+use notify_service::templates::Rendered;
 use serde_json::{Value, json};
 
 use crate::helpers::{PASSWORD, TestStack, WAIT, limit_buy};
@@ -24,9 +27,11 @@ on_both_backends!(
     with_the_smtp_server_down_emails_wait_and_go_out_once_it_is_back,
     a_refused_recipient_is_parked_and_the_others_still_get_their_mail,
     a_crash_between_the_smtp_reply_and_the_commit_repeats_the_email_with_its_message_id,
+    emails_go_over_tls_with_a_login_to_a_server_a_private_ca_signed,
 );
 
 const MAILS_QUEUE: &str = "notify-service.mails";
+const SENDER: &str = "Bourse <no-reply@bourse.local>";
 
 /// Registers `email`; returns its token and user id.
 async fn register(t: &TestStack, email: &str) -> (String, String) {
@@ -63,7 +68,7 @@ async fn each_event_sends_one_email_with_its_content_to_its_user(backend: Backen
         "{}",
         text(&welcome[0])
     );
-    assert_eq!(welcome[0].from.as_deref(), Some("Bourse <no-reply@bourse.local>"));
+    assert_eq!(welcome[0].from.as_deref(), Some(SENDER));
 
     // Password reset: the token in the e-mail sets the new password.
     let (status, _) =
@@ -221,9 +226,13 @@ async fn a_refused_recipient_is_parked_and_the_others_still_get_their_mail(backe
         max_attempts: 4,
         ..MessagingConfig::default()
     };
-    let t =
-        TestStack::start_with(backend, Some(quick_retries), &["--reject", "^bounce", "--defer", "^later"])
-            .await;
+    let t = TestStack::start_with(
+        backend,
+        Some(quick_retries),
+        &["--reject", "^bounce", "--defer", "^later"],
+        SmtpSettings::default(),
+    )
+    .await;
     register(&t, "bounce@example.com").await; // 550: never deliverable
     register(&t, "later@example.com").await; // 451 every time: retried, then parked
     register(&t, "fay@example.com").await;
@@ -299,4 +308,76 @@ async fn recorded(t: &TestStack, admin: &str, user_id: Option<&str>, total: u64)
         (body["total"] == total).then_some(body)
     })
     .await
+}
+
+async fn emails_go_over_tls_with_a_login_to_a_server_a_private_ca_signed(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = PrivateCa::write(dir.path());
+    let (cert, key) = (pki.cert.to_str().unwrap(), pki.key.to_str().unwrap());
+    // The server refuses any e-mail before STARTTLS and a login.
+    let server = ["--tls-cert", cert, "--tls-key", key, "--auth", "bourse:s3cret-smtp"];
+    let smtp = SmtpSettings {
+        tls: TlsMode::Starttls,
+        username: Some("bourse".into()),
+        password: Some("s3cret-smtp".into()),
+        ca_file: Some(pki.ca.clone()),
+        ..SmtpSettings::default()
+    };
+    let t = TestStack::start_with(backend, None, &server, smtp.clone()).await;
+    register(&t, "tls@example.com").await;
+    assert_eq!(subjects(&t.wait_mails("tls@example.com", 1).await), ["Welcome to Bourse"]);
+
+    // A wrong password, or a certificate from an authority not trusted: the
+    // e-mail waits (retried) instead of being parked, as for a server that is down.
+    let smtp = SmtpSettings { port: t.mailbox.port, ..smtp };
+    let mail = Rendered { subject: "s".into(), text: "t".into(), html: "h".into() };
+    for (settings, error) in [
+        (SmtpSettings { password: Some("wrong".into()), ..smtp.clone() }, "535"),
+        (SmtpSettings { ca_file: None, ..smtp.clone() }, "UnknownIssuer"),
+    ] {
+        let mailer = Mailer::new(&settings, SENDER).unwrap();
+        let sent = mailer.send("<x@bourse.local>", "tls@example.com", &mail);
+        assert!(matches!(&sent, Err(SendError::Transient(e)) if e.contains(error)), "{sent:?}");
+    }
+    assert_eq!(t.mails_to("tls@example.com").len(), 1);
+
+    // TLS from the first byte (port 465 style), to a second server.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut smtps =
+        Mailbox::start(&dir.path().join("smtps"), port, &[&server[..], &["--smtps"]].concat()).await.unwrap();
+    let mailer = Mailer::new(&SmtpSettings { tls: TlsMode::Tls, port, ..smtp }, SENDER).unwrap();
+    let sent = mailer.send("<y@bourse.local>", "smtps@example.com", &mail);
+    assert!(sent.as_ref().is_ok_and(|reply| reply.starts_with("250 ")), "{sent:?}");
+    let received = smtps.received().unwrap();
+    assert_eq!(received.iter().map(|m| m.rcpt_tos.clone()).collect::<Vec<_>>(), [["smtps@example.com"]]);
+    smtps.stop().await;
+    t.stop().await;
+}
+
+/// A certificate authority and a server certificate it signed for 127.0.0.1, as PEM files.
+struct PrivateCa {
+    ca: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl PrivateCa {
+    fn write(dir: &Path) -> Self {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name.push(DnType::CommonName, "Bourse test CA");
+        let ca = ca.self_signed(&ca_key).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        let pki = Self { ca: dir.join("ca.pem"), cert: dir.join("server.pem"), key: dir.join("server.key") };
+        std::fs::write(&pki.ca, ca.pem()).unwrap();
+        std::fs::write(&pki.cert, cert.pem()).unwrap();
+        std::fs::write(&pki.key, key.serialize_pem()).unwrap();
+        pki
+    }
 }
