@@ -6,15 +6,14 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
-
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Certificate, SmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Response;
-use lettre::transport::smtp::{self};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -120,7 +119,8 @@ impl Mailer {
         };
         let credentials = match (&smtp.username, &smtp.password) {
             (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
-            _ => None,
+            (None, None) => None,
+            _ => anyhow::bail!("smtp.username and smtp.password go together: set both or neither"),
         };
         let domain = from.email.domain().to_string();
         Ok(Self {
@@ -237,6 +237,13 @@ impl std::fmt::Display for DataBody<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_user_name_without_a_password_is_refused_at_start() {
+        let smtp = SmtpSettings { username: Some("bourse".into()), ..SmtpSettings::default() };
+        let error = Mailer::new(&smtp, "Bourse <no-reply@bourse.local>").unwrap_err();
+        assert!(error.to_string().contains("smtp.username and smtp.password"), "{error}");
+    }
 
     #[test]
     fn data_lines_starting_with_a_dot_get_another_and_the_end_is_marked() {
