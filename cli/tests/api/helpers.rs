@@ -8,7 +8,7 @@ use bourse_cli::mailbox::{Mail, Mailbox};
 use bourse_cli::stack::{self, SERVICES, Stack, StackOptions};
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
-use bourse_common::testkit::{TestEnv, eventually};
+use bourse_common::testkit::{TestEnv, eventually, eventually_or, free_port};
 use notify_service::mailer::SmtpSettings;
 use serde_json::{Value, json};
 
@@ -41,7 +41,7 @@ impl TestStack {
         // The services' logs, shown by nextest when a test fails.
         bourse_common::telemetry::init();
         let mut env = TestEnv::new(backend).await;
-        let smtp_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let smtp_port = free_port();
         let mailbox = Mailbox::start(&env.tmp_dir().join("mail"), smtp_port, mailbox_args).await.unwrap();
         let databases = SERVICES
             .iter()
@@ -171,19 +171,16 @@ impl TestStack {
     /// Waits until the order has `status`; returns it.
     pub async fn order_reaches(&self, token: &str, id: &str, status: &str) -> Value {
         let path = format!("/api/orders/{id}");
-        let deadline = tokio::time::Instant::now() + WAIT;
-        loop {
+        eventually_or(&format!("order {id} {status}"), WAIT, || async {
             let (code, body) = self.call("GET", &path, Some(token), None).await;
-            if code == 200 && body["status"] == status {
-                return body;
-            }
             // What the order looks like when it never gets there says where it stopped.
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "order {id} not {status} after {WAIT:?}: {code} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+            if code == 200 && body["status"] == status {
+                Ok(body)
+            } else {
+                Err(format!(", last seen: {code} {body}"))
+            }
+        })
+        .await
     }
 }
 

@@ -14,7 +14,7 @@ use bourse_common::db::Backend;
 use bourse_common::deadletter;
 use bourse_common::eventlog::{self, StreamOffset};
 use bourse_common::on_both_backends;
-use bourse_common::testkit::eventually;
+use bourse_common::testkit::{eventually, free_port};
 use notify_service::mailer::{Mailer, SendError, SmtpSettings, TlsMode};
 use notify_service::templates::Rendered;
 use serde_json::{Value, json};
@@ -342,7 +342,7 @@ async fn emails_go_over_tls_with_a_login_to_a_server_a_private_ca_signed(backend
     assert_eq!(t.mails_to("tls@example.com").len(), 1);
 
     // TLS from the first byte (port 465 style), to a second server.
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let mut smtps =
         Mailbox::start(&dir.path().join("smtps"), port, &[&server[..], &["--smtps"]].concat()).await.unwrap();
     let mailer = Mailer::new(&SmtpSettings { tls: TlsMode::Tls, port, ..smtp }, SENDER).unwrap();
