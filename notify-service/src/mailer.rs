@@ -108,10 +108,10 @@ impl Mailer {
             TlsMode::Starttls | TlsMode::Tls => {
                 let mut tls = TlsParameters::builder(smtp.host.clone());
                 if let Some(path) = &smtp.ca_file {
-                    let pem =
-                        std::fs::read(path).with_context(|| format!("smtp.ca_file {}", path.display()))?;
-                    let ca = Certificate::from_pem(&pem)
-                        .with_context(|| format!("smtp.ca_file {}", path.display()))?;
+                    let read = || -> anyhow::Result<Certificate> {
+                        Ok(Certificate::from_pem(&std::fs::read(path)?)?)
+                    };
+                    let ca = read().with_context(|| format!("smtp.ca_file {}", path.display()))?;
                     tls = tls.add_root_certificate(ca);
                 }
                 Some(tls.build()?)
