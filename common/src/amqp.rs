@@ -1,10 +1,15 @@
 //! Broker connections. lapin does not reconnect dependably by itself, so every
-//! long-running component (relay, consumer) owns a connection and a reconnect
-//! loop built from [`connect`] and [`Backoff`].
+//! long-running component (relay, consumer, feed follower) owns a connection
+//! and runs its sessions under the one reconnect loop, [`supervise`].
 
+use std::future::Future;
 use std::time::Duration;
 
 use lapin::{Connection, ConnectionProperties};
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::Crashed;
+use crate::metrics::ComponentHealth;
 
 /// Opens a connection named after its owner (shown in the management UI).
 pub async fn connect(url: &str, name: &str) -> lapin::Result<Connection> {
@@ -37,6 +42,61 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.next = Self::FIRST;
     }
+}
+
+/// How a session ended with an error: an injected crash stops the component,
+/// anything else is reconnected after a back-off.
+pub trait SessionEnd: std::fmt::Display {
+    fn is_crash(&self) -> bool {
+        false
+    }
+}
+
+impl SessionEnd for lapin::Error {}
+
+/// Runs `session` again and again until `shutdown`: the one reconnect loop.
+///
+/// A session connects, sets `health` up once it serves, and returns `Ok` on
+/// shutdown or an error when its connection (or database) failed. After an
+/// error the component is down until the next session is up again, after a
+/// back-off that restarts from its shortest delay once a session had come up.
+pub async fn supervise<E, F, Fut>(
+    component: &str,
+    health: &ComponentHealth,
+    shutdown: &CancellationToken,
+    mut session: F,
+) -> Result<(), Crashed>
+where
+    E: SessionEnd,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+{
+    let mut backoff = Backoff::default();
+    let mut result = Ok(());
+    while !shutdown.is_cancelled() {
+        let ended = session().await;
+        if health.is_up() {
+            backoff.reset();
+        }
+        health.set(false);
+        match ended {
+            Ok(()) => break,
+            Err(e) if e.is_crash() => {
+                result = Err(Crashed);
+                break;
+            }
+            Err(e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(component, error = %e, retry_in_ms = delay.as_millis() as u64, "interrupted, reconnecting");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+    health.set(false);
+    result
 }
 
 #[cfg(test)]

@@ -36,35 +36,62 @@ pub struct PasswordResetRequested {
 }
 message!(PasswordResetRequested, "user.password-reset-requested", Event);
 
-/// Buy or sell.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Side {
-    Buy,
-    Sell,
+crate::named_enum! {
+    /// Buy or sell.
+    #[derive(utoipa::ToSchema)]
+    pub enum Side {
+        Buy = "buy",
+        Sell = "sell",
+    }
 }
 
-/// Limit or market.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum OrderType {
-    Limit,
-    Market,
+impl Side {
+    /// The other side of the book.
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Buy => Side::Sell,
+            Side::Sell => Side::Buy,
+        }
+    }
 }
 
-/// How long an order rests in the book.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum TimeInForce {
-    /// Good till cancelled.
-    #[default]
-    Gtc,
-    /// Immediate or cancel: what does not fill at once is cancelled.
-    Ioc,
-    /// Fill or kill: filled whole at once, or not at all.
-    Fok,
-    /// Rests in the book only: cancelled if it would take liquidity.
-    PostOnly,
+crate::named_enum! {
+    /// Limit or market.
+    #[derive(utoipa::ToSchema)]
+    pub enum OrderType {
+        Limit = "limit",
+        Market = "market",
+    }
+}
+
+crate::named_enum! {
+    /// How long an order rests in the book.
+    #[derive(Default, utoipa::ToSchema)]
+    pub enum TimeInForce {
+        /// Good till cancelled.
+        #[default]
+        Gtc = "gtc",
+        /// Immediate or cancel: what does not fill at once is cancelled.
+        Ioc = "ioc",
+        /// Fill or kill: filled whole at once, or not at all.
+        Fok = "fok",
+        /// Rests in the book only: cancelled if it would take liquidity.
+        PostOnly = "post_only",
+    }
+}
+
+/// An order's terms: what it asks of its market. The one shape of them in the
+/// catalog, order-service (validation, storage), and matching-service's book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderTerms {
+    pub market: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    /// A limit order's price; a market buy's cap (it sizes the reservation); none for a market sell.
+    pub price: Option<Amount>,
+    /// In the base currency.
+    pub quantity: Amount,
+    pub time_in_force: TimeInForce,
 }
 
 /// Reserve funds for an order (order-service -> payment-service). Correlation: the order id.
@@ -121,12 +148,9 @@ message!(FundsReleased, "funds.released", Event);
 pub struct SubmitOrder {
     pub order_id: Uuid,
     pub user_id: Uuid,
-    pub market: String,
-    pub side: Side,
-    pub order_type: OrderType,
-    pub price: Option<Amount>,
-    pub quantity: Amount,
-    pub time_in_force: TimeInForce,
+    /// On the wire as fields of the command itself (`market`, `side`, ...).
+    #[serde(flatten)]
+    pub terms: OrderTerms,
 }
 message!(SubmitOrder, "matching.submit-order", Command);
 
@@ -210,17 +234,17 @@ pub struct FundsSettled {
 }
 message!(FundsSettled, "funds.settled", Event);
 
-/// Where an order stands in its book.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum BookStatus {
-    /// Resting, nothing filled.
-    Open,
-    /// Resting, partly filled.
-    PartiallyFilled,
-    Filled,
-    /// Out of the book with a rest unfilled (requested, ioc, fok, post-only, self-trade).
-    Cancelled,
+crate::named_enum! {
+    /// Where an order stands in its book.
+    pub enum BookStatus {
+        /// Resting, nothing filled.
+        Open = "open",
+        /// Resting, partly filled.
+        PartiallyFilled = "partially_filled",
+        Filled = "filled",
+        /// Out of the book with a rest unfilled (requested, ioc, fok, post-only, self-trade).
+        Cancelled = "cancelled",
+    }
 }
 
 impl BookStatus {
@@ -262,3 +286,45 @@ pub struct BookChanged {
     pub market: String,
 }
 message!(BookChanged, "market.book-changed", Market);
+
+crate::named_enum! {
+    /// A candle width.
+    #[derive(utoipa::ToSchema)]
+    pub enum Interval {
+        M1 = "1m",
+        M5 = "5m",
+        M15 = "15m",
+        H1 = "1h",
+        H4 = "4h",
+        D1 = "1d",
+    }
+}
+
+impl Interval {
+    pub fn micros(self) -> i64 {
+        const MINUTE: i64 = 60_000_000;
+        match self {
+            Self::M1 => MINUTE,
+            Self::M5 => 5 * MINUTE,
+            Self::M15 => 15 * MINUTE,
+            Self::H1 => 60 * MINUTE,
+            Self::H4 => 240 * MINUTE,
+            Self::D1 => 1440 * MINUTE,
+        }
+    }
+}
+
+/// A market's candle of one interval as a trade left it (matching-service,
+/// after every trade, for every interval): the live feed fans it out as is.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandleUpdated {
+    pub market: String,
+    pub interval: Interval,
+    pub open_time: chrono::DateTime<chrono::Utc>,
+    pub open: Amount,
+    pub high: Amount,
+    pub low: Amount,
+    pub close: Amount,
+    pub volume: Amount,
+}
+message!(CandleUpdated, "market.candle", Market);

@@ -10,12 +10,23 @@ use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions}
 use lapin::types::FieldTable;
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::{self, Backoff};
+use crate::amqp;
 use crate::config::MessagingConfig;
 use crate::envelope::Envelope;
 use crate::messages::Kind;
 use crate::metrics::ComponentHealth;
 use crate::topology;
+
+/// Why a follower's session ended: it reconnects.
+#[derive(Debug, thiserror::Error)]
+enum FollowerEnd {
+    #[error("broker: {0}")]
+    Broker(#[from] lapin::Error),
+    #[error("the broker closed the follower's consumer")]
+    Closed,
+}
+
+impl amqp::SessionEnd for FollowerEnd {}
 
 /// Calls `on_event` with every message of `types` (events or market data),
 /// in arrival order, until `shutdown`. `health` is up while the follower's
@@ -27,54 +38,36 @@ pub async fn follow<F, Fut>(
     messaging: MessagingConfig,
     health: ComponentHealth,
     shutdown: CancellationToken,
-    mut on_event: F,
+    on_event: F,
 ) where
-    F: FnMut(Envelope) -> Fut,
+    F: Fn(Envelope) -> Fut,
     Fut: Future<Output = ()>,
 {
-    let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
-        let session = async {
-            let conn = amqp::connect(&amqp_url, &name).await?;
-            let ch = conn.create_channel().await?;
-            topology::declare_exchanges(&ch, &messaging).await?;
-            let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
-            let queue = ch.queue_declare("".into(), options, FieldTable::default()).await?;
-            for (kind, t) in &types {
-                ch.queue_bind(
-                    queue.name().clone(),
-                    kind.exchange().into(),
-                    (*t).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-            }
-            let consume = BasicConsumeOptions { no_ack: true, ..Default::default() };
-            let deliveries = ch
-                .basic_consume(queue.name().clone(), name.as_str().into(), consume, FieldTable::default())
-                .await?;
-            Ok::<_, lapin::Error>((conn, deliveries))
-        };
-        let (conn, mut deliveries) = match session.await {
-            Ok(connected) => connected,
-            Err(e) => {
-                health.set(false);
-                let delay = backoff.next_delay();
-                tracing::warn!(follower = %name, error = %e, "feed follower cannot connect");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(delay) => continue,
-                }
-            }
-        };
-        backoff.reset();
+    let session = || async {
+        let conn = amqp::connect(&amqp_url, &name).await?;
+        let ch = conn.create_channel().await?;
+        topology::declare_exchanges(&ch, &messaging).await?;
+        let options = QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() };
+        let queue = ch.queue_declare("".into(), options, FieldTable::default()).await?;
+        for (kind, t) in &types {
+            ch.queue_bind(
+                queue.name().clone(),
+                kind.exchange().into(),
+                (*t).into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        let consume = BasicConsumeOptions { no_ack: true, ..Default::default() };
+        let mut deliveries =
+            ch.basic_consume(queue.name().clone(), name.as_str().into(), consume, FieldTable::default()).await?;
         health.set(true);
         loop {
             let next = tokio::select! {
                 _ = shutdown.cancelled() => {
                     let _ = conn.close(200, "shutdown".into()).await;
-                    return;
+                    return Ok(());
                 }
                 next = deliveries.next() => next,
             };
@@ -83,12 +76,10 @@ pub async fn follow<F, Fut>(
                     Ok(envelope) => on_event(envelope).await,
                     Err(e) => tracing::warn!(follower = %name, error = %e, "unreadable event skipped"),
                 },
-                _ => {
-                    health.set(false);
-                    break; // the connection is gone: reconnect
-                }
+                Some(Err(e)) => return Err(FollowerEnd::Broker(e)),
+                None => return Err(FollowerEnd::Closed),
             }
         }
-    }
-    health.set(false);
+    };
+    let _ = amqp::supervise(&format!("feed follower {name}"), &health, &shutdown, session).await;
 }

@@ -27,11 +27,12 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::{self, Backoff};
+use crate::amqp::{self, SessionEnd};
+use crate::bus::{Bus, Crashed};
 use crate::db::{DbConnection, DbError, is_unique_violation};
 use crate::envelope::Envelope;
 use crate::metrics::ComponentHealth;
-use crate::outbox::{Bus, Crashed, Emitter};
+use crate::outbox::Emitter;
 use crate::schema::inbox;
 use crate::topology::{
     self, ATTEMPT_HEADER, ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, QueueSpec,
@@ -69,6 +70,10 @@ impl From<crate::envelope::InvalidEnvelope> for HandlerError {
 
 /// Applies one message inside the consumer's transaction. Outgoing messages go
 /// to `out`; they are written to the outbox in the same transaction.
+///
+/// Services do not implement it by hand: a queue's messages are a typed enum
+/// ([`inbound!`](crate::inbound)) and its handler a [`Handle`] of that enum,
+/// joined by [`consume`]. This untyped form is what the [`Consumer`] runs.
 pub trait Handler: Send + Sync + 'static {
     fn handle(
         &self,
@@ -89,6 +94,134 @@ where
         out: &mut Emitter,
     ) -> Result<(), HandlerError> {
         self(conn, message, out)
+    }
+}
+
+/// The messages one queue takes, decoded once from their envelope (the
+/// queue's bindings are their types). Defined with [`inbound!`](crate::inbound).
+pub trait Inbound: Sized + Send + 'static {
+    /// Each message type with the exchange it arrives on.
+    const BINDINGS: &'static [(crate::messages::Kind, &'static str)];
+
+    /// The typed message, or a permanent error (unknown type, bad payload).
+    fn decode(envelope: &Envelope) -> Result<Self, HandlerError>;
+}
+
+/// Defines the typed messages of a queue: one variant per message type,
+/// decoded once, so that its handler is a `match` on types.
+///
+/// ```ignore
+/// bourse_common::inbound! {
+///     /// What the saga queue takes.
+///     pub enum Saga {
+///         Reserved(FundsReserved),
+///         Rejected(FundsRejected),
+///     }
+/// }
+/// ```
+#[macro_export]
+macro_rules! inbound {
+    (
+        $(#[$meta:meta])*
+        $vis:vis enum $name:ident { $($variant:ident($message:ty)),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug)]
+        $vis enum $name {
+            $($variant($message)),+
+        }
+
+        impl $crate::inbox::Inbound for $name {
+            const BINDINGS: &'static [($crate::messages::Kind, &'static str)] = &[$((
+                <$message as $crate::messages::Message>::KIND,
+                <$message as $crate::messages::Message>::TYPE,
+            )),+];
+
+            fn decode(envelope: &$crate::envelope::Envelope) -> Result<Self, $crate::inbox::HandlerError> {
+                $(
+                    if envelope.message_type == <$message as $crate::messages::Message>::TYPE {
+                        return Ok($name::$variant(envelope.payload()?));
+                    }
+                )+
+                Err($crate::inbox::HandlerError::unexpected(envelope))
+            }
+        }
+    };
+}
+
+/// Applies one typed message of a queue inside the consumer's transaction;
+/// `envelope` is the message's envelope (its ids, for causes and records).
+pub trait Handle<M>: Send + Sync + 'static {
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        message: M,
+        envelope: &Envelope,
+        out: &mut Emitter,
+    ) -> Result<(), HandlerError>;
+}
+
+impl<M, F> Handle<M> for F
+where
+    F: Fn(&mut DbConnection, M, &Envelope, &mut Emitter) -> Result<(), HandlerError> + Send + Sync + 'static,
+{
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        message: M,
+        envelope: &Envelope,
+        out: &mut Emitter,
+    ) -> Result<(), HandlerError> {
+        self(conn, message, envelope, out)
+    }
+}
+
+/// A typed handler as the consumer runs it: decode, then handle.
+struct Decoded<M, H> {
+    handler: H,
+    messages: std::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: Inbound, H: Handle<M>> Handler for Decoded<M, H> {
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        message: &Envelope,
+        out: &mut Emitter,
+    ) -> Result<(), HandlerError> {
+        self.handler.handle(conn, M::decode(message)?, message, out)
+    }
+}
+
+/// A queue of a service and what handles it.
+pub struct Consumes {
+    pub spec: QueueSpec,
+    pub handler: Arc<dyn Handler>,
+}
+
+impl std::fmt::Debug for Consumes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumes").field("spec", &self.spec).finish_non_exhaustive()
+    }
+}
+
+/// The queue `name`, bound to the types of `M`, each message decoded once and given to `handler`.
+pub fn consume<M: Inbound>(name: &str, handler: impl Handle<M>) -> Consumes {
+    let spec = M::BINDINGS.iter().fold(QueueSpec::new(name), |spec, (kind, t)| spec.bind(kind.exchange(), t));
+    Consumes { spec, handler: Arc::new(Decoded { handler, messages: std::marker::PhantomData }) }
+}
+
+impl Consumes {
+    /// See [`QueueSpec::single_active_consumer`].
+    pub fn single_active_consumer(mut self) -> Self {
+        self.spec = self.spec.single_active_consumer();
+        self
+    }
+
+    /// See [`QueueSpec::one_at_a_time`].
+    pub fn one_at_a_time(mut self) -> Self {
+        self.spec = self.spec.one_at_a_time();
+        self
     }
 }
 
@@ -199,6 +332,21 @@ enum SessionError {
     Crashed,
 }
 
+impl SessionEnd for SessionError {
+    fn is_crash(&self) -> bool {
+        matches!(self, Self::Crashed)
+    }
+}
+
+/// What becomes of a delivery that could not be applied, with its error.
+#[derive(Debug)]
+enum Failure {
+    /// To its retry tier, or parked once it has used its attempts.
+    Retry(String),
+    /// To the dead-letter queue at once: it can never succeed.
+    Park(String),
+}
+
 fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
     delivery.properties.headers().as_ref()?.inner().get(name)
 }
@@ -230,36 +378,11 @@ impl Consumer {
 
     /// Runs until `shutdown`, reconnecting by itself.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
-        let health = self.health.clone();
-        let mut backoff = Backoff::default();
-        while !shutdown.is_cancelled() {
-            match self.session(&shutdown, &health, &mut backoff).await {
-                Ok(()) => break,
-                Err(SessionError::Crashed) => {
-                    health.set(false);
-                    return Err(Crashed);
-                }
-                Err(err) => {
-                    health.set(false);
-                    let delay = backoff.next_delay();
-                    tracing::warn!(queue = %self.spec.name, error = %err, retry_in_ms = delay.as_millis() as u64, "consumer interrupted");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        health.set(false);
-        Ok(())
+        let component = format!("consumer {}", self.spec.name);
+        amqp::supervise(&component, &self.health, &shutdown, || self.session(&shutdown)).await
     }
 
-    async fn session(
-        &self,
-        shutdown: &CancellationToken,
-        health: &ComponentHealth,
-        backoff: &mut Backoff,
-    ) -> Result<(), SessionError> {
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let bus = &self.bus;
         let conn = amqp::connect(&bus.amqp_url, &format!("{}.{}", bus.producer, self.spec.name)).await?;
         let ch = conn.create_channel().await?;
@@ -276,8 +399,7 @@ impl Consumer {
                 FieldTable::default(),
             )
             .await?;
-        health.set(true);
-        backoff.reset();
+        self.health.set(true);
         tracing::info!(queue = %self.spec.name, "consumer connected");
 
         let max_batch = if self.spec.one_at_a_time { 1 } else { bus.config.consumer_batch.max(1) };
@@ -353,8 +475,8 @@ impl Consumer {
         envelope: Result<Envelope, String>,
     ) -> Result<(), SessionError> {
         let queue = self.spec.name.as_str();
-        let outcome = match envelope {
-            Err(parse_error) => Err((parse_error, true)),
+        let failure = match envelope {
+            Err(parse_error) => Some(Failure::Park(parse_error)),
             Ok(envelope) => match self.apply(vec![envelope]).await {
                 Ok(applied) => {
                     self.after_commit()?;
@@ -363,17 +485,17 @@ impl Consumer {
                         &[("queue", queue)],
                         applied as u64,
                     );
-                    Ok(())
+                    None
                 }
-                Err(ApplyError::Duplicate) => Ok(()),
+                Err(ApplyError::Duplicate) => None,
                 Err(ApplyError::Crashed) => return Err(SessionError::Crashed),
-                Err(ApplyError::Handler(HandlerError::Permanent(e))) => Err((format!("{e:#}"), true)),
-                Err(ApplyError::Handler(HandlerError::Transient(e))) => Err((format!("{e:#}"), false)),
-                Err(ApplyError::Db(e)) => Err((e.to_string(), false)),
+                Err(ApplyError::Handler(HandlerError::Permanent(e))) => Some(Failure::Park(format!("{e:#}"))),
+                Err(ApplyError::Handler(HandlerError::Transient(e))) => Some(Failure::Retry(format!("{e:#}"))),
+                Err(ApplyError::Db(e)) => Some(Failure::Retry(e.to_string())),
             },
         };
-        if let Err((error, permanent)) = outcome {
-            self.retry_or_park(republish, delivery, &error, permanent).await?;
+        if let Some(failure) = failure {
+            self.retry_or_park(republish, delivery, failure).await?;
         }
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
@@ -407,12 +529,14 @@ impl Consumer {
         &self,
         republish: &Channel,
         delivery: &Delivery,
-        error: &str,
-        permanent: bool,
+        failure: Failure,
     ) -> Result<(), SessionError> {
         let config = &self.bus.config;
         let attempt = header_u32(delivery, ATTEMPT_HEADER).unwrap_or(1);
-        let park = permanent || attempt >= config.max_attempts;
+        let (error, park) = match failure {
+            Failure::Park(error) => (error, true),
+            Failure::Retry(error) => (error, attempt >= config.max_attempts),
+        };
         let mut headers = delivery.properties.headers().clone().unwrap_or_default();
         if header_text(delivery, ORIGINAL_EXCHANGE_HEADER).is_none() {
             headers.insert(

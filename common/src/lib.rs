@@ -18,10 +18,14 @@
 //! | [`inbox`] | the consumer that applies each delivery exactly once |
 //! | [`feed`] | following events for live feeds, best effort |
 //! | [`eventlog`] | reading the retained event log again from any point |
+//! | [`bus`] | what a service's relay, consumers and routes share: database, broker, settings, metrics |
+//! | [`stored`] | enums stored and sent as words, one encoding each (serde, text columns) |
+//! | [`registry`] | the table of services: name, port, environment prefix, the routes each owns |
 //! | [`service`] | starting a service: database, relay, consumers, HTTP with health and metrics |
 
 pub mod amqp;
 pub mod auth;
+pub mod bus;
 pub mod catalog;
 pub mod config;
 pub mod db;
@@ -38,8 +42,10 @@ pub mod money;
 pub mod outbox;
 pub mod paging;
 pub mod reference;
+pub mod registry;
 pub mod schema;
 pub mod service;
+pub mod stored;
 pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;

@@ -9,7 +9,6 @@
 //! were committed one after the other (one saga step after the next) reach a
 //! queue in that order.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,27 +16,13 @@ use diesel::prelude::*;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use tokio_util::sync::CancellationToken;
 
-use crate::amqp::{self, Backoff};
-use crate::config::MessagingConfig;
-use crate::db::{Db, DbConnection, DbError};
+use crate::amqp::{self, SessionEnd};
+use crate::bus::{Bus, Crashed};
+use crate::db::{DbConnection, DbError};
 use crate::envelope::Envelope;
-use crate::faults::Faults;
 use crate::messages::Message;
-use crate::metrics::Metrics;
 use crate::schema::outbox;
 use crate::topology;
-
-/// What a service needs to take part in messaging; shared by its relay and consumers.
-#[derive(Clone, Debug)]
-pub struct Bus {
-    /// The service name, written as `producer` into every envelope.
-    pub producer: String,
-    pub db: Db,
-    pub amqp_url: String,
-    pub config: MessagingConfig,
-    pub faults: Arc<Faults>,
-    pub metrics: Arc<Metrics>,
-}
 
 #[derive(Insertable)]
 #[diesel(table_name = outbox)]
@@ -191,6 +176,12 @@ enum RelayError {
     Crashed,
 }
 
+impl SessionEnd for RelayError {
+    fn is_crash(&self) -> bool {
+        matches!(self, Self::Crashed)
+    }
+}
+
 impl From<diesel::result::Error> for RelayError {
     fn from(e: diesel::result::Error) -> Self {
         Self::Db(e.into())
@@ -204,11 +195,6 @@ pub struct Relay {
     health: crate::metrics::ComponentHealth,
 }
 
-/// Returned when an injected crash stopped a component.
-#[derive(Debug, thiserror::Error)]
-#[error("crashed (fault injection)")]
-pub struct Crashed;
-
 impl Relay {
     /// The relay counts as down (service not ready) from here until it is connected.
     pub fn new(bus: Bus) -> Self {
@@ -219,43 +205,16 @@ impl Relay {
     /// Runs until `shutdown`, reconnecting by itself whenever the broker or
     /// the database fails.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
-        let health = self.health.clone();
-        let mut backoff = Backoff::default();
-        while !shutdown.is_cancelled() {
-            match self.session(&shutdown, &health, &mut backoff).await {
-                Ok(()) => break,
-                Err(RelayError::Crashed) => {
-                    health.set(false);
-                    return Err(Crashed);
-                }
-                Err(err) => {
-                    health.set(false);
-                    let delay = backoff.next_delay();
-                    tracing::warn!(error = %err, retry_in_ms = delay.as_millis() as u64, "outbox relay interrupted");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        health.set(false);
-        Ok(())
+        amqp::supervise("outbox relay", &self.health, &shutdown, || self.session(&shutdown)).await
     }
 
-    async fn session(
-        &self,
-        shutdown: &CancellationToken,
-        health: &crate::metrics::ComponentHealth,
-        backoff: &mut Backoff,
-    ) -> Result<(), RelayError> {
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), RelayError> {
         let bus = &self.bus;
         let conn = amqp::connect(&bus.amqp_url, &format!("{}.relay", bus.producer)).await?;
         let ch = conn.create_channel().await?;
         topology::declare_exchanges(&ch, &bus.config).await?;
         ch.confirm_select(ConfirmSelectOptions::default()).await?;
-        health.set(true);
-        backoff.reset();
+        self.health.set(true);
         tracing::info!(producer = %bus.producer, "outbox relay connected");
 
         let poll = Duration::from_millis(bus.config.relay_poll_ms);

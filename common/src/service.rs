@@ -18,10 +18,11 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::ServiceConfig;
 use crate::db::{Db, DbError, MESSAGING_MIGRATIONS, MigrationSet};
 use crate::faults::Faults;
-use crate::inbox::{Consumer, Handler};
+use crate::inbox::{Consumer, Consumes};
+use crate::registry::ServiceInfo;
 use crate::metrics::Metrics;
-use crate::outbox::{self, Bus, Crashed, Relay};
-use crate::topology::QueueSpec;
+use crate::bus::{Bus, Crashed};
+use crate::outbox::{self, Relay};
 
 /// Registers a service's routes; it gets the service's [`Bus`] (database,
 /// producer name) to put into its app data.
@@ -30,7 +31,7 @@ pub type Routes = Arc<dyn Fn(&mut web::ServiceConfig, &Bus) + Send + Sync>;
 /// What a service brings besides its configuration.
 pub struct ServiceParts {
     pub migrations: Vec<&'static MigrationSet>,
-    pub consumers: Vec<(QueueSpec, Arc<dyn Handler>)>,
+    pub consumers: Vec<Consumes>,
     pub routes: Routes,
     pub openapi: utoipa::openapi::OpenApi,
     /// More API documents for the Swagger UI's list, as `(name, url)`, after
@@ -211,7 +212,7 @@ where
     // Bound first, so that a start that fails leaves nothing running.
     let shutdown = CancellationToken::new();
     let mut tasks = vec![tokio::spawn(Relay::new(bus.clone()).run(shutdown.clone()))];
-    for (spec, handler) in parts.consumers {
+    for Consumes { spec, handler } in parts.consumers {
         tasks.push(tokio::spawn(Consumer::new(bus.clone(), spec, handler).run(shutdown.clone())));
     }
 
@@ -325,17 +326,39 @@ async fn metrics(bus: web::Data<Bus>) -> HttpResponse {
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
 }
 
+/// A Bourse service: its row of the [registry](crate::registry), its own
+/// settings and what it brings to [`start`]. Its crate implements this once;
+/// configuration, `run` and the binary's `main` follow from it.
+pub trait Service {
+    const INFO: &'static ServiceInfo;
+    /// The service's own settings (`<PREFIX>__SETTINGS__*`).
+    type Settings: Clone + Default + Serialize + serde::de::DeserializeOwned + Send + Sync + 'static;
+
+    /// Checks the settings and assembles the service's parts.
+    fn parts(config: &ServiceConfig<Self::Settings>) -> anyhow::Result<ServiceParts>;
+
+    /// The embedded defaults: `./data/<name>.db`, the local RabbitMQ, the default port.
+    fn default_config() -> ServiceConfig<Self::Settings> {
+        ServiceConfig::defaults(Self::INFO.name, Self::INFO.default_port)
+    }
+
+    /// Starts the service: database and migrations, outbox relay, consumers, HTTP.
+    fn run(
+        config: ServiceConfig<Self::Settings>,
+    ) -> impl std::future::Future<Output = anyhow::Result<RunningService>> + Send {
+        async move {
+            let parts = Self::parts(&config)?;
+            start(Self::INFO.name, &config, parts).await
+        }
+    }
+}
+
 /// The whole `main` of a service binary: telemetry, configuration (defaults,
-/// `--config <file>`, `<env_prefix>__*` variables), start, run until Ctrl-C.
-pub async fn serve<S, F, Fut>(defaults: ServiceConfig<S>, env_prefix: &str, run: F) -> anyhow::Result<()>
-where
-    S: Serialize + serde::de::DeserializeOwned,
-    F: FnOnce(ServiceConfig<S>) -> Fut,
-    Fut: std::future::Future<Output = anyhow::Result<RunningService>>,
-{
+/// `--config <file>`, `<PREFIX>__*` variables), start, run until Ctrl-C.
+pub async fn main<S: Service>() -> anyhow::Result<()> {
     crate::telemetry::init();
-    let config = ServiceConfig::load_from_args(defaults, env_prefix)?;
-    let service = run(config).await?;
+    let config = ServiceConfig::load_from_args(S::default_config(), S::INFO.env_prefix)?;
+    let service = S::run(config).await?;
     tracing::info!(service = service.name, url = %service.url(), "ready for requests");
     service.wait().await
 }
