@@ -1,24 +1,29 @@
-//! `chain-service`: custodial wallets, signing and sending transactions to an EVM chain, nonces, confirmations, deposits and withdrawals.
+//! `chain-service`: custodial wallets, signing and sending transactions to an
+//! EVM chain, nonces, confirmations, deposits and withdrawals — **not yet**:
+//! today it is an empty service (database, relay, health, metrics, its
+//! OpenAPI document) with its row in the service registry, so the gateway
+//! already routes its public paths (wallets, deposits, withdrawals) to it and
+//! lists its API in Swagger UI. Until its routes exist they answer 404.
 //!
-//! A library with a thin `main.rs`: [`run`] starts the service on the
-//! configured ports and URLs, so that tests and `bourse up` start it in-process.
+//! A library with a thin `main.rs`: [`ChainService::run`](Service::run)
+//! starts it on the configured ports and URLs, so that tests and `bourse up`
+//! start it in-process.
 
-use bourse_common::config::ServiceConfig;
-use bourse_common::service::{self, RunningService, ServiceParts};
+use bourse_common::config::{NoSettings, ServiceConfig};
+use bourse_common::registry::{self, ServiceInfo};
+use bourse_common::service::{Service, ServiceParts};
 
-pub const NAME: &str = "chain-service";
-/// `CHAIN__DATABASE__URL` and the like override the configuration.
-pub const ENV_PREFIX: &str = "CHAIN";
-pub const DEFAULT_PORT: u16 = 8084;
+pub type Config = ServiceConfig<NoSettings>;
 
-pub type Config = ServiceConfig;
+/// The service, as the registry and the stack know it.
+#[derive(Debug)]
+pub struct ChainService;
 
-/// The embedded defaults: `./data/chain-service.db`, local RabbitMQ, port 8084.
-pub fn default_config() -> Config {
-    Config::defaults(NAME, DEFAULT_PORT)
-}
+impl Service for ChainService {
+    const INFO: &'static ServiceInfo = &registry::CHAIN;
+    type Settings = NoSettings;
 
-/// Starts the service: database and migrations, outbox relay, consumers, HTTP.
-pub async fn run(config: Config) -> anyhow::Result<RunningService> {
-    service::start(NAME, &config, ServiceParts::default()).await
+    fn parts(_config: &Config) -> anyhow::Result<ServiceParts> {
+        Ok(ServiceParts::default())
+    }
 }

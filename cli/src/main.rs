@@ -190,12 +190,7 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
 /// Starts the local mailbox (an SMTP server keeping e-mails in `dir`) when
 /// notify-service sends to this machine and nothing answers there yet.
 async fn ensure_mailbox(options: &StackOptions, dir: &std::path::Path) -> anyhow::Result<Option<Mailbox>> {
-    let notify = stack::configure(
-        notify_service::default_config(),
-        notify_service::NAME,
-        notify_service::ENV_PREFIX,
-        options,
-    )?;
+    let notify = stack::configure::<notify_service::NotifyService>(options)?;
     let smtp = notify.settings.smtp;
     let address = format!("{}:{}", smtp.host, smtp.port);
     if tokio::net::TcpStream::connect(&address).await.is_ok() {

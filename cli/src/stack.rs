@@ -9,9 +9,14 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bourse_common::config::{self, MessagingConfig, ServiceConfig};
-use bourse_common::service::RunningService;
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use bourse_common::registry;
+use bourse_common::service::{RunningService, Service};
+use chain_service::ChainService;
+use gateway::Gateway;
+use matching_service::MatchingService;
+use notify_service::NotifyService;
+use order_service::OrderService;
+use payment_service::PaymentService;
 
 /// Where the stack keeps its data and finds its broker.
 #[derive(Debug, Clone)]
@@ -48,7 +53,7 @@ impl std::fmt::Debug for Stack {
 
 impl Stack {
     pub fn gateway_url(&self) -> String {
-        self.service(gateway::NAME).map(RunningService::url).unwrap_or_default()
+        self.service(registry::GATEWAY.name).map(RunningService::url).unwrap_or_default()
     }
 
     pub fn service(&self, name: &str) -> Option<&RunningService> {
@@ -108,15 +113,9 @@ impl Stack {
 
 /// A service's configuration for the stack: its defaults, the stack's data
 /// folder and broker, then its own environment variables.
-pub fn configure<S>(
-    mut defaults: ServiceConfig<S>,
-    name: &str,
-    env_prefix: &str,
-    options: &StackOptions,
-) -> anyhow::Result<ServiceConfig<S>>
-where
-    S: Serialize + DeserializeOwned,
-{
+pub fn configure<S: Service>(options: &StackOptions) -> anyhow::Result<ServiceConfig<S::Settings>> {
+    let mut defaults = S::default_config();
+    let name = S::INFO.name;
     defaults.database.url = match options.databases.get(name) {
         Some(url) => url.clone(),
         None => options.data_dir.join(format!("{name}.db")).display().to_string(),
@@ -128,59 +127,65 @@ where
     if let Some(messaging) = &options.messaging {
         defaults.messaging = messaging.clone();
     }
-    Ok(config::load(&defaults, None, env_prefix)?)
+    Ok(config::load(&defaults, None, S::INFO.env_prefix)?)
 }
 
-/// Every service of the stack.
-pub const SERVICES: [&str; 6] = [
-    gateway::NAME,
-    order_service::NAME,
-    payment_service::NAME,
-    matching_service::NAME,
-    chain_service::NAME,
-    notify_service::NAME,
-];
+/// Every service of the stack, by name: the gateway and those behind it.
+pub fn service_names() -> impl Iterator<Item = &'static str> {
+    std::iter::once(registry::GATEWAY.name).chain(registry::BEHIND_GATEWAY.map(|s| s.name))
+}
+
+/// The services started so far, and how to start each again.
+#[derive(Default)]
+struct Starting {
+    services: Vec<RunningService>,
+    starters: HashMap<&'static str, Starter>,
+}
+
+impl Starting {
+    /// Starts `S` on the stack's configuration, changed by `adjust`.
+    async fn start<S: Service>(
+        &mut self,
+        options: &StackOptions,
+        adjust: impl FnOnce(&mut ServiceConfig<S::Settings>),
+    ) -> anyhow::Result<()> {
+        let mut config = configure::<S>(options)?;
+        adjust(&mut config);
+        self.services.push(S::run(config.clone()).await?);
+        let restart: Starter = Box::new(move |port| {
+            let mut config = config.clone();
+            config.http.port = port;
+            Box::pin(S::run(config))
+        });
+        self.starters.insert(S::INFO.name, restart);
+        Ok(())
+    }
+}
 
 /// Starts every service, the gateway last (it is told where the others answer).
 pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     std::fs::create_dir_all(&options.data_dir)?;
-    let mut services = Vec::new();
-    let mut starters: HashMap<&'static str, Starter> = HashMap::new();
-    macro_rules! start {
-        ($service:ident, $adjust:expr) => {{
-            let mut config =
-                configure($service::default_config(), $service::NAME, $service::ENV_PREFIX, options)?;
-            #[allow(clippy::redundant_closure_call)]
-            ($adjust)(&mut config);
-            let service = $service::run(config.clone()).await?;
-            starters.insert(
-                $service::NAME,
-                Box::new(move |port| {
-                    let mut config = config.clone();
-                    config.http.port = port;
-                    Box::pin($service::run(config))
-                }),
-            );
-            services.push(service);
-        }};
-    }
-    start!(order_service, |_: &mut _| {});
-    start!(payment_service, |_: &mut _| {});
-    start!(matching_service, |_: &mut _| {});
-    start!(chain_service, |_: &mut _| {});
-    start!(notify_service, |c: &mut notify_service::Config| if let Some(smtp) = &options.smtp {
-        c.settings.smtp = smtp.clone();
-    });
-    let url =
-        |name: &str| services.iter().find(|s: &&RunningService| s.name == name).map(RunningService::url);
-    let upstreams = gateway::Upstreams {
-        order_service: url(order_service::NAME).unwrap_or_default(),
-        payment_service: url(payment_service::NAME).unwrap_or_default(),
-        matching_service: url(matching_service::NAME).unwrap_or_default(),
-        chain_service: url(chain_service::NAME).unwrap_or_default(),
-        notify_service: url(notify_service::NAME).unwrap_or_default(),
-    };
-    start!(gateway, |c: &mut gateway::Config| c.settings.upstreams = upstreams.clone());
+    let mut stack = Starting::default();
+    stack.start::<OrderService>(options, |_| {}).await?;
+    stack.start::<PaymentService>(options, |_| {}).await?;
+    stack.start::<MatchingService>(options, |_| {}).await?;
+    stack.start::<ChainService>(options, |_| {}).await?;
+    stack
+        .start::<NotifyService>(options, |c| {
+            if let Some(smtp) = &options.smtp {
+                c.settings.smtp = smtp.clone();
+            }
+        })
+        .await?;
+    let upstreams: Vec<(&'static str, String)> = stack.services.iter().map(|s| (s.name, s.url())).collect();
+    stack
+        .start::<Gateway>(options, |c| {
+            for (name, url) in upstreams {
+                c.settings.upstreams.insert(name, url);
+            }
+        })
+        .await?;
+    let Starting { mut services, starters } = stack;
     services.rotate_right(1); // the gateway first
     let stack = Stack { services, starters };
     // Ready means every consumer queue is declared: a command sent before its

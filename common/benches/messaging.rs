@@ -23,7 +23,8 @@ use bourse_common::db::{Backend, Db, DbConnection, DbError, MESSAGING_MIGRATIONS
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::{Consumer, HandlerError};
 use bourse_common::messages::{Kind, Message};
-use bourse_common::outbox::{Bus, Emitter, Relay};
+use bourse_common::bus::Bus;
+use bourse_common::outbox::{Emitter, Relay};
 use bourse_common::testkit::TestEnv;
 use bourse_common::topology::QueueSpec;
 use diesel::ExpressionMethods;

@@ -245,6 +245,19 @@ enum ApplyError {
     Duplicate,
     #[error("crash injected before commit")]
     Crashed,
+    #[error("stopped while waiting for the database")]
+    Stopped,
+}
+
+impl ApplyError {
+    /// The database error behind this failure, if it is one.
+    fn query_error(&self) -> Option<&diesel::result::Error> {
+        match self {
+            Self::Db(DbError::Query(e)) => Some(e),
+            Self::Handler(HandlerError::Transient(e)) => e.downcast_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl From<diesel::result::Error> for ApplyError {
@@ -312,6 +325,7 @@ pub struct Consumer {
     spec: QueueSpec,
     handler: Arc<dyn Handler>,
     health: ComponentHealth,
+    shutdown: CancellationToken,
 }
 
 impl std::fmt::Debug for Consumer {
@@ -330,6 +344,8 @@ enum SessionError {
     Nacked,
     #[error("crash injected after commit")]
     Crashed,
+    #[error("stopped while waiting for the database")]
+    Stopped,
 }
 
 impl SessionEnd for SessionError {
@@ -345,6 +361,19 @@ enum Failure {
     Retry(String),
     /// To the dead-letter queue at once: it can never succeed.
     Park(String),
+}
+
+/// Did the transaction lose to a concurrent one (try again), rather than fail?
+fn is_conflict(err: &diesel::result::Error) -> bool {
+    use diesel::result::{DatabaseErrorKind, Error};
+    match err {
+        Error::DatabaseError(DatabaseErrorKind::SerializationFailure, _) => true,
+        Error::DatabaseError(_, info) => {
+            let message = info.message();
+            message.contains("deadlock detected") || message.contains("database is locked")
+        }
+        _ => false,
+    }
 }
 
 fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
@@ -373,11 +402,12 @@ impl Consumer {
     /// The consumer counts as down (service not ready) from here until its queue is declared and consumed.
     pub fn new(bus: Bus, spec: QueueSpec, handler: Arc<dyn Handler>) -> Self {
         let health = bus.metrics.component(&format!("consumer:{}", spec.name));
-        Self { bus, spec, handler, health }
+        Self { bus, spec, handler, health, shutdown: CancellationToken::new() }
     }
 
     /// Runs until `shutdown`, reconnecting by itself.
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), Crashed> {
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), Crashed> {
+        self.shutdown = shutdown.clone();
         let component = format!("consumer {}", self.spec.name);
         amqp::supervise(&component, &self.health, &shutdown, || self.session(&shutdown)).await
     }
@@ -436,7 +466,7 @@ impl Consumer {
             batch.iter().map(|d| Envelope::from_json(&d.data).map_err(|e| e.to_string())).collect();
         if parsed.iter().all(Result::is_ok) {
             let envelopes: Vec<Envelope> = parsed.iter().flatten().cloned().collect();
-            match self.apply(envelopes).await {
+            match self.apply_waiting(envelopes).await {
                 Ok(applied) => {
                     self.after_commit()?;
                     let queue = self.spec.name.as_str();
@@ -456,6 +486,7 @@ impl Consumer {
                     return Ok(());
                 }
                 Err(ApplyError::Crashed) => return Err(SessionError::Crashed),
+                Err(ApplyError::Stopped) => return Err(SessionError::Stopped),
                 Err(err) if batch.len() > 1 => {
                     tracing::debug!(queue = %self.spec.name, error = %err, "batch failed, applying one by one");
                 }
@@ -477,7 +508,7 @@ impl Consumer {
         let queue = self.spec.name.as_str();
         let failure = match envelope {
             Err(parse_error) => Some(Failure::Park(parse_error)),
-            Ok(envelope) => match self.apply(vec![envelope]).await {
+            Ok(envelope) => match self.apply_waiting(vec![envelope]).await {
                 Ok(applied) => {
                     self.after_commit()?;
                     self.bus.metrics.add(
@@ -489,6 +520,7 @@ impl Consumer {
                 }
                 Err(ApplyError::Duplicate) => None,
                 Err(ApplyError::Crashed) => return Err(SessionError::Crashed),
+                Err(ApplyError::Stopped) => return Err(SessionError::Stopped),
                 Err(ApplyError::Handler(HandlerError::Permanent(e))) => Some(Failure::Park(format!("{e:#}"))),
                 Err(ApplyError::Handler(HandlerError::Transient(e))) => Some(Failure::Retry(format!("{e:#}"))),
                 Err(ApplyError::Db(e)) => Some(Failure::Retry(e.to_string())),
@@ -499,6 +531,48 @@ impl Consumer {
         }
         delivery.acker.ack(BasicAckOptions::default()).await?;
         Ok(())
+    }
+
+    /// Applies `envelopes`, waiting out the database: when it does not answer
+    /// (an outage) or the transaction lost a conflict with a concurrent one
+    /// (deadlock, serialization failure, busy), that is not the messages'
+    /// fault. They are applied again in place, in the same order, after a
+    /// back-off, without spending an attempt; the consumer reports itself not
+    /// ready for as long as the database is down.
+    async fn apply_waiting(&self, envelopes: Vec<Envelope>) -> Result<usize, ApplyError> {
+        let mut backoff = amqp::Backoff::default();
+        loop {
+            let result = self.apply(envelopes.clone()).await;
+            let Err(err) = &result else { return result };
+            let conflict = err.query_error().is_some_and(is_conflict);
+            let database_down = !conflict && self.database_is_down(err).await;
+            if !conflict && !database_down {
+                return result;
+            }
+            let delay = backoff.next_delay();
+            if database_down {
+                self.health.set(false);
+                tracing::warn!(queue = %self.spec.name, error = %err, retry_in_ms = delay.as_millis() as u64, "database unavailable: waiting, the messages keep their attempts");
+            } else {
+                tracing::info!(queue = %self.spec.name, error = %err, "transaction conflict: applying again");
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Err(ApplyError::Stopped),
+                _ = tokio::time::sleep(delay) => {}
+            }
+            if database_down && self.bus.db.ping().await.is_ok() {
+                self.health.set(true);
+            }
+        }
+    }
+
+    /// Did `err` come from the database being unreachable rather than from the messages?
+    async fn database_is_down(&self, err: &ApplyError) -> bool {
+        match err {
+            ApplyError::Db(DbError::Pool(_) | DbError::Connection(_)) => true,
+            _ if err.query_error().is_some() => self.bus.db.ping().await.is_err(),
+            _ => false,
+        }
     }
 
     async fn apply(&self, envelopes: Vec<Envelope>) -> Result<usize, ApplyError> {

@@ -170,3 +170,52 @@ crate::stored_as_text!(
     crate::catalog::BookStatus,
     crate::catalog::Interval,
 );
+
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+
+    use crate::catalog::{BookStatus, Side, TimeInForce};
+
+    #[test]
+    fn each_variant_has_one_word_for_json_display_and_parsing() {
+        for tif in TimeInForce::ALL {
+            let json = serde_json::to_value(tif).unwrap();
+            assert_eq!(json, serde_json::Value::String(tif.to_string()));
+            assert_eq!(tif.as_str().parse::<TimeInForce>().unwrap(), *tif);
+        }
+        assert_eq!(BookStatus::PartiallyFilled.as_str(), "partially_filled");
+        let err = "sideways".parse::<Side>().unwrap_err();
+        assert_eq!(err.to_string(), "`sideways` is not a Side");
+    }
+
+    diesel::table! {
+        words (id) {
+            id -> Integer,
+            word -> Text,
+        }
+    }
+
+    #[test]
+    fn a_stored_word_reads_back_and_an_unknown_word_is_an_error_not_a_default() {
+        let mut conn = SqliteConnection::establish(":memory:").unwrap();
+        diesel::sql_query("CREATE TABLE words (id INTEGER PRIMARY KEY, word TEXT NOT NULL)")
+            .execute(&mut conn)
+            .unwrap();
+        diesel::insert_into(words::table)
+            .values((words::id.eq(1), words::word.eq(Side::Sell)))
+            .execute(&mut conn)
+            .unwrap();
+        let side: Side = words::table.find(1).select(words::word).first(&mut conn).unwrap();
+        assert_eq!(side, Side::Sell);
+        let found: i64 =
+            words::table.filter(words::word.eq(Side::Sell)).count().get_result(&mut conn).unwrap();
+        assert_eq!(found, 1);
+        diesel::insert_into(words::table)
+            .values((words::id.eq(2), words::word.eq("sideways")))
+            .execute(&mut conn)
+            .unwrap();
+        let bad = words::table.find(2).select(words::word).first::<Side>(&mut conn);
+        assert!(bad.is_err(), "an unknown stored word must not decode");
+    }
+}

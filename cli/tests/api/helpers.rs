@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bourse_cli::mailbox::{Mail, Mailbox};
-use bourse_cli::stack::{self, SERVICES, Stack, StackOptions};
+use bourse_cli::stack::{self, Stack, StackOptions};
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
 use bourse_common::testkit::{TestEnv, eventually, eventually_or, free_port};
@@ -43,8 +43,7 @@ impl TestStack {
         let mut env = TestEnv::new(backend).await;
         let smtp_port = free_port();
         let mailbox = Mailbox::start(&env.tmp_dir().join("mail"), smtp_port, mailbox_args).await.unwrap();
-        let databases = SERVICES
-            .iter()
+        let databases = stack::service_names()
             .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
             .collect();
         let options = StackOptions {

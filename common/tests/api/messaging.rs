@@ -9,7 +9,8 @@ use std::time::Duration;
 use bourse_common::db::Backend;
 use bourse_common::eventlog::{self, StreamOffset};
 use bourse_common::inbox::Consumer;
-use bourse_common::outbox::{Bus, Emitter, Relay};
+use bourse_common::bus::Bus;
+use bourse_common::outbox::{Emitter, Relay};
 use bourse_common::{deadletter, outbox};
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,7 @@ on_both_backends!(
 fn start_consumer(
     bus: &Bus,
     shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<Result<(), outbox::Crashed>> {
+) -> tokio::task::JoinHandle<Result<(), bourse_common::bus::Crashed>> {
     let handler = Arc::new(RecordingHandler { calls: Arc::new(AtomicU32::new(0)) });
     tokio::spawn(Consumer::new(bus.clone(), queue(), handler).run(shutdown.clone()))
 }
@@ -37,7 +38,7 @@ fn start_consumer(
 fn start_relay(
     bus: &Bus,
     shutdown: &CancellationToken,
-) -> tokio::task::JoinHandle<Result<(), outbox::Crashed>> {
+) -> tokio::task::JoinHandle<Result<(), bourse_common::bus::Crashed>> {
     tokio::spawn(Relay::new(bus.clone()).run(shutdown.clone()))
 }
 
