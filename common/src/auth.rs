@@ -6,7 +6,6 @@
 use std::future::{Ready, ready};
 
 use actix_web::{FromRequest, HttpRequest, dev::Payload};
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -15,28 +14,12 @@ pub const USER_ID_HEADER: &str = "x-bourse-user-id";
 pub const ROLE_HEADER: &str = "x-bourse-user-role";
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
-/// A user's role.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    User,
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::User => "user",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "user" => Some(Role::User),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
+crate::named_enum! {
+    /// A user's role.
+    #[derive(utoipa::ToSchema)]
+    pub enum Role {
+        User = "user",
+        Admin = "admin",
     }
 }
 
@@ -64,7 +47,7 @@ impl FromRequest for Caller {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
         let user_id = header(USER_ID_HEADER).and_then(|v| Uuid::parse_str(v).ok());
-        let role = header(ROLE_HEADER).and_then(Role::parse).unwrap_or(Role::User);
+        let role = header(ROLE_HEADER).and_then(|r| r.parse().ok()).unwrap_or(Role::User);
         ready(
             user_id
                 .map(|user_id| Caller { user_id, role })

@@ -123,12 +123,12 @@ pub trait Inbound: Sized + Send + 'static {
 macro_rules! inbound {
     (
         $(#[$meta:meta])*
-        $vis:vis enum $name:ident { $($variant:ident($message:ty)),+ $(,)? }
+        $vis:vis enum $name:ident { $($(#[$vmeta:meta])* $variant:ident($message:ty)),+ $(,)? }
     ) => {
         $(#[$meta])*
         #[derive(Debug)]
         $vis enum $name {
-            $($variant($message)),+
+            $($(#[$vmeta])* $variant($message)),+
         }
 
         impl $crate::inbox::Inbound for $name {

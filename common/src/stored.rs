@@ -169,6 +169,7 @@ crate::stored_as_text!(
     crate::catalog::TimeInForce,
     crate::catalog::BookStatus,
     crate::catalog::Interval,
+    crate::auth::Role,
 );
 
 #[cfg(test)]

@@ -1,49 +1,17 @@
-//! Routing of `/api/...` to the service that owns it, with the caller's
-//! identity: the token is checked here, and the service gets the user id
-//! and role in headers (any such header from the client is dropped).
+//! Routing of `/api/...` to the service that owns it, as the
+//! [registry](bourse_common::registry) says, with who may call it: the
+//! token is checked here, and the service gets the user id and role in
+//! headers (any such header from the client is dropped). Also every
+//! service's OpenAPI document, for the gateway's Swagger UI.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::{Caller, REQUEST_ID_HEADER, ROLE_HEADER, USER_ID_HEADER};
 use bourse_common::error::ApiError;
+use bourse_common::registry::{self, Access, BEHIND_GATEWAY, ServiceInfo};
 use futures::StreamExt;
 
+use crate::settings::{Settings, Upstreams};
 use crate::tokens::Tokens;
-use crate::{Settings, Upstreams};
-
-/// Who may call a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    Public,
-    User,
-    Admin,
-}
-
-/// The service owning `path`, and who may call it. `None`: no such route.
-pub fn route(path: &str) -> Option<(&'static str, Access)> {
-    let under = |prefix: &str| path == prefix || path.starts_with(&format!("{prefix}/"));
-    let route = if path.starts_with("/api/markets/") && path.ends_with("/book") {
-        ("matching-service", Access::Public)
-    } else if path == "/api/currencies" || path == "/api/markets" {
-        ("order-service", Access::Public)
-    } else if under("/api/history/trades") || under("/api/history/candles") {
-        ("matching-service", Access::Public)
-    } else if under("/api/orders") || under("/api/triggers") {
-        ("order-service", Access::User)
-    } else if under("/api/users/me/accounts") || under("/api/history/finance") {
-        ("payment-service", Access::User)
-    } else if under("/api/users/me/wallets") || under("/api/withdrawals") {
-        ("chain-service", Access::User)
-    } else if under("/api/admin/payments") {
-        ("payment-service", Access::Admin)
-    } else if under("/api/admin/orders") {
-        ("order-service", Access::Admin)
-    } else if under("/api/admin/notifications") {
-        ("notify-service", Access::Admin)
-    } else {
-        return None;
-    };
-    Some(route)
-}
 
 /// The caller of a request with a valid bearer token.
 pub fn caller(req: &HttpRequest, tokens: &Tokens) -> Result<Option<Caller>, ApiError> {
@@ -75,6 +43,16 @@ async fn body(mut payload: web::Payload, limit: usize) -> Result<web::Bytes, Api
     Ok(body.freeze())
 }
 
+/// Whether `caller` may call a route open to `access`.
+fn authorize(access: Access, caller: Option<Caller>) -> Result<(), ApiError> {
+    match (access, caller) {
+        (Access::Public, _) => Ok(()),
+        (_, None) => Err(ApiError::unauthorized("a valid bearer token is required")),
+        (Access::Admin, Some(c)) => c.require_admin().map(drop),
+        (Access::User, Some(_)) => Ok(()),
+    }
+}
+
 /// Forwards the request to its service and its answer back.
 pub async fn forward(
     req: HttpRequest,
@@ -85,16 +63,11 @@ pub async fn forward(
     client: web::Data<reqwest::Client>,
 ) -> Result<HttpResponse, ApiError> {
     let path = req.path();
-    let (service, access) = route(path).ok_or_else(|| ApiError::not_found("not_found", "no such route"))?;
+    let (service, access) =
+        registry::route(path).ok_or_else(|| ApiError::not_found("not_found", "no such route"))?;
+    let service = service.name;
     let caller = caller(&req, &tokens)?;
-    match (access, caller) {
-        (Access::Public, _) => {}
-        (_, None) => return Err(ApiError::unauthorized("a valid bearer token is required")),
-        (Access::Admin, Some(c)) => {
-            c.require_admin()?;
-        }
-        _ => {}
-    }
+    authorize(access, caller)?;
     let base = upstreams
         .url(service)
         .ok_or_else(|| ApiError::unavailable(format!("{service} is not configured")))?;
@@ -130,39 +103,82 @@ pub async fn forward(
     Ok(answer.body(bytes))
 }
 
-/// A service's OpenAPI document, for the gateway's Swagger UI.
-pub async fn api_doc(
-    path: web::Path<String>,
+/// Serves each service's OpenAPI document where its registry row says
+/// ([`ServiceInfo::api_doc`]), for the gateway's Swagger UI.
+pub fn api_docs(cfg: &mut web::ServiceConfig) {
+    for service in BEHIND_GATEWAY {
+        cfg.route(
+            service.api_doc,
+            web::get().to(move |upstreams: web::Data<Upstreams>, client: web::Data<reqwest::Client>| {
+                api_doc(service, upstreams, client)
+            }),
+        );
+    }
+}
+
+/// A service's OpenAPI document, fetched from the service.
+async fn api_doc(
+    service: &'static ServiceInfo,
     upstreams: web::Data<Upstreams>,
     client: web::Data<reqwest::Client>,
 ) -> Result<HttpResponse, ApiError> {
-    let service = path.into_inner();
-    let base = upstreams.url(&service).ok_or_else(|| ApiError::not_found("not_found", "no such service"))?;
+    let name = service.name;
+    let base =
+        upstreams.url(name).ok_or_else(|| ApiError::unavailable(format!("{name} is not configured")))?;
     let doc: serde_json::Value = client
         .get(format!("{base}{}", bourse_common::service::OWN_API_DOC))
         .send()
         .await
-        .map_err(|_| ApiError::unavailable(format!("{service} is unavailable")))?
+        .map_err(|_| ApiError::unavailable(format!("{name} is unavailable")))?
         .json()
         .await
-        .map_err(|_| ApiError::unavailable(format!("{service} sent no API document")))?;
+        .map_err(|_| ApiError::unavailable(format!("{name} sent no API document")))?;
     Ok(HttpResponse::Ok().json(doc))
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use actix_web::{App, test};
+    use bourse_common::auth::Role;
+    use uuid::Uuid;
+
     use super::*;
 
-    #[test]
-    fn every_public_route_has_one_owner() {
-        assert_eq!(route("/api/orders"), Some(("order-service", Access::User)));
-        assert_eq!(route("/api/orders/123"), Some(("order-service", Access::User)));
-        assert_eq!(route("/api/markets"), Some(("order-service", Access::Public)));
-        assert_eq!(route("/api/markets/ETH-USDT/book"), Some(("matching-service", Access::Public)));
-        assert_eq!(route("/api/users/me/accounts/USDT/top-up"), Some(("payment-service", Access::User)));
-        assert_eq!(route("/api/admin/payments/audit"), Some(("payment-service", Access::Admin)));
-        assert_eq!(route("/api/admin/notifications"), Some(("notify-service", Access::Admin)));
-        assert_eq!(route("/api/ordersx"), None);
-        assert_eq!(route("/api/nothing"), None);
+    #[actix_web::test]
+    async fn the_registry_says_who_owns_a_route_and_who_may_call_it() {
+        let tokens = Tokens::new("secret", Duration::from_secs(60));
+        let user = tokens.issue(Uuid::now_v7(), Role::User).unwrap();
+        let mut upstreams = Upstreams::default();
+        for service in BEHIND_GATEWAY {
+            upstreams.insert(service.name, "http://127.0.0.1:1"); // nobody answers
+        }
+        let app = test::init_service(
+            App::new()
+                .app_data(web::Data::new(tokens))
+                .app_data(web::Data::new(upstreams))
+                .app_data(web::Data::new(Settings::default()))
+                .app_data(web::Data::new(reqwest::Client::new()))
+                .default_service(web::to(forward)),
+        )
+        .await;
+        let cases = [
+            ("/api/nothing", None, 404, "no such route"),
+            ("/api/orders", None, 401, "a valid bearer token is required"),
+            ("/api/admin/payments/audit", Some(&user), 403, "this route is for administrators"),
+            ("/api/orders/123", Some(&user), 503, "order-service is unavailable, try again"),
+            ("/api/markets/ETH-USDT/book", None, 503, "matching-service is unavailable, try again"),
+        ];
+        for (path, token, status, message) in cases {
+            let mut request = test::TestRequest::get().uri(path);
+            if let Some(token) = token {
+                request = request.insert_header(("authorization", format!("Bearer {token}")));
+            }
+            let response = test::call_service(&app, request.to_request()).await;
+            assert_eq!(response.status().as_u16(), status, "{path}");
+            let body: serde_json::Value = test::read_body_json(response).await;
+            assert_eq!(body["error"]["message"], message, "{path}");
+        }
     }
 }

@@ -4,10 +4,12 @@
 //! `{"op": "auth", "token": ".."}` before private channels) and receives
 //! `{"channel": "trades:ETH-USDT", "seq": 17, "data": {..}}`, `seq` growing
 //! by one per channel and connection, so a gap means lost messages: re-read
-//! the snapshot. Channels: `trades:<market>`, `candles:<market>:<interval>`,
+//! the snapshot. Channels: `trades:<market>`, `candles:<market>:<interval>`
+//! (each candle as matching-service computed it after a trade, `market.candle`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
 //! where quantity `"0"` removes a level), and with a token `orders` and
-//! `balances`. Each connection has a bounded queue; a client that does not
+//! `balances`. Books and balances are read from the service that owns their
+//! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -18,34 +20,57 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Message as WsMessage;
 use bourse_common::auth::{ROLE_HEADER, USER_ID_HEADER};
 use bourse_common::catalog::{
-    BookChanged, FundsReleased, FundsReserved, MarketTrade, OrderUpdated, TradeExecuted,
+    BookChanged, CandleUpdated, FundsReleased, FundsReserved, Interval, MarketTrade, OrderUpdated,
+    TradeExecuted,
 };
+use bourse_common::config::MessagingConfig;
 use bourse_common::envelope::Envelope;
-use bourse_common::messages::{Kind, Message};
-use serde::Deserialize;
+use bourse_common::inbox::Inbound;
+use bourse_common::registry;
+use bourse_common::service::BackgroundTask;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use crate::Upstreams;
+use crate::settings::Upstreams;
 use crate::tokens::Tokens;
 
 /// Messages a connection may fall behind by before it is dropped.
 const QUEUE: usize = 256;
 
-/// What the feed follows: public market data from `bourse.market`, and the
-/// events that change a user's orders and balances.
-pub const FOLLOWS: [(Kind, &str); 6] = [
-    (Kind::Market, MarketTrade::TYPE),
-    (Kind::Market, BookChanged::TYPE),
-    (Kind::Event, TradeExecuted::TYPE),
-    (Kind::Event, OrderUpdated::TYPE),
-    (Kind::Event, FundsReserved::TYPE),
-    (Kind::Event, FundsReleased::TYPE),
-];
+bourse_common::inbound! {
+    /// What the feed follows: public market data from `bourse.market`, and
+    /// the events that change a user's orders and balances.
+    pub enum FeedMessage {
+        Trade(MarketTrade),
+        Candle(CandleUpdated),
+        Book(BookChanged),
+        Executed(TradeExecuted),
+        Order(OrderUpdated),
+        Reserved(FundsReserved),
+        Released(FundsReleased),
+    }
+}
 
-const INTERVALS: [(&str, i64); 6] =
-    [("1m", 60), ("5m", 300), ("15m", 900), ("1h", 3600), ("4h", 14_400), ("1d", 86_400)];
+/// The task that follows the feed's messages into `hub`; its health is the
+/// `feed` component of the gateway's readiness.
+pub fn follower(hub: web::Data<Hub>, amqp_url: String, messaging: MessagingConfig) -> BackgroundTask {
+    Box::new(move |bus, shutdown| {
+        Box::pin(bourse_common::feed::follow(
+            amqp_url,
+            format!("{}.feed", bus.producer),
+            FeedMessage::BINDINGS.to_vec(),
+            messaging,
+            bus.metrics.component("feed"),
+            shutdown,
+            move |event| {
+                let hub = hub.clone();
+                async move { hub.dispatch(event).await }
+            },
+        ))
+    })
+}
 
 struct Subscriber {
     user: Option<Uuid>,
@@ -53,12 +78,11 @@ struct Subscriber {
     tx: mpsc::Sender<(String, Value)>,
 }
 
-/// Who listens to what; the book and candles it last sent.
+/// Who listens to what; the book it last sent per market.
 pub struct Hub {
     next_id: AtomicU64,
     subscribers: Mutex<HashMap<u64, Subscriber>>,
     books: tokio::sync::Mutex<HashMap<String, Value>>,
-    candles: Mutex<HashMap<(String, &'static str), Value>>,
     upstreams: Upstreams,
     client: reqwest::Client,
 }
@@ -79,7 +103,6 @@ impl Hub {
             next_id: AtomicU64::new(1),
             subscribers: Mutex::default(),
             books: tokio::sync::Mutex::default(),
-            candles: Mutex::default(),
             upstreams,
             client,
         }
@@ -108,9 +131,13 @@ impl Hub {
         }
     }
 
-    async fn get(&self, service: &str, path: &str, user: Option<Uuid>) -> Option<Value> {
-        let base = self.upstreams.url(service)?;
-        let mut request = self.client.get(format!("{base}{path}"));
+    /// A public `/api/...` route, read from the service that owns it (as the
+    /// registry says), for `user` if given.
+    async fn get(&self, path_and_query: &str, user: Option<Uuid>) -> Option<Value> {
+        let path = path_and_query.split_once('?').map_or(path_and_query, |(path, _)| path);
+        let (service, _) = registry::route(path)?;
+        let base = self.upstreams.url(service.name)?;
+        let mut request = self.client.get(format!("{base}{path_and_query}"));
         if let Some(user) = user {
             request = request.header(USER_ID_HEADER, user.to_string()).header(ROLE_HEADER, "user");
         }
@@ -122,82 +149,45 @@ impl Hub {
     }
 
     async fn book(&self, market: &str) -> Option<Value> {
-        self.get("matching-service", &format!("/api/markets/{market}/book?depth=100"), None).await
+        self.get(&format!("/api/markets/{market}/book?depth=100"), None).await
     }
 
-    /// One event into the channels it concerns.
+    /// One message into the channels it concerns.
     pub async fn dispatch(&self, event: Envelope) {
-        match event.message_type.as_str() {
-            MarketTrade::TYPE => {
-                let Ok(trade) = event.payload::<MarketTrade>() else { return };
+        let message = match FeedMessage::decode(&event) {
+            Ok(message) => message,
+            Err(e) => {
+                tracing::warn!(r#type = %event.message_type, error = %e, "feed message skipped");
+                return;
+            }
+        };
+        match message {
+            FeedMessage::Trade(trade) => {
                 let data = json!({
                     "id": trade.trade_id, "market": trade.market, "price": trade.price,
                     "quantity": trade.quantity, "taker_side": trade.taker_side, "executed_at": trade.executed_at,
                 });
                 self.publish(&format!("trades:{}", trade.market), None, &data);
-                self.candles(&trade);
             }
-            BookChanged::TYPE => {
-                if let Ok(change) = event.payload::<BookChanged>() {
-                    self.book_changed(&change.market).await;
+            // Computed by matching-service: sent on as it is.
+            FeedMessage::Candle(candle) => {
+                if let Some(data) = to_json(&candle) {
+                    self.publish(&format!("candles:{}:{}", candle.market, candle.interval), None, &data);
                 }
             }
-            TradeExecuted::TYPE => {
-                let Ok(trade) = event.payload::<TradeExecuted>() else { return };
+            FeedMessage::Book(change) => self.book_changed(&change.market).await,
+            FeedMessage::Executed(trade) => {
                 for user in [trade.taker_user_id, trade.maker_user_id] {
                     self.balances(user).await;
                 }
             }
-            OrderUpdated::TYPE => {
-                let Ok(update) = event.payload::<OrderUpdated>() else { return };
-                self.publish(
-                    "orders",
-                    Some(update.user_id),
-                    &serde_json::to_value(&update).unwrap_or_default(),
-                );
-            }
-            FundsReserved::TYPE => {
-                if let Ok(e) = event.payload::<FundsReserved>() {
-                    self.balances(e.user_id).await;
+            FeedMessage::Order(update) => {
+                if let Some(data) = to_json(&update) {
+                    self.publish("orders", Some(update.user_id), &data);
                 }
             }
-            FundsReleased::TYPE => {
-                if let Ok(e) = event.payload::<FundsReleased>() {
-                    self.balances(e.user_id).await;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn candles(&self, trade: &MarketTrade) {
-        let at = trade.executed_at.timestamp();
-        for (interval, seconds) in INTERVALS {
-            let channel = format!("candles:{}:{interval}", trade.market);
-            let open = at.div_euclid(seconds) * seconds;
-            let open_time = chrono::DateTime::from_timestamp(open, 0).unwrap_or_default();
-            let mut candles = lock(&self.candles);
-            let key = (trade.market.clone(), interval);
-            let (price, quantity) = (trade.price.value(), trade.quantity.value());
-            let dec =
-                |v: &Value, k: &str| v[k].as_str().and_then(|s| s.parse::<rust_decimal::Decimal>().ok());
-            let candle = match candles.get(&key) {
-                Some(c) if c["open_time"] == json!(open_time) => json!({
-                    "market": trade.market, "interval": interval, "open_time": open_time,
-                    "open": c["open"], "close": price.to_string(),
-                    "high": dec(c, "high").map_or(price, |h| h.max(price)).to_string(),
-                    "low": dec(c, "low").map_or(price, |l| l.min(price)).to_string(),
-                    "volume": (dec(c, "volume").unwrap_or_default() + quantity).to_string(),
-                }),
-                _ => json!({
-                    "market": trade.market, "interval": interval, "open_time": open_time,
-                    "open": price.to_string(), "high": price.to_string(), "low": price.to_string(),
-                    "close": price.to_string(), "volume": quantity.to_string(),
-                }),
-            };
-            candles.insert(key, candle.clone());
-            drop(candles);
-            self.publish(&channel, None, &candle);
+            FeedMessage::Reserved(e) => self.balances(e.user_id).await,
+            FeedMessage::Released(e) => self.balances(e.user_id).await,
         }
     }
 
@@ -268,7 +258,7 @@ impl Hub {
         if !self.listens("balances", Some(user)) {
             return;
         }
-        if let Some(accounts) = self.get("payment-service", "/api/users/me/accounts", Some(user)).await {
+        if let Some(accounts) = self.get("/api/users/me/accounts", Some(user)).await {
             self.publish("balances", Some(user), &accounts);
         }
     }
@@ -288,11 +278,15 @@ fn check_channel(channel: &str, markets: &[String], user: Option<Uuid>) -> Resul
     let known_market = |m: &str| markets.iter().any(|k| k == m);
     match parts.as_slice() {
         ["trades" | "book", m] if known_market(m) => Ok(()),
-        ["candles", m, i] if known_market(m) && INTERVALS.iter().any(|(n, _)| n == i) => Ok(()),
+        ["candles", m, i] if known_market(m) && i.parse::<Interval>().is_ok() => Ok(()),
         ["orders" | "balances"] if user.is_some() => Ok(()),
         ["orders" | "balances"] => Err(format!("{channel} needs {{\"op\": \"auth\", \"token\": ..}} first")),
         _ => Err(format!("no channel {channel}")),
     }
+}
+
+fn to_json<T: Serialize>(data: &T) -> Option<Value> {
+    serde_json::to_value(data).map_err(|e| tracing::warn!(error = %e, "feed message not sent")).ok()
 }
 
 fn error(code: &str, message: &str) -> String {
@@ -406,6 +400,8 @@ async fn handle_request(
 
 #[cfg(test)]
 mod tests {
+    use bourse_common::money::Amount;
+
     use super::*;
 
     #[test]
@@ -425,12 +421,46 @@ mod tests {
         assert_eq!(received, [json!({"n": 0}), json!({"n": 1}), json!({"n": 2})]);
     }
 
+    #[tokio::test]
+    async fn a_candle_goes_on_its_channel_as_matching_service_computed_it() {
+        let hub = Hub::new(Upstreams::default(), reqwest::Client::new());
+        let (tx, mut rx) = mpsc::channel(8);
+        let channels = HashSet::from(["candles:ETH-USDT:5m".to_string()]);
+        lock(&hub.subscribers).insert(1, Subscriber { user: None, channels, tx });
+        let open_time = chrono::DateTime::from_timestamp(1_700_000_100, 0).unwrap();
+        let amount = |s: &str| s.parse::<Amount>().unwrap();
+        for interval in [Interval::M5, Interval::H1] {
+            let candle = CandleUpdated {
+                market: "ETH-USDT".into(),
+                interval,
+                open_time,
+                open: amount("100"),
+                high: amount("101.5"),
+                low: amount("99"),
+                close: amount("100.25"),
+                volume: amount("3"),
+            };
+            hub.dispatch(Envelope::new("matching-service", "ETH-USDT", &candle, open_time)).await;
+        }
+        let (channel, data) = rx.try_recv().unwrap();
+        assert_eq!(channel, "candles:ETH-USDT:5m");
+        let expected = json!({
+            "market": "ETH-USDT", "interval": "5m", "open_time": "2023-11-14T22:15:00Z",
+            "open": "100", "high": "101.5", "low": "99", "close": "100.25", "volume": "3",
+        });
+        assert_eq!(data, expected);
+        assert!(rx.try_recv().is_err(), "nobody listens to the 1h candles");
+    }
+
     #[test]
     fn channels_are_checked() {
         let markets = vec!["ETH-USDT".to_string()];
         assert!(check_channel("trades:ETH-USDT", &markets, None).is_ok());
         assert!(check_channel("candles:ETH-USDT:5m", &markets, None).is_ok());
         assert!(check_channel("candles:ETH-USDT:7m", &markets, None).is_err());
+        for interval in Interval::ALL {
+            assert!(check_channel(&format!("candles:ETH-USDT:{interval}"), &markets, None).is_ok());
+        }
         assert!(check_channel("book:DOGE-USDT", &markets, None).is_err());
         assert!(check_channel("orders", &markets, None).is_err());
         assert!(check_channel("orders", &markets, Some(Uuid::nil())).is_ok());

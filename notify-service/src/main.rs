@@ -1,9 +1,6 @@
+//! The `notify-service` binary: configuration, telemetry and the service, nothing else.
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    bourse_common::service::serve(
-        notify_service::default_config(),
-        notify_service::ENV_PREFIX,
-        notify_service::run,
-    )
-    .await
+    bourse_common::service::main::<notify_service::NotifyService>().await
 }

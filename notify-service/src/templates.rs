@@ -3,10 +3,11 @@
 //! three blocks: `subject`, `text` (the plain-text body) and `body` (the HTML
 //! body, escaped). Amounts reach templates already written out with their
 //! currency (`"0.4995 ETH"`), exactly as stored: templates never compute.
+//!
+//! The kinds' templates are handed to [`Templates::load`] as `(name, source)`
+//! pairs (the mails list them): this module knows the layout only.
 
 use minijinja::{Environment, UndefinedBehavior, Value};
-
-use crate::mails::KINDS;
 
 /// One e-mail's words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,16 +26,19 @@ pub struct Templates {
 const LAYOUT: &str = include_str!("../templates/layout.j2");
 
 impl Templates {
-    /// Compiles the layout and every kind's template; a syntax error stops the service here.
-    pub fn load() -> Result<Self, minijinja::Error> {
+    /// Compiles the layout and the given templates, `(name, source)` each; a
+    /// syntax error stops the service here.
+    pub fn load(
+        templates: impl IntoIterator<Item = (&'static str, &'static str)>,
+    ) -> Result<Self, minijinja::Error> {
         let mut env = Environment::new();
         // A name missing from the context is an error, never an empty string in a user's e-mail.
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         // Off by default: the layout switches escaping on around the HTML body only.
         env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
         env.add_template("layout.j2", LAYOUT)?;
-        for kind in KINDS {
-            env.add_template(kind.template, kind.source)?;
+        for (name, source) in templates {
+            env.add_template(name, source)?;
         }
         Ok(Self { env })
     }
@@ -59,17 +63,12 @@ mod tests {
 
     use super::*;
 
+    const PROBE: &str = r#"{% extends "layout.j2" %}{% block subject %}Hi {{ name }}
+again{% endblock %}{% block text %}Hello {{ name }}{% endblock %}{% block body %}<p>Hello {{ name }}</p>{% endblock %}"#;
+
     #[test]
     fn the_html_body_is_escaped_and_the_text_is_not() {
-        let mut templates = Templates::load().unwrap();
-        templates
-            .env
-            .add_template(
-                "probe.j2",
-                r#"{% extends "layout.j2" %}{% block subject %}Hi {{ name }}
-again{% endblock %}{% block text %}Hello {{ name }}{% endblock %}{% block body %}<p>Hello {{ name }}</p>{% endblock %}"#,
-            )
-            .unwrap();
+        let templates = Templates::load([("probe.j2", PROBE)]).unwrap();
         let mail = templates.render("probe.j2", &context! { name => "<b>Ann & Co</b>" }).unwrap();
         assert_eq!(mail.subject, "Hi <b>Ann & Co</b> again");
         assert_eq!(mail.text, "Hello <b>Ann & Co</b>\n");
@@ -78,8 +77,14 @@ again{% endblock %}{% block text %}Hello {{ name }}{% endblock %}{% block body %
 
     #[test]
     fn a_missing_value_is_an_error_not_a_blank() {
-        let templates = Templates::load().unwrap();
-        let err = templates.render("welcome.j2", &context! {}).unwrap_err();
+        let templates = Templates::load([("probe.j2", PROBE)]).unwrap();
+        let err = templates.render("probe.j2", &context! {}).unwrap_err();
         assert_eq!(err.kind(), minijinja::ErrorKind::UndefinedError);
+    }
+
+    #[test]
+    fn a_syntax_error_stops_the_load() {
+        let err = Templates::load([("broken.j2", "{% block subject %}")]).unwrap_err();
+        assert_eq!(err.kind(), minijinja::ErrorKind::SyntaxError);
     }
 }

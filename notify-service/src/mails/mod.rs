@@ -1,25 +1,34 @@
 //! The e-mails, one module per kind: which event it answers, which template
 //! it fills and with what. To add one: a module here (its [`Kind`]), its
-//! template in `templates/`, and a line in [`KINDS`].
+//! template in `templates/`, and a line in the list of kinds below (the
+//! `kinds!` call), which also binds the queue `notify-service.mails` to the
+//! kind's event type.
 //!
-//! Delivery ([`deliver`]) runs inside the inbox transaction of the event: the
-//! e-mail goes to the SMTP server, its reply is recorded in `mails`, and the
-//! transaction commits at once, so that the only window for a second copy is
-//! a crash between the server's `250` and that commit. Both copies then carry
-//! the same `Message-ID`, derived from the event id.
+//! The kinds that exist: `welcome` (`user.registered`), `password_reset`
+//! (`user.password-reset-requested`), `order_rejected` (`order.rejected`) and
+//! `order_filled` (`funds.settled`). Not yet: the wallet address, deposits,
+//! withdrawals, `transfer.confirmed`.
+//!
+//! Each event is decoded once, into [`Mails`]; its kind reads the typed
+//! event into the template's values. Delivery ([`Postman`]) runs inside the
+//! inbox transaction of the event: the e-mail goes to the SMTP server, its
+//! reply is recorded in `mails`, and the transaction commits at once, so that
+//! the only window for a second copy is a crash between the server's `250`
+//! and that commit. Both copies then carry the same `Message-ID`, derived
+//! from the event id.
 
 pub mod order_filled;
 pub mod order_rejected;
 pub mod password_reset;
 pub mod welcome;
 
-use bourse_common::catalog::{Side, UserRegistered};
+use bourse_common::catalog::{FundsSettled, OrderRejected, PasswordResetRequested, Side, UserRegistered};
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
-use bourse_common::inbox::HandlerError;
-use bourse_common::messages::Message;
+use bourse_common::inbox::{Handle, HandlerError};
 use bourse_common::money::Amount;
 use bourse_common::now_micros;
+use bourse_common::outbox::Emitter;
 use bourse_common::reference::ReferenceData;
 use minijinja::Value;
 use uuid::Uuid;
@@ -27,6 +36,7 @@ use uuid::Uuid;
 use crate::mailer::{Mailer, SendError};
 use crate::storage;
 use crate::templates::Templates;
+use crate::users;
 
 /// An e-mail about an event, before it is addressed: the recipient is the
 /// address kept for `user_id`, never one the event carries.
@@ -44,24 +54,50 @@ pub struct Site<'a> {
     pub reference: &'a ReferenceData,
 }
 
-/// One kind of e-mail.
+/// One kind of e-mail, answering the event `E`.
 #[derive(Debug)]
-pub struct Kind {
-    /// The event type it answers.
-    pub event: &'static str,
+pub struct Kind<E> {
     /// Its template's name and source (`templates/<name>`).
     pub template: &'static str,
     pub source: &'static str,
     /// Reads the event into the template's values.
-    pub compose: fn(&Envelope, &Site) -> Result<Draft, HandlerError>,
+    pub compose: fn(E, &Site) -> Draft,
 }
 
-/// Every kind of e-mail.
-pub const KINDS: &[Kind] = &[welcome::KIND, password_reset::KIND, order_rejected::KIND, order_filled::KIND];
+/// Every kind of e-mail, one line each: `Variant(event type) => module`.
+/// From the list come [`Mails`] (the queue's events, decoded once, and the
+/// queue's bindings), [`Mails::compose`] and [`TEMPLATES`], so that a kind
+/// added here is bound, composed and its template loaded.
+macro_rules! kinds {
+    ($($variant:ident($event:ty) => $module:ident),+ $(,)?) => {
+        bourse_common::inbound! {
+            /// The events that call for an e-mail (queue `notify-service.mails`), decoded once.
+            pub enum Mails {
+                $($variant($event)),+
+            }
+        }
 
-/// The event types notify-service mails about.
-pub fn events() -> Vec<&'static str> {
-    KINDS.iter().map(|k| k.event).collect()
+        /// Every kind's template, as `(name, source)`.
+        pub const TEMPLATES: &[(&str, &str)] = &[$(($module::KIND.template, $module::KIND.source)),+];
+
+        impl Mails {
+            /// The name of the event's template, and its values.
+            pub fn compose(self, site: &Site) -> (&'static str, Draft) {
+                match self {
+                    $(Mails::$variant(event) => {
+                        ($module::KIND.template, ($module::KIND.compose)(event, site))
+                    })+
+                }
+            }
+        }
+    };
+}
+
+kinds! {
+    Welcome(UserRegistered) => welcome,
+    PasswordReset(PasswordResetRequested) => password_reset,
+    OrderRejected(OrderRejected) => order_rejected,
+    OrderFilled(FundsSettled) => order_filled,
 }
 
 /// An amount as a person reads it: exact, with its currency (`"0.4995 ETH"`).
@@ -69,15 +105,15 @@ pub fn money(amount: Amount, currency: &str) -> String {
     format!("{amount} {currency}")
 }
 
-/// `"buy"` and `"bought"`, `"sell"` and `"sold"`.
-pub fn side_words(side: Side) -> (&'static str, &'static str) {
+/// `"bought"` or `"sold"` (the side itself is [`Side::as_str`]).
+pub fn past_tense(side: Side) -> &'static str {
     match side {
-        Side::Buy => ("buy", "bought"),
-        Side::Sell => ("sell", "sold"),
+        Side::Buy => "bought",
+        Side::Sell => "sold",
     }
 }
 
-/// What notify-service needs to send.
+/// What notify-service needs to send: the handler of the queue `notify-service.mails`.
 #[derive(Debug)]
 pub struct Postman {
     pub mailer: Mailer,
@@ -86,82 +122,100 @@ pub struct Postman {
     pub reference: ReferenceData,
 }
 
-/// Keeps a new user's address (queue `notify-service.users`, apart from the
-/// e-mails, so that a welcome that cannot be delivered loses no address).
-pub fn user_registered(conn: &mut DbConnection, message: &Envelope) -> Result<(), HandlerError> {
-    let event: UserRegistered = message.payload()?;
-    storage::remember(conn, event.user_id, &event.email, now_micros())?;
-    Ok(())
-}
-
-/// Sends the e-mail an event calls for, and records it, inside the event's inbox transaction.
-pub fn deliver(postman: &Postman, conn: &mut DbConnection, message: &Envelope) -> Result<(), HandlerError> {
-    let kind = KINDS
-        .iter()
-        .find(|k| k.event == message.message_type)
-        .ok_or_else(|| HandlerError::unexpected(message))?;
-    if kind.event == UserRegistered::TYPE {
-        // The welcome may be handled before the users queue saw the registration.
-        user_registered(conn, message)?;
+impl Handle<Mails> for Postman {
+    /// Sends the e-mail an event calls for, and records it, inside the event's inbox transaction.
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        event: Mails,
+        envelope: &Envelope,
+        _: &mut Emitter,
+    ) -> Result<(), HandlerError> {
+        if let Mails::Welcome(registered) = &event {
+            // The welcome may be handled before the users queue saw the registration.
+            users::remember(conn, registered)?;
+        }
+        let (template, draft) = event.compose(&Site { url: &self.site_url, reference: &self.reference });
+        let Some(recipient) = storage::recipient(conn, draft.user_id)? else {
+            // Its registration is on its way (or was lost: the retries end in the dead-letter queue).
+            return Err(HandlerError::Transient(anyhow::anyhow!(
+                "no address known yet for user {}",
+                draft.user_id
+            )));
+        };
+        let mail = self
+            .templates
+            .render(template, &draft.context)
+            .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("template {template}: {e:#}")))?;
+        let message_id = self.mailer.message_id(envelope.message_id);
+        let reply = self.mailer.send(&message_id, &recipient, &mail).map_err(|e| match e {
+            SendError::Transient(_) => HandlerError::Transient(e.into()),
+            SendError::Permanent(_) => HandlerError::Permanent(e.into()),
+        })?;
+        tracing::info!(to = %recipient, %message_id, subject = %mail.subject, %reply, "e-mail sent");
+        storage::record(
+            conn,
+            &storage::Sent {
+                event_id: envelope.message_id.to_string(),
+                event_type: envelope.message_type.clone(),
+                user_id: draft.user_id.to_string(),
+                recipient,
+                message_id,
+                subject: mail.subject,
+                smtp_reply: reply,
+                sent_at: now_micros(),
+            },
+        )?;
+        Ok(())
     }
-    let draft = (kind.compose)(message, &Site { url: &postman.site_url, reference: &postman.reference })?;
-    let Some(recipient) = storage::recipient(conn, draft.user_id)? else {
-        // Its registration is on its way (or was lost: the retries end in the dead-letter queue).
-        return Err(HandlerError::Transient(anyhow::anyhow!(
-            "no address known yet for user {}",
-            draft.user_id
-        )));
-    };
-    let mail = postman
-        .templates
-        .render(kind.template, &draft.context)
-        .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("template {}: {e:#}", kind.template)))?;
-    let message_id = postman.mailer.message_id(message.message_id);
-    let reply = postman.mailer.send(&message_id, &recipient, &mail).map_err(|e| match e {
-        SendError::Transient(_) => HandlerError::Transient(e.into()),
-        SendError::Permanent(_) => HandlerError::Permanent(e.into()),
-    })?;
-    tracing::info!(to = %recipient, %message_id, subject = %mail.subject, %reply, "e-mail sent");
-    storage::record(
-        conn,
-        &storage::Sent {
-            event_id: message.message_id.to_string(),
-            event_type: message.message_type.clone(),
-            user_id: draft.user_id.to_string(),
-            recipient,
-            message_id,
-            subject: mail.subject,
-            smtp_reply: reply,
-            sent_at: now_micros(),
-        },
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]
 pub(crate) mod tests {
-    use bourse_common::messages::Message;
+    use std::collections::HashSet;
+
+    use bourse_common::inbox::Inbound;
+    use bourse_common::messages::{Kind as MessageKind, Message};
     use chrono::Utc;
-    use serde::Serialize;
 
     use super::*;
     use crate::templates::Rendered;
 
-    /// A kind's e-mail for `payload`, as the recipient would read it.
-    pub fn render<M: Message + Serialize>(payload: &M) -> Rendered {
+    /// A kind's e-mail for `payload`, as the recipient would read it: the
+    /// event goes through the queue's decoding, as it would on the queue.
+    pub fn render<M: Message>(payload: &M) -> Rendered {
         let envelope = Envelope::new("test", "corr", payload, Utc::now());
-        let kind = KINDS.iter().find(|k| k.event == M::TYPE).unwrap();
         let reference = ReferenceData::default();
-        let draft =
-            (kind.compose)(&envelope, &Site { url: "http://bourse.test", reference: &reference }).unwrap();
-        Templates::load().unwrap().render(kind.template, &draft.context).unwrap()
+        let site = Site { url: "http://bourse.test", reference: &reference };
+        let (template, draft) = Mails::decode(&envelope).unwrap().compose(&site);
+        Templates::load(TEMPLATES.iter().copied()).unwrap().render(template, &draft.context).unwrap()
     }
 
     #[test]
-    fn each_event_type_has_one_kind() {
-        let mut events = events();
-        events.sort();
-        events.dedup();
-        assert_eq!(events.len(), KINDS.len());
+    fn each_event_type_has_one_kind_and_each_kind_its_own_template() {
+        let events: HashSet<_> = Mails::BINDINGS.iter().map(|(_, t)| *t).collect();
+        assert_eq!(events.len(), Mails::BINDINGS.len());
+        let templates: HashSet<_> = TEMPLATES.iter().map(|(name, _)| *name).collect();
+        assert_eq!(templates.len(), TEMPLATES.len());
+    }
+
+    #[test]
+    fn the_mails_queue_takes_domain_events_only() {
+        assert!(Mails::BINDINGS.iter().all(|(kind, _)| *kind == MessageKind::Event), "{:?}", Mails::BINDINGS);
+    }
+
+    #[test]
+    fn an_event_of_another_type_is_parked_not_retried() {
+        let envelope = Envelope::new(
+            "test",
+            "corr",
+            &bourse_common::catalog::OrderCancelled {
+                order_id: Uuid::now_v7(),
+                user_id: Uuid::now_v7(),
+                market: "ETH-USDT".into(),
+            },
+            Utc::now(),
+        );
+        assert!(matches!(Mails::decode(&envelope), Err(HandlerError::Permanent(_))));
     }
 }

@@ -1,36 +1,27 @@
 //! `funds.settled`: an order was filled or partly filled, with what was credited.
 
 use bourse_common::catalog::{FundsSettled, Side};
-use bourse_common::envelope::Envelope;
-use bourse_common::inbox::HandlerError;
-use bourse_common::messages::Message;
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money, side_words};
+use super::{Draft, Kind, Site, money, past_tense};
 
-pub const KIND: Kind = Kind {
-    event: FundsSettled::TYPE,
-    template: "order_filled.j2",
-    source: include_str!("../../templates/order_filled.j2"),
-    compose,
-};
+pub const KIND: Kind<FundsSettled> =
+    Kind { template: "order_filled.j2", source: include_str!("../../templates/order_filled.j2"), compose };
 
-fn compose(message: &Envelope, _: &Site) -> Result<Draft, HandlerError> {
-    let event: FundsSettled = message.payload()?;
+fn compose(event: FundsSettled, _: &Site) -> Draft {
     let (base, quote) = match event.side {
         Side::Buy => (&event.received_currency, &event.paid_currency),
         Side::Sell => (&event.paid_currency, &event.received_currency),
     };
-    let (side, done) = side_words(event.side);
     let remaining = event.remaining.unwrap_or_default();
-    Ok(Draft {
+    Draft {
         user_id: event.user_id,
         context: context! {
             order_id => event.order_id.to_string(),
             trade_id => event.trade_id.to_string(),
             market => event.market,
-            side,
-            action => done,
+            side => event.side.as_str(),
+            action => past_tense(event.side),
             filled => remaining.value().is_zero(),
             quantity => money(event.quantity, base),
             price => money(event.price, quote),
@@ -39,7 +30,7 @@ fn compose(message: &Envelope, _: &Site) -> Result<Draft, HandlerError> {
             fee => money(event.fee, &event.received_currency),
             remaining => money(remaining, base),
         },
-    })
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +63,7 @@ mod tests {
         let mail = super::super::tests::render(&settled("0"));
         assert_eq!(mail.subject, "Order filled: bought 0.5 ETH on ETH-USDT");
         for line in [
+            "your buy order on ETH-USDT was filled.",
             "Quantity   0.5 ETH at 2000 USDT",
             "Paid       1000 USDT",
             "Credited   0.499 ETH (after a 0.001 ETH fee)",

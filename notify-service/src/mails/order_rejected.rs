@@ -1,39 +1,30 @@
 //! `order.rejected`: the refusal, with the reason and the amounts.
 
-use bourse_common::catalog::{OrderRejected, OrderType};
-use bourse_common::envelope::Envelope;
-use bourse_common::inbox::HandlerError;
-use bourse_common::messages::Message;
+use bourse_common::catalog::{OrderRejected, OrderType, Side};
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money, side_words};
+use super::{Draft, Kind, Site, money};
 
-pub const KIND: Kind = Kind {
-    event: OrderRejected::TYPE,
+pub const KIND: Kind<OrderRejected> = Kind {
     template: "order_rejected.j2",
     source: include_str!("../../templates/order_rejected.j2"),
     compose,
 };
 
-fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
-    let event: OrderRejected = message.payload()?;
+fn compose(event: OrderRejected, site: &Site) -> Draft {
     let market = site.reference.market(&event.market);
     let (base, quote) = market.map(|m| (m.base.as_str(), m.quote.as_str())).unwrap_or_default();
     let unknown = || "-".to_string();
-    let side = event.side.map(|s| side_words(s).0).unwrap_or("-");
+    let side = event.side.map_or("-", Side::as_str);
     let quantity = event.quantity.map(|q| money(q, base)).unwrap_or_else(unknown);
-    Ok(Draft {
+    Draft {
         user_id: event.user_id,
         context: context! {
             order_id => event.order_id.to_string(),
             market => event.market,
             action => side,
             side,
-            order_type => match event.order_type {
-                Some(OrderType::Limit) => "limit",
-                Some(OrderType::Market) => "market",
-                None => "-",
-            },
+            order_type => event.order_type.map_or("-", OrderType::as_str),
             quantity,
             price => event.price.map(|p| money(p, quote)).unwrap_or_else(unknown),
             required => match (event.amount, &event.currency) {
@@ -42,12 +33,11 @@ fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
             },
             reason => event.reason,
         },
-    })
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use bourse_common::catalog::Side;
     use uuid::Uuid;
 
     use super::*;
@@ -67,7 +57,14 @@ mod tests {
             amount: Some("3000.75".parse().unwrap()),
         });
         assert_eq!(mail.subject, "Order rejected: buy 1.5 ETH on ETH-USDT");
-        for line in ["Price      2000.5 USDT", "To reserve 3000.75 USDT", "Reason: insufficient funds"] {
+        for line in [
+            "Side       buy",
+            "Type       limit",
+            "Quantity   1.5 ETH",
+            "Price      2000.5 USDT",
+            "To reserve 3000.75 USDT",
+            "Reason: insufficient funds",
+        ] {
             assert!(mail.text.contains(line), "{line} in {}", mail.text);
         }
         assert!(mail.html.contains("<td>3000.75 USDT</td>"));

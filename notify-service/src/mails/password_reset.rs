@@ -1,23 +1,18 @@
 //! `user.password-reset-requested`: the one-time token, and until when it holds.
 
 use bourse_common::catalog::PasswordResetRequested;
-use bourse_common::envelope::Envelope;
-use bourse_common::inbox::HandlerError;
-use bourse_common::messages::Message;
 use minijinja::context;
 
 use super::{Draft, Kind, Site};
 
-pub const KIND: Kind = Kind {
-    event: PasswordResetRequested::TYPE,
+pub const KIND: Kind<PasswordResetRequested> = Kind {
     template: "password_reset.j2",
     source: include_str!("../../templates/password_reset.j2"),
     compose,
 };
 
-fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
-    let event: PasswordResetRequested = message.payload()?;
-    Ok(Draft {
+fn compose(event: PasswordResetRequested, site: &Site) -> Draft {
+    Draft {
         user_id: event.user_id,
         context: context! {
             // Only named in the text: the e-mail goes to the address kept at registration.
@@ -26,7 +21,7 @@ fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
             expires_at => event.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             site => site.url,
         },
-    })
+    }
 }
 
 #[cfg(test)]

@@ -1,23 +1,15 @@
 //! `user.registered`: welcome to the exchange.
 
 use bourse_common::catalog::UserRegistered;
-use bourse_common::envelope::Envelope;
-use bourse_common::inbox::HandlerError;
-use bourse_common::messages::Message;
 use minijinja::context;
 
 use super::{Draft, Kind, Site};
 
-pub const KIND: Kind = Kind {
-    event: UserRegistered::TYPE,
-    template: "welcome.j2",
-    source: include_str!("../../templates/welcome.j2"),
-    compose,
-};
+pub const KIND: Kind<UserRegistered> =
+    Kind { template: "welcome.j2", source: include_str!("../../templates/welcome.j2"), compose };
 
-fn compose(message: &Envelope, site: &Site) -> Result<Draft, HandlerError> {
-    let event: UserRegistered = message.payload()?;
-    Ok(Draft { user_id: event.user_id, context: context! { email => event.email, site => site.url } })
+fn compose(event: UserRegistered, site: &Site) -> Draft {
+    Draft { user_id: event.user_id, context: context! { email => event.email, site => site.url } }
 }
 
 #[cfg(test)]
