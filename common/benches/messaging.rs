@@ -18,12 +18,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bourse_common::bus::Bus;
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::{Backend, Db, DbConnection, DbError, MESSAGING_MIGRATIONS};
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::{Consumer, HandlerError};
 use bourse_common::messages::{Kind, Message};
-use bourse_common::bus::Bus;
 use bourse_common::outbox::{Emitter, Relay};
 use bourse_common::testkit::TestEnv;
 use bourse_common::topology::QueueSpec;

@@ -60,8 +60,9 @@ pub async fn follow<F, Fut>(
             .await?;
         }
         let consume = BasicConsumeOptions { no_ack: true, ..Default::default() };
-        let mut deliveries =
-            ch.basic_consume(queue.name().clone(), name.as_str().into(), consume, FieldTable::default()).await?;
+        let mut deliveries = ch
+            .basic_consume(queue.name().clone(), name.as_str().into(), consume, FieldTable::default())
+            .await?;
         health.set(true);
         loop {
             let next = tokio::select! {

@@ -522,7 +522,9 @@ impl Consumer {
                 Err(ApplyError::Crashed) => return Err(SessionError::Crashed),
                 Err(ApplyError::Stopped) => return Err(SessionError::Stopped),
                 Err(ApplyError::Handler(HandlerError::Permanent(e))) => Some(Failure::Park(format!("{e:#}"))),
-                Err(ApplyError::Handler(HandlerError::Transient(e))) => Some(Failure::Retry(format!("{e:#}"))),
+                Err(ApplyError::Handler(HandlerError::Transient(e))) => {
+                    Some(Failure::Retry(format!("{e:#}")))
+                }
                 Err(ApplyError::Db(e)) => Some(Failure::Retry(e.to_string())),
             },
         };

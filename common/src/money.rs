@@ -171,6 +171,13 @@ impl ToSql<Text, diesel::pg::Pg> for Amount {
     }
 }
 
+impl ToSql<Text, crate::db::MultiBackend> for Amount {
+    fn to_sql<'b>(&'b self, out: &mut Output<'b, '_, crate::db::MultiBackend>) -> serialize::Result {
+        out.set_value((Text, self));
+        Ok(serialize::IsNull::No)
+    }
+}
+
 impl<DB> FromSql<Text, DB> for Amount
 where
     DB: Backend,

@@ -90,8 +90,7 @@ impl ServiceInfo {
 
 use Access::{Admin, Public, User};
 
-pub const GATEWAY: ServiceInfo =
-    ServiceInfo {
+pub const GATEWAY: ServiceInfo = ServiceInfo {
     name: "gateway",
     default_port: 8080,
     env_prefix: "GATEWAY",

@@ -15,14 +15,14 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
+use crate::bus::{Bus, Crashed};
 use crate::config::ServiceConfig;
 use crate::db::{Db, DbError, MESSAGING_MIGRATIONS, MigrationSet};
 use crate::faults::Faults;
 use crate::inbox::{Consumer, Consumes};
-use crate::registry::ServiceInfo;
 use crate::metrics::Metrics;
-use crate::bus::{Bus, Crashed};
 use crate::outbox::{self, Relay};
+use crate::registry::ServiceInfo;
 
 /// Registers a service's routes; it gets the service's [`Bus`] (database,
 /// producer name) to put into its app data.
@@ -345,7 +345,7 @@ pub trait Service {
     /// Starts the service: database and migrations, outbox relay, consumers, HTTP.
     fn run(
         config: ServiceConfig<Self::Settings>,
-    ) -> impl std::future::Future<Output = anyhow::Result<RunningService>> + Send {
+    ) -> impl std::future::Future<Output = anyhow::Result<RunningService>> + Send + 'static {
         async move {
             let parts = Self::parts(&config)?;
             start(Self::INFO.name, &config, parts).await

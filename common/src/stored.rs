@@ -34,7 +34,7 @@ macro_rules! named_enum {
     (
         $(#[$meta:meta])*
         $vis:vis enum $name:ident {
-            $( $(#[$vmeta:meta])* $variant:ident = $word:literal ),+ $(,)?
+            $( $(#[$vmeta:meta])* $variant:ident = $word:tt ),+ $(,)?
         }
     ) => {
         $(#[$meta])*
@@ -97,6 +97,16 @@ macro_rules! stored_as_text {
             ) -> diesel::serialize::Result {
                 use std::io::Write;
                 out.write_all(self.as_str().as_bytes())?;
+                Ok(diesel::serialize::IsNull::No)
+            }
+        }
+
+        impl diesel::serialize::ToSql<diesel::sql_types::Text, $crate::db::MultiBackend> for $name {
+            fn to_sql<'b>(
+                &'b self,
+                out: &mut diesel::serialize::Output<'b, '_, $crate::db::MultiBackend>,
+            ) -> diesel::serialize::Result {
+                out.set_value((diesel::sql_types::Text, self));
                 Ok(diesel::serialize::IsNull::No)
             }
         }

@@ -12,11 +12,13 @@
 //! once; `matchcore` has no self-trade prevention, so the two books may
 //! differ slightly where an account would have traded with itself, and a
 //! command for an order that is already gone is rejected cheaply there.
+//! Orders are built before the clock starts (their terms carry the market's
+//! name), on both sides.
 
 use std::collections::HashMap;
 use std::hint::black_box;
 
-use bourse_common::catalog::{OrderType, Side, TimeInForce};
+use bourse_common::catalog::{OrderTerms, OrderType, Side, TimeInForce};
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use matching_service::engine::{Book, NewOrder, Outcome, State};
 use rust_decimal::Decimal;
@@ -59,29 +61,44 @@ fn new_order(
     quantity: u64,
     time_in_force: TimeInForce,
 ) -> NewOrder {
-    NewOrder {
-        id: Uuid::from_u64_pair(0, id),
-        user: Uuid::from_u64_pair(1, user),
+    let terms = OrderTerms {
+        market: "ETH-USDT".to_string(),
         side: if buy { Side::Buy } else { Side::Sell },
         order_type: OrderType::Limit,
-        price: Some(Decimal::from(price)),
-        quantity: Decimal::from(quantity),
+        price: Some(Decimal::from(price).into()),
+        quantity: Decimal::from(quantity).into(),
         time_in_force,
-    }
+    };
+    NewOrder { id: Uuid::from_u64_pair(0, id), user: Uuid::from_u64_pair(1, user), terms }
 }
 
-/// Runs one command; a move is a cancel and a new submit under the same id.
-fn apply(book: &mut Book, op: &Op) -> [Option<Outcome>; 2] {
+/// An [`Op`] as the engine takes it; a move is a cancel and a new submit under the same id.
+enum Command {
+    Submit(NewOrder),
+    Cancel(Uuid),
+    Move(Uuid, NewOrder),
+}
+
+fn command(op: &Op) -> Command {
     match *op {
         Op::Submit { id, user, buy, price, quantity, ioc } => {
             let tif = if ioc { TimeInForce::Ioc } else { TimeInForce::Gtc };
-            [Some(book.submit(new_order(id, user, buy, price, quantity, tif))), None]
+            Command::Submit(new_order(id, user, buy, price, quantity, tif))
         }
-        Op::Cancel { id } => [Some(book.cancel(Uuid::from_u64_pair(0, id))), None],
-        Op::Move { id, user, buy, price, quantity } => [
-            Some(book.cancel(Uuid::from_u64_pair(0, id))),
-            Some(book.submit(new_order(id, user, buy, price, quantity, TimeInForce::Gtc))),
-        ],
+        Op::Cancel { id } => Command::Cancel(Uuid::from_u64_pair(0, id)),
+        Op::Move { id, user, buy, price, quantity } => Command::Move(
+            Uuid::from_u64_pair(0, id),
+            new_order(id, user, buy, price, quantity, TimeInForce::Gtc),
+        ),
+    }
+}
+
+/// Runs one command.
+fn apply(book: &mut Book, command: &Command) -> [Option<Outcome>; 2] {
+    match command {
+        Command::Submit(order) => [Some(book.submit(order)), None],
+        Command::Cancel(id) => [Some(book.cancel(*id)), None],
+        Command::Move(id, order) => [Some(book.cancel(*id)), Some(book.submit(order))],
     }
 }
 
@@ -135,7 +152,7 @@ fn workload() -> (Vec<Op>, Vec<Op>) {
             ioc: false,
         };
         next_id += 1;
-        let outcomes = apply(&mut book, &op);
+        let outcomes = apply(&mut book, &command(&op));
         track(&book, &outcomes, &mut live, &mut position, &op);
         resting.push(op);
     }
@@ -181,7 +198,7 @@ fn workload() -> (Vec<Op>, Vec<Op>) {
             let price = if buy { MID - offset } else { MID + 1 + offset };
             Op::Move { id, user, buy, price, quantity }
         };
-        let outcomes = apply(&mut book, &op);
+        let outcomes = apply(&mut book, &command(&op));
         track(&book, &outcomes, &mut live, &mut position, &op);
         commands.push(op);
     }
@@ -234,8 +251,9 @@ fn bench(c: &mut Criterion) {
     let (resting, ops) = workload();
     let mut prefilled = Book::default();
     for op in &resting {
-        apply(&mut prefilled, op);
+        apply(&mut prefilled, &command(op));
     }
+    let commands: Vec<Command> = ops.iter().map(command).collect();
     let (mc_resting, mc_ops) = matchcore_side::commands(&resting, &ops);
     let mut mc_prefilled = matchcore::OrderBook::new("ETH-USDT");
     for command in &mc_resting {
@@ -256,8 +274,8 @@ fn bench(c: &mut Criterion) {
         b.iter_batched(
             || prefilled.clone(),
             |mut book| {
-                for op in &ops {
-                    black_box(apply(&mut book, op));
+                for command in &commands {
+                    black_box(apply(&mut book, command));
                 }
                 book
             },

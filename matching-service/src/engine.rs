@@ -15,22 +15,25 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use bourse_common::catalog::{OrderType, Side, TimeInForce};
+use bourse_common::catalog::{BookStatus, OrderTerms, OrderType, Side, SubmitOrder, TimeInForce};
+use bourse_common::money::Amount;
 use rust_decimal::Decimal;
 use rustc_hash::FxHashMap;
 use uuid::Uuid;
 
-/// An order entering the book.
+/// An order entering the book: its terms as the catalog has them (the
+/// market is the caller's: the book does not check it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOrder {
     pub id: Uuid,
     pub user: Uuid,
-    pub side: Side,
-    pub order_type: OrderType,
-    /// The limit price; for a market buy, an optional cap.
-    pub price: Option<Decimal>,
-    pub quantity: Decimal,
-    pub time_in_force: TimeInForce,
+    pub terms: OrderTerms,
+}
+
+impl From<SubmitOrder> for NewOrder {
+    fn from(command: SubmitOrder) -> Self {
+        Self { id: command.order_id, user: command.user_id, terms: command.terms }
+    }
 }
 
 /// An order resting in the book.
@@ -90,7 +93,8 @@ pub enum CancelReason {
 }
 
 impl CancelReason {
-    pub fn as_str(self) -> &'static str {
+    /// Why, in words for the user (`order.updated`'s `reason`).
+    pub fn message(self) -> &'static str {
         match self {
             Self::Requested => "cancelled on request",
             Self::NotFilledAtOnce => "the rest could not fill at once",
@@ -109,6 +113,26 @@ pub struct Update {
     pub quantity: Decimal,
     pub filled: Decimal,
     pub state: State,
+}
+
+impl Update {
+    /// The order's status as the catalog words it (`order.updated`).
+    pub fn status(&self) -> BookStatus {
+        match self.state {
+            State::Resting if self.filled.is_zero() => BookStatus::Open,
+            State::Resting => BookStatus::PartiallyFilled,
+            State::Filled => BookStatus::Filled,
+            State::Cancelled(_) => BookStatus::Cancelled,
+        }
+    }
+
+    /// Why it was cancelled, if it was.
+    pub fn reason(&self) -> Option<CancelReason> {
+        match self.state {
+            State::Cancelled(reason) => Some(reason),
+            State::Resting | State::Filled => None,
+        }
+    }
 }
 
 /// What one command did: fills in order, then every touched order's state
@@ -218,15 +242,15 @@ impl Book {
         }
     }
 
-    /// How much a taker could fill at once before its limit, or its own order.
-    fn fillable(&self, taker: &NewOrder, limit: Option<PriceKey>) -> Decimal {
+    /// How much a taker of `user` could fill at once before its limit, or its own order.
+    fn fillable(&self, side: Side, user: Uuid, quantity: Decimal, limit: Option<PriceKey>) -> Decimal {
         let mut total = Decimal::ZERO;
-        for maker in self.orders(opposite(taker.side)) {
-            if !Self::crosses(taker.side, limit, key(maker.price)) || maker.user == taker.user {
+        for maker in self.orders(side.opposite()) {
+            if !Self::crosses(side, limit, key(maker.price)) || maker.user == user {
                 break;
             }
             total += maker.remaining();
-            if total >= taker.quantity {
+            if total >= quantity {
                 break;
             }
         }
@@ -234,38 +258,35 @@ impl Book {
     }
 
     /// Matches `order`, rests or cancels what is left.
-    pub fn submit(&mut self, order: NewOrder) -> Outcome {
+    pub fn submit(&mut self, order: &NewOrder) -> Outcome {
         let mut outcome = Outcome::default();
-        let limit = order.price;
+        let terms = &order.terms;
+        let side = terms.side;
+        let quantity = terms.quantity.value();
+        let limit = terms.price.map(Amount::value);
         let limit_key = limit.map(key);
-        let tif = match order.order_type {
+        let tif = match terms.order_type {
             OrderType::Market => TimeInForce::Ioc,
-            OrderType::Limit => order.time_in_force,
+            OrderType::Limit => terms.time_in_force,
         };
-        let contra = opposite(order.side);
-        let done = |filled, state| Update {
-            order: order.id,
-            user: order.user,
-            quantity: order.quantity,
-            filled,
-            state,
-        };
+        let contra = side.opposite();
+        let done = |filled, state| Update { order: order.id, user: order.user, quantity, filled, state };
 
-        let would_take = self.best_key(contra).is_some_and(|best| Self::crosses(order.side, limit_key, best));
+        let would_take = self.best_key(contra).is_some_and(|best| Self::crosses(side, limit_key, best));
         if tif == TimeInForce::PostOnly && would_take {
             outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::WouldTake)));
             return outcome;
         }
-        if tif == TimeInForce::Fok && self.fillable(&order, limit_key) < order.quantity {
+        if tif == TimeInForce::Fok && self.fillable(side, order.user, quantity, limit_key) < quantity {
             outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::FillOrKill)));
             return outcome;
         }
 
         let mut filled = Decimal::ZERO;
         let mut stopped = None;
-        while filled < order.quantity {
+        while filled < quantity {
             let Some(best) = self.best_key(contra) else { break };
-            if !Self::crosses(order.side, limit_key, best) {
+            if !Self::crosses(side, limit_key, best) {
                 break;
             }
             let Some(level) = self.side_mut(contra).get_mut(&best) else { break };
@@ -274,18 +295,18 @@ impl Book {
                 stopped = Some(CancelReason::SelfTrade);
                 break;
             }
-            let quantity = maker.remaining().min(order.quantity - filled);
-            maker.filled += quantity;
-            filled += quantity;
+            let take = maker.remaining().min(quantity - filled);
+            maker.filled += take;
+            filled += take;
             outcome.fills.push(Fill {
                 price: maker.price,
-                quantity,
-                taker_side: order.side,
+                quantity: take,
+                taker_side: side,
                 taker_order: order.id,
                 taker_user: order.user,
                 maker_order: maker.id,
                 maker_user: maker.user,
-                taker_remaining: order.quantity - filled,
+                taker_remaining: quantity - filled,
                 maker_remaining: maker.remaining(),
             });
             let maker_done = maker.remaining().is_zero();
@@ -306,22 +327,14 @@ impl Book {
             }
         }
 
-        let state = if filled == order.quantity {
+        let state = if filled == quantity {
             State::Filled
         } else if let Some(reason) = stopped {
             State::Cancelled(reason)
         } else if let (Some(price), TimeInForce::Gtc | TimeInForce::PostOnly) = (limit, tif) {
             let seq = self.next_seq;
             self.next_seq += 1;
-            self.insert(Resting {
-                id: order.id,
-                user: order.user,
-                side: order.side,
-                price,
-                quantity: order.quantity,
-                filled,
-                seq,
-            });
+            self.insert(Resting { id: order.id, user: order.user, side, price, quantity, filled, seq });
             State::Resting
         } else {
             State::Cancelled(CancelReason::NotFilledAtOnce)
@@ -354,13 +367,6 @@ impl Book {
     }
 }
 
-pub fn opposite(side: Side) -> Side {
-    match side {
-        Side::Buy => Side::Sell,
-        Side::Sell => Side::Buy,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -376,25 +382,45 @@ mod tests {
         Uuid::from_u128(n)
     }
 
-    fn limit(id: u128, user_n: u128, side: Side, price: &str, quantity: &str, tif: TimeInForce) -> NewOrder {
-        NewOrder {
-            id: Uuid::from_u128(1000 + id),
-            user: user(user_n),
+    fn order(
+        id: Uuid,
+        user: Uuid,
+        side: Side,
+        order_type: OrderType,
+        price: Option<Decimal>,
+        quantity: Decimal,
+        time_in_force: TimeInForce,
+    ) -> NewOrder {
+        let terms = OrderTerms {
+            market: "ETH-USDT".to_string(),
             side,
-            order_type: OrderType::Limit,
-            price: Some(d(price)),
-            quantity: d(quantity),
-            time_in_force: tif,
-        }
+            order_type,
+            price: price.map(Amount::new),
+            quantity: Amount::new(quantity),
+            time_in_force,
+        };
+        NewOrder { id, user, terms }
+    }
+
+    fn limit(id: u128, user_n: u128, side: Side, price: &str, quantity: &str, tif: TimeInForce) -> NewOrder {
+        order(
+            Uuid::from_u128(1000 + id),
+            user(user_n),
+            side,
+            OrderType::Limit,
+            Some(d(price)),
+            d(quantity),
+            tif,
+        )
     }
 
     #[test]
     fn price_then_time_priority_and_fills_at_the_makers_price() {
         let mut book = Book::default();
-        book.submit(limit(1, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
-        book.submit(limit(2, 2, Side::Sell, "100", "1", TimeInForce::Gtc));
-        book.submit(limit(3, 3, Side::Sell, "100", "1", TimeInForce::Gtc));
-        let out = book.submit(limit(4, 4, Side::Buy, "101", "2.5", TimeInForce::Gtc));
+        book.submit(&limit(1, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 2, Side::Sell, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(3, 3, Side::Sell, "100", "1", TimeInForce::Gtc));
+        let out = book.submit(&limit(4, 4, Side::Buy, "101", "2.5", TimeInForce::Gtc));
         let fills: Vec<(Uuid, Decimal, Decimal)> =
             out.fills.iter().map(|f| (f.maker_order, f.price, f.quantity)).collect();
         assert_eq!(
@@ -412,11 +438,11 @@ mod tests {
     #[test]
     fn ioc_cancels_the_rest_and_fok_fills_whole_or_not_at_all() {
         let mut book = Book::default();
-        book.submit(limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
-        let fok = book.submit(limit(2, 2, Side::Buy, "100", "2", TimeInForce::Fok));
+        book.submit(&limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
+        let fok = book.submit(&limit(2, 2, Side::Buy, "100", "2", TimeInForce::Fok));
         assert!(fok.fills.is_empty());
         assert_eq!(fok.updates[0].state, State::Cancelled(CancelReason::FillOrKill));
-        let ioc = book.submit(limit(3, 2, Side::Buy, "100", "2", TimeInForce::Ioc));
+        let ioc = book.submit(&limit(3, 2, Side::Buy, "100", "2", TimeInForce::Ioc));
         assert_eq!(ioc.fills.len(), 1);
         assert_eq!(
             (ioc.updates[1].filled, ioc.updates[1].state),
@@ -428,22 +454,15 @@ mod tests {
     #[test]
     fn post_only_never_takes_and_a_market_order_on_an_empty_side_ends_cleanly() {
         let mut book = Book::default();
-        book.submit(limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
-        let post = book.submit(limit(2, 2, Side::Buy, "100", "1", TimeInForce::PostOnly));
+        book.submit(&limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
+        let post = book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::PostOnly));
         assert_eq!(post.updates[0].state, State::Cancelled(CancelReason::WouldTake));
-        let resting = book.submit(limit(3, 2, Side::Buy, "99", "1", TimeInForce::PostOnly));
+        let resting = book.submit(&limit(3, 2, Side::Buy, "99", "1", TimeInForce::PostOnly));
         assert_eq!(resting.updates[0].state, State::Resting);
-        let market = NewOrder {
-            id: Uuid::from_u128(9),
-            user: user(5),
-            side: Side::Buy,
-            order_type: OrderType::Market,
-            price: None,
-            quantity: d("1"),
-            time_in_force: TimeInForce::Gtc,
-        };
+        let market =
+            order(Uuid::from_u128(9), user(5), Side::Buy, OrderType::Market, None, d("1"), TimeInForce::Gtc);
         let mut empty = Book::default();
-        let out = empty.submit(market);
+        let out = empty.submit(&market);
         assert!(out.fills.is_empty());
         assert_eq!(out.updates[0].state, State::Cancelled(CancelReason::NotFilledAtOnce));
     }
@@ -451,9 +470,9 @@ mod tests {
     #[test]
     fn an_order_never_fills_against_its_own_user() {
         let mut book = Book::default();
-        book.submit(limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
-        book.submit(limit(2, 7, Side::Sell, "100", "1", TimeInForce::Gtc));
-        let out = book.submit(limit(3, 7, Side::Buy, "100", "2", TimeInForce::Gtc));
+        book.submit(&limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 7, Side::Sell, "100", "1", TimeInForce::Gtc));
+        let out = book.submit(&limit(3, 7, Side::Buy, "100", "2", TimeInForce::Gtc));
         assert_eq!(out.fills.len(), 1, "fills user 1, then stops before its own order");
         assert_eq!(out.updates.last().map(|u| u.state), Some(State::Cancelled(CancelReason::SelfTrade)));
         assert!(book.get(Uuid::from_u128(1002)).is_some(), "the resting own order stays");
@@ -462,8 +481,8 @@ mod tests {
     #[test]
     fn cancel_takes_a_resting_order_out_once() {
         let mut book = Book::default();
-        book.submit(limit(1, 1, Side::Buy, "100", "2", TimeInForce::Gtc));
-        book.submit(limit(2, 2, Side::Sell, "100", "0.5", TimeInForce::Gtc));
+        book.submit(&limit(1, 1, Side::Buy, "100", "2", TimeInForce::Gtc));
+        book.submit(&limit(2, 2, Side::Sell, "100", "0.5", TimeInForce::Gtc));
         let out = book.cancel(Uuid::from_u128(1001));
         assert_eq!(
             (out.updates[0].filled, out.updates[0].state),
@@ -471,6 +490,21 @@ mod tests {
         );
         assert!(book.cancel(Uuid::from_u128(1001)).updates.is_empty());
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn an_update_says_its_status_in_the_catalogs_words() {
+        let mut book = Book::default();
+        let rest = book.submit(&limit(1, 1, Side::Sell, "100", "2", TimeInForce::Gtc));
+        assert_eq!((rest.updates[0].status(), rest.updates[0].reason()), (BookStatus::Open, None));
+        let take = book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        let statuses: Vec<BookStatus> = take.updates.iter().map(Update::status).collect();
+        assert_eq!(statuses, [BookStatus::PartiallyFilled, BookStatus::Filled]);
+        let cancel = book.cancel(Uuid::from_u128(1001));
+        assert_eq!(
+            (cancel.updates[0].status(), cancel.updates[0].reason()),
+            (BookStatus::Cancelled, Some(CancelReason::Requested))
+        );
     }
 
     #[derive(Debug, Clone)]
@@ -500,20 +534,16 @@ mod tests {
                     let quantity = Decimal::new(*quantity as i64, 1);
                     ids.push(id);
                     quantities.insert(id, quantity);
-                    book.submit(NewOrder {
+                    book.submit(&order(
                         id,
-                        user: user(*u),
-                        side: if *side { Side::Buy } else { Side::Sell },
-                        order_type: if *market { OrderType::Market } else { OrderType::Limit },
-                        price: (!market).then(|| Decimal::from(*price)),
+                        user(*u),
+                        if *side { Side::Buy } else { Side::Sell },
+                        if *market { OrderType::Market } else { OrderType::Limit },
+                        (!market).then(|| Decimal::from(*price)),
                         quantity,
-                        time_in_force: [
-                            TimeInForce::Gtc,
-                            TimeInForce::Ioc,
-                            TimeInForce::Fok,
-                            TimeInForce::PostOnly,
-                        ][*tif as usize],
-                    })
+                        [TimeInForce::Gtc, TimeInForce::Ioc, TimeInForce::Fok, TimeInForce::PostOnly]
+                            [*tif as usize],
+                    ))
                 }
                 Op::Cancel(i) => match ids.get(*i) {
                     Some(id) => book.cancel(*id),
@@ -564,16 +594,16 @@ mod tests {
             let resting: Vec<Resting> = book.orders(Side::Buy).chain(book.orders(Side::Sell)).cloned().collect();
             let mut rebuilt = Book::from_resting(resting);
             let mut original = book.clone();
-            let probe = NewOrder {
-                id: Uuid::from_u128(u128::MAX),
-                user: user(99),
-                side: Side::Buy,
-                order_type: OrderType::Market,
-                price: None,
-                quantity: Decimal::from(1000),
-                time_in_force: TimeInForce::Ioc,
-            };
-            prop_assert_eq!(original.submit(probe.clone()), rebuilt.submit(probe));
+            let probe = order(
+                Uuid::from_u128(u128::MAX),
+                user(99),
+                Side::Buy,
+                OrderType::Market,
+                None,
+                Decimal::from(1000),
+                TimeInForce::Ioc,
+            );
+            prop_assert_eq!(original.submit(&probe), rebuilt.submit(&probe));
         }
     }
 }

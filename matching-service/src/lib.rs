@@ -1,56 +1,67 @@
-//! `matching-service`: one order book per market (price-time priority), trades, candles and quotes, market-data history.
+//! `matching-service`: one order book per market (price-time priority),
+//! trades, candles and quotes, market-data history.
 //!
-//! A library with a thin `main.rs`: [`run`] starts the service on the
-//! configured ports and URLs, so that tests and `bourse up` start it in-process.
+//! | module | owns |
+//! | --- | --- |
+//! | [`engine`] | the order book and its matching rules, pure and deterministic |
+//! | [`candles`] | candles from trades, pure: the history's and the live feed's, one fold |
+//! | [`storage`] | resting orders, book versions and trades in the service's database |
+//! | [`handlers`] | the orders queue: `matching.submit-order`, `matching.cancel-order` |
+//! | [`routes`] | REST: the book, the trades and the candles of a market |
+//! | [`settings`] | the service's own settings: the markets |
+//!
+//! One queue, `matching-service.orders`, with a single active consumer, so
+//! that commands apply in the order they were sent. Each command changes its
+//! market's book, stores the trades and emits, in the same transaction,
+//! `trade.executed` and `order.updated` on `bourse.events`, and the market
+//! data `market.trade`, `market.candle` (one per interval, per trade) and
+//! `market.book-changed` on the transient `bourse.market`.
+//!
+//! A library with a thin `main.rs`: [`MatchingService::run`](Service::run)
+//! starts it on the configured ports and URLs, so that tests and `bourse up`
+//! start it in-process.
 
 pub mod candles;
 pub mod engine;
 pub mod handlers;
 pub mod routes;
+pub mod settings;
 pub mod storage;
 
-use bourse_common::config::ServiceConfig;
 use std::sync::Arc;
 
-use bourse_common::reference::ReferenceData;
-use bourse_common::service::{self, RunningService, ServiceParts};
-use bourse_common::topology::QueueSpec;
-use serde::{Deserialize, Serialize};
+use bourse_common::config::ServiceConfig;
+use bourse_common::inbox;
+use bourse_common::registry::{self, ServiceInfo};
+use bourse_common::service::{Service, ServiceParts};
 use utoipa::OpenApi;
 
-pub const NAME: &str = "matching-service";
-/// `MATCHING__DATABASE__URL` and the like override the configuration.
-pub const ENV_PREFIX: &str = "MATCHING";
-pub const DEFAULT_PORT: u16 = 8083;
-
-/// matching-service's own settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    pub reference: ReferenceData,
-}
+pub use settings::Settings;
 
 pub type Config = ServiceConfig<Settings>;
 
-/// The embedded defaults: `./data/matching-service.db`, local RabbitMQ, port 8083.
-pub fn default_config() -> Config {
-    Config::defaults(NAME, DEFAULT_PORT)
-}
+/// The service, as the registry and the stack know it.
+#[derive(Debug)]
+pub struct MatchingService;
 
-/// Starts the service: database and migrations, outbox relay, consumers, HTTP.
-pub async fn run(config: Config) -> anyhow::Result<RunningService> {
-    // One active consumer for the books: commands apply in the order they were sent.
-    let orders =
-        QueueSpec::new("matching-service.orders").commands(&handlers::COMMANDS).single_active_consumer();
-    config.settings.reference.validate()?;
-    let parts = ServiceParts {
-        migrations: vec![&MIGRATIONS],
-        consumers: vec![(orders, Arc::new(handlers::Matcher::default()))],
-        routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
-        openapi: routes::Api::openapi(),
-        ..Default::default()
-    };
-    service::start(NAME, &config, parts).await
+impl Service for MatchingService {
+    const INFO: &'static ServiceInfo = &registry::MATCHING;
+    type Settings = Settings;
+
+    fn parts(config: &Config) -> anyhow::Result<ServiceParts> {
+        config.settings.reference.validate()?;
+        // One active consumer for the books: commands apply in the order they were sent.
+        let orders =
+            inbox::consume::<handlers::Orders>("matching-service.orders", handlers::Matcher::default())
+                .single_active_consumer();
+        Ok(ServiceParts {
+            migrations: vec![&MIGRATIONS],
+            consumers: vec![orders],
+            routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
+            openapi: routes::Api::openapi(),
+            ..Default::default()
+        })
+    }
 }
 
 const MIGRATIONS: bourse_common::db::MigrationSet =

@@ -1,9 +1,4 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    bourse_common::service::serve(
-        matching_service::default_config(),
-        matching_service::ENV_PREFIX,
-        matching_service::run,
-    )
-    .await
+    bourse_common::service::main::<matching_service::MatchingService>().await
 }

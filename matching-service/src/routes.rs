@@ -14,7 +14,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 use crate::Settings;
-use crate::candles::{self, Interval, Tick};
+use crate::candles::{self, CandleUpdated, Interval};
 use crate::storage::{self, TradeRow};
 
 /// One price level: the quantity resting at a price.
@@ -39,7 +39,7 @@ pub struct Trade {
     pub market: String,
     pub price: Amount,
     pub quantity: Amount,
-    pub taker_side: String,
+    pub taker_side: Side,
     pub executed_at: chrono::DateTime<chrono::Utc>,
 }
 
@@ -56,7 +56,7 @@ impl From<TradeRow> for Trade {
     }
 }
 
-/// A candle as clients see it.
+/// A candle as clients see it: what `market.candle` carries.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CandleView {
     pub market: String,
@@ -67,6 +67,21 @@ pub struct CandleView {
     pub low: Amount,
     pub close: Amount,
     pub volume: Amount,
+}
+
+impl From<CandleUpdated> for CandleView {
+    fn from(c: CandleUpdated) -> Self {
+        Self {
+            market: c.market,
+            interval: c.interval,
+            open_time: c.open_time,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -197,23 +212,10 @@ pub async fn candles(
         ));
     }
     let id = market.clone();
-    let rows = db.read(move |c| storage::trades_between(c, &id, from, to).map_err(DbError::from)).await?;
-    let ticks: Vec<Tick> = rows
-        .iter()
-        .map(|r| Tick { at_micros: r.executed_at, price: r.price.value(), quantity: r.quantity.value() })
-        .collect();
+    let ticks = db.read(move |c| storage::ticks_between(c, &id, from, to).map_err(DbError::from)).await?;
     let views: Vec<CandleView> = candles::candles(&ticks, q.interval)
-        .into_iter()
-        .map(|c| CandleView {
-            market: market.clone(),
-            interval: q.interval,
-            open_time: micros_to_time(c.open_micros),
-            open: c.open.into(),
-            high: c.high.into(),
-            low: c.low.into(),
-            close: c.close.into(),
-            volume: c.volume.into(),
-        })
+        .iter()
+        .map(|c| CandleView::from(c.message(&market, q.interval)))
         .collect();
     Ok(HttpResponse::Ok().json(views))
 }
@@ -221,7 +223,7 @@ pub async fn candles(
 #[derive(utoipa::OpenApi)]
 #[openapi(
     paths(book, trades, candles),
-    components(schemas(Level, BookSnapshot, Trade, Page<Trade>, CandleView, Interval)),
+    components(schemas(Level, BookSnapshot, Trade, Page<Trade>, CandleView, Interval, Side)),
     tags((name = "market data", description = "order books, trades and candles"))
 )]
 pub struct Api;

@@ -1,4 +1,6 @@
-//! Books, their versions and trades in the service's database.
+//! Books, their versions and trades in the service's database. Sides and
+//! amounts are typed columns (`bourse_common`'s one mapping per type): a
+//! stored value that does not decode fails the read.
 
 use bourse_common::catalog::Side;
 use bourse_common::db::DbConnection;
@@ -6,6 +8,7 @@ use bourse_common::money::Amount;
 use diesel::prelude::*;
 use uuid::Uuid;
 
+use crate::candles::Tick;
 use crate::engine::{Fill, Resting};
 
 diesel::table! {
@@ -41,53 +44,65 @@ diesel::table! {
     }
 }
 
-fn side_name(side: Side) -> &'static str {
-    match side {
-        Side::Buy => "buy",
-        Side::Sell => "sell",
-    }
+/// A stored book order that does not decode.
+#[derive(Debug, thiserror::Error)]
+#[error("stored book order {order_id} is corrupt: {reason}")]
+pub struct CorruptBook {
+    order_id: String,
+    reason: String,
 }
 
-/// A stored book that does not decode.
-#[derive(Debug, thiserror::Error)]
-#[error("stored book order {0} is corrupt")]
-pub struct CorruptBook(String);
-
-#[derive(Queryable)]
+#[derive(Queryable, Selectable)]
+#[diesel(table_name = book_orders)]
 struct BookRow {
     order_id: String,
-    _market: String,
     user_id: String,
-    side: String,
-    price: String,
-    quantity: String,
-    filled: String,
+    side: Side,
+    price: Amount,
+    quantity: Amount,
+    filled: Amount,
     seq: i64,
 }
 
-/// The resting orders of a market. A row that does not decode is a
-/// deserialization error, as diesel reports any other.
-pub fn load_book(conn: &mut DbConnection, market: &str) -> QueryResult<Vec<Resting>> {
-    let rows: Vec<BookRow> = book_orders::table.filter(book_orders::market.eq(market)).load(conn)?;
-    rows.into_iter()
-        .map(|r| {
-            let corrupt =
-                || diesel::result::Error::DeserializationError(Box::new(CorruptBook(r.order_id.clone())));
-            let amount = |s: &str| s.parse::<Amount>().map(Amount::value).map_err(|_| corrupt());
-            Ok(Resting {
-                id: Uuid::parse_str(&r.order_id).map_err(|_| corrupt())?,
-                user: Uuid::parse_str(&r.user_id).map_err(|_| corrupt())?,
-                side: match r.side.as_str() {
-                    "buy" => Side::Buy,
-                    "sell" => Side::Sell,
-                    _ => return Err(corrupt()),
-                },
-                price: amount(&r.price)?,
-                quantity: amount(&r.quantity)?,
-                filled: amount(&r.filled)?,
-                seq: u64::try_from(r.seq).map_err(|_| corrupt())?,
-            })
+#[derive(Insertable)]
+#[diesel(table_name = book_orders)]
+struct BookOrderForm<'a> {
+    order_id: String,
+    market: &'a str,
+    user_id: String,
+    side: Side,
+    price: Amount,
+    quantity: Amount,
+    filled: Amount,
+    seq: i64,
+}
+
+impl BookRow {
+    fn resting(self) -> Result<Resting, CorruptBook> {
+        let corrupt = |reason: &dyn std::fmt::Display| CorruptBook {
+            order_id: self.order_id.clone(),
+            reason: reason.to_string(),
+        };
+        Ok(Resting {
+            id: Uuid::parse_str(&self.order_id).map_err(|e| corrupt(&e))?,
+            user: Uuid::parse_str(&self.user_id).map_err(|e| corrupt(&e))?,
+            side: self.side,
+            price: self.price.value(),
+            quantity: self.quantity.value(),
+            filled: self.filled.value(),
+            seq: u64::try_from(self.seq).map_err(|e| corrupt(&e))?,
         })
+    }
+}
+
+/// The resting orders of a market. A row that does not decode (a word that
+/// names no side, an amount or id that does not parse) is a deserialization
+/// error, as diesel reports any other.
+pub fn load_book(conn: &mut DbConnection, market: &str) -> QueryResult<Vec<Resting>> {
+    let rows: Vec<BookRow> =
+        book_orders::table.filter(book_orders::market.eq(market)).select(BookRow::as_select()).load(conn)?;
+    rows.into_iter()
+        .map(|r| r.resting().map_err(|e| diesel::result::Error::DeserializationError(Box::new(e))))
         .collect()
 }
 
@@ -100,18 +115,20 @@ pub fn save_order(
 ) -> QueryResult<()> {
     diesel::delete(book_orders::table.find(id.to_string())).execute(conn)?;
     if let Some(o) = resting {
-        diesel::insert_into(book_orders::table)
-            .values((
-                book_orders::order_id.eq(o.id.to_string()),
-                book_orders::market.eq(market),
-                book_orders::user_id.eq(o.user.to_string()),
-                book_orders::side.eq(side_name(o.side)),
-                book_orders::price.eq(o.price.to_string()),
-                book_orders::quantity.eq(o.quantity.to_string()),
-                book_orders::filled.eq(o.filled.to_string()),
-                book_orders::seq.eq(o.seq as i64),
-            ))
-            .execute(conn)?;
+        let form = BookOrderForm {
+            order_id: o.id.to_string(),
+            market,
+            user_id: o.user.to_string(),
+            side: o.side,
+            price: o.price.into(),
+            quantity: o.quantity.into(),
+            filled: o.filled.into(),
+            seq: i64::try_from(o.seq).map_err(|e| diesel::result::Error::SerializationError(Box::new(e)))?,
+        };
+        // Typed values bind per back end (common maps them for each, not for both at once).
+        bourse_common::on_backend!(conn, |c| diesel::insert_into(book_orders::table)
+            .values(&form)
+            .execute(c))?;
     }
     Ok(())
 }
@@ -135,6 +152,19 @@ pub fn bump_version(conn: &mut DbConnection, market: &str, from: i64) -> QueryRe
     Ok(from + 1)
 }
 
+#[derive(Insertable)]
+#[diesel(table_name = trades)]
+struct TradeForm<'a> {
+    id: String,
+    market: &'a str,
+    price: Amount,
+    quantity: Amount,
+    taker_side: Side,
+    taker_order_id: String,
+    maker_order_id: String,
+    executed_at: i64,
+}
+
 pub fn insert_trade(
     conn: &mut DbConnection,
     id: Uuid,
@@ -142,18 +172,17 @@ pub fn insert_trade(
     fill: &Fill,
     at: i64,
 ) -> QueryResult<()> {
-    diesel::insert_into(trades::table)
-        .values((
-            trades::id.eq(id.to_string()),
-            trades::market.eq(market),
-            trades::price.eq(fill.price.to_string()),
-            trades::quantity.eq(fill.quantity.to_string()),
-            trades::taker_side.eq(side_name(fill.taker_side)),
-            trades::taker_order_id.eq(fill.taker_order.to_string()),
-            trades::maker_order_id.eq(fill.maker_order.to_string()),
-            trades::executed_at.eq(at),
-        ))
-        .execute(conn)?;
+    let form = TradeForm {
+        id: id.to_string(),
+        market,
+        price: fill.price.into(),
+        quantity: fill.quantity.into(),
+        taker_side: fill.taker_side,
+        taker_order_id: fill.taker_order.to_string(),
+        maker_order_id: fill.maker_order.to_string(),
+        executed_at: at,
+    };
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(trades::table).values(&form).execute(c))?;
     Ok(())
 }
 
@@ -165,7 +194,7 @@ pub struct TradeRow {
     pub market: String,
     pub price: Amount,
     pub quantity: Amount,
-    pub taker_side: String,
+    pub taker_side: Side,
     pub taker_order_id: String,
     pub maker_order_id: String,
     pub executed_at: i64,
@@ -189,18 +218,65 @@ pub fn trades_page(
     Ok((rows, total))
 }
 
-/// A market's trades executed in `[from, to)`, in execution order.
-pub fn trades_between(
-    conn: &mut DbConnection,
-    market: &str,
-    from: i64,
-    to: i64,
-) -> QueryResult<Vec<TradeRow>> {
-    trades::table
+/// A market's trades executed in `[from, to)`, in execution order, as
+/// candles see them: the history's candles and the live ones read the same.
+pub fn ticks_between(conn: &mut DbConnection, market: &str, from: i64, to: i64) -> QueryResult<Vec<Tick>> {
+    let rows: Vec<(i64, Amount, Amount)> = trades::table
         .filter(trades::market.eq(market))
         .filter(trades::executed_at.ge(from))
         .filter(trades::executed_at.lt(to))
         .order((trades::executed_at.asc(), trades::id.asc()))
-        .select(TradeRow::as_select())
-        .load(conn)
+        .select((trades::executed_at, trades::price, trades::quantity))
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(at_micros, price, quantity)| Tick {
+            at_micros,
+            price: price.value(),
+            quantity: quantity.value(),
+        })
+        .collect())
+}
+
+/// A migrated in-memory SQLite database, for unit tests of what is stored.
+#[cfg(test)]
+pub(crate) fn test_db() -> DbConnection {
+    use diesel_migrations::MigrationHarness;
+    let mut conn = diesel::SqliteConnection::establish(":memory:").expect("in-memory SQLite");
+    conn.run_pending_migrations((crate::MIGRATIONS.sqlite)()).expect("migrations");
+    DbConnection::Sqlite(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    #[test]
+    fn a_resting_order_round_trips_and_a_bad_stored_word_fails_the_read() {
+        let mut conn = test_db();
+        let order = Resting {
+            id: Uuid::from_u128(1),
+            user: Uuid::from_u128(2),
+            side: Side::Sell,
+            price: Decimal::new(10050, 2),
+            quantity: Decimal::new(15, 1),
+            filled: Decimal::new(5, 1),
+            seq: 7,
+        };
+        save_order(&mut conn, "ETH-USDT", order.id, Some(&order)).unwrap();
+        assert_eq!(load_book(&mut conn, "ETH-USDT").unwrap(), std::slice::from_ref(&order));
+        assert_eq!(load_book(&mut conn, "BTC-USDT").unwrap(), []);
+
+        diesel::update(book_orders::table).set(book_orders::side.eq("sideways")).execute(&mut conn).unwrap();
+        let err = load_book(&mut conn, "ETH-USDT").unwrap_err();
+        assert!(matches!(err, diesel::result::Error::DeserializationError(_)), "{err}");
+        diesel::update(book_orders::table).set(book_orders::side.eq("sell")).execute(&mut conn).unwrap();
+        diesel::update(book_orders::table).set(book_orders::price.eq("a lot")).execute(&mut conn).unwrap();
+        assert!(load_book(&mut conn, "ETH-USDT").is_err(), "an amount that does not parse");
+
+        save_order(&mut conn, "ETH-USDT", order.id, None).unwrap();
+        assert_eq!(load_book(&mut conn, "ETH-USDT").unwrap(), []);
+    }
 }

@@ -1,114 +1,116 @@
-//! The order saga's reactions to payment-service, each inside the inbox
-//! transaction, each transition recorded with the message that caused it.
+//! The saga queue (`order-service.saga`): each message decoded once into
+//! [`Saga`], applied inside the inbox transaction, each transition recorded
+//! with the message that caused it. The status table is
+//! [`Status::after`](crate::domain::Status::after); here the order is loaded,
+//! the table consulted, the result stored and announced.
+//!
+//! | message | from | what it does |
+//! | --- | --- | --- |
+//! | `funds.reserved` | payment-service | `pending` -> `open`, sends `matching.submit-order`; a `cancel_requested` order sends `payment.release-funds` instead |
+//! | `funds.rejected` | payment-service | `pending` or `cancel_requested` -> `rejected` with the reason, publishes `order.rejected` |
+//! | `funds.released` | payment-service | `cancel_requested` -> `cancelled`, publishes `order.cancelled` |
+//! | `order.updated` | matching-service | an order that is not final: records its filled quantity; `open` -> `partially_filled`, -> `filled`, or out of the book -> `cancel_requested` until its funds are released |
 
 use bourse_common::catalog::{
-    BookStatus, FundsRejected, FundsReleased, FundsReserved, OrderCancelled, OrderRejected, OrderUpdated,
-    ReleaseFunds, SubmitOrder,
+    FundsRejected, FundsReleased, FundsReserved, OrderCancelled, OrderRejected, OrderUpdated, ReleaseFunds,
+    SubmitOrder,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::HandlerError;
-use bourse_common::messages::Message;
 use bourse_common::now_micros;
 use bourse_common::outbox::Emitter;
 use uuid::Uuid;
 
-use crate::domain::Status;
-use crate::storage::{self, Cause, OrderRow, Terms};
+use crate::domain::Step;
+use crate::storage::{self, Cause, OrderRow};
 
-/// The events of the saga queue.
-pub const EVENTS: [&str; 4] =
-    [FundsReserved::TYPE, FundsRejected::TYPE, FundsReleased::TYPE, OrderUpdated::TYPE];
+/// The queue of the saga's events.
+pub const QUEUE: &str = "order-service.saga";
 
-pub fn handle(conn: &mut DbConnection, message: &Envelope, out: &mut Emitter) -> Result<(), HandlerError> {
-    match message.message_type.as_str() {
-        FundsReserved::TYPE => {
-            let event: FundsReserved = message.payload()?;
-            let order = order(conn, event.order_id)?;
-            funds_reserved(conn, order, message, out)
-        }
-        FundsRejected::TYPE => {
-            let event: FundsRejected = message.payload()?;
-            let order = order(conn, event.order_id)?;
-            funds_rejected(conn, order, &event, message, out)
-        }
-        FundsReleased::TYPE => {
-            let event: FundsReleased = message.payload()?;
-            let order = order(conn, event.order_id)?;
-            funds_released(conn, order, message, out)
-        }
-        OrderUpdated::TYPE => {
-            let event: OrderUpdated = message.payload()?;
-            let order = order(conn, event.order_id)?;
-            order_updated(conn, order, &event, message)
-        }
-        _ => Err(HandlerError::unexpected(message)),
+bourse_common::inbound! {
+    /// What the saga queue takes.
+    pub enum Saga {
+        FundsReserved(FundsReserved),
+        FundsRejected(FundsRejected),
+        FundsReleased(FundsReleased),
+        OrderUpdated(OrderUpdated),
+    }
+}
+
+/// Applies one message of the saga queue.
+pub fn handle(
+    conn: &mut DbConnection,
+    message: Saga,
+    envelope: &Envelope,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    match message {
+        Saga::FundsReserved(event) => funds_reserved(conn, &event, envelope, out),
+        Saga::FundsRejected(event) => funds_rejected(conn, &event, envelope, out),
+        Saga::FundsReleased(event) => funds_released(conn, &event, envelope, out),
+        Saga::OrderUpdated(event) => order_updated(conn, &event, envelope),
     }
 }
 
 fn order(conn: &mut DbConnection, id: Uuid) -> Result<OrderRow, HandlerError> {
+    let found = storage::find(conn, id).map_err(|e| match e {
+        // A stored value that does not decode will not decode on a retry either.
+        diesel::result::Error::DeserializationError(_) => HandlerError::Permanent(e.into()),
+        e => e.into(),
+    })?;
     // The order commits before its command is published: a miss is a bug, not a race.
-    storage::find(conn, id)?.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no order {id}")))
+    found.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no order {id}")))
 }
 
-fn cause(message: &Envelope) -> Cause {
-    Cause { kind: message.message_type.clone(), id: message.message_id.to_string() }
+/// The order's id and its user's.
+fn ids(order: &OrderRow) -> Result<(Uuid, Uuid), HandlerError> {
+    order.ids().map_err(|e| HandlerError::Permanent(e.into()))
 }
 
-fn terms(order: &OrderRow) -> Result<Terms, HandlerError> {
-    order.terms().map_err(|e| HandlerError::Permanent(e.into()))
+fn cause(envelope: &Envelope) -> Cause {
+    Cause { kind: envelope.message_type.clone(), id: envelope.message_id.to_string() }
 }
 
 fn funds_reserved(
     conn: &mut DbConnection,
-    order: OrderRow,
-    message: &Envelope,
+    event: &FundsReserved,
+    envelope: &Envelope,
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
-    let t = terms(&order)?;
-    match order.status() {
-        Status::Pending => {
-            storage::transition(conn, &order, Status::Open, None, &cause(message), now_micros())?;
-            out.reply(&SubmitOrder {
-                order_id: t.id,
-                user_id: t.user_id,
-                market: order.market.clone(),
-                side: t.side,
-                order_type: t.order_type,
-                price: t.price,
-                quantity: t.quantity,
-                time_in_force: t.time_in_force,
-            });
-        }
-        // Cancelled while the funds were being reserved: give them back.
-        Status::CancelRequested => {
-            out.reply(&ReleaseFunds { order_id: t.id, user_id: t.user_id });
-        }
-        _ => {}
+    let order = order(conn, event.order_id)?;
+    if let Some(next) = order.status.after(Step::FundsReserved) {
+        let (order_id, user_id) = ids(&order)?;
+        storage::transition(conn, &order, next, None, &cause(envelope), now_micros())?;
+        out.reply(&SubmitOrder { order_id, user_id, terms: order.terms() });
+    } else if order.status.releases_reserved_funds() {
+        let (order_id, user_id) = ids(&order)?;
+        out.reply(&ReleaseFunds { order_id, user_id });
     }
     Ok(())
 }
 
 fn funds_rejected(
     conn: &mut DbConnection,
-    order: OrderRow,
     rejection: &FundsRejected,
-    message: &Envelope,
+    envelope: &Envelope,
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
-    if matches!(order.status(), Status::Pending | Status::CancelRequested) {
-        let t = terms(&order)?;
+    let order = order(conn, rejection.order_id)?;
+    if let Some(next) = order.status.after(Step::FundsRejected) {
+        let (order_id, user_id) = ids(&order)?;
         let reason = rejection.reason.as_str();
-        storage::transition(conn, &order, Status::Rejected, Some(reason), &cause(message), now_micros())?;
+        storage::transition(conn, &order, next, Some(reason), &cause(envelope), now_micros())?;
+        let terms = order.terms();
         out.reply(&OrderRejected {
-            order_id: t.id,
-            user_id: t.user_id,
-            market: order.market.clone(),
+            order_id,
+            user_id,
+            market: terms.market,
             reason: reason.to_string(),
-            side: Some(t.side),
-            order_type: Some(t.order_type),
-            price: t.price,
-            quantity: Some(t.quantity),
+            side: Some(terms.side),
+            order_type: Some(terms.order_type),
+            price: terms.price,
+            quantity: Some(terms.quantity),
             currency: Some(rejection.currency.clone()),
             amount: Some(rejection.amount),
         });
@@ -116,43 +118,36 @@ fn funds_rejected(
     Ok(())
 }
 
-/// Follows the book: fills, the end of the order. A cancelled order waits for
-/// its reservation to be released before it is `cancelled`.
-fn order_updated(
+fn funds_released(
     conn: &mut DbConnection,
-    order: OrderRow,
-    event: &OrderUpdated,
-    message: &Envelope,
+    event: &FundsReleased,
+    envelope: &Envelope,
+    out: &mut Emitter,
 ) -> Result<(), HandlerError> {
-    let now = now_micros();
-    let status = order.status();
-    if matches!(status, Status::Filled | Status::Cancelled | Status::Rejected) {
-        return Ok(());
-    }
-    storage::set_filled(conn, &order, event.filled_quantity, now)?;
-    let next = match (event.status, status) {
-        (BookStatus::Filled, _) => Some(Status::Filled),
-        (BookStatus::Cancelled, Status::CancelRequested) => None,
-        (BookStatus::Cancelled, _) => Some(Status::CancelRequested),
-        (BookStatus::PartiallyFilled, Status::Open) => Some(Status::PartiallyFilled),
-        _ => None,
-    };
-    if let Some(next) = next.filter(|n| *n != status) {
-        storage::transition(conn, &order, next, None, &cause(message), now)?;
+    let order = order(conn, event.order_id)?;
+    if let Some(next) = order.status.after(Step::FundsReleased) {
+        let (order_id, user_id) = ids(&order)?;
+        storage::transition(conn, &order, next, None, &cause(envelope), now_micros())?;
+        out.reply(&OrderCancelled { order_id, user_id, market: order.market.clone() });
     }
     Ok(())
 }
 
-fn funds_released(
+/// Follows the book: the filled quantity, fills, the end of the order.
+fn order_updated(
     conn: &mut DbConnection,
-    order: OrderRow,
-    message: &Envelope,
-    out: &mut Emitter,
+    event: &OrderUpdated,
+    envelope: &Envelope,
 ) -> Result<(), HandlerError> {
-    if order.status() == Status::CancelRequested {
-        let t = terms(&order)?;
-        storage::transition(conn, &order, Status::Cancelled, None, &cause(message), now_micros())?;
-        out.reply(&OrderCancelled { order_id: t.id, user_id: t.user_id, market: order.market.clone() });
+    let order = order(conn, event.order_id)?;
+    // A final order keeps what it last recorded.
+    if order.status.is_final() {
+        return Ok(());
+    }
+    let now = now_micros();
+    storage::set_filled(conn, &order, event.filled_quantity, now)?;
+    if let Some(next) = order.status.after(Step::Book(event.status)) {
+        storage::transition(conn, &order, next, None, &cause(envelope), now)?;
     }
     Ok(())
 }

@@ -1,64 +1,56 @@
 //! `order-service`: orders and their lifecycle; orchestrates the order saga;
-//! price triggers; order history.
+//! order history. Price triggers (automation) belong here too — **not yet**:
+//! the gateway routes `/api/triggers` to this service, which answers 404
+//! until they are built.
 //!
 //! | module | owns |
 //! | --- | --- |
-//! | [`domain`] | order validation, reservations, statuses, pure |
-//! | [`storage`] | orders and their transitions |
-//! | [`handlers`] | the saga: `funds.reserved`, `funds.rejected`, `funds.released` |
+//! | [`domain`] | the rules, pure: order validation and placement, reservations, the status table, idempotency keys |
+//! | [`storage`] | orders and their transitions in the database |
+//! | [`handlers`] | the saga queue: `funds.reserved`, `funds.rejected`, `funds.released`, `order.updated` |
 //! | [`routes`] | REST: orders, currencies, markets |
+//! | [`settings`] | the service's own settings: reference data |
 //!
-//! A library with a thin `main.rs`: [`run`] starts the service on the
-//! configured ports and URLs, so that tests and `bourse up` start it in-process.
+//! A library with a thin `main.rs`: [`OrderService`] is the service as the
+//! registry and the stack know it; [`OrderService::run`](Service::run) starts
+//! it on the configured ports and URLs, so that tests and `bourse up` start it
+//! in-process.
 
 pub mod domain;
 pub mod handlers;
 pub mod routes;
+pub mod settings;
 pub mod storage;
 
 use std::sync::Arc;
 
 use bourse_common::config::ServiceConfig;
-use bourse_common::inbox::Handler;
-use bourse_common::reference::ReferenceData;
-use bourse_common::service::{self, RunningService, ServiceParts};
-use bourse_common::topology::QueueSpec;
-use serde::{Deserialize, Serialize};
+use bourse_common::inbox;
+use bourse_common::registry::{self, ServiceInfo};
+use bourse_common::service::{Service, ServiceParts};
 use utoipa::OpenApi;
 
-pub const NAME: &str = "order-service";
-/// `ORDER__DATABASE__URL` and the like override the configuration.
-pub const ENV_PREFIX: &str = "ORDER";
-pub const DEFAULT_PORT: u16 = 8081;
-
-/// order-service's own settings.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Settings {
-    pub reference: ReferenceData,
-}
+pub use settings::Settings;
 
 pub type Config = ServiceConfig<Settings>;
 
-/// The embedded defaults: `./data/order-service.db`, local RabbitMQ, port 8081.
-pub fn default_config() -> Config {
-    Config::defaults(NAME, DEFAULT_PORT)
-}
+/// The service, as the registry and the stack know it.
+#[derive(Debug)]
+pub struct OrderService;
 
-/// Starts the service: database and migrations, outbox relay, consumers, HTTP.
-pub async fn run(config: Config) -> anyhow::Result<RunningService> {
-    let settings = config.settings.clone();
-    settings.reference.validate()?;
-    let saga: Arc<dyn Handler> = Arc::new(handlers::handle);
-    let parts = ServiceParts {
-        migrations: vec![&MIGRATIONS],
-        consumers: vec![(QueueSpec::new("order-service.saga").events(&handlers::EVENTS), saga)],
-        routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
-        openapi: routes::Api::openapi(),
-        ..Default::default()
-    };
-    service::start(NAME, &config, parts).await
-}
+impl Service for OrderService {
+    const INFO: &'static ServiceInfo = &registry::ORDER;
+    type Settings = Settings;
 
-const MIGRATIONS: bourse_common::db::MigrationSet =
-    bourse_common::migration_set!("migrations/sqlite", "migrations/postgres");
+    /// Checks the reference data; the saga queue, the routes, the migrations.
+    fn parts(config: &Config) -> anyhow::Result<ServiceParts> {
+        config.settings.reference.validate()?;
+        Ok(ServiceParts {
+            migrations: vec![&storage::MIGRATIONS],
+            consumers: vec![inbox::consume::<handlers::Saga>(handlers::QUEUE, handlers::handle)],
+            routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
+            openapi: routes::Api::openapi(),
+            ..Default::default()
+        })
+    }
+}

@@ -1,9 +1,4 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    bourse_common::service::serve(
-        order_service::default_config(),
-        order_service::ENV_PREFIX,
-        order_service::run,
-    )
-    .await
+    bourse_common::service::main::<order_service::OrderService>().await
 }

@@ -1,23 +1,29 @@
-//! order-service's REST routes: orders, and the reference data they are checked against.
+//! order-service's REST routes: orders, and the reference data they are
+//! checked against. Each route parses, authorizes (the caller's own orders
+//! only), calls the [`domain`](crate::domain) and stores.
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::{Caller, REQUEST_ID_HEADER};
-use bourse_common::catalog::{CancelOrder, OrderType, ReserveFunds, Side, TimeInForce};
+use bourse_common::catalog::{CancelOrder, OrderType, Side, TimeInForce};
 use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::money::{Amount, Currency};
 use bourse_common::outbox::Emitter;
 use bourse_common::paging::{Page, PageQuery};
 use bourse_common::reference::Market;
+use bourse_common::registry;
 use bourse_common::{micros_to_time, now_micros};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{OrderRequest, Status};
-use crate::storage::{self, Cause, OrderRow, stored_name};
-use crate::{NAME, Settings};
+use crate::domain::{self, Cancel, IdempotencyKey, OrderRequest, Status};
+use crate::settings::Settings;
+use crate::storage::{self, Cause, OrderRow};
 
 pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The producer of the messages the routes send.
+const PRODUCER: &str = registry::ORDER.name;
 
 /// An order as clients see it.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -42,17 +48,17 @@ impl TryFrom<OrderRow> for Order {
     type Error = ApiError;
 
     fn try_from(r: OrderRow) -> Result<Self, ApiError> {
-        let t = r.terms().map_err(ApiError::internal)?;
+        let (id, _user) = r.ids().map_err(ApiError::internal)?;
         Ok(Self {
-            id: t.id,
-            status: r.status(),
+            id,
+            status: r.status,
             market: r.market,
-            side: t.side,
-            order_type: t.order_type,
-            price: t.price,
-            quantity: t.quantity,
-            filled_quantity: t.filled_quantity,
-            time_in_force: t.time_in_force,
+            side: r.side,
+            order_type: r.order_type,
+            price: r.price,
+            quantity: r.quantity,
+            filled_quantity: r.filled_quantity,
+            time_in_force: r.time_in_force,
             reject_reason: r.reject_reason,
             created_at: micros_to_time(r.created_at),
             updated_at: micros_to_time(r.updated_at),
@@ -125,40 +131,20 @@ pub async fn place_order(
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
-    let valid = request
-        .validate(settings.reference.market(&request.market))
+    let user = caller.user_id;
+    let order = domain::place(&request, settings.reference.market(&request.market), Uuid::now_v7(), user)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
-    let key = req.headers().get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string);
-    if key.as_ref().is_some_and(|k| k.is_empty() || k.len() > 200) {
-        return Err(ApiError::bad_request(
-            "invalid_idempotency_key",
-            "Idempotency-Key must be 1 to 200 characters",
-        ));
-    }
+    let key = req
+        .headers()
+        .get(IDEMPOTENCY_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(|k| IdempotencyKey::try_from(k.to_string()))
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
     let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
     let cause = request_cause(&req, "POST /api/orders");
-    let user = caller.user_id;
-    let now = now_micros();
-    let id = Uuid::now_v7();
-    let row = OrderRow {
-        id: id.to_string(),
-        user_id: user.to_string(),
-        market: valid.market.clone(),
-        side: stored_name(&valid.side),
-        order_type: stored_name(&valid.order_type),
-        price: valid.price.map(|p| p.to_string()),
-        quantity: valid.quantity.to_string(),
-        filled_quantity: Amount::ZERO.to_string(),
-        status: Status::Pending.as_str().into(),
-        time_in_force: stored_name(&valid.time_in_force),
-        reject_reason: None,
-        idempotency_key: key.clone(),
-        // Compared on a retry with the same key.
-        request_body: Some(request_body.clone()),
-        created_at: now,
-        updated_at: now,
-    };
-    let raced_key = key.clone().unwrap_or_default();
+    let row = OrderRow::new(&order, key.as_ref(), request_body.clone(), now_micros());
+    let raced_key = key.clone();
     let stored = db
         .write(move |c| {
             if let Some(key) = &key
@@ -167,16 +153,8 @@ pub async fn place_order(
                 return Ok(existing);
             }
             storage::insert(c, &row, &cause)?;
-            let mut out = Emitter::new(NAME);
-            out.send(
-                &row.id,
-                &ReserveFunds {
-                    order_id: id,
-                    user_id: user,
-                    currency: valid.reserve_currency.clone(),
-                    amount: valid.reserve_amount,
-                },
-            );
+            let mut out = Emitter::new(PRODUCER);
+            out.send(&row.id, &order.reserve);
             out.flush(c)?;
             Ok::<_, DbError>(row)
         })
@@ -184,10 +162,12 @@ pub async fn place_order(
     let stored = match stored {
         Ok(order) => order,
         // The same key raced in from another request: that one won.
-        Err(DbError::Query(e)) if is_unique_violation(&e) => db
-            .read(move |c| storage::find_by_idempotency_key(c, user, &raced_key).map_err(DbError::from))
-            .await?
-            .ok_or_else(|| ApiError::internal("idempotency key vanished"))?,
+        Err(DbError::Query(e)) if is_unique_violation(&e) => {
+            let key = raced_key.ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
+            db.read(move |c| storage::find_by_idempotency_key(c, user, &key).map_err(DbError::from))
+                .await?
+                .ok_or_else(|| ApiError::internal("idempotency key vanished"))?
+        }
         Err(e) => return Err(e.into()),
     };
     if stored.request_body.as_deref() != Some(request_body.as_str()) {
@@ -277,8 +257,8 @@ pub async fn list_orders(
     let status = match q.status.as_deref() {
         None => None,
         Some(s) => Some(
-            Status::parse(s)
-                .ok_or_else(|| ApiError::bad_request("invalid_status", format!("unknown status {s}")))?,
+            s.parse::<Status>()
+                .map_err(|_| ApiError::bad_request("invalid_status", format!("unknown status {s}")))?,
         ),
     };
     let market = q.market;
@@ -319,22 +299,20 @@ pub async fn cancel_order(
             let Some(order) = storage::find_for_user(c, id, user)? else {
                 return Ok::<_, DbError>(Err(order_not_found(id)));
             };
-            let status = order.status();
-            if status == Status::CancelRequested {
-                return Ok(Ok(order));
-            }
-            if !status.is_cancellable() {
-                return Ok(Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "order_not_cancellable",
-                    format!("order {id} is {}", status.as_str()),
-                )));
-            }
+            let leave_book = match order.status.cancel() {
+                Cancel::AlreadyRequested => return Ok(Ok(order)),
+                Cancel::Final => {
+                    return Ok(Err(ApiError::new(
+                        StatusCode::CONFLICT,
+                        "order_not_cancellable",
+                        format!("order {id} is {}", order.status),
+                    )));
+                }
+                Cancel::Request { leave_book } => leave_book,
+            };
             storage::transition(c, &order, Status::CancelRequested, None, &cause, now_micros())?;
-            // A pending order is released when its reservation outcome arrives;
-            // a booked one leaves its book first, then its reservation is released.
-            if status != Status::Pending {
-                let mut out = Emitter::new(NAME);
+            if leave_book {
+                let mut out = Emitter::new(PRODUCER);
                 out.send(
                     &order.id,
                     &CancelOrder { order_id: id, user_id: user, market: order.market.clone() },

@@ -1,12 +1,26 @@
-//! Orders and their transitions in the service's database.
+//! Orders and their transitions in the service's database: the diesel
+//! tables, [`OrderRow`] with typed columns (an undecodable stored value is a
+//! read error), and the queries. Statuses are stored as their words
+//! ([`stored_as_text!`](bourse_common::stored_as_text)).
+//!
+//! Typed values (statuses, sides, amounts) bind on each back end, not on
+//! the generic [`DbConnection`]: a query that binds them runs through
+//! [`on_backend!`](bourse_common::on_backend). Reading them needs no such step.
 
-use bourse_common::catalog::{OrderType, Side, TimeInForce};
+use bourse_common::catalog::{OrderTerms, OrderType, Side, TimeInForce};
 use bourse_common::db::DbConnection;
 use bourse_common::money::Amount;
+use bourse_common::on_backend;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::domain::Status;
+use crate::domain::{IdempotencyKey, NewOrder, Status};
+
+bourse_common::stored_as_text!(Status);
+
+/// The schema of both back ends (`migrations/`), run at start-up.
+pub const MIGRATIONS: bourse_common::db::MigrationSet =
+    bourse_common::migration_set!("migrations/sqlite", "migrations/postgres");
 
 diesel::table! {
     orders (id) {
@@ -40,77 +54,83 @@ diesel::table! {
     }
 }
 
+/// An order as stored.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = orders)]
 pub struct OrderRow {
     pub id: String,
     pub user_id: String,
     pub market: String,
-    pub side: String,
-    pub order_type: String,
-    pub price: Option<String>,
-    pub quantity: String,
-    pub filled_quantity: String,
-    pub status: String,
-    pub time_in_force: String,
+    pub side: Side,
+    pub order_type: OrderType,
+    pub price: Option<Amount>,
+    pub quantity: Amount,
+    pub filled_quantity: Amount,
+    pub status: Status,
+    pub time_in_force: TimeInForce,
     pub reject_reason: Option<String>,
     pub idempotency_key: Option<String>,
+    /// The request as received, compared on a retry with the same key.
     pub request_body: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
 }
 
 impl OrderRow {
-    pub fn status(&self) -> Status {
-        Status::parse(&self.status).unwrap_or(Status::Pending)
+    /// The row of a newly placed order, nothing filled yet.
+    pub fn new(
+        order: &NewOrder,
+        idempotency_key: Option<&IdempotencyKey>,
+        request_body: String,
+        now: i64,
+    ) -> Self {
+        let terms = order.terms.clone();
+        Self {
+            id: order.id.to_string(),
+            user_id: order.user_id.to_string(),
+            market: terms.market,
+            side: terms.side,
+            order_type: terms.order_type,
+            price: terms.price,
+            quantity: terms.quantity,
+            filled_quantity: Amount::ZERO,
+            status: order.status,
+            time_in_force: terms.time_in_force,
+            reject_reason: None,
+            idempotency_key: idempotency_key.map(|k| k.as_str().to_string()),
+            request_body: Some(request_body),
+            created_at: now,
+            updated_at: now,
+        }
     }
 
-    /// The typed terms of the order.
-    pub fn terms(&self) -> Result<Terms, CorruptOrder> {
-        let corrupt =
-            |reason: &dyn std::fmt::Display| CorruptOrder { id: self.id.clone(), reason: reason.to_string() };
-        let amount = |s: &str| s.parse::<Amount>().map_err(|e| corrupt(&e));
-        Ok(Terms {
-            id: Uuid::parse_str(&self.id).map_err(|e| corrupt(&e))?,
-            user_id: Uuid::parse_str(&self.user_id).map_err(|e| corrupt(&e))?,
-            side: from_stored(&self.side).map_err(|e| corrupt(&e))?,
-            order_type: from_stored(&self.order_type).map_err(|e| corrupt(&e))?,
-            price: self.price.as_deref().map(amount).transpose()?,
-            quantity: amount(&self.quantity)?,
-            filled_quantity: amount(&self.filled_quantity)?,
-            time_in_force: from_stored(&self.time_in_force).map_err(|e| corrupt(&e))?,
-        })
+    /// The order's terms, as placed.
+    pub fn terms(&self) -> OrderTerms {
+        OrderTerms {
+            market: self.market.clone(),
+            side: self.side,
+            order_type: self.order_type,
+            price: self.price,
+            quantity: self.quantity,
+            time_in_force: self.time_in_force,
+        }
+    }
+
+    /// The order's id and its user's.
+    pub fn ids(&self) -> Result<(Uuid, Uuid), CorruptOrder> {
+        let parse = |s: &str| {
+            Uuid::parse_str(s).map_err(|e| CorruptOrder { id: self.id.clone(), reason: e.to_string() })
+        };
+        Ok((parse(&self.id)?, parse(&self.user_id)?))
     }
 }
 
-/// The typed fields of a stored order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Terms {
-    pub id: Uuid,
-    pub user_id: Uuid,
-    pub side: Side,
-    pub order_type: OrderType,
-    pub price: Option<Amount>,
-    pub quantity: Amount,
-    pub filled_quantity: Amount,
-    pub time_in_force: TimeInForce,
-}
-
-/// A stored order that does not decode: a bug or a hand-edited row.
+/// A stored order whose ids do not decode: a bug or a hand-edited row.
 #[derive(Debug, thiserror::Error)]
 #[error("stored order {id} is corrupt: {reason}")]
 pub struct CorruptOrder {
     id: String,
     reason: String,
-}
-
-/// The name a catalog enum is stored under: its JSON name (`buy`, `limit`, `gtc`).
-pub fn stored_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
-
-fn from_stored<T: serde::de::DeserializeOwned>(name: &str) -> Result<T, serde_json::Error> {
-    serde_json::from_value(serde_json::Value::String(name.to_string()))
 }
 
 /// What caused a transition: a message (`funds.reserved` + its id) or a request.
@@ -120,9 +140,10 @@ pub struct Cause {
     pub id: String,
 }
 
+/// Stores a new order and records its first status.
 pub fn insert(conn: &mut DbConnection, order: &OrderRow, cause: &Cause) -> QueryResult<()> {
-    diesel::insert_into(orders::table).values(order).execute(conn)?;
-    record_transition(conn, &order.id, None, Status::Pending, cause, order.created_at)
+    on_backend!(conn, |c| diesel::insert_into(orders::table).values(order).execute(c))?;
+    record_transition(conn, &order.id, None, order.status, cause, order.created_at)
 }
 
 fn record_transition(
@@ -133,16 +154,15 @@ fn record_transition(
     cause: &Cause,
     now: i64,
 ) -> QueryResult<()> {
-    diesel::insert_into(order_transitions::table)
-        .values((
-            order_transitions::order_id.eq(order_id),
-            order_transitions::from_status.eq(from.map(Status::as_str)),
-            order_transitions::to_status.eq(to.as_str()),
-            order_transitions::cause_type.eq(&cause.kind),
-            order_transitions::cause_id.eq(&cause.id),
-            order_transitions::at.eq(now),
-        ))
-        .execute(conn)?;
+    let row = (
+        order_transitions::order_id.eq(order_id),
+        order_transitions::from_status.eq(from),
+        order_transitions::to_status.eq(to),
+        order_transitions::cause_type.eq(&cause.kind),
+        order_transitions::cause_id.eq(&cause.id),
+        order_transitions::at.eq(now),
+    );
+    on_backend!(conn, |c| diesel::insert_into(order_transitions::table).values(row).execute(c))?;
     Ok(())
 }
 
@@ -155,20 +175,18 @@ pub fn transition(
     cause: &Cause,
     now: i64,
 ) -> QueryResult<()> {
-    diesel::update(orders::table.find(&order.id))
-        .set((orders::status.eq(to.as_str()), orders::updated_at.eq(now)))
-        .execute(conn)?;
+    let set = (orders::status.eq(to), orders::updated_at.eq(now));
+    on_backend!(conn, |c| diesel::update(orders::table.find(&order.id)).set(set).execute(c))?;
     if let Some(reason) = reject_reason {
         diesel::update(orders::table.find(&order.id)).set(orders::reject_reason.eq(reason)).execute(conn)?;
     }
-    record_transition(conn, &order.id, Some(order.status()), to, cause, now)
+    record_transition(conn, &order.id, Some(order.status), to, cause, now)
 }
 
 /// Records how much of the order has filled.
 pub fn set_filled(conn: &mut DbConnection, order: &OrderRow, filled: Amount, now: i64) -> QueryResult<()> {
-    diesel::update(orders::table.find(&order.id))
-        .set((orders::filled_quantity.eq(filled.to_string()), orders::updated_at.eq(now)))
-        .execute(conn)?;
+    let set = (orders::filled_quantity.eq(filled), orders::updated_at.eq(now));
+    on_backend!(conn, |c| diesel::update(orders::table.find(&order.id)).set(set).execute(c))?;
     Ok(())
 }
 
@@ -184,11 +202,11 @@ pub fn find_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResu
 pub fn find_by_idempotency_key(
     conn: &mut DbConnection,
     user: Uuid,
-    key: &str,
+    key: &IdempotencyKey,
 ) -> QueryResult<Option<OrderRow>> {
     orders::table
         .filter(orders::user_id.eq(user.to_string()))
-        .filter(orders::idempotency_key.eq(key))
+        .filter(orders::idempotency_key.eq(key.as_str()))
         .select(OrderRow::as_select())
         .first(conn)
         .optional()
@@ -203,27 +221,29 @@ pub fn list(
     limit: i64,
     offset: i64,
 ) -> QueryResult<(Vec<OrderRow>, i64)> {
-    let filtered = || {
-        let mut q = orders::table.filter(orders::user_id.eq(user.to_string())).into_boxed();
-        if let Some(s) = status {
-            q = q.filter(orders::status.eq(s.as_str()));
-        }
-        if let Some(m) = market {
-            q = q.filter(orders::market.eq(m.to_string()));
-        }
-        q
-    };
-    let total = filtered().count().get_result(conn)?;
-    let rows = filtered()
-        .order((orders::created_at.desc(), orders::id.desc()))
-        .limit(limit)
-        .offset(offset)
-        .select(OrderRow::as_select())
-        .load(conn)?;
-    Ok((rows, total))
+    on_backend!(conn, |c| {
+        let filtered = || {
+            let mut q = orders::table.filter(orders::user_id.eq(user.to_string())).into_boxed();
+            if let Some(s) = status {
+                q = q.filter(orders::status.eq(s));
+            }
+            if let Some(m) = market {
+                q = q.filter(orders::market.eq(m.to_string()));
+            }
+            q
+        };
+        let total = filtered().count().get_result(c)?;
+        let rows = filtered()
+            .order((orders::created_at.desc(), orders::id.desc()))
+            .limit(limit)
+            .offset(offset)
+            .select(OrderRow::as_select())
+            .load(c)?;
+        Ok((rows, total))
+    })
 }
 
-/// A transition as stored.
+/// A transition as stored. Its statuses stay words: the history is read as written.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = order_transitions)]
 pub struct TransitionRow {
@@ -242,4 +262,96 @@ pub fn transitions(conn: &mut DbConnection, order_id: Uuid) -> QueryResult<Vec<T
         .order(order_transitions::id.asc())
         .select(TransitionRow::as_select())
         .load(conn)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{self, OrderRequest};
+    use bourse_common::reference::ReferenceData;
+    use diesel::sqlite::SqliteConnection;
+    use diesel_migrations::MigrationHarness;
+
+    fn database() -> DbConnection {
+        let mut sqlite = SqliteConnection::establish(":memory:").unwrap();
+        sqlite.run_pending_migrations((MIGRATIONS.sqlite)()).unwrap();
+        DbConnection::Sqlite(sqlite)
+    }
+
+    fn placed(conn: &mut DbConnection) -> OrderRow {
+        let request: OrderRequest = serde_json::from_str(
+            r#"{"market":"ETH-USDT","side":"buy","type":"limit","price":"2000.5","quantity":"1.5"}"#,
+        )
+        .unwrap();
+        let reference = ReferenceData::default();
+        let order =
+            domain::place(&request, reference.market(&request.market), Uuid::now_v7(), Uuid::now_v7())
+                .unwrap();
+        let key = IdempotencyKey::try_from("k1".to_string()).unwrap();
+        let row = OrderRow::new(&order, Some(&key), "{}".into(), 1);
+        insert(conn, &row, &Cause { kind: "POST /api/orders".into(), id: "r1".into() }).unwrap();
+        row
+    }
+
+    /// The columns as text, as the schema has always held them.
+    fn stored_words(
+        conn: &mut DbConnection,
+        id: &str,
+    ) -> (String, String, String, Option<String>, String, String) {
+        orders::table
+            .find(id)
+            .select((
+                orders::side,
+                orders::order_type,
+                orders::status,
+                orders::price,
+                orders::filled_quantity,
+                orders::time_in_force,
+            ))
+            .first(conn)
+            .unwrap()
+    }
+
+    #[test]
+    fn an_order_is_stored_as_words_and_read_back_typed() {
+        let mut conn = database();
+        let row = placed(&mut conn);
+        assert_eq!(
+            stored_words(&mut conn, &row.id),
+            ("buy".into(), "limit".into(), "pending".into(), Some("2000.5".into()), "0".into(), "gtc".into())
+        );
+        let (id, user) = row.ids().unwrap();
+        let found = find(&mut conn, id).unwrap().unwrap();
+        assert_eq!((found.status, found.terms()), (Status::Pending, row.terms()));
+        let key = IdempotencyKey::try_from("k1".to_string()).unwrap();
+        assert_eq!(
+            find_by_idempotency_key(&mut conn, user, &key).unwrap().map(|o| o.id),
+            Some(row.id.clone())
+        );
+
+        let cause = Cause { kind: "funds.reserved".into(), id: "m1".into() };
+        transition(&mut conn, &found, Status::Open, None, &cause, 2).unwrap();
+        set_filled(&mut conn, &found, "0.5".parse().unwrap(), 3).unwrap();
+        let (_, _, status, _, filled, _) = stored_words(&mut conn, &row.id);
+        assert_eq!((status.as_str(), filled.as_str()), ("open", "0.5"));
+        let moves: Vec<(Option<String>, String)> =
+            transitions(&mut conn, id).unwrap().into_iter().map(|t| (t.from_status, t.to_status)).collect();
+        assert_eq!(moves, [(None, "pending".into()), (Some("pending".into()), "open".into())]);
+
+        let (open, total) = list(&mut conn, user, Some(Status::Open), Some("ETH-USDT"), 10, 0).unwrap();
+        assert_eq!((open.len(), total), (1, 1));
+        assert_eq!(list(&mut conn, user, Some(Status::Filled), None, 10, 0).unwrap().1, 0);
+    }
+
+    #[test]
+    fn a_stored_word_that_names_no_status_is_a_read_error() {
+        let mut conn = database();
+        let row = placed(&mut conn);
+        diesel::update(orders::table.find(&row.id))
+            .set(orders::status.eq("PENDING"))
+            .execute(&mut conn)
+            .unwrap();
+        let (id, _) = row.ids().unwrap();
+        assert!(matches!(find(&mut conn, id), Err(diesel::result::Error::DeserializationError(_))));
+    }
 }

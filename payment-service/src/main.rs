@@ -1,9 +1,4 @@
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    bourse_common::service::serve(
-        payment_service::default_config(),
-        payment_service::ENV_PREFIX,
-        payment_service::run,
-    )
-    .await
+    bourse_common::service::main::<payment_service::PaymentService>().await
 }

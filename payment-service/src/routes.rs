@@ -9,7 +9,7 @@ use bourse_common::now_micros;
 use bourse_common::paging::{Page, PageQuery};
 use serde::{Deserialize, Serialize};
 
-use crate::Settings;
+use crate::settings::Settings;
 use crate::storage::{self, AccountRow, EntryRow};
 
 /// An account: what a user holds in one currency.
@@ -39,7 +39,7 @@ pub struct FinanceEntry {
     pub account: String,
     /// Signed: what this entry added to the account.
     pub amount: Amount,
-    /// `top_up`, `reserve`, `release`.
+    /// `top_up`, `reserve`, `release`, `settle`.
     pub kind: String,
     /// What caused it, e.g. `order:<id>`.
     pub reference: String,
@@ -52,9 +52,9 @@ impl From<EntryRow> for FinanceEntry {
             id: r.id,
             txn_id: r.txn_id,
             currency: r.currency,
-            account: r.account.rsplit(':').next().unwrap_or_default().to_string(),
+            account: r.account.to_string(),
             amount: r.amount,
-            kind: r.kind,
+            kind: r.kind.to_string(),
             reference: r.reference,
             created_at: bourse_common::micros_to_time(r.created_at),
         }

@@ -1,7 +1,9 @@
 //! Accounts, ledger entries and reservations in the service's database.
 //! Amounts are TEXT (exact on both back ends); arithmetic happens in Rust on
 //! a balance locked for the transaction (`FOR UPDATE` on PostgreSQL; SQLite
-//! has one writer at a time).
+//! has one writer at a time). The words of the ledger and the reservations
+//! are the domain's enums, mapped here once: a stored word that names no
+//! variant fails the read.
 
 use bourse_common::db::DbConnection;
 use bourse_common::money::Amount;
@@ -9,7 +11,10 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::domain::{Balance, LedgerAccount, Movement};
+use crate::domain::{AccountName, Balance, Kind, LedgerAccount, Movement, ReservationStatus};
+
+// `ledger_entries.account` holds an account's full name (`user:<id>:USDT:available`, `fees:USDT`).
+bourse_common::stored_as_text!(Kind, ReservationStatus, AccountName);
 
 diesel::table! {
     accounts (user_id, currency) {
@@ -63,11 +68,13 @@ pub struct AccountRow {
 pub struct EntryRow {
     pub id: i64,
     pub txn_id: String,
-    pub account: String,
+    /// Of the entry's user (`available` or `reserved`) or the exchange's, read from its full name.
+    #[diesel(deserialize_as = AccountName)]
+    pub account: LedgerAccount,
     pub user_id: Option<String>,
     pub currency: String,
     pub amount: Amount,
-    pub kind: String,
+    pub kind: Kind,
     pub reference: String,
     pub created_at: i64,
 }
@@ -80,7 +87,7 @@ pub struct ReservationRow {
     pub currency: String,
     pub amount: Amount,
     pub remaining: Amount,
-    pub status: String,
+    pub status: ReservationStatus,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -132,24 +139,19 @@ pub fn apply(
         ))
         .execute(conn)?;
     let txn_id = Uuid::now_v7().to_string();
-    let user_account = |account: LedgerAccount| match account {
-        LedgerAccount::External | LedgerAccount::Clearing | LedgerAccount::Fees => {
-            (format!("{}:{currency}", account.as_str()), None)
-        }
-        other => (format!("user:{user}:{currency}:{}", other.as_str()), Some(user.to_string())),
-    };
     let rows: Vec<_> = movement
         .legs
         .iter()
         .map(|(account, amount)| {
-            let (name, owner) = user_account(*account);
+            let name = AccountName::new(*account, user, currency);
+            let owner = name.owner().map(|u| u.to_string());
             (
                 ledger_entries::txn_id.eq(txn_id.clone()),
                 ledger_entries::account.eq(name),
                 ledger_entries::user_id.eq(owner),
                 ledger_entries::currency.eq(currency.to_string()),
                 ledger_entries::amount.eq(amount.to_string()),
-                ledger_entries::kind.eq(movement.kind.as_str()),
+                ledger_entries::kind.eq(movement.kind),
                 ledger_entries::reference.eq(reference.to_string()),
                 ledger_entries::created_at.eq(now),
             )
@@ -206,7 +208,7 @@ pub fn insert_reservation(
             reservations::currency.eq(currency),
             reservations::amount.eq(amount.to_string()),
             reservations::remaining.eq(amount.to_string()),
-            reservations::status.eq("active"),
+            reservations::status.eq(ReservationStatus::Active),
             reservations::created_at.eq(now),
             reservations::updated_at.eq(now),
         ))
@@ -214,7 +216,7 @@ pub fn insert_reservation(
     Ok(())
 }
 
-/// Takes `amount` off what the order still holds reserved.
+/// What the order still holds reserved after a fill: `remaining`.
 pub fn consume_reservation(
     conn: &mut DbConnection,
     order_id: Uuid,
@@ -230,13 +232,19 @@ pub fn consume_reservation(
 /// The balance of the exchange's fee account in `currency`.
 pub fn fees_collected(conn: &mut DbConnection, currency: &str) -> QueryResult<Decimal> {
     let amounts: Vec<Amount> = ledger_entries::table
-        .filter(ledger_entries::account.eq(format!("fees:{currency}")))
+        .filter(ledger_entries::account.eq(AccountName::fees(currency)))
         .select(ledger_entries::amount)
         .load(conn)?;
     Ok(amounts.into_iter().map(Amount::value).sum())
 }
 
-pub fn close_reservation(conn: &mut DbConnection, order_id: Uuid, status: &str, now: i64) -> QueryResult<()> {
+/// Ends the reservation in `status`: it holds nothing any more.
+pub fn close_reservation(
+    conn: &mut DbConnection,
+    order_id: Uuid,
+    status: ReservationStatus,
+    now: i64,
+) -> QueryResult<()> {
     diesel::update(reservations::table.find(order_id.to_string()))
         .set((
             reservations::remaining.eq(Decimal::ZERO.to_string()),
@@ -245,4 +253,77 @@ pub fn close_reservation(conn: &mut DbConnection, order_id: Uuid, status: &str, 
         ))
         .execute(conn)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::connection::SimpleConnection;
+    use diesel::sqlite::SqliteConnection;
+
+    use super::*;
+    use crate::domain::Kind::{Reserve, Settle, TopUp};
+    use crate::domain::LedgerAccount::{Available, Clearing, Fees, Reserved};
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn db() -> DbConnection {
+        let mut c = SqliteConnection::establish(":memory:").unwrap();
+        c.batch_execute(include_str!("../migrations/sqlite/20261123000001_payments/up.sql")).unwrap();
+        DbConnection::Sqlite(c)
+    }
+
+    #[test]
+    fn the_stored_words_are_the_ones_written_before_and_a_word_out_of_place_fails_the_read() {
+        let conn = &mut db();
+        let (user, order) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let balance = lock_balance(conn, user, "USDT", 1).unwrap();
+        let balance = apply(conn, user, "USDT", balance, &balance.top_up(d("100")), "top-up", 1).unwrap();
+        let reserve = balance.reserve(d("40")).unwrap();
+        let balance = apply(conn, user, "USDT", balance, &reserve, "order:2", 2).unwrap();
+        let fee = Movement { kind: Settle, legs: vec![(Clearing, d("-0.5")), (Fees, d("0.5"))] };
+        apply(conn, user, "USDT", balance, &fee, "trade:3", 3).unwrap();
+        insert_reservation(conn, order, user, "USDT", d("40").into(), 2).unwrap();
+
+        let stored: Vec<(String, String)> = ledger_entries::table
+            .order(ledger_entries::id.asc())
+            .select((ledger_entries::account, ledger_entries::kind))
+            .load(conn)
+            .unwrap();
+        let mine = |account: &str| format!("user:{user}:USDT:{account}");
+        let words =
+            |v: &[(&str, &str)]| v.iter().map(|(a, k)| (a.to_string(), k.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            stored,
+            words(&[
+                ("external:USDT", "top_up"),
+                (&mine("available"), "top_up"),
+                (&mine("available"), "reserve"),
+                (&mine("reserved"), "reserve"),
+                ("clearing:USDT", "settle"),
+                ("fees:USDT", "settle"),
+            ])
+        );
+        let (entries, total) = entries_of(conn, user, 10, 0).unwrap();
+        let read: Vec<(LedgerAccount, Kind)> = entries.iter().map(|e| (e.account, e.kind)).collect();
+        assert_eq!((read, total), (vec![(Reserved, Reserve), (Available, Reserve), (Available, TopUp)], 3));
+        assert_eq!(fees_collected(conn, "USDT").unwrap(), d("0.5"));
+
+        let status = |conn: &mut DbConnection| reservation(conn, order).unwrap().map(|r| r.status);
+        assert_eq!(status(conn), Some(ReservationStatus::Active));
+        close_reservation(conn, order, ReservationStatus::Released, 4).unwrap();
+        assert_eq!(status(conn), Some(ReservationStatus::Released));
+        let stored: String = reservations::table.select(reservations::status).first(conn).unwrap();
+        assert_eq!(stored, "released");
+
+        diesel::update(reservations::table).set(reservations::status.eq("cancelled")).execute(conn).unwrap();
+        assert!(reservation(conn, order).is_err());
+        diesel::update(ledger_entries::table)
+            .filter(ledger_entries::kind.eq("reserve"))
+            .set(ledger_entries::account.eq("user:USDT:available"))
+            .execute(conn)
+            .unwrap();
+        assert!(entries_of(conn, user, 10, 0).is_err());
+    }
 }

@@ -133,15 +133,8 @@ proptest! {
                     x.reserved.insert(id, (*user, currency, valid.reserve_amount.value()));
                     x.users.insert(id, *user);
                     placed.push(id);
-                    let outcome = x.book.submit(NewOrder {
-                        id,
-                        user: Uuid::from_u128(*user + 1),
-                        side,
-                        order_type,
-                        price: valid.price.map(|p| p.value()),
-                        quantity: valid.quantity.value(),
-                        time_in_force: valid.time_in_force,
-                    });
+                    let outcome =
+                        x.book.submit(&NewOrder { id, user: Uuid::from_u128(*user + 1), terms: valid.terms });
                     x.apply(outcome);
                 }
                 Op::Cancel(i) => {

@@ -53,3 +53,33 @@ async fn every_service_starts_migrates_and_reports_ready(backend: Backend) {
 
     t.stop().await;
 }
+
+on_both_backends!(the_gateway_routes_and_documents_each_service_from_its_registry_row);
+
+/// chain-service has nothing but its registry row (no route of its own yet):
+/// the gateway guards and forwards its paths, and lists its API, from that row.
+async fn the_gateway_routes_and_documents_each_service_from_its_registry_row(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let initializer =
+        t.http.get(t.url("/swagger-ui/swagger-initializer.js")).send().await.unwrap().text().await.unwrap();
+    for service in bourse_common::registry::BEHIND_GATEWAY {
+        assert!(initializer.contains(service.api_doc), "Swagger UI lists {}: {initializer}", service.name);
+        let doc: serde_json::Value =
+            t.http.get(t.url(service.api_doc)).send().await.unwrap().json().await.unwrap();
+        assert_eq!(doc["info"]["title"], service.name, "the gateway serves {}'s document", service.name);
+    }
+
+    // A user route of chain-service's row: guarded by the gateway, then forwarded.
+    let (status, body) = t.call("GET", "/api/users/me/wallets", None, None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body["error"]["code"], "unauthorized");
+    let token = t.user("wallets@example.com").await;
+    let (status, body) = t.call("GET", "/api/users/me/wallets", Some(&token), None).await;
+    assert_eq!(status, 404, "chain-service has no wallets route yet: {body}");
+    assert_eq!(body["error"]["code"], "not_found");
+    // A path no row claims never leaves the gateway, token or not.
+    let (status, _) = t.call("GET", "/api/nowhere", None, None).await;
+    assert_eq!(status, 404);
+
+    t.stop().await;
+}

@@ -5,12 +5,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use bourse_common::bus::Bus;
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::{Db, MigrationSet};
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::{Handler, HandlerError};
 use bourse_common::messages::{Kind, Message};
-use bourse_common::bus::Bus;
 use bourse_common::outbox::Emitter;
 pub use bourse_common::testkit::{TestEnv, eventually};
 use bourse_common::topology::QueueSpec;

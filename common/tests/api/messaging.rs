@@ -6,10 +6,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use bourse_common::bus::Bus;
 use bourse_common::db::Backend;
 use bourse_common::eventlog::{self, StreamOffset};
 use bourse_common::inbox::Consumer;
-use bourse_common::bus::Bus;
 use bourse_common::outbox::{Emitter, Relay};
 use bourse_common::{deadletter, outbox};
 use tokio_util::sync::CancellationToken;
