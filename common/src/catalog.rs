@@ -81,11 +81,14 @@ crate::named_enum! {
 }
 
 /// An order's terms: what it asks of its market. The one shape of them in the
-/// catalog, order-service (validation, storage), and matching-service's book.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// catalog, order-service (validation, storage, the order clients see), and
+/// matching-service's book.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderTerms {
     pub market: String,
     pub side: Side,
+    /// `type` on the wire, as clients name it; `order_type` is still read.
+    #[serde(rename = "type", alias = "order_type")]
     pub order_type: OrderType,
     /// A limit order's price; a market buy's cap (it sizes the reservation); none for a market sell.
     pub price: Option<Amount>,

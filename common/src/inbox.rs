@@ -57,8 +57,14 @@ impl HandlerError {
 }
 
 impl From<diesel::result::Error> for HandlerError {
+    /// A stored value that does not decode (or encode) will not on a retry
+    /// either: permanent. Anything else the database says is worth retrying.
     fn from(e: diesel::result::Error) -> Self {
-        Self::Transient(e.into())
+        use diesel::result::Error;
+        match e {
+            Error::DeserializationError(_) | Error::SerializationError(_) => Self::Permanent(e.into()),
+            e => Self::Transient(e.into()),
+        }
     }
 }
 

@@ -193,9 +193,6 @@ impl TryFrom<String> for IdempotencyKey {
 bourse_common::named_enum! {
     /// Where an order is in its life.
     #[derive(utoipa::ToSchema)]
-    // utoipa does not see the words `named_enum!` gives serde (they reach it
-    // as macro literals); they are the snake_case names, which it does see.
-    #[schema(rename_all = "snake_case")]
     pub enum Status {
         Pending = "pending",
         Open = "open",

@@ -54,11 +54,7 @@ pub fn handle(
 }
 
 fn order(conn: &mut DbConnection, id: Uuid) -> Result<OrderRow, HandlerError> {
-    let found = storage::find(conn, id).map_err(|e| match e {
-        // A stored value that does not decode will not decode on a retry either.
-        diesel::result::Error::DeserializationError(_) => HandlerError::Permanent(e.into()),
-        e => e.into(),
-    })?;
+    let found = storage::find(conn, id)?;
     // The order commits before its command is published: a miss is a bug, not a race.
     found.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no order {id}")))
 }

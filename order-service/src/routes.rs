@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::{Caller, REQUEST_ID_HEADER};
-use bourse_common::catalog::{CancelOrder, OrderType, Side, TimeInForce};
+use bourse_common::catalog::{CancelOrder, OrderTerms};
 use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::money::{Amount, Currency};
@@ -29,15 +29,11 @@ const PRODUCER: &str = registry::ORDER.name;
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Order {
     pub id: Uuid,
-    pub market: String,
-    pub side: Side,
-    #[serde(rename = "type")]
-    pub order_type: OrderType,
-    pub price: Option<Amount>,
-    pub quantity: Amount,
+    /// `market`, `side`, `type`, `price`, `quantity`, `time_in_force`.
+    #[serde(flatten)]
+    pub terms: OrderTerms,
     pub filled_quantity: Amount,
     pub status: Status,
-    pub time_in_force: TimeInForce,
     /// Why the order was rejected (`rejected` only).
     pub reject_reason: Option<String>,
     pub created_at: chrono::DateTime<chrono::Utc>,
@@ -51,14 +47,9 @@ impl TryFrom<OrderRow> for Order {
         let (id, _user) = r.ids().map_err(ApiError::internal)?;
         Ok(Self {
             id,
+            terms: r.terms(),
             status: r.status,
-            market: r.market,
-            side: r.side,
-            order_type: r.order_type,
-            price: r.price,
-            quantity: r.quantity,
             filled_quantity: r.filled_quantity,
-            time_in_force: r.time_in_force,
             reject_reason: r.reject_reason,
             created_at: micros_to_time(r.created_at),
             updated_at: micros_to_time(r.updated_at),

@@ -238,6 +238,7 @@ async fn event_log_is_read_again_from_the_beginning(backend: Backend) {
 }
 
 async fn broker_restart_in_the_middle_of_a_stream_loses_nothing(backend: Backend) {
+    bourse_common::telemetry::init();
     let mut env = TestEnv::new(backend).await;
     let messaging = fast_messaging();
     let producer = bus(&mut env, "producer", &messaging).await;
