@@ -15,7 +15,11 @@
 //! | [`paging`] | pages of lists in REST responses |
 //! | [`topology`] | exchanges, consumer queues, retry tiers, dead-letter queues, the event log stream |
 //! | [`outbox`] | outgoing messages written in the caller's transaction, and the relay that publishes them |
-//! | [`inbox`] | the consumer that applies each delivery exactly once |
+//! | [`inbox`] | the consumer that applies each delivery exactly once; a queue's messages decoded once (`inbound!`); outages waited out |
+//! | [`amqp`] | broker connections and the one reconnect loop (`supervise`) |
+//! | [`deadletter`] | parked messages: list, replay |
+//! | [`metrics`] | counters and component health (`/metrics`, readiness) |
+//! | [`faults`] | crash injection for the exactly-once tests |
 //! | [`feed`] | following events for live feeds, best effort |
 //! | [`eventlog`] | reading the retained event log again from any point |
 //! | [`bus`] | what a service's relay, consumers and routes share: database, broker, settings, metrics |

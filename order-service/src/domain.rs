@@ -23,7 +23,7 @@ pub struct OrderRequest {
     pub price: Option<Amount>,
     /// Decimal string, in the base currency.
     pub quantity: Amount,
-    /// `gtc` (default) or `ioc`; market orders are always `ioc`.
+    /// `gtc` (default), `ioc`, `fok` or `post_only` for a limit order; a market order is always `ioc`.
     pub time_in_force: Option<TimeInForce>,
 }
 
