@@ -73,13 +73,13 @@ if ((rc != 0)); then
 fi
 _bourse_log "nextest: main suite done, exit $rc ($(_bourse_elapsed "$t0"))"
 
-# Tests that restart RabbitMQ are #[ignore]d so the main run never sees a broker
-# going away; they run here, alone and one at a time. No such tests (nextest
-# exit 4, "no tests to run") is fine for this run only.
+# Tests that restart RabbitMQ or stop PostgreSQL are #[ignore]d so the main
+# run never sees its servers go away; they run here, alone and one at a time.
+# No such tests (nextest exit 4, "no tests to run") is fine for this run only.
 t0=$(_bourse_now_ms)
 rc=0
 run_nextest broker_restart --workspace --locked --profile ci --test-threads 1 \
-    --run-ignored only -E 'test(/broker_restart/)' || rc=$?
+    --run-ignored only -E 'test(/broker_restart|database_outage/)' || rc=$?
 if ((rc == 4)); then
     _bourse_log "nextest: no broker_restart tests yet (exit 4 treated as success)"
 elif ((rc != 0)); then

@@ -54,7 +54,7 @@ pub fn handle(
 }
 
 fn order(conn: &mut DbConnection, id: Uuid) -> Result<OrderRow, HandlerError> {
-    let found = storage::find(conn, id)?;
+    let found = storage::lock(conn, id)?;
     // The order commits before its command is published: a miss is a bug, not a race.
     found.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no order {id}")))
 }

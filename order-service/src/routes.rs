@@ -287,7 +287,7 @@ pub async fn cancel_order(
     let cause = request_cause(&req, "DELETE /api/orders");
     let outcome = db
         .write(move |c| {
-            let Some(order) = storage::find_for_user(c, id, user)? else {
+            let Some(order) = storage::lock_for_user(c, id, user)? else {
                 return Ok::<_, DbError>(Err(order_not_found(id)));
             };
             let leave_book = match order.status.cancel() {

@@ -199,6 +199,23 @@ pub fn find_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResu
     Ok(find(conn, id)?.filter(|o| o.user_id == user.to_string()))
 }
 
+/// The order, locked until the transaction ends (`FOR UPDATE` on PostgreSQL;
+/// SQLite has one writer at a time): every change of an order is decided on
+/// the state it changes, so a cancel and a saga step that race are applied
+/// one after the other, never both on the same old state.
+pub fn lock(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<OrderRow>> {
+    let query = orders::table.find(id.to_string());
+    match conn {
+        DbConnection::Postgres(c) => query.select(OrderRow::as_select()).for_update().first(c).optional(),
+        DbConnection::Sqlite(c) => query.select(OrderRow::as_select()).first(c).optional(),
+    }
+}
+
+/// The order, if it is the user's, locked as by [`lock`].
+pub fn lock_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResult<Option<OrderRow>> {
+    Ok(lock(conn, id)?.filter(|o| o.user_id == user.to_string()))
+}
+
 pub fn find_by_idempotency_key(
     conn: &mut DbConnection,
     user: Uuid,

@@ -72,6 +72,7 @@ impl Handle<Users> for Handlers {
         _: &Envelope,
         _: &mut Emitter,
     ) -> Result<(), HandlerError> {
+        storage::lock_ledger(conn)?;
         match message {
             Users::Registered(event) => user_registered(&self.settings.reference, conn, &event),
         }
@@ -86,6 +87,7 @@ impl Handle<Commands> for Handlers {
         _: &Envelope,
         out: &mut Emitter,
     ) -> Result<(), HandlerError> {
+        storage::lock_ledger(conn)?;
         match message {
             Commands::Reserve(cmd) => reserve_funds(&self.settings.reference, conn, &cmd, out),
             Commands::Release(cmd) => release(conn, cmd.order_id, cmd.user_id, out),
@@ -101,6 +103,7 @@ impl Handle<Matching> for Handlers {
         _: &Envelope,
         out: &mut Emitter,
     ) -> Result<(), HandlerError> {
+        storage::lock_ledger(conn)?;
         match message {
             Matching::Trade(trade) => trade_executed(&self.settings, conn, &trade, out),
             // An order that can fill no more gives back what it still holds.

@@ -176,6 +176,7 @@ pub async fn top_up(
     let user = caller.user_id;
     let account = db
         .write(move |c| {
+            storage::lock_ledger(c)?;
             let now = now_micros();
             let balance = storage::lock_balance(c, user, &code, now)?;
             let movement = balance.top_up(amount.value());

@@ -4,6 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
+mod faults;
 mod helpers;
 mod money;
 mod notify;
