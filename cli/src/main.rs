@@ -63,6 +63,32 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterAction,
     },
+    /// The chaos harness: orders from many users while services are killed,
+    /// RabbitMQ restarts and PostgreSQL stops; then every check, as a table.
+    /// Runs on a stack of its own (its own vhost and databases: needs the
+    /// variables of `eval "$(bash scripts/infra.sh env)"`). Exits 1 if a check fails.
+    Chaos {
+        /// `sqlite` or `postgres`.
+        #[arg(long, default_value = "postgres")]
+        backend: String,
+        /// The run's seed (printed with the table): the same seed, the same load and faults.
+        #[arg(long)]
+        seed: Option<u64>,
+        #[arg(long, default_value_t = 20)]
+        users: usize,
+        #[arg(long, default_value_t = 3000)]
+        orders: usize,
+        #[arg(long, default_value_t = 8)]
+        clients: usize,
+        /// Services killed (kill -9 where they stand) and started again, each in turn.
+        #[arg(long, default_value_t = 12)]
+        kills: usize,
+        #[arg(long)]
+        no_broker_restart: bool,
+        /// Seconds PostgreSQL is stopped (0: never).
+        #[arg(long, default_value_t = 30)]
+        database_outage: u64,
+    },
     /// Outbox rows of a service database that are not published yet.
     Outbox {
         /// The service's database: a SQLite file or a postgres:// URL.
@@ -139,6 +165,42 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Outbox { database, max } => outbox(database, max).await,
+        Command::Chaos {
+            backend,
+            seed,
+            users,
+            orders,
+            clients,
+            kills,
+            no_broker_restart,
+            database_outage,
+        } => {
+            let backend = match backend.as_str() {
+                "sqlite" => bourse_common::db::Backend::Sqlite,
+                "postgres" => bourse_common::db::Backend::Postgres,
+                other => anyhow::bail!("--backend is sqlite or postgres, not {other}"),
+            };
+            let seed = seed.unwrap_or_else(|| uuid::Uuid::new_v4().as_u64_pair().0);
+            let options = bourse_cli::chaos::ChaosOptions {
+                seed,
+                users,
+                orders,
+                clients,
+                kills,
+                broker_restart: !no_broker_restart,
+                database_outage: (database_outage > 0).then(|| Duration::from_secs(database_outage)),
+                scripts_dir: PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts")),
+            };
+            println!(
+                "chaos: seed {seed}, {orders} orders from {users} users over {clients} clients, {kills} kills"
+            );
+            let report = bourse_cli::chaos::run_isolated(backend, &options, |_| {}).await?;
+            println!("{}", report.table());
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //! broker confirmed a batch but before the rows are marked sent, a consumer
 //! that dies after its transaction committed but before it acknowledged, and
 //! one that dies after its handler ran but before the commit (for a handler
-//! with an effect outside the database, the window where it is repeated).
-//! Off unless a test arms them; one atomic load each when off.
+//! with an effect outside the database, the window where it is repeated);
+//! and a bug on purpose, a settlement that credits twice, to prove that the
+//! chaos harness sees one. Off unless a test arms them; one atomic load each
+//! when off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -12,6 +14,7 @@ pub struct Faults {
     relay_crash_after_publish: AtomicU64,
     consumer_crash_after_commit: AtomicU64,
     consumer_crash_before_commit: AtomicU64,
+    credit_twice: AtomicU64,
 }
 
 /// Counts down and fires once, at the `n`-th occurrence.
@@ -36,6 +39,16 @@ impl Faults {
     /// A consumer dies after its `n`-th handled transaction, before committing it.
     pub fn crash_consumer_before_commit(&self, n: u64) {
         self.consumer_crash_before_commit.store(n, Ordering::SeqCst);
+    }
+
+    /// The `n`-th trade settled credits its buyer twice (a bug, on purpose).
+    pub fn credit_twice(&self, n: u64) {
+        self.credit_twice.store(n, Ordering::SeqCst);
+    }
+
+    /// For the service that settles trades: credit this one twice?
+    pub fn should_credit_twice(&self) -> bool {
+        trip(&self.credit_twice)
     }
 
     pub(crate) fn relay_should_crash(&self) -> bool {
