@@ -79,7 +79,7 @@ _bourse_log "nextest: main suite done, exit $rc ($(_bourse_elapsed "$t0"))"
 t0=$(_bourse_now_ms)
 rc=0
 run_nextest broker_restart --workspace --locked --profile ci --test-threads 1 \
-    --run-ignored only -E 'test(/broker_restart|database_outage/)' || rc=$?
+    --run-ignored only -E 'test(/broker_restart|database_outage|chaos_short_run/)' || rc=$?
 if ((rc == 4)); then
     _bourse_log "nextest: no broker_restart tests yet (exit 4 treated as success)"
 elif ((rc != 0)); then

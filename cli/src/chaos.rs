@@ -154,7 +154,7 @@ impl Rng {
         Self(seed.max(1))
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -163,7 +163,7 @@ impl Rng {
 
     /// In `0..n`.
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -225,7 +225,9 @@ impl Client {
     }
 }
 
-const PATIENCE: Duration = Duration::from_secs(180);
+/// How long a request is retried while the stack is down, and how long the
+/// end of the run waits for orders to end and balances to settle.
+const PATIENCE: Duration = Duration::from_secs(90);
 
 fn dec(v: &Value) -> Decimal {
     v.as_str().and_then(|s| s.parse().ok()).unwrap_or_default()
@@ -366,29 +368,28 @@ async fn orders_in(client: &Client, trader: &Trader, status: &str) -> Vec<Value>
     out
 }
 
-/// Cancels what still rests, then waits until every order is final. Returns how many never got there.
-async fn quiesce(client: &Client, traders: &[Trader]) -> usize {
-    for trader in traders {
-        for status in ["open", "partially_filled", "pending"] {
-            for order in orders_in(client, trader, status).await {
-                let id = order["id"].as_str().unwrap_or_default();
-                client
-                    .insist("DELETE", &format!("/api/orders/{id}"), Some(&trader.token), None, None, PATIENCE)
-                    .await;
-            }
-        }
-    }
+/// Cancels what has not ended, again until every order is final (an order
+/// can move between two listings). Returns those that never got there, as `id status`.
+async fn quiesce(client: &Client, traders: &[Trader]) -> Vec<String> {
     let deadline = Instant::now() + PATIENCE;
     loop {
-        let mut left = 0;
+        let mut left = Vec::new();
         for trader in traders {
             for status in NOT_FINAL {
-                left += orders_in(client, trader, status).await.len();
+                for order in orders_in(client, trader, status).await {
+                    let id = order["id"].as_str().unwrap_or_default();
+                    if status != "cancel_requested" {
+                        let path = format!("/api/orders/{id}");
+                        client.insist("DELETE", &path, Some(&trader.token), None, None, PATIENCE).await;
+                    }
+                    left.push(format!("{id} {status}"));
+                }
             }
         }
-        if left == 0 || Instant::now() > deadline {
+        if left.is_empty() || Instant::now() > deadline {
             return left;
         }
+        tracing::info!(left = left.len(), first = %left[0], "chaos: waiting for every order to end");
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
@@ -417,10 +418,16 @@ async fn settled_balances(
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = read().await;
-        let quiet = now == last && now.values().all(|(_, reserved)| reserved.is_zero());
+        let reserved = now.values().filter(|(_, reserved)| !reserved.is_zero()).count();
+        let quiet = now == last && reserved == 0;
         if quiet || Instant::now() > deadline {
             return now;
         }
+        tracing::info!(
+            accounts_with_reserved = reserved,
+            changing = now != last,
+            "chaos: waiting for the balances to settle"
+        );
         last = now;
     }
 }
@@ -477,15 +484,17 @@ pub async fn run(
     let per_client = options.orders / options.clients.max(1);
     let mut load_tasks = tokio::task::JoinSet::new();
     for n in 0..options.clients.max(1) {
-        let client_rng = Rng::new(rng.next());
+        let client_rng = Rng::new(rng.next_u64());
         load_tasks.spawn(load(client.clone(), traders.clone(), client_rng, per_client, n));
     }
     faults(target, options, &mut rng, &mut report).await?;
     while let Some(placed) = load_tasks.join_next().await {
         report.orders_placed += placed?;
     }
+    tracing::info!(orders = report.orders_placed, "chaos: load done; cancelling what rests");
 
-    report.stuck = quiesce(&client, &traders).await;
+    let stuck = quiesce(&client, &traders).await;
+    report.stuck = stuck.len();
     let balances = settled_balances(&client, &traders).await;
     for trader in &traders {
         for status in ["filled", "cancelled", "rejected"] {
@@ -563,8 +572,18 @@ pub async fn run(
     report.book_left = ["bids", "asks"].iter().map(|side| book[side].as_array().map_or(0, Vec::len)).sum();
     report.elapsed = started.elapsed();
 
-    if report.stuck > 0 {
-        report.violations.push(format!("{} order(s) never ended", report.stuck));
+    if !stuck.is_empty() {
+        report.violations.push(format!("{} order(s) never ended", stuck.len()));
+        // Each with its saga as the event log tells it, to start the diagnosis from.
+        for order in stuck.iter().take(5) {
+            let id = order.split(' ').next().unwrap_or_default();
+            let saga: Vec<&str> = log
+                .iter()
+                .filter(|e| e.envelope.correlation_id == id)
+                .map(|e| e.envelope.message_type.as_str())
+                .collect();
+            report.violations.push(format!("order {order}: {}", saga.join(" -> ")));
+        }
     }
     for (currency, (topped, held)) in &report.totals {
         if topped != held {

@@ -90,6 +90,9 @@ pub enum CancelReason {
     WouldTake,
     /// Its next match was an order of the same user.
     SelfTrade,
+    /// Its cancel came before it (a retried submit arrived after its cancel):
+    /// it never entered the book.
+    BeforeSubmit,
 }
 
 impl CancelReason {
@@ -101,6 +104,7 @@ impl CancelReason {
             Self::FillOrKill => "fill-or-kill: not enough liquidity to fill whole",
             Self::WouldTake => "post-only: it would have taken liquidity",
             Self::SelfTrade => "self-trade prevented: the next match was your own order",
+            Self::BeforeSubmit => "cancelled on request before it reached the book",
         }
     }
 }
@@ -141,6 +145,24 @@ impl Update {
 pub struct Outcome {
     pub fills: Vec<Fill>,
     pub updates: Vec<Update>,
+}
+
+impl Outcome {
+    /// An order turned away at the door for `reason`: it never enters the
+    /// book, nothing fills, it is cancelled. The book does not know why (a
+    /// cancel that came first is the caller's to remember).
+    pub fn turned_away(order: &NewOrder, reason: CancelReason) -> Self {
+        Self {
+            fills: Vec::new(),
+            updates: vec![Update {
+                order: order.id,
+                user: order.user,
+                quantity: order.terms.quantity.value(),
+                filled: Decimal::ZERO,
+                state: State::Cancelled(reason),
+            }],
+        }
+    }
 }
 
 /// Decimals of a price the book orders by exactly (markets have fewer:
@@ -490,6 +512,24 @@ mod tests {
         );
         assert!(book.cancel(Uuid::from_u128(1001)).updates.is_empty());
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn an_order_turned_away_is_cancelled_with_nothing_filled_and_leaves_the_book_as_it_was() {
+        let mut book = Book::default();
+        book.submit(&limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
+        let crossing = limit(2, 2, Side::Buy, "100", "2", TimeInForce::Gtc);
+        let out = Outcome::turned_away(&crossing, CancelReason::BeforeSubmit);
+        assert!(out.fills.is_empty());
+        let update = &out.updates[0];
+        assert_eq!((update.order, update.user), (crossing.id, crossing.user));
+        assert_eq!((update.quantity, update.filled), (d("2"), Decimal::ZERO));
+        assert_eq!(
+            (update.status(), update.reason()),
+            (BookStatus::Cancelled, Some(CancelReason::BeforeSubmit))
+        );
+        assert_eq!(CancelReason::BeforeSubmit.message(), "cancelled on request before it reached the book");
+        assert_eq!(book.len(), 1, "the book is not touched");
     }
 
     #[test]

@@ -6,6 +6,12 @@
 //! first: a rolled-back transaction or another instance's change makes the
 //! book reload from the database and the candles rebuild from the stored
 //! trades, so a redelivered command never counts a trade twice.
+//!
+//! A cancel that finds no order in the book leaves a stored tombstone: a
+//! submit retried after its cancel finds it and is turned away (never in the
+//! book, `order.updated` `cancelled` with its reason), so its saga ends as a
+//! cancel in the usual order does. The engine stays pure: the tombstone is
+//! checked and stored here, around it.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +27,7 @@ use bourse_common::{micros_to_time, now_micros};
 use uuid::Uuid;
 
 use crate::candles::{Candle, Interval, Live, Tick};
-use crate::engine::{Book, NewOrder, Outcome};
+use crate::engine::{Book, CancelReason, NewOrder, Outcome};
 use crate::storage;
 
 bourse_common::inbound! {
@@ -88,8 +94,22 @@ impl Matcher {
         // version check above repairs it if the transaction rolls back.
         market.version = None;
         let outcome = match message {
-            Orders::Submit(cmd) => market.book.submit(&NewOrder::from(cmd)),
-            Orders::Cancel(cmd) => market.book.cancel(cmd.order_id),
+            Orders::Submit(cmd) => {
+                let order = NewOrder::from(cmd);
+                if storage::has_tombstone(conn, order.id)? {
+                    Outcome::turned_away(&order, CancelReason::BeforeSubmit)
+                } else {
+                    market.book.submit(&order)
+                }
+            }
+            Orders::Cancel(cmd) => {
+                let outcome = market.book.cancel(cmd.order_id);
+                if outcome.updates.is_empty() {
+                    // Not in the book: its submit may still come (a retry); it will find this.
+                    storage::leave_tombstone(conn, cmd.order_id, &market_id, cmd.user_id, now)?;
+                }
+                outcome
+            }
         };
         record(conn, &market_id, market, &outcome, now, out)?;
         market.version = Some(storage::bump_version(conn, &market_id, stored)?);
@@ -303,5 +323,38 @@ mod tests {
         let next = trade(&matcher, &mut conn, 2, 110, at(130));
         assert_eq!((next[0].volume.value(), next[0].open.value()), (d(2), d(100)));
         assert_eq!(volumes(&next)[2..], [d(3); 4]);
+    }
+
+    #[test]
+    fn a_submit_after_its_cancel_is_turned_away_even_after_a_restart() {
+        use bourse_common::catalog::BookStatus;
+        let mut conn = test_db();
+        let mut out = Emitter::new("matching-service");
+        let order = Uuid::from_u128(7);
+        let cancel = Orders::Cancel(CancelOrder {
+            order_id: order,
+            user_id: Uuid::from_u128(1),
+            market: MARKET.into(),
+        });
+        Matcher::default().apply(&mut conn, cancel, at(1), &mut out).unwrap();
+        assert!(out.envelopes().all(|e| e.message_type != OrderUpdated::TYPE), "nothing to say yet");
+        // Restarted: the tombstone is stored, not cached.
+        let matcher = Matcher::default();
+        let mut out = Emitter::new("matching-service");
+        matcher.apply(&mut conn, submit(7, 1, Side::Buy, 100, 1), at(2), &mut out).unwrap();
+        let updates: Vec<OrderUpdated> = out
+            .envelopes()
+            .filter(|e| e.message_type == OrderUpdated::TYPE)
+            .map(|e| e.payload().unwrap())
+            .collect();
+        assert_eq!(updates.len(), 1);
+        assert_eq!((updates[0].order_id, updates[0].status), (order, BookStatus::Cancelled));
+        assert_eq!(updates[0].filled_quantity.value(), Decimal::ZERO);
+        assert_eq!(updates[0].reason.as_deref(), Some("cancelled on request before it reached the book"));
+        assert_eq!(storage::load_book(&mut conn, MARKET).unwrap(), []);
+        // A crossing order finds nothing to trade with.
+        let mut out = Emitter::new("matching-service");
+        matcher.apply(&mut conn, submit(8, 2, Side::Sell, 100, 1), at(3), &mut out).unwrap();
+        assert!(out.envelopes().all(|e| e.message_type != TradeExecuted::TYPE));
     }
 }

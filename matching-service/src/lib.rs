@@ -5,8 +5,8 @@
 //! | --- | --- |
 //! | [`engine`] | the order book and its matching rules, pure and deterministic |
 //! | [`candles`] | candles from trades, pure: the history's and the live feed's, one fold |
-//! | [`storage`] | resting orders, book versions and trades in the service's database |
-//! | [`handlers`] | the orders queue: `matching.submit-order`, `matching.cancel-order` |
+//! | [`storage`] | resting orders, book versions, trades and cancel tombstones in the service's database |
+//! | [`handlers`] | the orders queue: `matching.submit-order`, `matching.cancel-order` (a cancel that comes first leaves a tombstone the submit honours) |
 //! | [`routes`] | REST: the book, the trades and the candles of a market |
 //! | [`settings`] | the service's own settings: the markets |
 //!
@@ -64,5 +64,6 @@ impl Service for MatchingService {
     }
 }
 
-const MIGRATIONS: bourse_common::db::MigrationSet =
+/// The schema of both back ends (`migrations/`), run at start-up.
+pub const MIGRATIONS: bourse_common::db::MigrationSet =
     bourse_common::migration_set!("migrations/sqlite", "migrations/postgres");

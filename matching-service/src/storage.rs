@@ -1,4 +1,4 @@
-//! Books, their versions and trades in the service's database. Sides and
+//! Books, their versions, trades and cancel tombstones in the service's database. Sides and
 //! amounts are typed columns (`bourse_common`'s one mapping per type): a
 //! stored value that does not decode fails the read.
 
@@ -41,6 +41,15 @@ diesel::table! {
         taker_order_id -> Text,
         maker_order_id -> Text,
         executed_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    cancel_tombstones (order_id) {
+        order_id -> Text,
+        market -> Text,
+        user_id -> Text,
+        created_at -> BigInt,
     }
 }
 
@@ -150,6 +159,38 @@ pub fn bump_version(conn: &mut DbConnection, market: &str, from: i64) -> QueryRe
             .execute(conn)?;
     }
     Ok(from + 1)
+}
+
+/// Remembers a cancel that found no order in the book: if its submit comes
+/// later, the order is turned away ([`has_tombstone`]). Kept once per order.
+pub fn leave_tombstone(
+    conn: &mut DbConnection,
+    order_id: Uuid,
+    market: &str,
+    user: Uuid,
+    now: i64,
+) -> QueryResult<()> {
+    let row = (
+        cancel_tombstones::order_id.eq(order_id.to_string()),
+        cancel_tombstones::market.eq(market),
+        cancel_tombstones::user_id.eq(user.to_string()),
+        cancel_tombstones::created_at.eq(now),
+    );
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(cancel_tombstones::table)
+        .values(row)
+        .on_conflict_do_nothing()
+        .execute(c))?;
+    Ok(())
+}
+
+/// Did a cancel of this order come before it?
+pub fn has_tombstone(conn: &mut DbConnection, order_id: Uuid) -> QueryResult<bool> {
+    let found = cancel_tombstones::table
+        .find(order_id.to_string())
+        .select(cancel_tombstones::order_id)
+        .first::<String>(conn)
+        .optional()?;
+    Ok(found.is_some())
 }
 
 #[derive(Insertable)]
@@ -278,5 +319,16 @@ mod tests {
 
         save_order(&mut conn, "ETH-USDT", order.id, None).unwrap();
         assert_eq!(load_book(&mut conn, "ETH-USDT").unwrap(), []);
+    }
+
+    #[test]
+    fn a_tombstone_is_kept_once_per_order() {
+        let mut conn = test_db();
+        let (order, user) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        assert!(!has_tombstone(&mut conn, order).unwrap());
+        leave_tombstone(&mut conn, order, "ETH-USDT", user, 1).unwrap();
+        leave_tombstone(&mut conn, order, "ETH-USDT", user, 2).unwrap();
+        assert!(has_tombstone(&mut conn, order).unwrap());
+        assert!(!has_tombstone(&mut conn, user).unwrap());
     }
 }

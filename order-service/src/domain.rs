@@ -231,35 +231,117 @@ pub enum Cancel {
     Final,
 }
 
+bourse_common::named_enum! {
+    /// How far an order got with its book, as its saga knows it.
+    pub enum BookStage {
+        /// Not sent to a book: pending, or ended before it was sent.
+        Unsent = "unsent",
+        /// `matching.submit-order` sent (or the book spoke of it): the book's last word is not seen yet.
+        Sent = "sent",
+        /// Sent, and its funds were released already (payment-service saw the
+        /// book's last word first): that word is on its way here.
+        SentReleased = "sent_released",
+        /// The book said its last word: filled, or out of the book (`cancelled`).
+        Ended = "ended",
+    }
+}
+
+/// What the saga knows of an order: the status clients see, and how far it
+/// got with its book (and its funds, while the book's last word is awaited).
+/// The stage lets a message that comes early (a retry brings one back after
+/// later ones of its saga) wait for the one it needs: `funds.released`
+/// before the book's `cancelled`, the book's word before `funds.reserved`.
+/// Whatever order a saga's messages arrive in, they end in the same state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SagaState {
+    pub status: Status,
+    pub book: BookStage,
+}
+
+/// What a saga step sends, besides the state it stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// `matching.submit-order`: funded, into the book.
+    Submit,
+    /// `payment.release-funds`: funds reserved for an order cancelled before it was sent to its book.
+    ReleaseFunds,
+    /// `order.rejected`, with the reason of `funds.rejected`.
+    Rejected,
+    /// `order.cancelled`.
+    Cancelled,
+}
+
+impl SagaState {
+    /// A placed order: `pending`, not sent to its book, nothing released.
+    pub const PLACED: Self = Self { status: Status::Pending, book: BookStage::Unsent };
+
+    /// The saga table: the state an order moves to on `step`, and what that
+    /// sends. A final order stays as it is; a step that came twice or changes
+    /// nothing leaves the state and sends nothing. Table form: README.md,
+    /// "Sagas and message order".
+    pub fn after(self, step: Step) -> (Self, Option<Effect>) {
+        use Status::{CancelRequested, Cancelled, Filled, Open, PartiallyFilled, Pending, Rejected};
+        if self.status.is_final() {
+            return (self, None);
+        }
+        let to = |status| Self { status, ..self };
+        match step {
+            Step::FundsReserved => match (self.status, self.book) {
+                (Pending, BookStage::Unsent) => {
+                    (Self { status: Open, book: BookStage::Sent }, Some(Effect::Submit))
+                }
+                // Cancelled while its funds were being reserved: they go straight back.
+                (CancelRequested, BookStage::Unsent) => (self, Some(Effect::ReleaseFunds)),
+                // In the book already (its word came first), or the answer came twice.
+                _ => (self, None),
+            },
+            Step::FundsRejected => match self.status {
+                Pending | CancelRequested => (to(Rejected), Some(Effect::Rejected)),
+                _ => (self, None),
+            },
+            Step::FundsReleased => match (self.status, self.book) {
+                // Never sent to its book, or out of it: the end.
+                (CancelRequested, BookStage::Unsent | BookStage::Ended) => {
+                    (to(Cancelled), Some(Effect::Cancelled))
+                }
+                // In the book: its last word (filled or cancelled) is on its way and decides.
+                (_, BookStage::Sent) => (Self { book: BookStage::SentReleased, ..self }, None),
+                _ => (self, None),
+            },
+            Step::Book(word) => {
+                let funds_released = self.book == BookStage::SentReleased;
+                let book = match (word.is_final(), self.book) {
+                    (true, _) => BookStage::Ended,
+                    (false, BookStage::Unsent) => BookStage::Sent,
+                    (false, stage) => stage,
+                };
+                let status = match (word, self.status) {
+                    // The book has it: its funds were reserved, whenever `funds.reserved` comes.
+                    (BookStatus::Open, Pending) => Open,
+                    (BookStatus::PartiallyFilled, Pending | Open) => PartiallyFilled,
+                    (BookStatus::Filled, _) => Filled,
+                    // Out of the book: `cancelled` once its funds are released (before, or later).
+                    (BookStatus::Cancelled, _) if funds_released => Cancelled,
+                    (BookStatus::Cancelled, _) => CancelRequested,
+                    (_, status) => status,
+                };
+                let effect = (status == Cancelled).then_some(Effect::Cancelled);
+                (Self { status, book }, effect)
+            }
+        }
+    }
+}
+
+/// The filled quantity to record when the book reports `reported` and
+/// `recorded` is stored: it only grows, so a late report never lowers it.
+pub fn filled_after(recorded: Amount, reported: Amount) -> Option<Amount> {
+    (reported.value() > recorded.value()).then_some(reported)
+}
+
 impl Status {
     /// No step moves it any more.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Filled | Status::Cancelled | Status::Rejected)
-    }
-
-    /// The status table: the status an order in `self` moves to on `step`;
-    /// `None`: it stays (the step came late, twice, or changes nothing).
-    pub fn after(self, step: Step) -> Option<Status> {
-        let next = match (step, self) {
-            (Step::FundsReserved, Status::Pending) => Status::Open,
-            (Step::FundsRejected, Status::Pending | Status::CancelRequested) => Status::Rejected,
-            (Step::FundsReleased, Status::CancelRequested) => Status::Cancelled,
-            (Step::Book(_), status) if status.is_final() => return None,
-            (Step::Book(BookStatus::Filled), _) => Status::Filled,
-            // Out of the book: it waits for its reservation to be released
-            // before it is `cancelled`.
-            (Step::Book(BookStatus::Cancelled), _) => Status::CancelRequested,
-            (Step::Book(BookStatus::PartiallyFilled), Status::Open) => Status::PartiallyFilled,
-            _ => return None,
-        };
-        (next != self).then_some(next)
-    }
-
-    /// Funds reserved for an order in `self` that does not move on
-    /// `funds.reserved` go straight back: the user cancelled it while they
-    /// were being reserved. It stays `cancel_requested` until they are released.
-    pub fn releases_reserved_funds(self) -> bool {
-        self == Status::CancelRequested
     }
 
     /// What a user's cancel request does to an order in `self`.
@@ -375,48 +457,221 @@ mod tests {
         assert_eq!(serde_json::to_value(Status::schema()).unwrap()["enum"], serde_json::json!(words));
     }
 
-    /// Every status's successor on `step`, in the order of [`Status::ALL`].
-    fn column(step: Step) -> Vec<Option<Status>> {
-        Status::ALL.iter().map(|s| s.after(step)).collect()
+    use BookStage::{Ended, Sent, SentReleased, Unsent};
+
+    fn state(status: Status, book: BookStage) -> SagaState {
+        SagaState { status, book }
+    }
+
+    /// Every status's successor and effect on `step`, at `book`, in the
+    /// order of [`Status::ALL`]; `None`: it stays and sends nothing.
+    fn column(step: Step, book: BookStage) -> Vec<Option<(Status, Option<Effect>)>> {
+        Status::ALL
+            .iter()
+            .map(|&status| {
+                let before = state(status, book);
+                let (after, effect) = before.after(step);
+                (after.status != status || effect.is_some()).then_some((after.status, effect))
+            })
+            .collect()
     }
 
     #[test]
-    fn reserved_funds_open_a_pending_order_only() {
+    fn reserved_funds_open_a_pending_order_once_and_go_back_for_one_cancelled_meanwhile() {
         // pending, open, partially_filled, filled, cancel_requested, cancelled, rejected
-        assert_eq!(column(Step::FundsReserved), [Some(Open), None, None, None, None, None, None]);
-        let releasing: Vec<Status> =
-            Status::ALL.iter().copied().filter(|s| s.releases_reserved_funds()).collect();
-        assert_eq!(releasing, [CancelRequested]);
+        assert_eq!(
+            column(Step::FundsReserved, Unsent),
+            [
+                Some((Open, Some(Effect::Submit))),
+                None,
+                None,
+                None,
+                Some((CancelRequested, Some(Effect::ReleaseFunds))),
+                None,
+                None
+            ]
+        );
+        assert_eq!(SagaState::PLACED.after(Step::FundsReserved).0, state(Open, Sent));
+        // The book spoke first: nothing is sent twice.
+        assert_eq!(column(Step::FundsReserved, Sent), [None; 7]);
+        assert_eq!(column(Step::FundsReserved, Ended), [None; 7]);
     }
 
     #[test]
     fn rejected_funds_reject_a_pending_or_cancelling_order() {
-        assert_eq!(
-            column(Step::FundsRejected),
-            [Some(Rejected), None, None, None, Some(Rejected), None, None]
-        );
+        let rejected = Some((Rejected, Some(Effect::Rejected)));
+        assert_eq!(column(Step::FundsRejected, Unsent), [rejected, None, None, None, rejected, None, None]);
     }
 
     #[test]
-    fn released_funds_end_a_cancel_request() {
-        assert_eq!(column(Step::FundsReleased), [None, None, None, None, Some(Cancelled), None, None]);
+    fn released_funds_end_a_cancel_request_unless_the_books_word_is_still_to_come() {
+        let cancelled = Some((Cancelled, Some(Effect::Cancelled)));
+        // Never sent to the book, or out of it already.
+        for book in [Unsent, Ended] {
+            assert_eq!(column(Step::FundsReleased, book), [None, None, None, None, cancelled, None, None]);
+        }
+        // In the book: the book's last word decides, filled or cancelled; the release is remembered.
+        assert_eq!(column(Step::FundsReleased, Sent), [None; 7]);
+        assert_eq!(
+            state(CancelRequested, Sent).after(Step::FundsReleased).0,
+            state(CancelRequested, SentReleased)
+        );
+        assert_eq!(state(Open, Sent).after(Step::FundsReleased).0, state(Open, SentReleased));
     }
 
     #[test]
     fn the_book_moves_orders_that_are_not_final() {
-        assert_eq!(column(Step::Book(BookStatus::Open)), [None; 7]);
+        let to = |s| Some((s, None));
+        // pending, open, partially_filled, filled, cancel_requested, cancelled, rejected
         assert_eq!(
-            column(Step::Book(BookStatus::PartiallyFilled)),
-            [None, Some(PartiallyFilled), None, None, None, None, None]
+            column(Step::Book(BookStatus::Open), Sent),
+            [to(Open), None, None, None, None, None, None]
         );
         assert_eq!(
-            column(Step::Book(BookStatus::Filled)),
-            [Some(Filled), Some(Filled), Some(Filled), None, Some(Filled), None, None]
+            column(Step::Book(BookStatus::PartiallyFilled), Sent),
+            [to(PartiallyFilled), to(PartiallyFilled), None, None, None, None, None]
         );
         assert_eq!(
-            column(Step::Book(BookStatus::Cancelled)),
-            [Some(CancelRequested), Some(CancelRequested), Some(CancelRequested), None, None, None, None]
+            column(Step::Book(BookStatus::Filled), Sent),
+            [to(Filled), to(Filled), to(Filled), None, to(Filled), None, None]
         );
+        let requested = to(CancelRequested);
+        assert_eq!(
+            column(Step::Book(BookStatus::Cancelled), Sent),
+            [requested, requested, requested, None, None, None, None]
+        );
+        // Its funds were released first: out of the book is the end.
+        let cancelled = Some((Cancelled, Some(Effect::Cancelled)));
+        assert_eq!(
+            column(Step::Book(BookStatus::Cancelled), SentReleased),
+            [cancelled, cancelled, cancelled, None, cancelled, None, None]
+        );
+        // The book's stage follows its words and never goes back.
+        let book = |from, word| state(Open, from).after(Step::Book(word)).0.book;
+        assert_eq!(book(Unsent, BookStatus::Open), Sent);
+        assert_eq!(book(Sent, BookStatus::Cancelled), Ended);
+        assert_eq!(book(Ended, BookStatus::PartiallyFilled), Ended);
+        assert_eq!(book(SentReleased, BookStatus::PartiallyFilled), SentReleased);
+        assert_eq!(book(SentReleased, BookStatus::Filled), Ended);
+    }
+
+    #[test]
+    fn the_filled_quantity_only_grows() {
+        let a = |s: &str| s.parse::<Amount>().unwrap();
+        assert_eq!(filled_after(a("0.5"), a("1")), Some(a("1")));
+        assert_eq!(filled_after(a("1"), a("0.5")), None);
+        assert_eq!(filled_after(a("1"), a("1.0")), None);
+    }
+
+    /// A saga message, or the user's cancel request (the route's rule).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Event {
+        Step(Step),
+        CancelRequest,
+    }
+
+    /// Applies `events` from a placed order; the end state and what was sent.
+    fn run(events: &[Event]) -> (SagaState, Vec<Effect>) {
+        let mut sent = Vec::new();
+        let end = events.iter().fold(SagaState::PLACED, |now, event| match event {
+            Event::Step(step) => {
+                let (next, effect) = now.after(*step);
+                sent.extend(effect);
+                next
+            }
+            Event::CancelRequest => match now.status.cancel() {
+                Cancel::Request { .. } => SagaState { status: CancelRequested, ..now },
+                Cancel::AlreadyRequested | Cancel::Final => now,
+            },
+        });
+        sent.sort_by_key(|e| format!("{e:?}"));
+        (end, sent)
+    }
+
+    /// Every order of `events` in which each pair of `causes` keeps its
+    /// order (the second is caused by the first, so it cannot come before it).
+    fn arrivals(events: &[Event], causes: &[(Event, Event)]) -> Vec<Vec<Event>> {
+        fn permute(rest: Vec<Event>, done: Vec<Event>, all: &mut Vec<Vec<Event>>) {
+            if rest.is_empty() {
+                all.push(done);
+                return;
+            }
+            for i in 0..rest.len() {
+                let (mut rest, mut done) = (rest.clone(), done.clone());
+                done.push(rest.remove(i));
+                permute(rest, done, all);
+            }
+        }
+        let mut all = Vec::new();
+        permute(events.to_vec(), Vec::new(), &mut all);
+        let at = |order: &[Event], e: Event| order.iter().position(|x| *x == e);
+        all.retain(|order| causes.iter().all(|&(a, b)| at(order, a) < at(order, b)));
+        all
+    }
+
+    #[test]
+    fn every_arrival_order_of_a_sagas_messages_ends_in_the_same_state() {
+        use Event::{CancelRequest, Step as S};
+        let (reserved, rejected, released) =
+            (S(Step::FundsReserved), S(Step::FundsRejected), S(Step::FundsReleased));
+        let book = |w| S(Step::Book(w));
+        let (open, partly, filled, out_of_book) = (
+            book(BookStatus::Open),
+            book(BookStatus::PartiallyFilled),
+            book(BookStatus::Filled),
+            book(BookStatus::Cancelled),
+        );
+        // (messages, what causes what, the end status, what is sent)
+        let sagas = [
+            // Filled; payment releases the rest at the end.
+            (
+                vec![reserved, open, partly, filled, released],
+                vec![(reserved, open), (reserved, partly), (reserved, filled), (reserved, released)],
+                Filled,
+                vec![Effect::Submit],
+            ),
+            // Out of the book with a part filled (ioc, self-trade), then released.
+            (
+                vec![reserved, partly, out_of_book, released],
+                vec![(reserved, partly), (reserved, out_of_book), (reserved, released)],
+                Cancelled,
+                vec![Effect::Cancelled, Effect::Submit],
+            ),
+            // The user cancels a booked order; the book takes it out.
+            (
+                vec![reserved, open, CancelRequest, out_of_book, released],
+                vec![
+                    (reserved, open),
+                    (reserved, CancelRequest),
+                    (CancelRequest, out_of_book),
+                    (reserved, released),
+                ],
+                Cancelled,
+                vec![Effect::Cancelled, Effect::Submit],
+            ),
+            // The user cancels a booked order that fills first: filled it is.
+            (
+                vec![reserved, CancelRequest, filled, released],
+                vec![(reserved, CancelRequest), (reserved, filled), (reserved, released)],
+                Filled,
+                vec![Effect::Submit],
+            ),
+            // Cancelled while its funds were being reserved: never booked, released.
+            (
+                vec![CancelRequest, reserved, released],
+                vec![(CancelRequest, reserved), (reserved, released)],
+                Cancelled,
+                vec![Effect::Cancelled, Effect::ReleaseFunds],
+            ),
+            // Cancelled, and its funds refused (the cancel may come too late: rejected anyway).
+            (vec![CancelRequest, rejected], vec![], Rejected, vec![Effect::Rejected]),
+        ];
+        for (events, causes, status, sent) in sagas {
+            for order in arrivals(&events, &causes) {
+                let (end, effects) = run(&order);
+                assert_eq!((end.status, &effects), (status, &sent), "{order:?}");
+            }
+        }
     }
 
     #[test]

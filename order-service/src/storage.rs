@@ -14,9 +14,9 @@ use bourse_common::on_backend;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::domain::{IdempotencyKey, NewOrder, Status};
+use crate::domain::{BookStage, IdempotencyKey, NewOrder, SagaState, Status};
 
-bourse_common::stored_as_text!(Status);
+bourse_common::stored_as_text!(Status, BookStage);
 
 /// The schema of both back ends (`migrations/`), run at start-up.
 pub const MIGRATIONS: bourse_common::db::MigrationSet =
@@ -39,6 +39,7 @@ diesel::table! {
         request_body -> Nullable<Text>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        book_stage -> Text,
     }
 }
 
@@ -74,6 +75,8 @@ pub struct OrderRow {
     pub request_body: Option<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// How far it got with its book, as the saga knows it.
+    pub book_stage: BookStage,
 }
 
 impl OrderRow {
@@ -101,7 +104,13 @@ impl OrderRow {
             request_body: Some(request_body),
             created_at: now,
             updated_at: now,
+            book_stage: BookStage::Unsent,
         }
+    }
+
+    /// What the saga knows of the order.
+    pub fn saga(&self) -> SagaState {
+        SagaState { status: self.status, book: self.book_stage }
     }
 
     /// The order's terms, as placed.
@@ -181,6 +190,18 @@ pub fn transition(
         diesel::update(orders::table.find(&order.id)).set(orders::reject_reason.eq(reason)).execute(conn)?;
     }
     record_transition(conn, &order.id, Some(order.status), to, cause, now)
+}
+
+/// Records how far the order got with its book.
+pub fn set_book_stage(
+    conn: &mut DbConnection,
+    order: &OrderRow,
+    book: BookStage,
+    now: i64,
+) -> QueryResult<()> {
+    let set = (orders::book_stage.eq(book), orders::updated_at.eq(now));
+    on_backend!(conn, |c| diesel::update(orders::table.find(&order.id)).set(set).execute(c))?;
+    Ok(())
 }
 
 /// Records how much of the order has filled.
@@ -351,6 +372,17 @@ mod tests {
         set_filled(&mut conn, &found, "0.5".parse().unwrap(), 3).unwrap();
         let (_, _, status, _, filled, _) = stored_words(&mut conn, &row.id);
         assert_eq!((status.as_str(), filled.as_str()), ("open", "0.5"));
+        assert_eq!(
+            find(&mut conn, id).unwrap().unwrap().saga(),
+            SagaState { status: Status::Open, ..SagaState::PLACED }
+        );
+        set_book_stage(&mut conn, &found, BookStage::SentReleased, 4).unwrap();
+        let stage: String = orders::table.find(&row.id).select(orders::book_stage).first(&mut conn).unwrap();
+        assert_eq!(stage, "sent_released");
+        assert_eq!(
+            find(&mut conn, id).unwrap().unwrap().saga(),
+            SagaState { status: Status::Open, book: BookStage::SentReleased }
+        );
         let moves: Vec<(Option<String>, String)> =
             transitions(&mut conn, id).unwrap().into_iter().map(|t| (t.from_status, t.to_status)).collect();
         assert_eq!(moves, [(None, "pending".into()), (Some("pending".into()), "open".into())]);

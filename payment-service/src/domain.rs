@@ -1,8 +1,11 @@
 //! The rules of money movement, pure: a movement is a set of ledger legs
 //! that sum to zero, and applying it to a balance is the only way a balance
 //! changes; the settlement of a trade (who pays what, which fee applies, what
-//! each reservation still holds); the words ledger entries and reservations
-//! are stored with. No database, no clock.
+//! each reservation still holds); the life of a reservation, whatever order
+//! its messages come in (closed only when both its order's end and every fill
+//! that end implies are settled; a release before the reserve leaves a
+//! tombstone); the words ledger entries and reservations are stored with.
+//! No database, no clock.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -129,10 +132,148 @@ bourse_common::named_enum! {
 bourse_common::named_enum! {
     /// Where an order's reservation stands.
     pub enum ReservationStatus {
-        /// Holds what the order has not spent yet.
+        /// Holds what the order has not spent yet; the order's end is not seen yet.
         Active = "active",
         /// What was left went back to available.
         Released = "released",
+        /// The order ended in its book (its final filled quantity is recorded)
+        /// while some of its fills were not settled yet: it holds until they
+        /// are, and the trade that settles the last of them releases the rest.
+        Ending = "ending",
+        /// A tombstone: released before anything was reserved. A reserve that
+        /// comes later reserves nothing and is refused.
+        Void = "void",
+    }
+}
+
+/// An order's reservation, as the rules see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation {
+    pub status: ReservationStatus,
+    /// Still held, in the reserved currency.
+    pub remaining: Decimal,
+    /// The order's quantity (base) that its settled trades filled so far;
+    /// `None` for a reservation made before this was counted, which ends as
+    /// it always did: released at its order's end.
+    pub settled: Option<Decimal>,
+    /// The order's filled quantity as its book's end said, once seen.
+    pub final_filled: Option<Decimal>,
+}
+
+/// What a command to reserve does, given the order's reservation so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reserve {
+    /// Nothing decided yet: reserve (or refuse for want of funds).
+    Fresh,
+    /// Decided already (the command came twice): nothing more.
+    Decided,
+    /// Released before it was reserved (a [`ReservationStatus::Void`]
+    /// tombstone): nothing is reserved, the order is refused with this reason.
+    Refused(&'static str),
+}
+
+impl Reserve {
+    pub fn of(reservation: Option<&Reservation>) -> Self {
+        match reservation.map(|r| r.status) {
+            None => Self::Fresh,
+            Some(ReservationStatus::Void) => {
+                Self::Refused("its funds were released before they were reserved: nothing is reserved")
+            }
+            Some(_) => Self::Decided,
+        }
+    }
+}
+
+/// What an order's end, or a command to release, does to its reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// Give back what it still holds, now, and close it (`released`).
+    Now(Decimal),
+    /// Record the end (`filled` in all) and keep holding (`ending`): fills up
+    /// to it are still to settle, and the last of them releases the rest.
+    AfterFills { filled: Decimal },
+    /// Nothing reserved yet: leave a tombstone (`void`) so that a later
+    /// reserve reserves nothing.
+    Void,
+    /// Closed already (released or void): nothing left; released zero.
+    Closed,
+    /// Its end is recorded already and waits for its fills: nothing more.
+    Waiting,
+}
+
+/// An order's end that contradicts its reservation: a bug upstream, never
+/// worth a retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EndError {
+    #[error("it ended with {filled} filled, but trades of {settled} are settled already")]
+    SettledBeyondEnd { settled: Decimal, filled: Decimal },
+    #[error("it ended twice: with {second} filled, before with {first:?}")]
+    EndedTwice { first: Option<Decimal>, second: Decimal },
+}
+
+/// A command to release what an order holds (`payment.release-funds`: the
+/// order was cancelled before it reached its book, so no fill can come):
+/// released at once.
+pub fn release_requested(reservation: Option<&Reservation>) -> Release {
+    match reservation.map(|r| (r.status, r.remaining)) {
+        None => Release::Void,
+        Some((ReservationStatus::Active | ReservationStatus::Ending, remaining)) => Release::Now(remaining),
+        Some((ReservationStatus::Released | ReservationStatus::Void, _)) => Release::Closed,
+    }
+}
+
+/// The order's end in its book, with `filled` filled in all (a final
+/// `order.updated`): the rest is released when every fill up to `filled` is
+/// settled, now if they are, else by the trade that settles the last of them.
+pub fn order_ended(reservation: Option<&Reservation>, filled: Decimal) -> Result<Release, EndError> {
+    let Some(r) = reservation else { return Ok(Release::Void) };
+    match r.status {
+        ReservationStatus::Released | ReservationStatus::Void => Ok(Release::Closed),
+        ReservationStatus::Ending if r.final_filled == Some(filled) => Ok(Release::Waiting),
+        ReservationStatus::Ending => Err(EndError::EndedTwice { first: r.final_filled, second: filled }),
+        ReservationStatus::Active => match r.settled {
+            None => Ok(Release::Now(r.remaining)),
+            Some(settled) if settled == filled => Ok(Release::Now(r.remaining)),
+            Some(settled) if settled < filled => Ok(Release::AfterFills { filled }),
+            Some(settled) => Err(EndError::SettledBeyondEnd { settled, filled }),
+        },
+    }
+}
+
+/// A reservation after one of its order's trades settled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Filled {
+    pub order: Uuid,
+    /// Still held.
+    pub remaining: Decimal,
+    /// Settled so far, this trade included (`None`: not counted, see [`Reservation::settled`]).
+    pub settled: Option<Decimal>,
+    /// The order had ended and this was its last fill: release `remaining` and close.
+    pub closes: bool,
+}
+
+impl Reservation {
+    /// The reservation of `order` after a trade of `quantity` (base) that
+    /// spends `spent` of it. Refused when it is closed (a trade after the
+    /// order's end, beyond what the end said), when the order spends more
+    /// than it holds, or fills beyond its recorded end.
+    pub fn fill(&self, order: Uuid, spent: Decimal, quantity: Decimal) -> Result<Filled, SettlementError> {
+        if matches!(self.status, ReservationStatus::Released | ReservationStatus::Void) {
+            return Err(SettlementError::Closed(order));
+        }
+        let remaining = self.remaining - spent;
+        if remaining < Decimal::ZERO {
+            return Err(SettlementError::Overspent(order));
+        }
+        let settled = self.settled.map(|s| s + quantity);
+        let closes = match (self.status, self.final_filled, settled) {
+            (ReservationStatus::Ending, Some(filled), Some(settled)) if settled > filled => {
+                return Err(SettlementError::BeyondEnd { order, filled });
+            }
+            (ReservationStatus::Ending, Some(filled), Some(settled)) => settled == filled,
+            _ => false,
+        };
+        Ok(Filled { order, remaining, settled, closes })
     }
 }
 
@@ -301,12 +442,11 @@ impl Trade {
     }
 }
 
-/// What the two orders of a trade still hold reserved; `None`: the order
-/// has no reservation.
+/// The reservations of the two orders of a trade; `None`: the order has none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Held {
-    pub buyer: Option<Decimal>,
-    pub seller: Option<Decimal>,
+    pub buyer: Option<Reservation>,
+    pub seller: Option<Reservation>,
 }
 
 /// A movement of one user account, with the balance it applies to.
@@ -338,8 +478,8 @@ pub struct SideSettled {
 pub struct Settlement {
     /// The movements of the users' accounts, in lock order.
     pub legs: Vec<AccountLeg>,
-    /// Each order (the buyer's, then the seller's) and what it still holds reserved.
-    pub reservations: [(Uuid, Decimal); 2],
+    /// Each order's reservation after the trade (the buyer's, then the seller's).
+    pub reservations: [Filled; 2],
     /// The buyer's side, then the seller's.
     pub sides: [SideSettled; 2],
 }
@@ -353,6 +493,10 @@ pub enum SettlementError {
     NothingHeld(Uuid),
     #[error("order {0} spent more than it reserved")]
     Overspent(Uuid),
+    #[error("order {0} has ended and its reservation is closed: this trade comes after its end")]
+    Closed(Uuid),
+    #[error("order {order} ended with {filled} filled: this trade fills more")]
+    BeyondEnd { order: Uuid, filled: Decimal },
     /// The caller did not lock every account of [`Trade::accounts`].
     #[error("the {} balance of {} is not locked", .0.currency, .0.user)]
     NotLocked(AccountId),
@@ -362,9 +506,9 @@ pub enum SettlementError {
 /// reserved quote and the seller from its reserved base ([`settle`]), the
 /// taker at the taker's fee rate and the maker at the maker's. `balances`
 /// are the locked balances of [`Trade::accounts`], `held` what each order
-/// still holds reserved. Refused when an account would go negative (checked
-/// first, leg by leg in lock order) or when an order spends more than it
-/// holds (the buyer's, then the seller's).
+/// their reservations. Refused when an account would go negative (checked
+/// first, leg by leg in lock order) or when an order's reservation cannot
+/// take the trade ([`Reservation::fill`]: the buyer's, then the seller's).
 pub fn settle_trade(
     trade: &Trade,
     rates: FeeRates,
@@ -430,17 +574,11 @@ pub fn settle_trade(
         account_legs.push(AccountLeg { account, before, movement: leg.movement });
     }
 
-    let remaining = |order: Uuid, held: Option<Decimal>, spent: Decimal| {
-        let left = held.ok_or(SettlementError::NothingHeld(order))? - spent;
-        if left < Decimal::ZERO {
-            return Err(SettlementError::Overspent(order));
-        }
-        Ok((order, left))
+    let fill = |order: Uuid, held: Option<Reservation>, spent: Decimal| {
+        held.ok_or(SettlementError::NothingHeld(order))?.fill(order, spent, quantity)
     };
-    let reservations = [
-        remaining(buyer.order_id, held.buyer, notional)?,
-        remaining(seller.order_id, held.seller, quantity)?,
-    ];
+    let reservations =
+        [fill(buyer.order_id, held.buyer, notional)?, fill(seller.order_id, held.seller, quantity)?];
     Ok(Settlement { legs: account_legs, reservations, sides })
 }
 
@@ -541,6 +679,20 @@ mod tests {
         balances
     }
 
+    /// A reservation holding `remaining`, nothing settled yet, its order's end not seen.
+    fn active(remaining: &str) -> Reservation {
+        Reservation {
+            status: ReservationStatus::Active,
+            remaining: d(remaining),
+            settled: Some(Decimal::ZERO),
+            final_filled: None,
+        }
+    }
+
+    fn filled(order: Uuid, remaining: &str, settled: &str, closes: bool) -> Filled {
+        Filled { order, remaining: d(remaining), settled: Some(d(settled)), closes }
+    }
+
     fn movement(legs: &[(LedgerAccount, &str)]) -> Movement {
         Movement { kind: Kind::Settle, legs: legs.iter().map(|(a, x)| (*a, d(x))).collect() }
     }
@@ -549,7 +701,7 @@ mod tests {
 
     #[test]
     fn a_taker_who_buys_pays_the_taker_fee_on_what_it_receives() {
-        let held = Held { buyer: Some(d("4000")), seller: Some(d("2")) };
+        let held = Held { buyer: Some(active("4000")), seller: Some(active("2")) };
         let trade = trade(Side::Buy);
         assert_eq!((trade.buyer(), trade.seller()), (party(2), party(1)));
         let s = settle_trade(&trade, rates(), &eth(), &usdt(), &locked(2, 1), held).unwrap();
@@ -576,7 +728,13 @@ mod tests {
                 ),
             ]
         );
-        assert_eq!(s.reservations, [(party(2).order_id, d("999.25")), (party(1).order_id, d("0.5"))]);
+        assert_eq!(
+            s.reservations,
+            [
+                filled(party(2).order_id, "999.25", "1.5", false),
+                filled(party(1).order_id, "0.5", "1.5", false)
+            ]
+        );
         assert_eq!(
             s.sides,
             [
@@ -606,7 +764,7 @@ mod tests {
 
     #[test]
     fn a_taker_who_sells_pays_the_taker_fee_and_the_resting_buyer_the_maker_fee() {
-        let held = Held { buyer: Some(d("3000.75")), seller: Some(d("1.5")) };
+        let held = Held { buyer: Some(active("3000.75")), seller: Some(active("1.5")) };
         let trade = trade(Side::Sell);
         assert_eq!((trade.buyer(), trade.seller()), (party(1), party(2)));
         let s = settle_trade(&trade, rates(), &eth(), &usdt(), &locked(1, 2), held).unwrap();
@@ -623,7 +781,10 @@ mod tests {
             s.legs[3].movement,
             movement(&[(Clearing, "-3000.75"), (Available, "2994.7485"), (Fees, "6.0015")])
         );
-        assert_eq!(s.reservations, [(party(1).order_id, Decimal::ZERO), (party(2).order_id, Decimal::ZERO)]);
+        assert_eq!(
+            s.reservations,
+            [filled(party(1).order_id, "0", "1.5", false), filled(party(2).order_id, "0", "1.5", false)]
+        );
         let [buyer, seller] = &s.sides;
         assert_eq!((buyer.party, buyer.side, buyer.maker), (party(1), Side::Buy, true));
         assert_eq!((buyer.received, buyer.fee), (d("1.4985"), d("0.0015")));
@@ -635,17 +796,17 @@ mod tests {
     fn an_order_cannot_spend_more_than_it_holds() {
         let trade = trade(Side::Buy);
         let settle = |held| settle_trade(&trade, rates(), &eth(), &usdt(), &locked(2, 1), held);
-        let short = settle(Held { buyer: Some(d("3000.74")), seller: Some(d("2")) });
+        let short = settle(Held { buyer: Some(active("3000.74")), seller: Some(active("2")) });
         assert_eq!(short, Err(SettlementError::Overspent(party(2).order_id)));
         assert_eq!(
             short.unwrap_err().to_string(),
             format!("order {} spent more than it reserved", party(2).order_id)
         );
-        let none = settle(Held { buyer: Some(d("3000.75")), seller: None });
+        let none = settle(Held { buyer: Some(active("3000.75")), seller: None });
         assert_eq!(none, Err(SettlementError::NothingHeld(party(1).order_id)));
         assert_eq!(none.unwrap_err().to_string(), format!("order {} holds nothing", party(1).order_id));
         // The buyer's reservation is checked before the seller's.
-        let both = settle(Held { buyer: Some(d("1")), seller: Some(d("1")) });
+        let both = settle(Held { buyer: Some(active("1")), seller: Some(active("1")) });
         assert_eq!(both, Err(SettlementError::Overspent(party(2).order_id)));
     }
 
@@ -654,7 +815,7 @@ mod tests {
         let trade = trade(Side::Buy);
         let mut balances = locked(2, 1);
         balances.insert(account(2, "USDT"), balance("10000", "3000.74"));
-        let held = Held { buyer: Some(d("1")), seller: None };
+        let held = Held { buyer: Some(active("1")), seller: None };
         let refused = settle_trade(&trade, rates(), &eth(), &usdt(), &balances, held);
         assert_eq!(refused, Err(SettlementError::NegativeBalance(account(2, "USDT"))));
         assert_eq!(
@@ -680,7 +841,7 @@ mod tests {
             trade.accounts(&eth(), &usdt()).into_iter().collect::<Vec<_>>(),
             balances.keys().cloned().collect::<Vec<_>>()
         );
-        let held = Held { buyer: Some(d("3000.75")), seller: Some(d("1.5")) };
+        let held = Held { buyer: Some(active("3000.75")), seller: Some(active("1.5")) };
         let s = settle_trade(&trade, rates(), &eth(), &usdt(), &balances, held).unwrap();
         let before: Vec<(&str, Balance)> =
             s.legs.iter().map(|l| (l.account.currency.as_str(), l.before)).collect();
@@ -740,8 +901,142 @@ mod tests {
         );
         assert_eq!(
             ReservationStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
-            words(&["active", "released"])
+            words(&["active", "released", "ending", "void"])
         );
         assert!("cancelled".parse::<ReservationStatus>().is_err());
+    }
+
+    fn reservation(
+        status: ReservationStatus,
+        remaining: &str,
+        settled: Option<&str>,
+        end: Option<&str>,
+    ) -> Reservation {
+        Reservation { status, remaining: d(remaining), settled: settled.map(d), final_filled: end.map(d) }
+    }
+
+    #[test]
+    fn an_order_end_releases_at_once_only_when_every_fill_it_implies_is_settled() {
+        use ReservationStatus::{Active, Ending, Released, Void};
+        let end = |r: Option<Reservation>, filled: &str| order_ended(r.as_ref(), d(filled));
+        assert_eq!(end(None, "0"), Ok(Release::Void));
+        assert_eq!(end(Some(reservation(Active, "10", Some("2"), None)), "2"), Ok(Release::Now(d("10"))));
+        assert_eq!(
+            end(Some(reservation(Active, "10", Some("0.5"), None)), "2"),
+            Ok(Release::AfterFills { filled: d("2") })
+        );
+        assert_eq!(
+            end(Some(reservation(Active, "10", Some("3"), None)), "2"),
+            Err(EndError::SettledBeyondEnd { settled: d("3"), filled: d("2") })
+        );
+        // A reservation made before fills were counted ends as it always did.
+        assert_eq!(end(Some(reservation(Active, "10", None, None)), "2"), Ok(Release::Now(d("10"))));
+        assert_eq!(end(Some(reservation(Ending, "10", Some("1"), Some("2"))), "2.0"), Ok(Release::Waiting));
+        assert_eq!(
+            end(Some(reservation(Ending, "10", Some("1"), Some("2"))), "3"),
+            Err(EndError::EndedTwice { first: Some(d("2")), second: d("3") })
+        );
+        for closed in [Released, Void] {
+            assert_eq!(end(Some(reservation(closed, "0", Some("0"), None)), "1"), Ok(Release::Closed));
+        }
+    }
+
+    #[test]
+    fn a_release_command_releases_at_once_and_one_before_the_reserve_leaves_a_tombstone() {
+        use ReservationStatus::{Active, Ending, Released, Void};
+        assert_eq!(release_requested(None), Release::Void);
+        assert_eq!(release_requested(Some(&reservation(Active, "7", Some("0"), None))), Release::Now(d("7")));
+        assert_eq!(
+            release_requested(Some(&reservation(Ending, "7", Some("1"), Some("2")))),
+            Release::Now(d("7"))
+        );
+        for closed in [Released, Void] {
+            assert_eq!(release_requested(Some(&reservation(closed, "0", Some("0"), None))), Release::Closed);
+        }
+        assert_eq!(Reserve::of(None), Reserve::Fresh);
+        assert_eq!(Reserve::of(Some(&reservation(Active, "7", Some("0"), None))), Reserve::Decided);
+        assert_eq!(Reserve::of(Some(&reservation(Released, "0", Some("0"), None))), Reserve::Decided);
+        assert!(matches!(Reserve::of(Some(&reservation(Void, "0", Some("0"), None))), Reserve::Refused(_)));
+    }
+
+    #[test]
+    fn the_fill_that_completes_an_ended_order_closes_its_reservation() {
+        use ReservationStatus::{Active, Ending, Released, Void};
+        let order = Uuid::from_u128(9);
+        let ending = reservation(Ending, "100", Some("1"), Some("2"));
+        assert_eq!(
+            ending.fill(order, d("40"), d("0.5")),
+            Ok(Filled { order, remaining: d("60"), settled: Some(d("1.5")), closes: false })
+        );
+        assert_eq!(
+            ending.fill(order, d("40"), d("1")),
+            Ok(Filled { order, remaining: d("60"), settled: Some(d("2")), closes: true })
+        );
+        assert_eq!(
+            ending.fill(order, d("40"), d("1.5")),
+            Err(SettlementError::BeyondEnd { order, filled: d("2") })
+        );
+        assert_eq!(ending.fill(order, d("100.01"), d("1")), Err(SettlementError::Overspent(order)));
+        let active = reservation(Active, "100", Some("1"), None);
+        assert_eq!(
+            active.fill(order, d("100"), d("5")).map(|f| (f.settled, f.closes)),
+            Ok((Some(d("6")), false))
+        );
+        let legacy = reservation(Active, "100", None, None);
+        assert_eq!(legacy.fill(order, d("1"), d("1")).map(|f| (f.settled, f.closes)), Ok((None, false)));
+        for closed in [Released, Void] {
+            let r = reservation(closed, "0", Some("0"), None);
+            assert_eq!(r.fill(order, d("0"), d("1")), Err(SettlementError::Closed(order)));
+        }
+        assert_eq!(
+            SettlementError::Closed(order).to_string(),
+            format!("order {order} has ended and its reservation is closed: this trade comes after its end")
+        );
+    }
+
+    /// Applies an order's fills (spent, quantity) and its end (filled) in the
+    /// given order, as the handlers do; returns what was released and the end state.
+    fn replay(events: &[Result<(&str, &str), &str>]) -> (Decimal, Reservation) {
+        let mut r = reservation(ReservationStatus::Active, "100", Some("0"), None);
+        let mut released = Decimal::ZERO;
+        let order = Uuid::from_u128(1);
+        let mut close = |r: &mut Reservation| {
+            released += r.remaining;
+            r.remaining = Decimal::ZERO;
+            r.status = ReservationStatus::Released;
+        };
+        for event in events {
+            match event {
+                Ok((spent, quantity)) => {
+                    let f = r.fill(order, d(spent), d(quantity)).unwrap();
+                    (r.remaining, r.settled) = (f.remaining, f.settled);
+                    if f.closes {
+                        close(&mut r);
+                    }
+                }
+                Err(filled) => match order_ended(Some(&r), d(filled)).unwrap() {
+                    Release::Now(amount) => {
+                        assert_eq!(amount, r.remaining);
+                        close(&mut r);
+                    }
+                    Release::AfterFills { filled } => {
+                        (r.status, r.final_filled) = (ReservationStatus::Ending, Some(filled));
+                    }
+                    other => panic!("{other:?}"),
+                },
+            }
+        }
+        (released, r)
+    }
+
+    #[test]
+    fn fills_and_the_end_give_back_the_same_rest_in_whatever_order_they_come() {
+        let (a, b, end) = (Ok(("30", "0.3")), Ok(("45", "0.5")), Err("0.8"));
+        let expected = (d("25"), d("0.8"));
+        for order in [[a, b, end], [a, end, b], [end, a, b], [end, b, a], [b, end, a], [b, a, end]] {
+            let (released, r) = replay(&order);
+            assert_eq!((released, r.settled.unwrap()), expected, "{order:?}");
+            assert_eq!((r.status, r.remaining), (ReservationStatus::Released, Decimal::ZERO), "{order:?}");
+        }
     }
 }

@@ -6,7 +6,16 @@
 //! | --- | --- | --- |
 //! | `payment-service.users` | [`Users`]: `user.registered` | open an account in every currency |
 //! | `payment-service.commands` | [`Commands`]: `payment.reserve-funds`, `payment.release-funds` | reserve (or reject), release what an order holds |
-//! | `payment-service.matching` | [`Matching`]: `trade.executed`, `order.updated` | settle a trade; release what an ended order still holds |
+//! | `payment-service.matching` | [`Matching`]: `trade.executed`, `order.updated` | settle a trade; release what an ended order still holds once its fills are settled |
+//!
+//! Whatever order an order's messages arrive in (a retry brings one back
+//! after later ones), they end in the same balances and reservation: a
+//! reservation closes when both its order's end (a final `order.updated`,
+//! with the book's filled quantity) and every fill that end implies are
+//! settled, by whichever of the two comes last; a release before the
+//! reserve leaves a tombstone that refuses the reserve. The rules are
+//! [`domain::order_ended`], [`domain::release_requested`],
+//! [`domain::Reserve`] and [`domain::Reservation::fill`].
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,6 +26,7 @@ use bourse_common::catalog::{
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
+use bourse_common::faults::Faults;
 use bourse_common::inbox::{Handle, HandlerError};
 use bourse_common::money::Amount;
 use bourse_common::now_micros;
@@ -24,7 +34,7 @@ use bourse_common::outbox::Emitter;
 use bourse_common::reference::ReferenceData;
 use uuid::Uuid;
 
-use crate::domain::{self, ReservationStatus};
+use crate::domain::{self, Release, Reserve};
 use crate::settings::Settings;
 use crate::storage;
 
@@ -56,11 +66,13 @@ bourse_common::inbound! {
 #[derive(Debug, Clone)]
 pub struct Handlers {
     settings: Arc<Settings>,
+    /// The service's fault injection points (the bus's): off unless a test arms one.
+    pub faults: Arc<Faults>,
 }
 
 impl Handlers {
     pub fn new(settings: Settings) -> Self {
-        Self { settings: Arc::new(settings) }
+        Self { settings: Arc::new(settings), faults: Arc::default() }
     }
 }
 
@@ -90,7 +102,7 @@ impl Handle<Commands> for Handlers {
         storage::lock_ledger(conn)?;
         match message {
             Commands::Reserve(cmd) => reserve_funds(&self.settings.reference, conn, &cmd, out),
-            Commands::Release(cmd) => release(conn, cmd.order_id, cmd.user_id, out),
+            Commands::Release(cmd) => release_funds(conn, &cmd, out),
         }
     }
 }
@@ -105,11 +117,10 @@ impl Handle<Matching> for Handlers {
     ) -> Result<(), HandlerError> {
         storage::lock_ledger(conn)?;
         match message {
-            Matching::Trade(trade) => trade_executed(&self.settings, conn, &trade, out),
-            // An order that can fill no more gives back what it still holds.
-            Matching::Order(update) if update.status.is_final() => {
-                release(conn, update.order_id, update.user_id, out)
-            }
+            Matching::Trade(trade) => trade_executed(&self.settings, &self.faults, conn, &trade, out),
+            // An order that can fill no more gives back what it still holds, once its fills are settled.
+            Matching::Order(update) if update.status.is_final() => order_ended(conn, &update, out),
+            // Resting, or partly filled: the trades carry the money.
             Matching::Order(_) => Ok(()),
         }
     }
@@ -139,9 +150,6 @@ pub fn reserve_funds(
     cmd: &ReserveFunds,
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
-    if storage::reservation(conn, cmd.order_id)?.is_some() {
-        return Ok(()); // this order's funds were already decided
-    }
     let reject = |out: &mut Emitter, reason: String| {
         out.reply(&FundsRejected {
             order_id: cmd.order_id,
@@ -151,6 +159,16 @@ pub fn reserve_funds(
             reason,
         });
     };
+    let existing = storage::reservation(conn, cmd.order_id)?;
+    match Reserve::of(existing.map(|r| r.rules()).as_ref()) {
+        Reserve::Fresh => {}
+        // This order's funds were decided already (the command came twice).
+        Reserve::Decided => return Ok(()),
+        Reserve::Refused(why) => {
+            reject(out, format!("order {}: {why}", cmd.order_id));
+            return Ok(());
+        }
+    }
     let Some(currency) = reference.currency(&cmd.currency) else {
         reject(out, format!("unknown currency {}", cmd.currency));
         return Ok(());
@@ -178,30 +196,89 @@ pub fn reserve_funds(
     Ok(())
 }
 
-/// Releases what the order still holds reserved, and says how much (zero when nothing was).
-pub fn release(
+/// `payment.release-funds`: the order was cancelled before it reached its
+/// book (no fill can come), so what it holds goes back at once.
+pub fn release_funds(
+    conn: &mut DbConnection,
+    cmd: &ReleaseFunds,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    let reservation = storage::reservation(conn, cmd.order_id)?;
+    let release = domain::release_requested(reservation.as_ref().map(|r| r.rules()).as_ref());
+    apply_release(conn, cmd.order_id, cmd.user_id, reservation, release, out)
+}
+
+/// A final `order.updated`: the order's end, with the book's filled quantity.
+/// What it still holds goes back now if every fill up to that is settled;
+/// else the end is recorded and the trade that settles the last fill releases it.
+pub fn order_ended(
+    conn: &mut DbConnection,
+    update: &OrderUpdated,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    let reservation = storage::reservation(conn, update.order_id)?;
+    let release =
+        domain::order_ended(reservation.as_ref().map(|r| r.rules()).as_ref(), update.filled_quantity.value())
+            .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("order {}: {e}", update.order_id)))?;
+    apply_release(conn, update.order_id, update.user_id, reservation, release, out)
+}
+
+/// Records what [`domain::release_requested`] or [`domain::order_ended`]
+/// decided, and says what was released (`funds.released`, zero when nothing
+/// was), except while an ended order waits for its fills.
+fn apply_release(
     conn: &mut DbConnection,
     order_id: Uuid,
     user_id: Uuid,
+    reservation: Option<storage::ReservationRow>,
+    release: Release,
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
     let now = now_micros();
-    let released = match storage::reservation(conn, order_id)? {
-        Some(r) if r.status == ReservationStatus::Active => {
-            // The reservation's owner, whoever the message names.
-            let user = Uuid::parse_str(&r.user_id).map_err(|e| HandlerError::Permanent(e.into()))?;
-            let balance = storage::lock_balance(conn, user, &r.currency, now)?;
-            let movement = balance.release(r.remaining.value());
-            storage::apply(conn, user, &r.currency, balance, &movement, &order_reference(order_id), now)?;
-            storage::close_reservation(conn, order_id, ReservationStatus::Released, now)?;
-            Some((r.currency, r.remaining))
+    let currency = reservation.map(|r| r.currency).unwrap_or_default();
+    match release {
+        // What it holds, read again with the balance locked.
+        Release::Now(_) => release_rest(conn, order_id, user_id, now, out),
+        Release::AfterFills { filled } => Ok(storage::end_reservation(conn, order_id, filled.into(), now)?),
+        Release::Void => {
+            storage::void_reservation(conn, order_id, user_id, now)?;
+            released(out, order_id, user_id, currency, Amount::ZERO);
+            Ok(())
         }
-        Some(r) => Some((r.currency, Amount::ZERO)),
-        None => None,
+        Release::Closed => {
+            released(out, order_id, user_id, currency, Amount::ZERO);
+            Ok(())
+        }
+        Release::Waiting => Ok(()),
+    }
+}
+
+/// Gives back what the order's reservation still holds (to the reservation's
+/// owner, whoever the message names), closes it, and says so.
+fn release_rest(
+    conn: &mut DbConnection,
+    order_id: Uuid,
+    user_id: Uuid,
+    now: i64,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    let Some(r) = storage::reservation(conn, order_id)? else {
+        return Err(HandlerError::Permanent(anyhow::anyhow!(
+            "order {order_id} has no reservation to release"
+        )));
     };
-    let (currency, amount) = released.unwrap_or_default();
-    out.reply(&FundsReleased { order_id, user_id, currency, amount });
+    let owner = Uuid::parse_str(&r.user_id).map_err(|e| HandlerError::Permanent(e.into()))?;
+    let balance = storage::lock_balance(conn, owner, &r.currency, now)?;
+    let movement = balance.release(r.remaining.value());
+    storage::apply(conn, owner, &r.currency, balance, &movement, &order_reference(order_id), now)?;
+    storage::close_reservation(conn, order_id, domain::ReservationStatus::Released, now)?;
+    released(out, order_id, user_id, r.currency, r.remaining);
     Ok(())
+}
+
+/// `funds.released`, in the order's saga.
+fn released(out: &mut Emitter, order_id: Uuid, user_id: Uuid, currency: String, amount: Amount) {
+    out.send(&order_id.to_string(), &FundsReleased { order_id, user_id, currency, amount });
 }
 
 /// Settles both sides of a trade in one transaction, fees to the fee account,
@@ -210,6 +287,7 @@ pub fn release(
 /// order), the reservations read, its result recorded.
 pub fn trade_executed(
     settings: &Settings,
+    faults: &Faults,
     conn: &mut DbConnection,
     trade: &TradeExecuted,
     out: &mut Emitter,
@@ -238,7 +316,7 @@ pub fn trade_executed(
         balances.insert(account, balance);
     }
     let mut held = |order: Uuid| -> Result<_, HandlerError> {
-        Ok(storage::reservation(conn, order)?.map(|r| r.remaining.value()))
+        Ok(storage::reservation(conn, order)?.map(|r| r.rules()))
     };
     let held = domain::Held { buyer: held(deal.buyer().order_id)?, seller: held(deal.seller().order_id)? };
     let settlement = domain::settle_trade(&deal, rates, base, quote, &balances, held)
@@ -249,8 +327,28 @@ pub fn trade_executed(
         let (user, currency) = (leg.account.user, &leg.account.currency);
         storage::apply(conn, user, currency, leg.before, &leg.movement, &trade_ref, now)?;
     }
-    for (order, remaining) in settlement.reservations {
-        storage::consume_reservation(conn, order, remaining.into(), now)?;
+    if faults.should_credit_twice() {
+        // A bug on purpose, for the chaos harness to find: the buyer's proceeds credited again.
+        let buyer = deal.buyer().user_id;
+        if let Some(leg) =
+            settlement.legs.iter().rev().find(|l| l.account.user == buyer && l.account.currency == base.code)
+        {
+            let now_held = storage::lock_balance(conn, buyer, &base.code, now)?;
+            storage::apply(conn, buyer, &base.code, now_held, &leg.movement, &trade_ref, now)?;
+        }
+    }
+    let mut ended = Vec::new();
+    for (filled, party) in settlement.reservations.iter().zip([deal.buyer(), deal.seller()]) {
+        storage::fill_reservation(
+            conn,
+            filled.order,
+            filled.remaining.into(),
+            filled.settled.map(Into::into),
+            now,
+        )?;
+        if filled.closes {
+            ended.push(party);
+        }
     }
     for side in settlement.sides {
         let remaining = if side.maker { trade.maker_remaining } else { trade.taker_remaining };
@@ -273,6 +371,10 @@ pub fn trade_executed(
                 remaining,
             },
         );
+    }
+    // The last fill of an order whose end came first: its rest goes back now.
+    for party in ended {
+        release_rest(conn, party.order_id, party.user_id, now, out)?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@
 //! | module | owns |
 //! | --- | --- |
 //! | [`domain`] | the rules, pure: money movements and balances, settlement of a trade, the stored words (ledger accounts, entry kinds, reservation states) |
-//! | [`storage`] | accounts, ledger entries, reservations in the database |
+//! | [`storage`] | accounts, ledger entries, reservations (with their settled fills and their order's end) in the database |
 //! | [`handlers`] | consumed messages: `user.registered`; the commands `payment.reserve-funds`, `payment.release-funds`; `trade.executed`, `order.updated` |
 //! | [`routes`] | REST: accounts, top-up, finance history, fees collected |
 //! | [`settings`] | the service's own settings: top-up switch, reference data, fee rates |
@@ -49,6 +49,7 @@ impl Service for PaymentService {
         config.settings.reference.validate()?;
         let handlers = handlers::Handlers::new(config.settings.clone());
         Ok(ServiceParts {
+            faults: handlers.faults.clone(),
             migrations: vec![&MIGRATIONS],
             consumers: vec![
                 inbox::consume::<handlers::Users>("payment-service.users", handlers.clone()),
@@ -63,5 +64,6 @@ impl Service for PaymentService {
     }
 }
 
-const MIGRATIONS: bourse_common::db::MigrationSet =
+/// The schema of both back ends (`migrations/`), run at start-up.
+pub const MIGRATIONS: bourse_common::db::MigrationSet =
     bourse_common::migration_set!("migrations/sqlite", "migrations/postgres");

@@ -11,7 +11,7 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::domain::{AccountName, Balance, Kind, LedgerAccount, Movement, ReservationStatus};
+use crate::domain::{AccountName, Balance, Kind, LedgerAccount, Movement, Reservation, ReservationStatus};
 
 // `ledger_entries.account` holds an account's full name (`user:<id>:USDT:available`, `fees:USDT`).
 bourse_common::stored_as_text!(Kind, ReservationStatus, AccountName);
@@ -50,6 +50,8 @@ diesel::table! {
         status -> Text,
         created_at -> BigInt,
         updated_at -> BigInt,
+        settled -> Nullable<Text>,
+        final_filled -> Nullable<Text>,
     }
 }
 
@@ -90,6 +92,22 @@ pub struct ReservationRow {
     pub status: ReservationStatus,
     pub created_at: i64,
     pub updated_at: i64,
+    /// The order's quantity its settled trades filled (`None`: made before this was counted).
+    pub settled: Option<Amount>,
+    /// The order's filled quantity as its book's end said, once seen.
+    pub final_filled: Option<Amount>,
+}
+
+impl ReservationRow {
+    /// The reservation as the rules see it.
+    pub fn rules(&self) -> Reservation {
+        Reservation {
+            status: self.status,
+            remaining: self.remaining.value(),
+            settled: self.settled.map(Amount::value),
+            final_filled: self.final_filled.map(Amount::value),
+        }
+    }
 }
 
 /// Opens the account if it is not open yet.
@@ -230,20 +248,61 @@ pub fn insert_reservation(
             reservations::status.eq(ReservationStatus::Active),
             reservations::created_at.eq(now),
             reservations::updated_at.eq(now),
+            reservations::settled.eq(Some(Decimal::ZERO.to_string())),
         ))
         .execute(conn)?;
     Ok(())
 }
 
-/// What the order still holds reserved after a fill: `remaining`.
-pub fn consume_reservation(
+/// A tombstone: the order's funds were released before anything was
+/// reserved (`void`, holding nothing), so that a later reserve is refused.
+pub fn void_reservation(conn: &mut DbConnection, order_id: Uuid, user: Uuid, now: i64) -> QueryResult<()> {
+    let zero = Decimal::ZERO.to_string();
+    diesel::insert_into(reservations::table)
+        .values((
+            reservations::order_id.eq(order_id.to_string()),
+            reservations::user_id.eq(user.to_string()),
+            // Not known: the release does not say, and nothing was reserved.
+            reservations::currency.eq(""),
+            reservations::amount.eq(&zero),
+            reservations::remaining.eq(&zero),
+            reservations::status.eq(ReservationStatus::Void),
+            reservations::created_at.eq(now),
+            reservations::updated_at.eq(now),
+            reservations::settled.eq(Some(zero.clone())),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// What the order still holds reserved after a fill (`remaining`), and how
+/// much of it its settled trades filled (`settled`).
+pub fn fill_reservation(
     conn: &mut DbConnection,
     order_id: Uuid,
     remaining: Amount,
+    settled: Option<Amount>,
     now: i64,
 ) -> QueryResult<()> {
     diesel::update(reservations::table.find(order_id.to_string()))
-        .set((reservations::remaining.eq(remaining.to_string()), reservations::updated_at.eq(now)))
+        .set((
+            reservations::remaining.eq(remaining.to_string()),
+            reservations::settled.eq(settled.map(|s| s.to_string())),
+            reservations::updated_at.eq(now),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Records the order's end (`filled` in all) on a reservation that still
+/// waits for some of those fills: `ending`, still holding.
+pub fn end_reservation(conn: &mut DbConnection, order_id: Uuid, filled: Amount, now: i64) -> QueryResult<()> {
+    diesel::update(reservations::table.find(order_id.to_string()))
+        .set((
+            reservations::status.eq(ReservationStatus::Ending),
+            reservations::final_filled.eq(Some(filled.to_string())),
+            reservations::updated_at.eq(now),
+        ))
         .execute(conn)?;
     Ok(())
 }
@@ -276,7 +335,6 @@ pub fn close_reservation(
 
 #[cfg(test)]
 mod tests {
-    use diesel::connection::SimpleConnection;
     use diesel::sqlite::SqliteConnection;
 
     use super::*;
@@ -288,8 +346,9 @@ mod tests {
     }
 
     fn db() -> DbConnection {
+        use diesel_migrations::MigrationHarness;
         let mut c = SqliteConnection::establish(":memory:").unwrap();
-        c.batch_execute(include_str!("../migrations/sqlite/20261123000001_payments/up.sql")).unwrap();
+        c.run_pending_migrations((crate::MIGRATIONS.sqlite)()).unwrap();
         DbConnection::Sqlite(c)
     }
 
@@ -333,8 +392,46 @@ mod tests {
         assert_eq!(status(conn), Some(ReservationStatus::Active));
         close_reservation(conn, order, ReservationStatus::Released, 4).unwrap();
         assert_eq!(status(conn), Some(ReservationStatus::Released));
-        let stored: String = reservations::table.select(reservations::status).first(conn).unwrap();
+        let stored: String =
+            reservations::table.find(order.to_string()).select(reservations::status).first(conn).unwrap();
         assert_eq!(stored, "released");
+
+        // An order's fills and its end, as stored; a tombstone for an order never reserved.
+        let (later, never) = (Uuid::from_u128(3), Uuid::from_u128(4));
+        insert_reservation(conn, later, user, "USDT", d("10").into(), 5).unwrap();
+        let rules = |conn: &mut DbConnection, order| reservation(conn, order).unwrap().unwrap().rules();
+        assert_eq!(
+            rules(conn, later),
+            Reservation {
+                status: ReservationStatus::Active,
+                remaining: d("10"),
+                settled: Some(Decimal::ZERO),
+                final_filled: None
+            }
+        );
+        fill_reservation(conn, later, d("4").into(), Some(d("0.5").into()), 6).unwrap();
+        end_reservation(conn, later, d("1.5").into(), 7).unwrap();
+        assert_eq!(
+            rules(conn, later),
+            Reservation {
+                status: ReservationStatus::Ending,
+                remaining: d("4"),
+                settled: Some(d("0.5")),
+                final_filled: Some(d("1.5"))
+            }
+        );
+        void_reservation(conn, never, user, 8).unwrap();
+        let void = reservation(conn, never).unwrap().unwrap();
+        assert_eq!(
+            (void.status, void.remaining.value(), void.currency.as_str()),
+            (ReservationStatus::Void, Decimal::ZERO, "")
+        );
+        // A reservation made before fills were counted reads as such.
+        diesel::update(reservations::table.find(later.to_string()))
+            .set(reservations::settled.eq(None::<String>))
+            .execute(conn)
+            .unwrap();
+        assert_eq!(rules(conn, later).settled, None);
 
         diesel::update(reservations::table).set(reservations::status.eq("cancelled")).execute(conn).unwrap();
         assert!(reservation(conn, order).is_err());

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use bourse_cli::chaos::{self, ChaosOptions};
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
 use bourse_common::{deadletter, on_both_backends};
@@ -17,19 +18,8 @@ use crate::helpers::{TestStack, limit_buy, pair, settled};
 
 on_both_backends!(orders_cancelled_right_after_placing_end_cancelled_with_everything_released);
 
-/// Every consumer queue of the stack.
-const QUEUES: [&str; 7] = [
-    "order-service.saga",
-    "payment-service.users",
-    "payment-service.commands",
-    "payment-service.matching",
-    "matching-service.orders",
-    "notify-service.users",
-    "notify-service.mails",
-];
-
 async fn no_dead_letters(t: &TestStack) {
-    for queue in QUEUES {
+    for queue in chaos::QUEUES {
         let parked = deadletter::list(&t.env.amqp_url, queue, 10).await.unwrap();
         assert!(parked.is_empty(), "{queue}.dlq holds {parked:?}");
     }
@@ -176,4 +166,56 @@ async fn database_outage_in_a_burst_pauses_the_stack_and_parks_nothing() {
     assert_eq!((dec(&a["USDT"].1), dec(&b["ETH"].1)), (Decimal::ZERO, Decimal::ZERO));
     no_dead_letters(&t).await;
     t.stop().await;
+}
+
+fn chaos_options(seed: u64, users: usize, orders: usize, kills: usize) -> ChaosOptions {
+    ChaosOptions {
+        seed,
+        users,
+        orders,
+        clients: 4,
+        kills,
+        broker_restart: false,
+        database_outage: None,
+        scripts_dir: concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts").into(),
+    }
+}
+
+/// The chaos harness, short: 400 orders of every kind from 8 users while
+/// each service is killed and started again, RabbitMQ restarts and
+/// PostgreSQL stops for 10 s; every check holds (the long run is in README).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "restarts RabbitMQ and stops PostgreSQL: scripts/test.sh runs it alone"]
+async fn chaos_short_run_with_kills_a_broker_restart_and_a_database_outage() {
+    bourse_common::telemetry::init();
+    let options = ChaosOptions {
+        broker_restart: true,
+        database_outage: Some(Duration::from_secs(10)),
+        ..chaos_options(20261126, 8, 400, 6)
+    };
+    let report = chaos::run_isolated(Backend::Postgres, &options, |_| {}).await.unwrap();
+    println!("{}", report.table());
+    assert!(report.violations.is_empty(), "{}", report.table());
+    assert!(report.trades > 0, "the load traded");
+    assert_eq!(report.kills.values().sum::<usize>(), 6);
+    assert_eq!(report.kills.len(), 6, "each service killed once: {:?}", report.kills);
+}
+
+on_both_backends!(the_chaos_harness_reports_a_trade_credited_twice);
+
+/// A settlement that credits its buyer twice (a bug injected on purpose)
+/// keeps every order's state right; the harness still reports it, per user
+/// and per currency.
+async fn the_chaos_harness_reports_a_trade_credited_twice(backend: Backend) {
+    bourse_common::telemetry::init();
+    let options = chaos_options(7, 4, 80, 0);
+    let report = chaos::run_isolated(backend, &options, |stack| {
+        stack.service("payment-service").unwrap().bus.faults.credit_twice(1);
+    })
+    .await
+    .unwrap();
+    println!("{}", report.table());
+    assert!(report.trades > 0, "the load traded");
+    assert_eq!(report.wrong_users.len(), 1, "the one buyer credited twice: {}", report.table());
+    assert!(report.violations.iter().any(|v| v.contains("money made or lost")), "{}", report.table());
 }

@@ -1,6 +1,7 @@
 //! The whole stack, started in-process as `bourse up` starts it, against a
 //! real RabbitMQ vhost and real SQLite or PostgreSQL databases, used only
-//! through HTTP as a client would.
+//! through HTTP as a client would; `order_tolerance` alone calls the
+//! services' handlers directly, to deliver a saga's messages in every order.
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
@@ -8,6 +9,7 @@ mod faults;
 mod helpers;
 mod money;
 mod notify;
+mod order_tolerance;
 mod orders;
 mod stack;
 mod trading;
