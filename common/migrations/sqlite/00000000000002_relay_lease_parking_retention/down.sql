@@ -1,0 +1,4 @@
+DROP INDEX inbox_received_at;
+ALTER TABLE outbox DROP COLUMN returns;
+ALTER TABLE outbox DROP COLUMN returned_at;
+DROP TABLE relay_lease;
