@@ -96,7 +96,7 @@ pub struct MessagingConfig {
     pub parked_retry_ms: u64,
     /// How long the inbox remembers a message id (the window in which a
     /// redelivery is recognised and skipped). A dead letter older than this is
-    /// replayed only when forced.
+    /// replayed only when forced. At least one hour is kept.
     pub inbox_retention_hours: u64,
     /// How long sent outbox rows are kept for inspection.
     pub outbox_retention_hours: u64,

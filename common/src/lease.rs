@@ -13,7 +13,8 @@
 //!
 //! `:now` is the database's clock (PostgreSQL's `clock_timestamp()`; SQLite is
 //! one file on one machine, so the process clock is the database's), so that
-//! instances on machines whose clocks differ agree on when a lease expires.
+//! instances on machines whose clocks differ agree on when a lease expires
+//! (a step of that clock, by more than a term, could let a standby in early).
 //!
 //! The holder keeps its own deadline on its monotonic clock: the moment
 //! *before* it asked for the lease, plus 90 % of the term. The row's expiry is

@@ -89,3 +89,23 @@ impl Metrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_gauges_and_components_are_rendered() {
+        let metrics = Metrics::default();
+        metrics.add("bourse_outbox_returned_total", &[], 2);
+        metrics.set_gauge("bourse_relay_leader", &[], 1);
+        metrics.set_gauge("bourse_relay_leader", &[], 0);
+        metrics.component("relay").set(true);
+        let mut out = String::new();
+        metrics.render(&mut out);
+        assert!(out.contains("bourse_outbox_returned_total{} 2\n"), "{out}");
+        assert!(out.contains("bourse_relay_leader{} 0\n"), "{out}");
+        assert!(out.contains("bourse_component_up{component=\"relay\"} 1\n"), "{out}");
+        assert_eq!(metrics.gauge("bourse_relay_leader", &[]), Some(0));
+    }
+}

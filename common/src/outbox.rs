@@ -514,15 +514,18 @@ impl Relay {
 
         let (parked, sent): (Vec<&OutboxRow>, Vec<&OutboxRow>) =
             rows.iter().partition(|r| returned.contains(&r.message_id));
-        for row in &parked {
-            tracing::warn!(
-                r#type = %row.message_type,
-                message_id = %row.message_id,
-                correlation_id = %row.correlation_id,
-                returns = row.returns + 1,
-                "no queue takes this command (its owner has not started?): parked, published again every {} ms",
-                bus.config.parked_retry_ms
-            );
+        for row in parked.iter() {
+            if row.returns == 0 {
+                tracing::warn!(
+                    r#type = %row.message_type,
+                    message_id = %row.message_id,
+                    correlation_id = %row.correlation_id,
+                    "no queue takes this command (its owner has not started?): parked, published again every {} ms",
+                    bus.config.parked_retry_ms
+                );
+            } else {
+                tracing::debug!(r#type = %row.message_type, message_id = %row.message_id, returns = row.returns + 1, "parked command returned again");
+            }
         }
         for row in sent.iter().filter(|r| r.returned_at.is_some()) {
             tracing::info!(r#type = %row.message_type, message_id = %row.message_id, returns = row.returns, "parked command delivered");

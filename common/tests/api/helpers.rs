@@ -134,7 +134,7 @@ pub fn fast_messaging() -> MessagingConfig {
         consumer_batch: 16,
         relay_batch: 25,
         relay_poll_ms: 50,
-        relay_lease_ms: 1_000,
+        relay_lease_ms: 2_000,
         parked_retry_ms: 200,
         ..MessagingConfig::default()
     }

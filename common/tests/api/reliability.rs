@@ -8,6 +8,7 @@ use std::sync::atomic::AtomicU32;
 use std::time::{Duration, Instant};
 
 use bourse_common::bus::Bus;
+use bourse_common::config::MessagingConfig;
 use bourse_common::db::{Backend, DbConnection, DbError};
 use bourse_common::envelope::Envelope;
 use bourse_common::eventlog::{self, StreamOffset};
@@ -94,7 +95,8 @@ fn assert_once_and_in_order(effects: &[Effect], want: usize) {
 
 async fn two_relays_on_one_database_publish_each_row_once_in_order(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
-    let messaging = fast_messaging();
+    // The default term: the hand-over here is a clean one, not a lease running out.
+    let messaging = MessagingConfig { relay_lease_ms: 5_000, ..fast_messaging() };
     let producers = instances(&mut env, "producer", &messaging, 2).await;
     let (a, b) = (&producers[0], &producers[1]);
     let consumer = bus(&mut env, "consumer", &messaging).await;
@@ -126,9 +128,10 @@ async fn two_relays_on_one_database_publish_each_row_once_in_order(backend: Back
         (effects_of(&consumer.db).await.len() >= 100).then_some(())
     })
     .await;
-    // Both instances stay ready: the standby's relay is connected.
+    // Both instances stay ready: the standby's relay is connected; one publishes.
     assert!(a.metrics.component("relay").is_up() && b.metrics.component("relay").is_up());
-    assert!(leads(a) != leads(b), "exactly one relay publishes");
+    eventually("one leader", Duration::from_secs(10), || async { (leads(a) != leads(b)).then_some(()) })
+        .await;
 
     // The leader stops cleanly mid-stream: the standby takes over.
     let (leader, stop_leader, leader_task, standby) =
@@ -207,15 +210,24 @@ async fn a_standby_relay_takes_over_from_one_that_died(backend: Backend) {
 }
 
 /// Writes one message of `saga` in a transaction that stays open `hold` after
-/// its flush. Returns when the transaction's last statement ran (just before
-/// its commit).
-async fn write_and_hold(bus: &Bus, saga: &'static str, seq: i64, hold: Duration) -> Instant {
+/// its flush (and says when it flushed on `flushed`). Returns when the
+/// transaction's last statement ran (just before its commit).
+async fn write_and_hold(
+    bus: &Bus,
+    saga: &'static str,
+    seq: i64,
+    hold: Duration,
+    flushed: Option<tokio::sync::oneshot::Sender<()>>,
+) -> Instant {
     let producer = bus.producer.clone();
     bus.db
         .write(move |c| {
             let mut out = Emitter::new(&producer);
             out.send(saga, &Happened { seq, poison: false });
             out.flush(c)?;
+            if let Some(flushed) = flushed {
+                let _ = flushed.send(());
+            }
             std::thread::sleep(hold);
             Ok::<_, DbError>(Instant::now())
         })
@@ -234,18 +246,21 @@ async fn publish_order_is_commit_order_within_a_saga(backend: Backend) {
     // one, for the same saga, starts meanwhile and would commit first. A third
     // one, of another saga, must not wait for either (PostgreSQL; SQLite has
     // one writer at a time anyway).
+    let (flushed, first_flushed) = tokio::sync::oneshot::channel();
     let first = {
         let producer = producer.clone();
-        tokio::spawn(async move { write_and_hold(&producer, "saga-S", 1, Duration::from_millis(800)).await })
+        tokio::spawn(async move {
+            write_and_hold(&producer, "saga-S", 1, Duration::from_millis(1_000), Some(flushed)).await
+        })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    first_flushed.await.unwrap();
     let second = {
         let producer = producer.clone();
-        tokio::spawn(async move { write_and_hold(&producer, "saga-S", 2, Duration::ZERO).await })
+        tokio::spawn(async move { write_and_hold(&producer, "saga-S", 2, Duration::ZERO, None).await })
     };
     let other = {
         let producer = producer.clone();
-        tokio::spawn(async move { write_and_hold(&producer, "saga-T", 3, Duration::ZERO).await })
+        tokio::spawn(async move { write_and_hold(&producer, "saga-T", 3, Duration::ZERO, None).await })
     };
     let (first, second, other) = (first.await.unwrap(), second.await.unwrap(), other.await.unwrap());
     if backend == Backend::Postgres {
@@ -404,7 +419,7 @@ async fn count_sent(bus: &Bus) -> i64 {
 
 async fn old_inbox_and_sent_outbox_rows_are_pruned_in_batches_even_under_load(backend: Backend) {
     let mut env = TestEnv::new(backend).await;
-    let messaging = bourse_common::config::MessagingConfig {
+    let messaging = MessagingConfig {
         inbox_retention_hours: 1,
         outbox_retention_hours: 1,
         retention_interval_ms: 100,
