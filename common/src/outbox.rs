@@ -7,8 +7,8 @@
 //!
 //! **Order = commit order.** Rows are published in id order on one channel, by
 //! one relay per database (the one holding the [lease](crate::lease)), so two
-//! messages reach a queue in the order of their ids. Ids follow the order in
-//! which the writing transactions committed:
+//! messages reach a queue in the order of their ids (a parked command, below,
+//! excepted). Ids follow the order in which the writing transactions committed:
 //!
 //! - on SQLite, because writers are serialised whole (one write transaction at
 //!   a time, `BEGIN IMMEDIATE`): a transaction takes its ids and commits before
