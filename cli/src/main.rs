@@ -107,11 +107,18 @@ enum DeadLetterAction {
         #[arg(long, default_value_t = 100)]
         max: usize,
     },
-    /// Move them back into their queue for a fresh round of attempts.
+    /// Move them back into their queue for a fresh round of attempts. A message
+    /// older than the consuming service's inbox window stays parked unless --force.
     Replay {
         queue: String,
         #[arg(long, default_value_t = 100)]
         max: usize,
+        /// The consuming service's `messaging.inbox_retention_hours`.
+        #[arg(long, default_value_t = 168)]
+        inbox_retention_hours: u64,
+        /// Replay messages older than the inbox window too (it no longer recognises a duplicate).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -159,9 +166,24 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::DeadLetters { action: DeadLetterAction::Replay { queue, max } } => {
-            let n = deadletter::replay(&cli.amqp_url, &queue, max).await?;
-            println!("replayed {n} message(s) from {queue}.dlq into {queue}");
+        Command::DeadLetters {
+            action: DeadLetterAction::Replay { queue, max, inbox_retention_hours, force },
+        } => {
+            let policy = if force {
+                deadletter::ReplayPolicy::forced()
+            } else {
+                deadletter::ReplayPolicy::within(Duration::from_secs(inbox_retention_hours * 3600))
+            };
+            let outcome = deadletter::replay(&cli.amqp_url, &queue, max, policy).await?;
+            println!("replayed {} message(s) from {queue}.dlq into {queue}", outcome.replayed);
+            for refused in &outcome.refused {
+                eprintln!("{refused}");
+            }
+            anyhow::ensure!(
+                outcome.refused.is_empty(),
+                "{} message(s) refused (--force replays them)",
+                outcome.refused.len()
+            );
             Ok(())
         }
         Command::Outbox { database, max } => outbox(database, max).await,

@@ -4,6 +4,7 @@
 //! instead of being silently ignored.
 
 use std::path::Path;
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -87,6 +88,22 @@ pub struct MessagingConfig {
     pub relay_poll_ms: u64,
     /// Retention of the event log stream (RabbitMQ `x-max-age`, e.g. `7D`).
     pub event_log_max_age: String,
+    /// How long the relay's lease on its database's outbox lasts unless renewed:
+    /// one instance of a service publishes, the others stand by and take over
+    /// at the latest this long after the publisher died (at once after a clean stop).
+    pub relay_lease_ms: u64,
+    /// How often a command that no queue took (returned by the broker) is published again.
+    pub parked_retry_ms: u64,
+    /// How long the inbox remembers a message id (the window in which a
+    /// redelivery is recognised and skipped). A dead letter older than this is
+    /// replayed only when forced. At least one hour is kept.
+    pub inbox_retention_hours: u64,
+    /// How long sent outbox rows are kept for inspection.
+    pub outbox_retention_hours: u64,
+    /// How often the inbox and the sent outbox rows are pruned.
+    pub retention_interval_ms: u64,
+    /// Rows deleted per pruning transaction (small, so that no lock is held long).
+    pub retention_batch: usize,
 }
 
 impl Default for MessagingConfig {
@@ -99,6 +116,12 @@ impl Default for MessagingConfig {
             relay_batch: 256,
             relay_poll_ms: 200,
             event_log_max_age: "30D".into(),
+            relay_lease_ms: 5_000,
+            parked_retry_ms: 5_000,
+            inbox_retention_hours: 7 * 24,
+            outbox_retention_hours: 7 * 24,
+            retention_interval_ms: 60_000,
+            retention_batch: 1_000,
         }
     }
 }
@@ -108,6 +131,16 @@ impl MessagingConfig {
     pub fn retry_delay_ms(&self, attempt: u32) -> u64 {
         let tier = (attempt.max(1) - 1) as usize;
         self.retry_delays_ms.get(tier).or(self.retry_delays_ms.last()).copied().unwrap_or(1_000)
+    }
+
+    /// The inbox window: how long a message id is remembered.
+    pub fn inbox_retention(&self) -> Duration {
+        Duration::from_secs(self.inbox_retention_hours.saturating_mul(3600))
+    }
+
+    /// How long sent outbox rows are kept.
+    pub fn outbox_retention(&self) -> Duration {
+        Duration::from_secs(self.outbox_retention_hours.saturating_mul(3600))
     }
 }
 

@@ -14,7 +14,7 @@ use lapin::types::{AMQPValue, FieldTable};
 
 use crate::amqp;
 use crate::envelope::Envelope;
-use crate::topology::EVENT_LOG;
+use crate::topology::{COMMAND_LOG, COMMANDS, EVENT_LOG};
 
 /// Where to start reading.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,9 +93,12 @@ pub async fn read(
             };
         delivery.acker.ack(BasicAckOptions::default()).await?;
         if let Ok(envelope) = Envelope::from_json(&delivery.data) {
+            // A command's log copy came through `bourse.command-log`; it was sent on `bourse.commands`.
+            let exchange =
+                if delivery.exchange.as_str() == COMMAND_LOG { COMMANDS } else { delivery.exchange.as_str() };
             out.push(LoggedMessage {
                 offset,
-                exchange: delivery.exchange.to_string(),
+                exchange: exchange.to_string(),
                 routing_key: delivery.routing_key.to_string(),
                 envelope,
             });
@@ -107,16 +110,21 @@ pub async fn read(
 
 /// Publishes a logged message again where it first went, with the same
 /// message id: a redelivery, which every consumer's inbox recognises and
-/// skips. Confirmed by the broker before it returns.
+/// skips. Confirmed by the broker before it returns; a command that no queue
+/// takes is an error (it is published `mandatory`).
+///
+/// The inbox remembers ids for `messaging.inbox_retention_hours` only: a
+/// message older than that is no longer recognised as a redelivery.
 pub async fn republish(amqp_url: &str, entry: &LoggedMessage) -> anyhow::Result<()> {
     let conn = amqp::connect(amqp_url, "bourse.event-log-republisher").await?;
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
+    let options = BasicPublishOptions { mandatory: entry.exchange == COMMANDS, ..Default::default() };
     let confirm = ch
         .basic_publish(
             entry.exchange.as_str().into(),
             entry.routing_key.as_str().into(),
-            BasicPublishOptions::default(),
+            options,
             entry.envelope.to_json().as_bytes(),
             entry.envelope.amqp_properties(),
         )
@@ -124,5 +132,11 @@ pub async fn republish(amqp_url: &str, entry: &LoggedMessage) -> anyhow::Result<
         .await?;
     let _ = conn.close(200, "republished".into()).await;
     anyhow::ensure!(confirm.is_ack(), "the broker refused the republished message");
+    anyhow::ensure!(
+        confirm.take_message().is_none(),
+        "no queue takes {} on {}: the command came back",
+        entry.routing_key,
+        entry.exchange
+    );
     Ok(())
 }

@@ -14,10 +14,12 @@
 //! | [`auth`] | the caller of a service route, as the gateway forwards it |
 //! | [`paging`] | pages of lists in REST responses |
 //! | [`topology`] | exchanges, consumer queues, retry tiers, dead-letter queues, the event log stream |
-//! | [`outbox`] | outgoing messages written in the caller's transaction, and the relay that publishes them |
+//! | [`outbox`] | outgoing messages written in the caller's transaction (ids in commit order), and the relay that publishes them; commands `mandatory`, parked while no queue takes them |
+//! | [`lease`] | the relay's lease: one publisher per database among a service's instances |
+//! | [`retention`] | pruning the inbox (its dedupe window) and sent outbox rows, in small batches |
 //! | [`inbox`] | the consumer that applies each delivery exactly once; a queue's messages decoded once (`inbound!`); outages waited out |
 //! | [`amqp`] | broker connections and the one reconnect loop (`supervise`) |
-//! | [`deadletter`] | parked messages: list, replay |
+//! | [`deadletter`] | parked messages: list, replay (refused past the inbox window unless forced) |
 //! | [`metrics`] | counters and component health (`/metrics`, readiness) |
 //! | [`faults`] | crash injection for the exactly-once tests |
 //! | [`feed`] | following events for live feeds, best effort |
@@ -40,6 +42,7 @@ pub mod eventlog;
 pub mod faults;
 pub mod feed;
 pub mod inbox;
+pub mod lease;
 pub mod messages;
 pub mod metrics;
 pub mod money;
@@ -47,6 +50,7 @@ pub mod outbox;
 pub mod paging;
 pub mod reference;
 pub mod registry;
+pub mod retention;
 pub mod schema;
 pub mod service;
 pub mod stored;

@@ -11,6 +11,8 @@ diesel::table! {
         body -> Text,
         created_at -> BigInt,
         sent_at -> Nullable<BigInt>,
+        returned_at -> Nullable<BigInt>,
+        returns -> Integer,
     }
 }
 
@@ -21,5 +23,13 @@ diesel::table! {
         message_type -> Text,
         correlation_id -> Text,
         received_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    relay_lease (name) {
+        name -> Text,
+        holder -> Text,
+        expires_at -> BigInt,
     }
 }

@@ -212,6 +212,11 @@ where
     // Bound first, so that a start that fails leaves nothing running.
     let shutdown = CancellationToken::new();
     let mut tasks = vec![tokio::spawn(Relay::new(bus.clone()).run(shutdown.clone()))];
+    let retention = crate::retention::run(bus.clone(), shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        retention.await;
+        Ok(())
+    }));
     for Consumes { spec, handler } in parts.consumers {
         tasks.push(tokio::spawn(Consumer::new(bus.clone(), spec, handler).run(shutdown.clone())));
     }
@@ -284,7 +289,8 @@ struct HealthApi;
 struct Readiness {
     /// `ready` or `not_ready`.
     status: &'static str,
-    /// Each check and whether it passed: `database`, `relay`, `consumer:<queue>`.
+    /// Each check and whether it passed: `database`, `relay` (connected, whether
+    /// it publishes or stands by for another instance), `consumer:<queue>`.
     checks: std::collections::BTreeMap<String, bool>,
 }
 
@@ -312,7 +318,8 @@ async fn ready(bus: web::Data<Bus>) -> HttpResponse {
     if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
-/// Prometheus metrics: message counters, outbox backlog, component health.
+/// Prometheus metrics: message counters, outbox backlog and parked commands,
+/// whether this instance's relay publishes (`bourse_relay_leader`), component health.
 #[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format")))]
 async fn metrics(bus: web::Data<Bus>) -> HttpResponse {
     let mut out = String::new();
@@ -322,6 +329,7 @@ async fn metrics(bus: web::Data<Bus>) -> HttpResponse {
         let _ = writeln!(out, "bourse_outbox_pending {}", backlog.pending);
         let age = backlog.oldest_age_ms.unwrap_or(0) as f64 / 1000.0;
         let _ = writeln!(out, "bourse_outbox_oldest_age_seconds {age}");
+        let _ = writeln!(out, "bourse_outbox_parked {}", backlog.parked);
     }
     HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
 }

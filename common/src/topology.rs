@@ -5,7 +5,11 @@
 //! - `bourse.commands` (direct, durable): commands, routing key = command type;
 //! - `bourse.market` (topic, transient): quotes, candles and book deltas;
 //! - `bourse.event-log` (a stream): every event and command again, retained, so
-//!   that the log can be read from the first message, an offset or a time;
+//!   that the log can be read from the first message, an offset or a time. It is
+//!   bound to `bourse.events` (`#`) and to `bourse.command-log`, where the relay
+//!   publishes a copy of each command: the stream is *not* bound to
+//!   `bourse.commands`, so that a command no owner queue takes is unroutable and
+//!   comes back to its (mandatory) publisher instead of being kept by the log alone;
 //! - per consumer: `<queue>` (quorum), `<queue>.retry.<ms>` (one per delay
 //!   tier: a TTL queue that dead-letters back into `<queue>`), and
 //!   `<queue>.dlq` (parked messages with their last error).
@@ -24,6 +28,8 @@ pub const EVENTS: &str = "bourse.events";
 pub const COMMANDS: &str = "bourse.commands";
 pub const MARKET: &str = "bourse.market";
 pub const EVENT_LOG: &str = "bourse.event-log";
+/// Where the relay publishes the event log's copy of each command (topic, durable).
+pub const COMMAND_LOG: &str = "bourse.command-log";
 
 /// Header: the delivery number of a retried message (the first delivery is 1).
 pub const ATTEMPT_HEADER: &str = "x-bourse-attempt";
@@ -136,28 +142,27 @@ pub async fn declare_exchanges(ch: &Channel, messaging: &MessagingConfig) -> lap
         args(&[("x-queue-type", text("stream")), ("x-max-age", text(&messaging.event_log_max_age))]),
     )
     .await?;
-    ch.queue_bind(
-        EVENT_LOG.into(),
-        EVENTS.into(),
-        "#".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
+    ch.exchange_declare(COMMAND_LOG.into(), ExchangeKind::Topic, durable_exchange, FieldTable::default())
+        .await?;
+    for exchange in [EVENTS, COMMAND_LOG] {
+        ch.queue_bind(
+            EVENT_LOG.into(),
+            exchange.into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
     Ok(())
 }
 
-/// Binds the event log to a command type, so that commands are logged like
-/// events (the relay does it before it first publishes the type).
-pub async fn log_command(ch: &Channel, routing_key: &str) -> lapin::Result<()> {
-    ch.queue_bind(
-        EVENT_LOG.into(),
-        COMMANDS.into(),
-        routing_key.into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
+/// Removes the binding of the event log to `bourse.commands` for a command
+/// type, which earlier versions made: with it, every command was routed (to
+/// the log at least) and a command without its owner's queue was silently
+/// kept only there. Unbinding what is not bound is a no-op.
+pub async fn unlog_command_route(ch: &Channel, routing_key: &str) -> lapin::Result<()> {
+    ch.queue_unbind(EVENT_LOG.into(), COMMANDS.into(), routing_key.into(), FieldTable::default()).await
 }
 
 /// Declares a consumer queue with its retry tiers and dead-letter queue.

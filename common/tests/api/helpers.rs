@@ -105,7 +105,28 @@ pub async fn bus(env: &mut TestEnv, producer: &str, messaging: &MessagingConfig)
     }
 }
 
-/// Messaging settings that make tests quick: short retry tiers, small batches.
+/// `n` instances of one "service" sharing one migrated database, each with its
+/// own connection pool, metrics and faults: as if `n` processes ran it.
+pub async fn instances(env: &mut TestEnv, producer: &str, messaging: &MessagingConfig, n: usize) -> Vec<Bus> {
+    let config = env.database(producer);
+    let mut buses = Vec::new();
+    for _ in 0..n {
+        let db = Db::connect(&config).expect("open database");
+        db.migrate(&[&bourse_common::db::MESSAGING_MIGRATIONS, &TEST_MIGRATIONS]).await.expect("migrate");
+        buses.push(Bus {
+            producer: producer.to_string(),
+            db,
+            amqp_url: env.amqp_url.clone(),
+            config: messaging.clone(),
+            faults: Arc::default(),
+            metrics: Arc::default(),
+        });
+    }
+    buses
+}
+
+/// Messaging settings that make tests quick: short retry tiers, small batches,
+/// a short relay lease, parked commands tried again often.
 pub fn fast_messaging() -> MessagingConfig {
     MessagingConfig {
         retry_delays_ms: vec![50, 150],
@@ -113,6 +134,8 @@ pub fn fast_messaging() -> MessagingConfig {
         consumer_batch: 16,
         relay_batch: 25,
         relay_poll_ms: 50,
+        relay_lease_ms: 2_000,
+        parked_retry_ms: 200,
         ..MessagingConfig::default()
     }
 }

@@ -189,7 +189,8 @@ async fn failing_message_is_parked_with_its_error_and_the_queue_keeps_flowing(ba
 
     // Listing leaves it parked; replaying gives it a fresh round of attempts (it fails again and returns).
     assert_eq!(deadletter::list(&env.amqp_url, &queue().name, 10).await.unwrap().len(), 1);
-    assert_eq!(deadletter::replay(&env.amqp_url, &queue().name, 10).await.unwrap(), 1);
+    let policy = deadletter::ReplayPolicy::within(messaging.inbox_retention());
+    assert_eq!(deadletter::replay(&env.amqp_url, &queue().name, 10, policy).await.unwrap().replayed, 1);
     eventually("the replayed message parked again", Duration::from_secs(30), || async {
         (consumer.metrics.get("bourse_messages_dead_lettered_total", &[("queue", &queue().name)]) == 2)
             .then_some(())
