@@ -41,6 +41,8 @@ type Starter =
 /// The running services, gateway first.
 pub struct Stack {
     pub services: Vec<RunningService>,
+    /// More instances of services, beside the first ones ([`Stack::add_instance`]).
+    pub more: Vec<RunningService>,
     /// How to start each service again on a given port (tests restart them).
     starters: HashMap<&'static str, Starter>,
 }
@@ -77,9 +79,18 @@ impl Stack {
 
     /// Stops every service gracefully, the gateway first.
     pub async fn stop(self) {
-        for service in self.services {
+        for service in self.more.into_iter().chain(self.services) {
             service.stop().await;
         }
+    }
+
+    /// Starts one more instance of `name` on a free port, sharing the first
+    /// one's database and queues, as a second machine would: its consumers
+    /// compete for the same messages, its relay stands by for the outbox's lease.
+    pub async fn add_instance(&mut self, name: &str) -> anyhow::Result<()> {
+        let starter = self.starters.get(name).ok_or_else(|| anyhow::anyhow!("no service {name}"))?;
+        self.more.push(starter(0).await?);
+        Ok(())
     }
 
     /// Kills a service where it stands (as a crash would) and starts it again on the same port.
@@ -187,7 +198,7 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
         .await?;
     let Starting { mut services, starters } = stack;
     services.rotate_right(1); // the gateway first
-    let stack = Stack { services, starters };
+    let stack = Stack { services, more: Vec::new(), starters };
     // Ready means every consumer queue is declared: a command sent before its
     // owner's queue exists would have nowhere to go.
     if let Err(e) = stack.wait_ready(READY_TIMEOUT).await {

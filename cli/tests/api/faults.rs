@@ -14,7 +14,8 @@ use futures::future::join_all;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestStack, limit_buy, pair, settled};
+use crate::helpers::{TestStack, WAIT, limit_buy, pair, settled};
+use bourse_common::testkit::eventually;
 
 on_both_backends!(orders_cancelled_right_after_placing_end_cancelled_with_everything_released);
 
@@ -218,4 +219,73 @@ async fn the_chaos_harness_reports_a_trade_credited_twice(backend: Backend) {
     assert!(report.trades > 0, "the load traded");
     assert_eq!(report.wrong_users.len(), 1, "the one buyer credited twice: {}", report.table());
     assert!(report.violations.iter().any(|v| v.contains("money made or lost")), "{}", report.table());
+}
+
+on_both_backends!(two_instances_of_every_service_apply_each_message_once);
+
+/// The sum of a metric's samples (every label) in a service's `/metrics`.
+async fn metric(t: &TestStack, url: &str, name: &str) -> f64 {
+    let text = t.http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .filter(|line| line.split(['{', ' ']).next() == Some(name))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Two instances of every service side by side, sharing their databases and
+/// queues, for a whole burst of trades: one relay of each service publishes
+/// (the other stands by), every message is applied once, and each trader's
+/// balances are what their fills say.
+async fn two_instances_of_every_service_apply_each_message_once(backend: Backend) {
+    let mut t = TestStack::start(backend).await;
+    for name in bourse_cli::stack::service_names() {
+        t.stack.add_instance(name).await.unwrap();
+    }
+    for second in &t.stack.more {
+        let url = format!("{}/health/ready", second.url());
+        eventually(&format!("{} ready", second.name), WAIT, || async {
+            t.http.get(&url).send().await.ok().filter(|r| r.status() == 200).map(drop)
+        })
+        .await;
+    }
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", "20").await;
+    t.top_up(&bob, "USDT", "10000").await;
+    let mut orders = Vec::new();
+    for _ in 0..20 {
+        let sell =
+            json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "100", "quantity": "1"});
+        orders.push((alice.clone(), t.place(&alice, sell).await["id"].as_str().unwrap().to_string()));
+        let buy = limit_buy("ETH-USDT", "100", "1");
+        orders.push((bob.clone(), t.place(&bob, buy).await["id"].as_str().unwrap().to_string()));
+    }
+    for (token, id) in &orders {
+        t.order_reaches(token, id, "filled").await;
+    }
+    let a = settled(&t, &alice, "ETH", pair("0", "0")).await;
+    let b = settled(&t, &bob, "USDT", pair("8000", "0")).await;
+    let (_, history) = t.call("GET", "/api/history/finance?per_page=1", Some(&alice), None).await;
+    // A top-up, then per sale: its reservation (2 entries), its settlement (one
+    // entry in each currency) and the release of its (empty) rest at its end (2).
+    assert_eq!(history["total"], 1 + 20 * (2 + 2 + 2), "each of Alice's trades settled once");
+    assert!(dec(&a["USDT"].0) > dec("1990") && dec(&a["USDT"].0) < dec("2000"), "{a:?}");
+    assert!(dec(&b["ETH"].0) > dec("19.9") && dec(&b["ETH"].0) < dec("20"), "{b:?}");
+
+    let instances: Vec<(&str, String)> =
+        t.stack.services.iter().chain(&t.stack.more).map(|s| (s.name, s.url())).collect();
+    let mut leaders: HashMap<&str, f64> = HashMap::new();
+    let mut duplicates = 0.0;
+    for (name, url) in &instances {
+        *leaders.entry(name).or_default() += metric(&t, url, "bourse_relay_leader").await;
+        duplicates += metric(&t, url, "bourse_messages_duplicate_total").await;
+    }
+    for (name, leading) in &leaders {
+        assert_eq!(*leading, 1.0, "one relay of {name} publishes");
+    }
+    assert_eq!(duplicates, 0.0, "no message reached a consumer twice: each outbox row published once");
+    let fills = t.mails_to("alice@example.com").len() + t.mails_to("bob@example.com").len();
+    assert_eq!(fills, 2 + 40, "a welcome each, one e-mail per side of each trade");
+    no_dead_letters(&t).await;
+    t.stop().await;
 }
