@@ -89,6 +89,8 @@ struct Trader {
 pub struct Report {
     pub seed: u64,
     pub orders_placed: usize,
+    /// Orders the gateway refused (4xx, or 5xx after every retry), by status and code.
+    pub orders_refused: BTreeMap<String, usize>,
     pub orders_by_status: BTreeMap<String, usize>,
     pub stuck: usize,
     pub trades: usize,
@@ -116,6 +118,8 @@ impl Report {
         };
         row("seed", self.seed.to_string());
         row("orders placed (and cancels)", self.orders_placed.to_string());
+        let refused: Vec<String> = self.orders_refused.iter().map(|(c, n)| format!("{c}: {n}")).collect();
+        row("orders refused", if refused.is_empty() { "0".into() } else { refused.join(", ") });
         let statuses: Vec<String> = self.orders_by_status.iter().map(|(s, n)| format!("{s} {n}")).collect();
         row("orders by end state", statuses.join(", "));
         row("orders stuck (not final)", self.stuck.to_string());
@@ -268,10 +272,18 @@ async fn traders(
     Ok((traders, topped_up))
 }
 
-/// One client's share of the load: orders of every kind, and cancels of its own.
-async fn load(client: Client, traders: Vec<Trader>, mut rng: Rng, ops: usize, name: usize) -> usize {
+/// One client's share of the load: orders of every kind, and cancels of its
+/// own. Returns how many were accepted, and the codes of those refused.
+async fn load(
+    client: Client,
+    traders: Vec<Trader>,
+    mut rng: Rng,
+    ops: usize,
+    name: usize,
+) -> (usize, Vec<String>) {
     let mut mine: Vec<(String, String)> = Vec::new(); // (token, order id)
     let mut placed = 0;
+    let mut refused = Vec::new();
     for i in 0..ops {
         let trader = &traders[rng.below(traders.len() as u64) as usize];
         let roll = rng.below(100);
@@ -303,9 +315,11 @@ async fn load(client: Client, traders: Vec<Trader>, mut rng: Rng, ops: usize, na
                 mine.push((trader.token.clone(), id.to_string()));
             }
             placed += 1;
+        } else {
+            refused.push(format!("{status} {}", body["error"]["code"].as_str().unwrap_or("-")));
         }
     }
-    placed
+    (placed, refused)
 }
 
 /// The faults, in the order the seed drew them, while the load runs.
@@ -488,8 +502,12 @@ pub async fn run(
         load_tasks.spawn(load(client.clone(), traders.clone(), client_rng, per_client, n));
     }
     faults(target, options, &mut rng, &mut report).await?;
-    while let Some(placed) = load_tasks.join_next().await {
-        report.orders_placed += placed?;
+    while let Some(done) = load_tasks.join_next().await {
+        let (placed, refused) = done?;
+        report.orders_placed += placed;
+        for code in refused {
+            *report.orders_refused.entry(code).or_default() += 1;
+        }
     }
     tracing::info!(orders = report.orders_placed, "chaos: load done; cancelling what rests");
 
@@ -591,6 +609,11 @@ pub async fn run(
                 .violations
                 .push(format!("{currency}: {topped} topped up, {held} held: money made or lost"));
         }
+    }
+    let unanswered: usize =
+        report.orders_refused.iter().filter(|(code, _)| !code.starts_with('4')).map(|(_, n)| n).sum();
+    if unanswered > 0 {
+        report.violations.push(format!("{unanswered} order(s) never accepted: the stack did not recover"));
     }
     if !report.wrong_users.is_empty() {
         report.violations.push(format!("{} balance(s) disagree with their trades", report.wrong_users.len()));
