@@ -31,6 +31,7 @@ use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use crate::client::Gateway;
 use crate::mailbox::Mailbox;
 use crate::stack::Stack;
 
@@ -171,44 +172,13 @@ impl Rng {
     }
 }
 
-/// The gateway, as a client with retries sees it.
+/// The gateway, asked again while the stack answers 5xx or not at all (a
+/// service being restarted, the database away), for up to [`PATIENCE`].
+/// Status 0: it never answered.
 #[derive(Debug, Clone)]
-struct Client {
-    http: reqwest::Client,
-    gateway: String,
-}
+struct Client(Gateway);
 
 impl Client {
-    async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        token: Option<&str>,
-        body: Option<&Value>,
-        key: Option<&str>,
-    ) -> (u16, Value) {
-        let Ok(method) = method.parse::<reqwest::Method>() else { return (0, Value::Null) };
-        let mut request = self.http.request(method, format!("{}{path}", self.gateway));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(body);
-        }
-        if let Some(key) = key {
-            request = request.header("Idempotency-Key", key);
-        }
-        match request.send().await {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                (status, response.json().await.unwrap_or(Value::Null))
-            }
-            Err(_) => (0, Value::Null),
-        }
-    }
-
-    /// Like [`call`](Self::call), again while the stack answers 5xx or not at
-    /// all (a service being restarted, the database away), for up to `patience`.
     async fn insist(
         &self,
         method: &str,
@@ -220,7 +190,8 @@ impl Client {
     ) -> (u16, Value) {
         let deadline = Instant::now() + patience;
         loop {
-            let (status, body) = self.call(method, path, token, body, key).await;
+            let (status, body) =
+                self.0.call(method, path, token, body, key).await.unwrap_or((0, Value::Null));
             if (status != 0 && status < 500) || Instant::now() > deadline {
                 return (status, body);
             }
@@ -490,7 +461,7 @@ pub async fn run(
     admin_token: &str,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let client = Client { http: reqwest::Client::new(), gateway: target.stack.gateway_url() };
+    let client = Client(Gateway::new(&target.stack.gateway_url()));
     let mut report = Report { seed: options.seed, ..Report::default() };
     let mut rng = Rng::new(options.seed);
     let (traders, topped_up) = traders(&client, options.users, options.seed).await?;
@@ -667,7 +638,7 @@ pub async fn run_isolated(
     };
     let mut stack = crate::stack::start(&stack_options).await?;
     let payment = crate::stack::configure::<payment_service::PaymentService>(&stack_options)?.settings;
-    let client = Client { http: reqwest::Client::new(), gateway: stack.gateway_url() };
+    let client = Client(Gateway::new(&stack.gateway_url()));
     let admin = json!({"email": "admin@bourse.local", "password": "chaos password 1"});
     client.insist("POST", "/api/auth/users", None, Some(&admin), None, PATIENCE).await;
     let (_, token) = client.insist("POST", "/api/token", None, Some(&admin), None, PATIENCE).await;

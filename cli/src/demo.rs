@@ -5,11 +5,12 @@
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+
+use crate::client::Gateway;
 use serde_json::{Value, json};
 
 struct Client {
-    http: reqwest::Client,
-    gateway: String,
+    gateway: Gateway,
 }
 
 impl Client {
@@ -31,20 +32,7 @@ impl Client {
         body: Option<Value>,
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let mut request = self.http.request(method.parse()?, format!("{}{path}", self.gateway));
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        if let Some(body) = body {
-            request = request.json(&body);
-        }
-        if let Some(key) = idempotency_key {
-            request = request.header("Idempotency-Key", key);
-        }
-        let response = request.send().await.with_context(|| format!("{method} {path}"))?;
-        let status = response.status().as_u16();
-        let text = response.text().await?;
-        Ok((status, serde_json::from_str(&text).unwrap_or(Value::Null)))
+        self.gateway.call(method, path, token, body.as_ref(), idempotency_key).await
     }
 
     async fn expect(
@@ -103,7 +91,7 @@ impl Client {
 
 /// Runs the scenario against the gateway at `gateway`.
 pub async fn run(gateway: &str) -> anyhow::Result<()> {
-    let c = Client { http: reqwest::Client::new(), gateway: gateway.trim_end_matches('/').to_string() };
+    let c = Client { gateway: Gateway::new(gateway) };
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     println!("\n== Bourse demo against {gateway}");
 

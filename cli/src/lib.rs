@@ -4,6 +4,7 @@
 //! and it runs the chaos harness ([`chaos`]) against a stack of its own.
 
 pub mod chaos;
+pub mod client;
 pub mod demo;
 pub mod mailbox;
 pub mod stack;

@@ -12,9 +12,9 @@ use bourse_common::db::Backend;
 use bourse_common::{deadletter, on_both_backends};
 use futures::future::join_all;
 use rust_decimal::Decimal;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::helpers::{TestStack, WAIT, limit_buy, pair, settled};
+use crate::helpers::{TestStack, WAIT, fees, limit_buy, pair, settled};
 use bourse_common::testkit::eventually;
 
 on_both_backends!(orders_cancelled_right_after_placing_end_cancelled_with_everything_released);
@@ -150,18 +150,8 @@ async fn database_outage_in_a_burst_pauses_the_stack_and_parks_nothing() {
     let b = settled(&t, &bob, "USDT", pair("8000", "0")).await;
     // Each trader against their own fills: Alice sold 20 ETH at 100, Bob paid
     // 2000 USDT for them; each received that less their fee, which is in the fee account.
-    let fees: HashMap<String, Decimal> = {
-        let admin = t.user("admin@bourse.local").await;
-        let (status, body) = t.call("GET", "/api/admin/payments/fees", Some(&admin), None).await;
-        assert_eq!(status, 200, "{body}");
-        body.as_array()
-            .unwrap()
-            .iter()
-            .map(|f: &Value| {
-                (f["currency"].as_str().unwrap().to_string(), dec(f["amount"].as_str().unwrap()))
-            })
-            .collect()
-    };
+    let fees: HashMap<String, Decimal> =
+        fees(&t).await.into_iter().map(|(currency, amount)| (currency, dec(&amount))).collect();
     assert_eq!(dec(&a["USDT"].0) + fees["USDT"], dec("2000"), "Alice's proceeds and her fee");
     assert_eq!(dec(&b["ETH"].0) + fees["ETH"], dec("20"), "Bob's ETH and his fee");
     assert_eq!((dec(&a["USDT"].1), dec(&b["ETH"].1)), (Decimal::ZERO, Decimal::ZERO));

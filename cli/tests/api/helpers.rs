@@ -211,3 +211,18 @@ pub async fn settled(
     }
     panic!("{currency} never became {expected:?}: {last:?}");
 }
+
+/// The fee account, as an administrator sees it.
+pub async fn fees(t: &TestStack) -> Vec<(String, String)> {
+    let admin = t.user("admin@bourse.local").await;
+    let (status, body) = t.call("GET", "/api/admin/payments/fees", Some(&admin), None).await;
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let amount: rust_decimal::Decimal = f["amount"].as_str().unwrap().parse().unwrap();
+            (f["currency"].as_str().unwrap().to_string(), amount.normalize().to_string())
+        })
+        .collect()
+}

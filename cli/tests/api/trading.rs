@@ -7,7 +7,7 @@ use bourse_common::db::Backend;
 use bourse_common::on_both_backends;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestStack, limit_buy, pair};
+use crate::helpers::{TestStack, fees, limit_buy, pair};
 
 on_both_backends!(
     two_users_trade_and_balances_move_by_the_trade_less_fees,
@@ -32,21 +32,6 @@ async fn traders(t: &TestStack, eth: &str, usdt: &str) -> (String, String) {
 
 async fn id(t: &TestStack, token: &str, order: Value) -> String {
     t.place(token, order).await["id"].as_str().unwrap().to_string()
-}
-
-/// The fee account, as an administrator sees it.
-async fn fees(t: &TestStack) -> Vec<(String, String)> {
-    let admin = t.user("admin@bourse.local").await;
-    let (status, body) = t.call("GET", "/api/admin/payments/fees", Some(&admin), None).await;
-    assert_eq!(status, 200, "{body}");
-    body.as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            let amount: rust_decimal::Decimal = f["amount"].as_str().unwrap().parse().unwrap();
-            (f["currency"].as_str().unwrap().to_string(), amount.normalize().to_string())
-        })
-        .collect()
 }
 
 async fn two_users_trade_and_balances_move_by_the_trade_less_fees(backend: Backend) {
