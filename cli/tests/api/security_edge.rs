@@ -16,6 +16,7 @@ on_both_backends!(
     service_ports_refuse_identity_headers_without_a_fresh_gateway_proof,
     dot_segments_and_encoded_separators_are_404_through_the_gateway,
     a_client_request_id_is_never_the_cause_of_a_transition,
+    huge_numbers_are_4xx_with_a_code_never_5xx,
 );
 
 /// A GET to a service port with identity headers and, if given, a proof made at `timestamp`.
@@ -190,4 +191,48 @@ async fn security_a_service_or_gateway_without_an_internal_secret_refuses_to_sta
     gateway.http.port = 0;
     let err = gateway::Gateway::run(gateway).await.unwrap_err().to_string();
     assert!(err.contains("no internal secret"), "{err}");
+}
+
+async fn huge_numbers_are_4xx_with_a_code_never_5xx(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let token = t.user("whale@example.com").await;
+    let huge = "79228162514264337593543950335";
+    for (price, code) in [(huge, "price_above_maximum"), ("1000000.01", "price_above_maximum")] {
+        let (status, body) =
+            t.call("POST", "/api/orders", Some(&token), Some(limit_buy("ETH-USDT", price, "1"))).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some(code)), "price {price}: {body}");
+    }
+    // The market's maximum itself is accepted (and refused only for want of funds).
+    let (status, body) =
+        t.call("POST", "/api/orders", Some(&token), Some(limit_buy("ETH-USDT", "1000000", "1"))).await;
+    assert_eq!(status, 202, "{body}");
+    let market_buy = serde_json::json!({"market": "ETH-USDT", "side": "buy", "type": "market", "price": huge, "quantity": huge});
+    let (status, body) = t.call("POST", "/api/orders", Some(&token), Some(market_buy)).await;
+    assert!((400..500).contains(&status) && body["error"]["code"].is_string(), "{status} {body}");
+
+    for _ in 0..2 {
+        let (status, body) = t
+            .call(
+                "POST",
+                "/api/users/me/accounts/USDT/top-up",
+                Some(&token),
+                Some(serde_json::json!({"amount": huge})),
+            )
+            .await;
+        assert!((400..500).contains(&status), "{status} {body}");
+        assert!(body["error"]["code"].is_string(), "{body}");
+    }
+    for path in [
+        "/api/orders?page=9223372036854775807",
+        "/api/orders?page=9223372036854775807&per_page=100",
+        "/api/history/finance?page=9223372036854775807",
+        "/api/orders?page=99999999999999999999999",
+        "/api/orders?page=0",
+        "/api/orders?per_page=1000",
+    ] {
+        let (status, body) = t.call("GET", path, Some(&token), None).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(body["error"]["code"].is_string(), "{path}: {body}");
+    }
+    t.stop().await;
 }
