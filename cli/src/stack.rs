@@ -1,13 +1,16 @@
 //! `bourse up`: every service in one process, on the embedded defaults (SQLite
 //! files under the data folder, the local RabbitMQ), each configurable through
 //! its own environment variables (`ORDER__DATABASE__URL=postgres://...`).
+//! The services share one internal secret (the gateway's proof of a caller),
+//! made at the first start and kept in the data folder ([`internal_secret`]).
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
+use bourse_common::auth::InternalSecret;
 use bourse_common::config::{self, MessagingConfig, ServiceConfig};
 use bourse_common::registry;
 use bourse_common::service::{RunningService, Service};
@@ -122,6 +125,31 @@ impl Stack {
     }
 }
 
+/// Where the stack keeps its internal secret, in its data folder.
+pub const INTERNAL_SECRET_FILE: &str = "internal-secret.key";
+
+/// The stack's internal secret: read from the data folder, or made there at
+/// the first start (a file only its owner can read, 0600).
+pub fn internal_secret(data_dir: &Path) -> anyhow::Result<InternalSecret> {
+    use anyhow::Context;
+    let path = data_dir.join(INTERNAL_SECRET_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => InternalSecret::new(text.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)?;
+            let secret = InternalSecret::generate();
+            let mut file = std::fs::OpenOptions::new();
+            file.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+            let mut file = file.open(&path).with_context(|| format!("creating {}", path.display()))?;
+            std::io::Write::write_all(&mut file, secret.expose().as_bytes())?;
+            Ok(secret)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 /// A service's configuration for the stack: its defaults, the stack's data
 /// folder and broker, then its own environment variables.
 pub fn configure<S: Service>(options: &StackOptions) -> anyhow::Result<ServiceConfig<S::Settings>> {
@@ -138,6 +166,7 @@ pub fn configure<S: Service>(options: &StackOptions) -> anyhow::Result<ServiceCo
     if let Some(messaging) = &options.messaging {
         defaults.messaging = messaging.clone();
     }
+    defaults.security.internal_secret = Some(internal_secret(&options.data_dir)?);
     Ok(config::load(&defaults, None, S::INFO.env_prefix)?)
 }
 

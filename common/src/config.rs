@@ -244,6 +244,9 @@ pub struct ServiceConfig<S = NoSettings> {
     pub database: DatabaseConfig,
     pub amqp: AmqpConfig,
     pub messaging: MessagingConfig,
+    /// Secrets shared between services (the gateway's proof of a caller).
+    #[serde(default)]
+    pub security: crate::auth::SecurityConfig,
     pub settings: S,
 }
 
@@ -260,6 +263,7 @@ impl<S: Default> ServiceConfig<S> {
             database: DatabaseConfig::sqlite_default(service),
             amqp: AmqpConfig::default(),
             messaging: MessagingConfig::default(),
+            security: crate::auth::SecurityConfig::default(),
             settings: S::default(),
         }
     }

@@ -24,6 +24,10 @@ pub struct Currency {
     pub code: String,
     /// Decimals allowed in an amount of this currency.
     pub scale: u32,
+    /// The largest amount one request may carry (a top-up, a withdrawal; a
+    /// market's price): beyond it 422 `amount_too_large`. None: no bound of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Amount>,
 }
 
 /// Why an amount was refused.
@@ -35,6 +39,8 @@ pub enum MoneyError {
     TooManyDecimals { amount: Decimal, currency: String, scale: u32 },
     #[error("amount must be greater than zero, got {0}")]
     NotPositive(Decimal),
+    #[error("{amount} is above the maximum {max} of {currency}")]
+    TooLarge { amount: Decimal, max: Decimal, currency: String },
 }
 
 impl MoneyError {
@@ -44,6 +50,7 @@ impl MoneyError {
             Self::NotANumber(_) => "invalid_amount",
             Self::TooManyDecimals { .. } => "amount_scale_exceeded",
             Self::NotPositive(_) => "amount_not_positive",
+            Self::TooLarge { .. } => "amount_too_large",
         }
     }
 }
@@ -78,11 +85,16 @@ impl Amount {
         Ok(self)
     }
 
-    /// A strictly positive amount within the currency's scale: what a
-    /// quantity, a price or a top-up must be.
+    /// A strictly positive amount within the currency's scale and maximum:
+    /// what a quantity, a price or a top-up must be.
     pub fn positive_in(self, currency: &Currency) -> Result<Self, MoneyError> {
         if self.0 <= Decimal::ZERO {
             return Err(MoneyError::NotPositive(self.0));
+        }
+        if let Some(max) = currency.max
+            && self > max
+        {
+            return Err(MoneyError::TooLarge { amount: self.0, max: max.0, currency: currency.code.clone() });
         }
         self.check_scale(currency)
     }
@@ -194,7 +206,7 @@ mod tests {
     use super::*;
 
     fn eth() -> Currency {
-        Currency { code: "ETH".into(), scale: 8 }
+        Currency { code: "ETH".into(), scale: 8, max: None }
     }
 
     fn amount(s: &str) -> Amount {

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use rust_decimal::Decimal;
+
 use crate::money::{Amount, Currency};
 
 /// A market of two currencies: orders buy or sell `base` for `quote`.
@@ -24,17 +26,31 @@ pub struct Market {
     pub min_quantity: Amount,
     /// The largest quantity of one order.
     pub max_quantity: Amount,
+    /// The highest price of one order (a market buy's cap too): beyond it 422
+    /// `price_above_maximum`. At most [`MAX_PRICE`], so that the book keys
+    /// every price exactly.
+    #[serde(default = "default_max_price")]
+    pub max_price: Amount,
+}
+
+/// The highest price any market may allow. The matching engine keys prices
+/// as integers of 10^-12 units in a Decimal's 96-bit mantissa, exact below
+/// about 7.9e16; every price the markets accept stays well below it.
+pub const MAX_PRICE: Decimal = Decimal::from_parts(2_764_472_320, 232_830, 0, false, 0); // 10^15
+
+fn default_max_price() -> Amount {
+    Amount::new(Decimal::from(1_000_000_000u64))
 }
 
 impl Market {
     /// The scale of a price, as a pseudo-currency for [`Amount::positive_in`].
     pub fn price_unit(&self) -> Currency {
-        Currency { code: self.quote.clone(), scale: self.price_scale }
+        Currency { code: self.quote.clone(), scale: self.price_scale, max: Some(self.max_price) }
     }
 
     /// The scale of a quantity, as a pseudo-currency for [`Amount::positive_in`].
     pub fn quantity_unit(&self) -> Currency {
-        Currency { code: self.base.clone(), scale: self.quantity_scale }
+        Currency { code: self.base.clone(), scale: self.quantity_scale, max: None }
     }
 }
 
@@ -48,8 +64,9 @@ pub struct ReferenceData {
 
 impl Default for ReferenceData {
     fn default() -> Self {
-        let currency = |code: &str, scale| Currency { code: code.into(), scale };
-        let market = |base: &str, min: &str, max: &str| Market {
+        let currency =
+            |code: &str, scale, max: &str| Currency { code: code.into(), scale, max: max.parse().ok() };
+        let market = |base: &str, min: &str, max: &str, max_price: &str| Market {
             id: format!("{base}-USDT"),
             base: base.into(),
             quote: "USDT".into(),
@@ -57,10 +74,18 @@ impl Default for ReferenceData {
             quantity_scale: 4,
             min_quantity: min.parse().unwrap_or_default(),
             max_quantity: max.parse().unwrap_or_default(),
+            max_price: max_price.parse().unwrap_or_else(|_| default_max_price()),
         };
         Self {
-            currencies: vec![currency("BTC", 8), currency("ETH", 8), currency("USDT", 6)],
-            markets: vec![market("BTC", "0.0001", "100"), market("ETH", "0.001", "10000")],
+            currencies: vec![
+                currency("BTC", 8, "1000"),
+                currency("ETH", 8, "100000"),
+                currency("USDT", 6, "1000000000"),
+            ],
+            markets: vec![
+                market("BTC", "0.0001", "100", "10000000"),
+                market("ETH", "0.001", "10000", "1000000"),
+            ],
         }
     }
 }
@@ -96,6 +121,18 @@ impl ReferenceData {
             if m.price_scale > 12 {
                 return Err(InvalidReferenceData(format!("market {}: a price scale above 12", m.id)));
             }
+            if m.max_price.value() <= Decimal::ZERO || m.max_price.value() > MAX_PRICE {
+                return Err(InvalidReferenceData(format!(
+                    "market {}: max_price must be positive and at most {MAX_PRICE}",
+                    m.id
+                )));
+            }
+            if m.max_price.value().checked_mul(m.max_quantity.value()).is_none() {
+                return Err(InvalidReferenceData(format!(
+                    "market {}: max_price x max_quantity overflows",
+                    m.id
+                )));
+            }
             if m.min_quantity > m.max_quantity || m.min_quantity.value().is_sign_negative() {
                 return Err(InvalidReferenceData(format!("market {}: bad quantity limits", m.id)));
             }
@@ -114,6 +151,18 @@ mod tests {
         data.validate().unwrap();
         assert_eq!(data.market("ETH-USDT").map(|m| m.quote.as_str()), Some("USDT"));
         assert!(data.market("DOGE-USDT").is_none());
+    }
+
+    #[test]
+    fn prices_are_bounded_below_what_the_book_keys_exactly() {
+        assert_eq!(MAX_PRICE, Decimal::from(1_000_000_000_000_000u64));
+        let mut data = ReferenceData::default();
+        data.markets[0].max_price = Amount::new(MAX_PRICE * Decimal::TEN);
+        assert!(data.validate().is_err());
+        let market = ReferenceData::default().markets[1].clone();
+        let huge: Amount = "79228162514264337593543950335".parse().unwrap();
+        assert_eq!(huge.positive_in(&market.price_unit()).unwrap_err().code(), "amount_too_large");
+        assert!(market.max_price.positive_in(&market.price_unit()).is_ok());
     }
 
     #[test]

@@ -158,6 +158,14 @@ pub async fn start<S>(
 where
     S: Clone + Send + Sync + 'static,
 {
+    // A service behind the gateway believes identities only with the gateway's proof.
+    let proof = match crate::registry::BEHIND_GATEWAY.iter().any(|s| s.name == name) {
+        true => {
+            Some(crate::auth::GatewayProof { secret: config.security.require_internal_secret(name)?.clone() })
+        }
+        false => config.security.internal_secret.clone().map(|secret| crate::auth::GatewayProof { secret }),
+    };
+    let proof_state = proof.map(web::Data::new);
     let db = Db::connect(&config.database)?;
     let mut migrations = vec![&MESSAGING_MIGRATIONS];
     migrations.extend(parts.migrations);
@@ -186,8 +194,11 @@ where
     let server = HttpServer::new(move || {
         let routes = routes.clone();
         let app_bus = app_bus.clone();
-        App::new()
-            .app_data(state.clone())
+        let mut app = App::new();
+        if let Some(proof) = &proof_state {
+            app = app.app_data(proof.clone());
+        }
+        app.app_data(state.clone())
             .app_data(db_state.clone())
             .app_data(settings_state.clone())
             .configure(crate::error::configure_extractors)

@@ -74,6 +74,8 @@ impl Service for Gateway {
     fn parts(config: &Config) -> anyhow::Result<ServiceParts> {
         let settings = &config.settings;
         settings.upstreams.check()?;
+        // Every request it forwards carries its proof, signed with this.
+        let secret = config.security.require_internal_secret(Self::INFO.name)?.clone();
         if settings.jwt_secret == DEV_JWT_SECRET {
             tracing::warn!(
                 "the gateway signs tokens with the development secret: set GATEWAY__SETTINGS__JWT_SECRET"
@@ -89,7 +91,12 @@ impl Service for Gateway {
         ));
         let client = web::Data::new(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?);
         let upstreams = web::Data::new(settings.upstreams.clone());
-        let hub = web::Data::new(ws::Hub::new(settings.upstreams.clone(), client.get_ref().clone()));
+        let hub = web::Data::new(ws::Hub::new(
+            settings.upstreams.clone(),
+            client.get_ref().clone(),
+            secret.clone(),
+        ));
+        let secret = web::Data::new(secret);
         let markets =
             web::Data::new(settings.reference.markets.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
         let feed = ws::follower(hub.clone(), config.amqp.url.clone(), config.messaging.clone());
@@ -104,6 +111,7 @@ impl Service for Gateway {
                     .app_data(limiter.clone())
                     .app_data(client.clone())
                     .app_data(upstreams.clone())
+                    .app_data(secret.clone())
                     .app_data(bourse_common::error::json_config(body_limit))
                     .configure(proxy::api_docs)
                     .route("/ws", web::get().to(ws::connect))

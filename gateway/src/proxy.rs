@@ -1,14 +1,23 @@
 //! Routing of `/api/...` to the service that owns it, as the
 //! [registry](bourse_common::registry) says, with who may call it: the
 //! token is checked here, and the service gets the user id and role in
-//! headers (any such header from the client is dropped). Also every
-//! service's OpenAPI document, for the gateway's Swagger UI.
+//! headers (any such header from the client is dropped), signed with the
+//! internal secret ([`signed`]) so that the service knows the gateway sent them.
+//! A path with dot segments or encoded separators is refused before routing
+//! ([`check_path`]): the gateway routes on exactly the path the service sees.
+//! Also every service's OpenAPI document, for the gateway's Swagger UI.
 
+use actix_web::HttpMessage;
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use bourse_common::auth::{Caller, REQUEST_ID_HEADER, ROLE_HEADER, USER_ID_HEADER};
+use bourse_common::auth::CLIENT_REQUEST_ID_HEADER;
+use bourse_common::auth::{
+    Caller, GatewayProof, InternalSecret, ProofFields, REQUEST_ID_HEADER, ROLE_HEADER, USER_ID_HEADER,
+};
 use bourse_common::error::ApiError;
 use bourse_common::registry::{self, Access, BEHIND_GATEWAY, ServiceInfo};
 use futures::StreamExt;
+
+use crate::ratelimit::RequestId;
 
 use crate::settings::{Settings, Upstreams};
 use crate::tokens::Tokens;
@@ -24,6 +33,57 @@ pub fn caller(req: &HttpRequest, tokens: &Tokens) -> Result<Option<Caller>, ApiE
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
     tokens.verify(token.trim()).map(Some)
+}
+
+/// 404 for a path a service could resolve to another route than the one the
+/// gateway routed: dot segments (`.`, `..`), encoded dots and separators
+/// (`%2e`, `%2f`, `%5c`), backslashes, empty segments.
+pub fn check_path(raw_path: &str) -> Result<(), ApiError> {
+    let lower = raw_path.to_ascii_lowercase();
+    let encoded = ["%2e", "%2f", "%5c", "\\"].iter().any(|bad| lower.contains(bad));
+    let dots_or_empty =
+        raw_path.split('/').skip(1).any(|segment| segment.is_empty() || segment == "." || segment == "..");
+    if encoded || dots_or_empty || !raw_path.starts_with('/') {
+        return Err(ApiError::not_found("not_found", "no such route"));
+    }
+    Ok(())
+}
+
+/// A request to a service, with the caller's identity (if any) and the
+/// gateway's proof of it: the MAC covers the method, the path and query as
+/// `url` sends them, the user, the role, the request id and the time.
+pub fn signed(
+    client: &reqwest::Client,
+    secret: &InternalSecret,
+    method: reqwest::Method,
+    url: reqwest::Url,
+    caller: Option<Caller>,
+    request_id: &str,
+) -> reqwest::RequestBuilder {
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_string(),
+    };
+    let user = caller.map(|c| c.user_id.to_string()).unwrap_or_default();
+    let role = caller.map(|c| c.role.as_str()).unwrap_or_default();
+    let fields = ProofFields {
+        method: method.as_str(),
+        path_and_query: &path_and_query,
+        user: &user,
+        role,
+        request_id,
+        timestamp: chrono::Utc::now().timestamp(),
+    };
+    let [(ts_name, ts), (sig_name, sig)] = GatewayProof::headers(secret, &fields);
+    let mut request = client
+        .request(method, url)
+        .header(ts_name, ts)
+        .header(sig_name, sig)
+        .header(REQUEST_ID_HEADER, request_id);
+    if caller.is_some() {
+        request = request.header(USER_ID_HEADER, user).header(ROLE_HEADER, role);
+    }
+    request
 }
 
 /// Reads at most `limit` bytes of the body.
@@ -61,8 +121,10 @@ pub async fn forward(
     upstreams: web::Data<Upstreams>,
     settings: web::Data<Settings>,
     client: web::Data<reqwest::Client>,
+    secret: web::Data<InternalSecret>,
 ) -> Result<HttpResponse, ApiError> {
-    let path = req.path();
+    let path = req.uri().path();
+    check_path(path)?;
     let (service, access) =
         registry::route(path).ok_or_else(|| ApiError::not_found("not_found", "no such route"))?;
     let service = service.name;
@@ -75,18 +137,17 @@ pub async fn forward(
         Some(q) => format!("{base}{path}?{q}"),
         None => format!("{base}{path}"),
     };
+    let url = reqwest::Url::parse(&url).map_err(|_| ApiError::not_found("not_found", "no such route"))?;
     let body = body(payload, settings.body_limit_bytes).await?;
     let method = reqwest::Method::from_bytes(req.method().as_str().as_bytes())
         .map_err(|_| ApiError::bad_request("bad_method", "unsupported method"))?;
-    let mut outgoing = client.request(method, &url).body(body);
-    for name in ["content-type", "accept", "idempotency-key", REQUEST_ID_HEADER] {
+    // The gateway's own request id (set by the middleware), never the client's.
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default();
+    let mut outgoing = signed(&client, &secret, method, url, caller, &request_id).body(body);
+    for name in ["content-type", "accept", "idempotency-key", CLIENT_REQUEST_ID_HEADER] {
         if let Some(value) = req.headers().get(name).and_then(|v| v.to_str().ok()) {
             outgoing = outgoing.header(name, value);
         }
-    }
-    if let Some(c) = caller {
-        outgoing =
-            outgoing.header(USER_ID_HEADER, c.user_id.to_string()).header(ROLE_HEADER, c.role.as_str());
     }
     let response = outgoing.send().await.map_err(|e| {
         tracing::warn!(service, error = %e, "upstream unreachable");
@@ -147,6 +208,29 @@ mod tests {
     use super::*;
 
     #[actix_web::test]
+    async fn dot_segments_and_encoded_separators_are_refused() {
+        for bad in [
+            "/api/orders/../../metrics",
+            "/api/orders/%2e%2e/metrics",
+            "/api/orders/%2E./metrics",
+            "/api/orders/..%2Fmetrics",
+            "/api/orders/..%5cmetrics",
+            "/api/orders/..\\metrics",
+            "/api/orders/./x",
+            "/api/orders//x",
+            "/api/orders/",
+            "api/orders",
+        ] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in
+            ["/api/orders", "/api/orders/0190c0de-0000-7000-8000-000000000001", "/api/markets/ETH-USDT/book"]
+        {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+
+    #[actix_web::test]
     async fn the_registry_says_who_owns_a_route_and_who_may_call_it() {
         let tokens = Tokens::new("secret", Duration::from_secs(60));
         let user = tokens.issue(Uuid::now_v7(), Role::User).unwrap();
@@ -160,6 +244,7 @@ mod tests {
                 .app_data(web::Data::new(upstreams))
                 .app_data(web::Data::new(Settings::default()))
                 .app_data(web::Data::new(reqwest::Client::new()))
+                .app_data(web::Data::new(InternalSecret::generate()))
                 .default_service(web::to(forward)),
         )
         .await;
@@ -169,6 +254,12 @@ mod tests {
             ("/api/admin/payments/audit", Some(&user), 403, "this route is for administrators"),
             ("/api/orders/123", Some(&user), 503, "order-service is unavailable, try again"),
             ("/api/markets/ETH-USDT/book", None, 503, "matching-service is unavailable, try again"),
+            ("/api/orders/../../metrics", Some(&user), 404, "no such route"),
+            ("/api/orders/%2e%2e/%2E%2E/metrics", Some(&user), 404, "no such route"),
+            ("/api/orders/..%2fmetrics", Some(&user), 404, "no such route"),
+            ("/api/orders/..%5Cmetrics", Some(&user), 404, "no such route"),
+            ("/api/orders/./123", Some(&user), 404, "no such route"),
+            ("/api/orders//123", Some(&user), 404, "no such route"),
         ];
         for (path, token, status, message) in cases {
             let mut request = test::TestRequest::get().uri(path);

@@ -13,7 +13,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
-use bourse_common::auth::REQUEST_ID_HEADER;
+use bourse_common::auth::{CLIENT_REQUEST_ID_HEADER, REQUEST_ID_HEADER};
 use bourse_common::error::ApiError;
 
 #[derive(Debug)]
@@ -46,6 +46,10 @@ impl RateLimiter {
     }
 }
 
+/// The gateway's id of a request (in the request's extensions).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
 fn client_key(req: &ServiceRequest) -> String {
     let auth = req.headers().get("authorization").and_then(|v| v.to_str().ok());
     match auth {
@@ -60,17 +64,23 @@ pub async fn limit(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody + 'static>, actix_web::Error> {
-    let request_id = req
+    // The request id is always the gateway's own: a client's is kept apart
+    // (`x-client-request-id`), a correlation hint that services never record as a cause.
+    let request_id = uuid::Uuid::now_v7().to_string();
+    let client_id = req
         .headers()
         .get(REQUEST_ID_HEADER)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+        .and_then(|v| HeaderValue::from_str(v).ok());
     let header = HeaderName::from_static(REQUEST_ID_HEADER);
     let value = HeaderValue::from_str(&request_id).unwrap_or_else(|_| HeaderValue::from_static("invalid"));
     req.headers_mut().insert(header.clone(), value.clone());
-    req.extensions_mut().insert(request_id.clone());
+    req.headers_mut().remove(CLIENT_REQUEST_ID_HEADER);
+    if let Some(client_id) = client_id {
+        req.headers_mut().insert(HeaderName::from_static(CLIENT_REQUEST_ID_HEADER), client_id);
+    }
+    req.extensions_mut().insert(RequestId(request_id.clone()));
     let _span = tracing::info_span!("request", request_id = %request_id, path = %req.path()).entered();
 
     if let Some(limiter) = req.app_data::<web::Data<RateLimiter>>()

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Message as WsMessage;
-use bourse_common::auth::{ROLE_HEADER, USER_ID_HEADER};
+use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, FundsReleased, FundsReserved, Interval, MarketTrade, OrderUpdated,
     TradeExecuted,
@@ -85,6 +85,7 @@ pub struct Hub {
     books: tokio::sync::Mutex<HashMap<String, Value>>,
     upstreams: Upstreams,
     client: reqwest::Client,
+    secret: InternalSecret,
 }
 
 impl std::fmt::Debug for Hub {
@@ -98,8 +99,9 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Hub {
-    pub fn new(upstreams: Upstreams, client: reqwest::Client) -> Self {
+    pub fn new(upstreams: Upstreams, client: reqwest::Client, secret: InternalSecret) -> Self {
         Self {
+            secret,
             next_id: AtomicU64::new(1),
             subscribers: Mutex::default(),
             books: tokio::sync::Mutex::default(),
@@ -137,10 +139,11 @@ impl Hub {
         let path = path_and_query.split_once('?').map_or(path_and_query, |(path, _)| path);
         let (service, _) = registry::route(path)?;
         let base = self.upstreams.url(service.name)?;
-        let mut request = self.client.get(format!("{base}{path_and_query}"));
-        if let Some(user) = user {
-            request = request.header(USER_ID_HEADER, user.to_string()).header(ROLE_HEADER, "user");
-        }
+        let url = reqwest::Url::parse(&format!("{base}{path_and_query}")).ok()?;
+        let caller = user.map(|user_id| Caller { user_id, role: Role::User });
+        let request_id = Uuid::now_v7().to_string();
+        let request =
+            crate::proxy::signed(&self.client, &self.secret, reqwest::Method::GET, url, caller, &request_id);
         let response = request.send().await.ok()?;
         if !response.status().is_success() {
             return None;
@@ -406,7 +409,7 @@ mod tests {
 
     #[test]
     fn a_client_that_falls_behind_is_dropped_and_the_others_still_served() {
-        let hub = Hub::new(Upstreams::default(), reqwest::Client::new());
+        let hub = Hub::new(Upstreams::default(), reqwest::Client::new(), InternalSecret::generate());
         let (slow_tx, _slow_rx) = mpsc::channel(1);
         let (fast_tx, mut fast_rx) = mpsc::channel(8);
         for (id, tx) in [(1, slow_tx), (2, fast_tx)] {
@@ -423,7 +426,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_candle_goes_on_its_channel_as_matching_service_computed_it() {
-        let hub = Hub::new(Upstreams::default(), reqwest::Client::new());
+        let hub = Hub::new(Upstreams::default(), reqwest::Client::new(), InternalSecret::generate());
         let (tx, mut rx) = mpsc::channel(8);
         let channels = HashSet::from(["candles:ETH-USDT:5m".to_string()]);
         lock(&hub.subscribers).insert(1, Subscriber { user: None, channels, tx });

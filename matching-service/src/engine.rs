@@ -171,6 +171,10 @@ pub const MAX_PRICE_SCALE: u32 = 12;
 
 /// A price as an integer number of 10^-12 units: the book's levels are keyed
 /// by it, since comparing integers is several times cheaper than Decimals.
+/// Exact for prices below about 7.9e16 (a Decimal's 96-bit mantissa at scale
+/// 12); every market's `max_price` is at most `reference::MAX_PRICE` (10^15,
+/// checked by `ReferenceData::validate` and at order placement), so every
+/// price that reaches a book is keyed exactly.
 type PriceKey = i128;
 
 fn key(price: Decimal) -> PriceKey {

@@ -44,6 +44,8 @@ pub enum OrderError {
     BelowMinimum { quantity: Amount, min: Amount, market: String },
     #[error("quantity {quantity} is above the maximum {max} of {market}")]
     AboveMaximum { quantity: Amount, max: Amount, market: String },
+    #[error("price x quantity is too large")]
+    Overflow,
 }
 
 impl OrderError {
@@ -52,7 +54,9 @@ impl OrderError {
             Self::UnknownMarket(_) => "unknown_market",
             Self::PriceRequired(_) => "price_required",
             Self::PriceNotAllowed => "price_not_allowed",
+            Self::Price(MoneyError::TooLarge { .. }) => "price_above_maximum",
             Self::Price(e) | Self::Quantity(e) => e.code(),
+            Self::Overflow => "amount_too_large",
             Self::BelowMinimum { .. } => "quantity_below_minimum",
             Self::AboveMaximum { .. } => "quantity_above_maximum",
         }
@@ -99,7 +103,10 @@ impl OrderRequest {
             OrderType::Limit => self.time_in_force.unwrap_or_default(),
         };
         let (reserve_currency, reserve_amount) = match (self.side, price) {
-            (Side::Buy, Some(p)) => (market.quote.clone(), Amount::new(p.value() * quantity.value())),
+            (Side::Buy, Some(p)) => {
+                let notional = p.value().checked_mul(quantity.value()).ok_or(OrderError::Overflow)?;
+                (market.quote.clone(), Amount::new(notional))
+            }
             _ => (market.base.clone(), quantity),
         };
         Ok(ValidOrder {

@@ -641,11 +641,11 @@ mod tests {
     }
 
     fn eth() -> Currency {
-        Currency { code: "ETH".into(), scale: 8 }
+        Currency { code: "ETH".into(), scale: 8, max: None }
     }
 
     fn usdt() -> Currency {
-        Currency { code: "USDT".into(), scale: 6 }
+        Currency { code: "USDT".into(), scale: 6, max: None }
     }
 
     /// User `n`, with its order.

@@ -179,15 +179,27 @@ pub async fn top_up(
             storage::lock_ledger(c)?;
             let now = now_micros();
             let balance = storage::lock_balance(c, user, &code, now)?;
+            // A sum that would overflow is refused, never a panic.
+            let fits = balance
+                .available
+                .checked_add(balance.reserved)
+                .and_then(|held| held.checked_add(amount.value()))
+                .is_some();
+            if !fits {
+                return Ok(Err(ApiError::unprocessable(
+                    "balance_too_large",
+                    "the balance would be too large",
+                )));
+            }
             let movement = balance.top_up(amount.value());
             let after = storage::apply(c, user, &code, balance, &movement, "top-up", now)?;
-            Ok::<_, DbError>(Account {
+            Ok::<_, DbError>(Ok(Account {
                 currency: code,
                 available: after.available.into(),
                 reserved: after.reserved.into(),
-            })
+            }))
         })
-        .await?;
+        .await??;
     Ok(HttpResponse::Ok().json(account))
 }
 
