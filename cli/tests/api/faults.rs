@@ -151,7 +151,7 @@ async fn database_outage_in_a_burst_pauses_the_stack_and_parks_nothing() {
     // Each trader against their own fills: Alice sold 20 ETH at 100, Bob paid
     // 2000 USDT for them; each received that less their fee, which is in the fee account.
     let fees: HashMap<String, Decimal> = {
-        let admin = t.user("admin@bourse.local").await;
+        let admin = t.admin("admin@bourse.local").await;
         let (status, body) = t.call("GET", "/api/admin/payments/fees", Some(&admin), None).await;
         assert_eq!(status, 200, "{body}");
         body.as_array()

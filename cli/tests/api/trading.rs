@@ -36,7 +36,7 @@ async fn id(t: &TestStack, token: &str, order: Value) -> String {
 
 /// The fee account, as an administrator sees it.
 async fn fees(t: &TestStack) -> Vec<(String, String)> {
-    let admin = t.user("admin@bourse.local").await;
+    let admin = t.admin("admin@bourse.local").await;
     let (status, body) = t.call("GET", "/api/admin/payments/fees", Some(&admin), None).await;
     assert_eq!(status, 200, "{body}");
     body.as_array()
