@@ -11,5 +11,6 @@ mod money;
 mod notify;
 mod order_tolerance;
 mod orders;
+mod security_identity;
 mod stack;
 mod trading;
