@@ -35,6 +35,14 @@ fn reset_token(mail: &bourse_cli::mailbox::Mail) -> String {
         .to_string()
 }
 
+/// Why a service refused to start (it must have).
+fn refused<T>(started: anyhow::Result<T>) -> anyhow::Error {
+    match started {
+        Ok(_) => panic!("the service started"),
+        Err(e) => e,
+    }
+}
+
 async fn event_log(t: &TestStack) -> Vec<String> {
     eventlog::read(&t.env.amqp_url, StreamOffset::First, 100_000, Duration::from_secs(2))
         .await
@@ -136,11 +144,11 @@ async fn security_only_the_stacks_secret_signs_and_admins_are_granted_not_regist
     gateway.http.port = 0;
     gateway.settings.jwt_secret = None;
     gateway.settings.password_reset_key = Some(Secret::random());
-    let err = gateway::Gateway::run(gateway).await.err().expect("refused").to_string();
+    let err = refused(gateway::Gateway::run(gateway).await).to_string();
     assert!(err.contains("GATEWAY__SETTINGS__JWT_SECRET"), "{err}");
     let mut notify = stack::configure::<notify_service::NotifyService>(&t.options).unwrap();
     notify.http.port = 0;
-    let err = notify_service::NotifyService::run(notify.clone()).await.err().expect("refused").to_string();
+    let err = refused(notify_service::NotifyService::run(notify.clone()).await).to_string();
     assert!(err.contains("NOTIFY__SETTINGS__PASSWORD_RESET_KEY"), "{err}");
     // An SMTP login over plain text is refused too, and the password is never printed.
     notify.settings.password_reset_key = Some(Secret::random());
@@ -151,7 +159,7 @@ async fn security_only_the_stacks_secret_signs_and_admins_are_granted_not_regist
         ..SmtpSettings::default()
     };
     assert!(!format!("{notify:?}").contains("smtp-password-in-clear"));
-    let err = notify_service::NotifyService::run(notify).await.err().expect("refused");
+    let err = refused(notify_service::NotifyService::run(notify).await);
     let err = format!("{err:#} {err:?}");
     assert!(err.contains("tls = none") && !err.contains("smtp-password-in-clear"), "{err}");
     t.stop().await;
