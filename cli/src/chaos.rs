@@ -635,12 +635,18 @@ pub async fn run_isolated(
         databases,
         smtp: Some(notify_service::mailer::SmtpSettings { port: smtp_port, ..Default::default() }),
         messaging: None,
+        secrets: crate::stack::StackSecrets::random(),
+        faucet: true,
+        auth_limit_per_minute: Some(100_000),
     };
+    let gateway_db =
+        stack_options.databases.get(bourse_common::registry::GATEWAY.name).cloned().unwrap_or_default();
     let mut stack = crate::stack::start(&stack_options).await?;
     let payment = crate::stack::configure::<payment_service::PaymentService>(&stack_options)?.settings;
     let client = Client(Gateway::new(&stack.gateway_url()));
-    let admin = json!({"email": "admin@bourse.local", "password": "chaos password 1"});
+    let admin = json!({"email": "chaos-admin@bourse.local", "password": "chaos password 1"});
     client.insist("POST", "/api/auth/users", None, Some(&admin), None, PATIENCE).await;
+    crate::admin::grant(&gateway_db, "chaos-admin@bourse.local", bourse_common::auth::Role::Admin).await?;
     let (_, token) = client.insist("POST", "/api/token", None, Some(&admin), None, PATIENCE).await;
     let admin_token = token["access_token"].as_str().unwrap_or_default().to_string();
     arm(&stack);

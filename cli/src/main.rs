@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use bourse_cli::mailbox::Mailbox;
 use bourse_cli::stack::{self, StackOptions};
+use bourse_common::auth::Role;
 use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
 use bourse_common::{deadletter, service};
 use clap::{Parser, Subcommand};
@@ -89,6 +90,12 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         database_outage: u64,
     },
+    /// Administrators: `grant <email>` makes the user registered with that
+    /// address an administrator (audited as `user.role-granted`).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+    },
     /// Outbox rows of a service database that are not published yet.
     Outbox {
         /// The service's database: a SQLite file or a postgres:// URL.
@@ -96,6 +103,20 @@ enum Command {
         database: String,
         #[arg(long, default_value_t = 50)]
         max: i64,
+    },
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Make a registered user an administrator (or, with --revoke, a user again).
+    Grant {
+        email: String,
+        /// The gateway's database: a SQLite file or a postgres:// URL.
+        #[arg(long, default_value = "./data/gateway.db")]
+        database: String,
+        /// Take the administrator role away instead.
+        #[arg(long)]
+        revoke: bool,
     },
 }
 
@@ -187,6 +208,15 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Outbox { database, max } => outbox(database, max).await,
+        Command::Admin { action: AdminAction::Grant { email, database, revoke } } => {
+            let role = if revoke { Role::User } else { Role::Admin };
+            let user = bourse_cli::admin::grant(&database, &email, role).await?;
+            println!(
+                "{} ({}) is now {}; their older tokens no longer work (ask for a new one)",
+                user.email, user.id, user.role
+            );
+            Ok(())
+        }
         Command::Chaos {
             backend,
             seed,
@@ -236,6 +266,11 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
         databases: Default::default(),
         smtp: None,
         messaging: None,
+        // Made at the first start, kept in the data folder (0600), the same at every start.
+        secrets: stack::StackSecrets::load_or_create(&data_dir)?,
+        // The development faucet: top-up on, within payment-service's maximums.
+        faucet: true,
+        auth_limit_per_minute: None,
     };
     let mail_dir = data_dir.join("mail");
     let mailbox = ensure_mailbox(&options, &mail_dir).await?;

@@ -1,8 +1,11 @@
 //! `bourse up`: every service in one process, on the embedded defaults (SQLite
 //! files under the data folder, the local RabbitMQ), each configurable through
 //! its own environment variables (`ORDER__DATABASE__URL=postgres://...`).
-//! The services share one internal secret (the gateway's proof of a caller),
-//! made at the first start and kept in the data folder ([`internal_secret`]).
+//! A service whose configuration sets no secret gets the stack's
+//! ([`StackSecrets`]: the JWT secret, the reset-token key and the internal
+//! secret that proves the gateway to the services; kept in the data folder by
+//! `bourse up`, fresh for each test stack); payment-service's top-up is on as
+//! a development faucet when [`StackOptions::faucet`] says so.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use bourse_common::auth::InternalSecret;
 use bourse_common::config::{self, MessagingConfig, ServiceConfig};
 use bourse_common::registry;
+use bourse_common::secret::Secret;
 use bourse_common::service::{RunningService, Service};
 use chain_service::ChainService;
 use gateway::Gateway;
@@ -20,6 +25,7 @@ use matching_service::MatchingService;
 use notify_service::NotifyService;
 use order_service::OrderService;
 use payment_service::PaymentService;
+use serde::{Deserialize, Serialize};
 
 /// Where the stack keeps its data and finds its broker.
 #[derive(Debug, Clone)]
@@ -34,6 +40,61 @@ pub struct StackOptions {
     pub smtp: Option<notify_service::mailer::SmtpSettings>,
     /// Retries and batches for every service, instead of their configured ones.
     pub messaging: Option<MessagingConfig>,
+    /// The secrets of the stack, for the services whose configuration sets none.
+    pub secrets: StackSecrets,
+    /// payment-service's top-up on, as a development faucet (within its maximums).
+    pub faucet: bool,
+    /// The gateway's limit on `/api/token`, registration and reset per client
+    /// address and per e-mail (per minute, and at once), instead of its
+    /// configured one: test stacks register many users from one address.
+    pub auth_limit_per_minute: Option<u32>,
+}
+
+/// The secrets a stack needs: the gateway's JWT secret, the key it shares
+/// with notify-service to seal reset tokens, and the internal secret with
+/// which it proves each forwarded request to the services. Never printed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackSecrets {
+    pub jwt_secret: Secret,
+    pub password_reset_key: Secret,
+    pub internal_secret: Secret,
+}
+
+/// Where `bourse up` keeps its secrets, in its data folder.
+pub const SECRETS_FILE: &str = "secrets.json";
+
+impl StackSecrets {
+    /// Fresh random secrets (each test stack has its own).
+    pub fn random() -> Self {
+        Self {
+            jwt_secret: Secret::random(),
+            password_reset_key: Secret::random(),
+            internal_secret: Secret::random(),
+        }
+    }
+
+    /// The secrets kept in `dir` ([`SECRETS_FILE`], readable by its owner
+    /// only), made at the first start and the same at every start after.
+    pub fn load_or_create(dir: &Path) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join(SECRETS_FILE);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .with_context(|| format!("{} does not hold the stack's secrets", path.display())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let secrets = Self::random();
+                let mut options = std::fs::OpenOptions::new();
+                options.write(true).create_new(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+                let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
+                std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&secrets)?)?;
+                file.sync_all()?;
+                Ok(secrets)
+            }
+            Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        }
+    }
 }
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,31 +186,6 @@ impl Stack {
     }
 }
 
-/// Where the stack keeps its internal secret, in its data folder.
-pub const INTERNAL_SECRET_FILE: &str = "internal-secret.key";
-
-/// The stack's internal secret: read from the data folder, or made there at
-/// the first start (a file only its owner can read, 0600).
-pub fn internal_secret(data_dir: &Path) -> anyhow::Result<InternalSecret> {
-    use anyhow::Context;
-    let path = data_dir.join(INTERNAL_SECRET_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => InternalSecret::new(text.trim()).map_err(|e| anyhow::anyhow!("{}: {e}", path.display())),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(data_dir)?;
-            let secret = InternalSecret::generate();
-            let mut file = std::fs::OpenOptions::new();
-            file.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
-            let mut file = file.open(&path).with_context(|| format!("creating {}", path.display()))?;
-            std::io::Write::write_all(&mut file, secret.expose().as_bytes())?;
-            Ok(secret)
-        }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
 /// A service's configuration for the stack: its defaults, the stack's data
 /// folder and broker, then its own environment variables.
 pub fn configure<S: Service>(options: &StackOptions) -> anyhow::Result<ServiceConfig<S::Settings>> {
@@ -166,7 +202,8 @@ pub fn configure<S: Service>(options: &StackOptions) -> anyhow::Result<ServiceCo
     if let Some(messaging) = &options.messaging {
         defaults.messaging = messaging.clone();
     }
-    defaults.security.internal_secret = Some(internal_secret(&options.data_dir)?);
+    defaults.security.internal_secret =
+        Some(InternalSecret::new(options.secrets.internal_secret.expose()).map_err(|e| anyhow::anyhow!(e))?);
     Ok(config::load(&defaults, None, S::INFO.env_prefix)?)
 }
 
@@ -207,7 +244,13 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     std::fs::create_dir_all(&options.data_dir)?;
     let mut stack = Starting::default();
     stack.start::<OrderService>(options, |_| {}).await?;
-    stack.start::<PaymentService>(options, |_| {}).await?;
+    stack
+        .start::<PaymentService>(options, |c| {
+            if options.faucet {
+                c.settings.top_up_enabled = true;
+            }
+        })
+        .await?;
     stack.start::<MatchingService>(options, |_| {}).await?;
     stack.start::<ChainService>(options, |_| {}).await?;
     stack
@@ -215,6 +258,7 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
             if let Some(smtp) = &options.smtp {
                 c.settings.smtp = smtp.clone();
             }
+            c.settings.password_reset_key.get_or_insert_with(|| options.secrets.password_reset_key.clone());
         })
         .await?;
     let upstreams: Vec<(&'static str, String)> = stack.services.iter().map(|s| (s.name, s.url())).collect();
@@ -223,6 +267,12 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
             for (name, url) in upstreams {
                 c.settings.upstreams.insert(name, url);
             }
+            c.settings.jwt_secret.get_or_insert_with(|| options.secrets.jwt_secret.clone());
+            if let Some(limit) = options.auth_limit_per_minute {
+                c.settings.auth_rate_limit_per_minute = limit;
+                c.settings.auth_rate_limit_burst = limit;
+            }
+            c.settings.password_reset_key.get_or_insert_with(|| options.secrets.password_reset_key.clone());
         })
         .await?;
     let Starting { mut services, starters } = stack;
@@ -235,4 +285,26 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
         return Err(e);
     }
     Ok(stack)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_secrets_are_made_once_kept_private_and_read_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = StackSecrets::load_or_create(dir.path()).unwrap();
+        let second = StackSecrets::load_or_create(dir.path()).unwrap();
+        assert_eq!(first, second);
+        assert_ne!(first, StackSecrets::random());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join(SECRETS_FILE)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600);
+        }
+        assert!(!format!("{first:?}").contains(first.jwt_secret.expose()));
+    }
 }

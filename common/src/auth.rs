@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::error::ApiError;
+use crate::secret::Secret;
 
 pub const USER_ID_HEADER: &str = "x-bourse-user-id";
 pub const ROLE_HEADER: &str = "x-bourse-user-role";
@@ -38,10 +39,25 @@ crate::named_enum! {
     }
 }
 
-/// The secret the gateway and every service behind it share: never printed.
+/// The secret the gateway and every service behind it share: never printed
+/// (a [`Secret`] of at least [`InternalSecret::MIN_LEN`] characters).
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct InternalSecret(String);
+#[serde(try_from = "Secret", into = "Secret")]
+pub struct InternalSecret(Secret);
+
+impl TryFrom<Secret> for InternalSecret {
+    type Error = String;
+
+    fn try_from(secret: Secret) -> Result<Self, String> {
+        Self::new(secret.expose())
+    }
+}
+
+impl From<InternalSecret> for Secret {
+    fn from(secret: InternalSecret) -> Secret {
+        secret.0
+    }
+}
 
 impl InternalSecret {
     /// The shortest secret accepted.
@@ -52,16 +68,16 @@ impl InternalSecret {
         if secret.len() < Self::MIN_LEN {
             return Err(format!("the internal secret needs at least {} characters", Self::MIN_LEN));
         }
-        Ok(Self(secret))
+        Ok(Self(Secret::new(secret)))
     }
 
-    /// A fresh random secret: 244 random bits as 64 hex digits.
+    /// A fresh random secret (256 bits from the operating system).
     pub fn generate() -> Self {
-        Self(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
+        Self(Secret::random())
     }
 
     pub fn expose(&self) -> &str {
-        &self.0
+        self.0.expose()
     }
 
     /// The MAC of one forwarded request.
@@ -69,7 +85,7 @@ impl InternalSecret {
         use blake2::digest::{KeyInit, Mac};
         use blake2::{Blake2b512, Digest};
         // Keyed BLAKE2b takes at most 64 key bytes: the key is the secret's hash.
-        let key = Blake2b512::digest(self.0.as_bytes());
+        let key = Blake2b512::digest(self.expose().as_bytes());
         let mut mac = <blake2::Blake2bMac512 as KeyInit>::new_from_slice(&key).ok()?;
         for field in [
             fields.method,

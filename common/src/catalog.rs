@@ -26,15 +26,45 @@ pub struct UserRegistered {
 message!(UserRegistered, "user.registered", Event);
 
 /// A user asked to reset their password (gateway); the notification worker
-/// mails the one-time token. Correlation: the user id.
+/// mails the one-time token. Correlation: the user id. The token travels
+/// sealed (`sealed_token`, see [`crate::secret::Secret::seal`]) with the
+/// key the gateway shares with notify-service only: the outbox, the broker
+/// and the event log never hold it in clear.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PasswordResetRequested {
     pub user_id: Uuid,
     pub email: String,
-    pub token: String,
+    pub sealed_token: String,
     pub expires_at: chrono::DateTime<chrono::Utc>,
 }
 message!(PasswordResetRequested, "user.password-reset-requested", Event);
+
+/// Someone tried to register with an address that is already registered
+/// (gateway); its owner is told by e-mail, the caller gets the same answer as
+/// for a new address. Correlation: the owner's user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RegistrationAttempted {
+    pub user_id: Uuid,
+    pub email: String,
+}
+message!(RegistrationAttempted, "user.registration-attempted", Event);
+
+/// A user's role was set (gateway): by the operator command `bourse admin
+/// grant` (`granted_by` empty) or by an administrator through
+/// `POST /api/admin/users/{id}/role`. The audit record of who made whom an
+/// administrator. Correlation: the user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoleGranted {
+    pub user_id: Uuid,
+    pub email: String,
+    pub role: crate::auth::Role,
+    pub previous_role: crate::auth::Role,
+    /// The administrator who granted it; `None`: the operator command.
+    pub granted_by: Option<Uuid>,
+    /// `cli` or `api`.
+    pub via: String,
+}
+message!(RoleGranted, "user.role-granted", Event);
 
 crate::named_enum! {
     /// Buy or sell.

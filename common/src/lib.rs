@@ -27,6 +27,7 @@
 //! | [`bus`] | what a service's relay, consumers and routes share: database, broker, settings, metrics |
 //! | [`stored`] | enums stored and sent as words, one encoding each (serde, text columns) |
 //! | [`registry`] | the table of services: name, port, environment prefix, the routes each owns |
+//! | [`secret`] | secrets in settings: never printed, generated from OS randomness, sealing of short values between two holders of one key |
 //! | [`service`] | starting a service: database, relay, consumers, HTTP with health and metrics |
 
 pub mod amqp;
@@ -52,6 +53,7 @@ pub mod reference;
 pub mod registry;
 pub mod retention;
 pub mod schema;
+pub mod secret;
 pub mod service;
 pub mod stored;
 pub mod telemetry;

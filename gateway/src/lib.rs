@@ -35,7 +35,7 @@ use bourse_common::registry::{self, BEHIND_GATEWAY, ServiceInfo};
 use bourse_common::service::{Service, ServiceParts};
 use utoipa::OpenApi;
 
-pub use settings::{DEV_JWT_SECRET, Settings, Upstreams};
+pub use settings::{Settings, Upstreams};
 
 pub type Config = ServiceConfig<Settings>;
 
@@ -49,46 +49,48 @@ pub struct Gateway;
         users::routes::register,
         users::routes::token,
         users::routes::request_reset,
-        users::routes::confirm_reset
+        users::routes::confirm_reset,
+        users::routes::set_role
     ),
     components(schemas(
         users::routes::Credentials,
         users::routes::User,
         users::routes::Token,
         users::routes::ResetRequest,
-        users::routes::ResetConfirm
+        users::routes::ResetConfirm,
+        users::routes::RoleChange,
+        users::routes::UserRole
     )),
     tags((name = "auth", description = "users, tokens and password reset; the other APIs are in the list at the top"))
 )]
 struct Api;
 
-const MIGRATIONS: bourse_common::db::MigrationSet =
+pub const MIGRATIONS: bourse_common::db::MigrationSet =
     bourse_common::migration_set!("migrations/sqlite", "migrations/postgres");
 
 impl Service for Gateway {
     const INFO: &'static ServiceInfo = &registry::GATEWAY;
     type Settings = Settings;
 
-    /// Refuses upstreams that are no service behind the gateway; warns of the
-    /// development JWT secret.
+    /// Refuses upstreams that are no service behind the gateway, and to
+    /// start without its secrets (no default secret ever signs a token).
     fn parts(config: &Config) -> anyhow::Result<ServiceParts> {
         let settings = &config.settings;
         settings.upstreams.check()?;
         // Every request it forwards carries its proof, signed with this.
         let secret = config.security.require_internal_secret(Self::INFO.name)?.clone();
-        if settings.jwt_secret == DEV_JWT_SECRET {
-            tracing::warn!(
-                "the gateway signs tokens with the development secret: set GATEWAY__SETTINGS__JWT_SECRET"
-            );
-        }
-        let tokens = web::Data::new(tokens::Tokens::new(
-            &settings.jwt_secret,
-            Duration::from_secs(settings.token_ttl_seconds),
-        ));
+        let (jwt_secret, reset_key) = settings.secrets()?;
+        let tokens =
+            web::Data::new(tokens::Tokens::new(jwt_secret, Duration::from_secs(settings.token_ttl_seconds)));
+        let reset_key = web::Data::new(users::routes::ResetKey(reset_key.clone()));
         let limiter = web::Data::new(ratelimit::RateLimiter::new(
-            settings.rate_limit_per_second,
+            f64::from(settings.rate_limit_per_second),
             settings.rate_limit_burst,
+            settings.rate_limit_max_clients,
         ));
+        let auth_limits = web::Data::new(users::limits::AuthLimits::new(settings));
+        let hashing = web::Data::new(users::limits::Hashing::new(settings.password_hash_concurrency)?);
+        let sessions = web::Data::new(users::sessions::Sessions::default());
         let client = web::Data::new(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?);
         let upstreams = web::Data::new(settings.upstreams.clone());
         let hub = web::Data::new(ws::Hub::new(
@@ -106,6 +108,10 @@ impl Service for Gateway {
             migrations: vec![&MIGRATIONS],
             routes: Arc::new(move |cfg, _bus| {
                 cfg.app_data(tokens.clone())
+                    .app_data(reset_key.clone())
+                    .app_data(auth_limits.clone())
+                    .app_data(hashing.clone())
+                    .app_data(sessions.clone())
                     .app_data(hub.clone())
                     .app_data(markets.clone())
                     .app_data(limiter.clone())

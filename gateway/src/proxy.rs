@@ -9,10 +9,11 @@
 
 use actix_web::HttpMessage;
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
-use bourse_common::auth::CLIENT_REQUEST_ID_HEADER;
 use bourse_common::auth::{
-    Caller, GatewayProof, InternalSecret, ProofFields, REQUEST_ID_HEADER, ROLE_HEADER, USER_ID_HEADER,
+    CLIENT_REQUEST_ID_HEADER, Caller, GatewayProof, InternalSecret, ProofFields, REQUEST_ID_HEADER,
+    ROLE_HEADER, USER_ID_HEADER,
 };
+use bourse_common::db::Db;
 use bourse_common::error::ApiError;
 use bourse_common::registry::{self, Access, BEHIND_GATEWAY, ServiceInfo};
 use futures::StreamExt;
@@ -21,19 +22,7 @@ use crate::ratelimit::RequestId;
 
 use crate::settings::{Settings, Upstreams};
 use crate::tokens::Tokens;
-
-/// The caller of a request with a valid bearer token.
-pub fn caller(req: &HttpRequest, tokens: &Tokens) -> Result<Option<Caller>, ApiError> {
-    let Some(value) = req.headers().get(actix_web::http::header::AUTHORIZATION) else {
-        return Ok(None);
-    };
-    let token = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))?;
-    tokens.verify(token.trim()).map(Some)
-}
+use crate::users::sessions::{self, Sessions};
 
 /// 404 for a path a service could resolve to another route than the one the
 /// gateway routed: dot segments (`.`, `..`), encoded dots and separators
@@ -114,6 +103,7 @@ fn authorize(access: Access, caller: Option<Caller>) -> Result<(), ApiError> {
 }
 
 /// Forwards the request to its service and its answer back.
+#[allow(clippy::too_many_arguments)] // actix extractors, one per shared part
 pub async fn forward(
     req: HttpRequest,
     payload: web::Payload,
@@ -122,13 +112,15 @@ pub async fn forward(
     settings: web::Data<Settings>,
     client: web::Data<reqwest::Client>,
     secret: web::Data<InternalSecret>,
+    sessions: web::Data<Sessions>,
+    db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path();
     check_path(path)?;
     let (service, access) =
         registry::route(path).ok_or_else(|| ApiError::not_found("not_found", "no such route"))?;
     let service = service.name;
-    let caller = caller(&req, &tokens)?;
+    let caller = sessions::caller(&req, &tokens, &sessions, &db).await?;
     authorize(access, caller)?;
     let base = upstreams
         .url(service)
@@ -232,8 +224,28 @@ mod tests {
 
     #[actix_web::test]
     async fn the_registry_says_who_owns_a_route_and_who_may_call_it() {
-        let tokens = Tokens::new("secret", Duration::from_secs(60));
-        let user = tokens.issue(Uuid::now_v7(), Role::User).unwrap();
+        let tokens = Tokens::new(&bourse_common::secret::Secret::random(), Duration::from_secs(60));
+        let dir = std::env::temp_dir().join(format!("gateway-proxy-{}", Uuid::new_v4()));
+        let db = Db::connect(&bourse_common::config::DatabaseConfig {
+            url: dir.join("gateway.db").display().to_string(),
+            pool_size: 1,
+        })
+        .unwrap();
+        db.migrate(&[&crate::MIGRATIONS]).await.unwrap();
+        let stored = crate::users::storage::StoredUser {
+            id: Uuid::now_v7(),
+            email: "ann@example.com".into(),
+            password_hash: "-".into(),
+            role: Role::User,
+            token_version: 0,
+        };
+        let id = stored.id;
+        db.write(move |c| {
+            crate::users::storage::insert_user(c, &stored, 0).map_err(bourse_common::db::DbError::from)
+        })
+        .await
+        .unwrap();
+        let user = tokens.issue(id, Role::User, 0).unwrap();
         let mut upstreams = Upstreams::default();
         for service in BEHIND_GATEWAY {
             upstreams.insert(service.name, "http://127.0.0.1:1"); // nobody answers
@@ -245,6 +257,8 @@ mod tests {
                 .app_data(web::Data::new(Settings::default()))
                 .app_data(web::Data::new(reqwest::Client::new()))
                 .app_data(web::Data::new(InternalSecret::generate()))
+                .app_data(web::Data::new(Sessions::default()))
+                .app_data(web::Data::new(db))
                 .default_service(web::to(forward)),
         )
         .await;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use bourse_common::reference::ReferenceData;
 use bourse_common::registry::{self, BEHIND_GATEWAY, ServiceInfo};
+use bourse_common::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
 
 /// Where the services behind the gateway answer, by their
@@ -79,35 +80,83 @@ impl Upstreams {
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub upstreams: Upstreams,
-    /// HS256 secret of the tokens. The default is for local use only.
-    pub jwt_secret: String,
+    /// HS256 secret of the tokens, at least [`MIN_SECRET_LEN`] characters.
+    /// No default: the gateway refuses to start without one (`bourse up`
+    /// generates one in its data folder).
+    pub jwt_secret: Option<Secret>,
+    /// The key shared with notify-service (its `password_reset_key`) that
+    /// seals reset tokens in `user.password-reset-requested`, so that the
+    /// token is never readable in the outbox, the broker or the event log.
+    /// Required, as `jwt_secret`.
+    pub password_reset_key: Option<Secret>,
     pub token_ttl_seconds: u64,
-    /// Users registering with one of these addresses are administrators.
-    pub admin_emails: Vec<String>,
+    /// Every `/api` route: per verified user, else per client address.
     pub rate_limit_per_second: u32,
     pub rate_limit_burst: u32,
+    /// `/api/token`, registration and password reset, per client address
+    /// and per target e-mail address: requests per minute, and at once.
+    pub auth_rate_limit_per_minute: u32,
+    pub auth_rate_limit_burst: u32,
+    /// The most clients a rate limit remembers; the least recently seen go first.
+    pub rate_limit_max_clients: usize,
+    /// Password hashes (argon2, ~19 MiB each) computed at once; the others wait.
+    pub password_hash_concurrency: usize,
     /// The largest request body accepted.
     pub body_limit_bytes: usize,
     pub password_reset_ttl_seconds: u64,
+    /// Reset e-mails sent to one address per hour; further requests answer
+    /// the same 202 and send nothing.
+    pub password_resets_per_hour: u32,
     /// The markets the WebSocket feed serves.
     pub reference: ReferenceData,
 }
 
-pub const DEV_JWT_SECRET: &str = "bourse-local-development-secret-change-me";
+/// The shortest JWT secret or reset key accepted.
+pub const MIN_SECRET_LEN: usize = 32;
 
 impl Default for Settings {
     fn default() -> Self {
         Self {
             upstreams: Upstreams::default(),
-            jwt_secret: DEV_JWT_SECRET.into(),
+            jwt_secret: None,
+            password_reset_key: None,
             token_ttl_seconds: 3600,
-            admin_emails: vec!["admin@bourse.local".into()],
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
+            auth_rate_limit_per_minute: 20,
+            auth_rate_limit_burst: 20,
+            rate_limit_max_clients: 100_000,
+            password_hash_concurrency: 4,
             body_limit_bytes: 64 * 1024,
             password_reset_ttl_seconds: 3600,
+            password_resets_per_hour: 3,
             reference: ReferenceData::default(),
         }
+    }
+}
+
+impl Settings {
+    /// The secrets the gateway cannot run without, checked at start: a
+    /// missing or short one is refused with the variable to set.
+    pub fn secrets(&self) -> anyhow::Result<(&Secret, &Secret)> {
+        fn required<'a>(secret: &'a Option<Secret>, name: &str) -> anyhow::Result<&'a Secret> {
+            match secret {
+                None => anyhow::bail!(
+                    "settings.{name} is not set: the gateway refuses to start without it; set \
+                     GATEWAY__SETTINGS__{} to at least {MIN_SECRET_LEN} random characters \
+                     (`bourse up` generates one in its data folder)",
+                    name.to_uppercase()
+                ),
+                Some(s) if s.expose().len() < MIN_SECRET_LEN => {
+                    anyhow::bail!("settings.{name} is too short: at least {MIN_SECRET_LEN} random characters")
+                }
+                Some(s) => Ok(s),
+            }
+        }
+        Ok((
+            required(&self.jwt_secret, "jwt_secret")?,
+            required(&self.password_reset_key, "password_reset_key")?,
+        ))
     }
 }
 
@@ -144,6 +193,21 @@ mod tests {
         assert_eq!(upstreams.url("payment-service"), Some("http://payments:9000"));
         assert_eq!(upstreams.url("matching-service"), Some(registry::MATCHING.default_url().as_str()));
         assert_eq!(upstreams.url("order_service"), None);
+    }
+
+    #[test]
+    fn without_a_secret_or_with_a_short_one_the_gateway_refuses_to_start() {
+        let mut settings = Settings::default();
+        let err = settings.secrets().unwrap_err().to_string();
+        assert!(err.contains("GATEWAY__SETTINGS__JWT_SECRET"), "{err}");
+        settings.jwt_secret = Some(Secret::new("short"));
+        assert!(settings.secrets().unwrap_err().to_string().contains("too short"));
+        settings.jwt_secret = Some(Secret::random());
+        let err = settings.secrets().unwrap_err().to_string();
+        assert!(err.contains("GATEWAY__SETTINGS__PASSWORD_RESET_KEY"), "{err}");
+        settings.password_reset_key = Some(Secret::random());
+        assert!(settings.secrets().is_ok());
+        assert!(!format!("{settings:?}").contains(settings.jwt_secret.as_ref().unwrap().expose()));
     }
 
     #[test]

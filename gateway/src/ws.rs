@@ -361,7 +361,7 @@ async fn handle_request(
         Err(e) => return Some(error("invalid_request", &e.to_string())),
     };
     match request {
-        Request::Auth { token } => match tokens.verify(&token) {
+        Request::Auth { token } => match tokens.verify(&token).map(|v| v.caller) {
             Ok(caller) => {
                 if let Some(s) = lock(&hub.subscribers).get_mut(&id) {
                     s.user = Some(caller.user_id);

@@ -5,7 +5,8 @@
 //! | event | e-mail |
 //! | --- | --- |
 //! | `user.registered` | welcome |
-//! | `user.password-reset-requested` | the one-time reset token |
+//! | `user.password-reset-requested` | the one-time reset token (sealed by the gateway, opened here) |
+//! | `user.registration-attempted` | someone tried to register with the user's address |
 //! | `order.rejected` | the refusal, with the reason and the amounts |
 //! | `funds.settled` | an order filled or partly filled, with what was credited |
 //!
@@ -75,6 +76,7 @@ impl Service for NotifyService {
             templates: Templates::load(mails::TEMPLATES.iter().copied())?,
             site_url: settings.site_url.trim_end_matches('/').to_string(),
             reference: settings.reference.clone(),
+            reset_key: settings.reset_key()?,
         };
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],

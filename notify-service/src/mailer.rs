@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use bourse_common::secret::Secret;
 use lettre::Message;
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp;
@@ -38,7 +39,7 @@ pub struct SmtpSettings {
     pub host: String,
     pub port: u16,
     pub username: Option<String>,
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     pub tls: TlsMode,
     /// A certificate authority (PEM) to trust besides the public ones, for a
     /// server whose certificate a private CA signed.
@@ -118,7 +119,13 @@ impl Mailer {
             }
         };
         let credentials = match (&smtp.username, &smtp.password) {
-            (Some(user), Some(password)) => Some(Credentials::new(user.clone(), password.clone())),
+            (Some(_), Some(_)) if smtp.tls == TlsMode::None => anyhow::bail!(
+                "smtp.username and smtp.password with smtp.tls = none would send the password in clear: \
+                 use starttls or tls, or no login"
+            ),
+            (Some(user), Some(password)) => {
+                Some(Credentials::new(user.clone(), password.expose().to_string()))
+            }
             (None, None) => None,
             _ => anyhow::bail!("smtp.username and smtp.password go together: set both or neither"),
         };
@@ -237,6 +244,21 @@ impl std::fmt::Display for DataBody<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_login_over_plain_text_is_refused_at_start_and_the_password_never_printed() {
+        let smtp = SmtpSettings {
+            username: Some("bourse".into()),
+            password: Some(Secret::new("smtp-pass-word")),
+            ..SmtpSettings::default()
+        };
+        let error = Mailer::new(&smtp, "Bourse <no-reply@bourse.local>").unwrap_err();
+        assert!(error.to_string().contains("tls = none"), "{error}");
+        assert!(!format!("{smtp:?} {error:#}").contains("smtp-pass-word"));
+        let smtp = SmtpSettings { tls: TlsMode::Starttls, ..smtp };
+        let mailer = Mailer::new(&smtp, "Bourse <no-reply@bourse.local>").unwrap();
+        assert!(!format!("{mailer:?}").contains("smtp-pass-word"));
+    }
 
     #[test]
     fn a_user_name_without_a_password_is_refused_at_start() {

@@ -148,9 +148,9 @@ pub async fn list_accounts(
     request_body = TopUp,
     responses(
         (status = 200, body = Account, description = "the account after the top-up"),
-        (status = 403, description = "top-up is switched off"),
+        (status = 403, description = "top-up is switched off (`top_up_disabled`)"),
         (status = 404, description = "unknown currency"),
-        (status = 422, description = "amount not positive or over the currency's scale"),
+        (status = 422, description = "amount not positive or over the currency's scale; above the maximum per call (`top_up_above_maximum`) or per day (`top_up_daily_maximum`)"),
     )
 )]
 pub async fn top_up(
@@ -173,11 +173,25 @@ pub async fn top_up(
         .currency(&code)
         .ok_or_else(|| ApiError::not_found("unknown_currency", format!("no currency {code}")))?;
     let amount = body.amount.positive_in(currency)?;
+    let (per_call, per_day) = (settings.top_up_max_per_call, settings.top_up_max_per_day);
+    if amount.value() > per_call {
+        return Err(ApiError::unprocessable(
+            "top_up_above_maximum",
+            format!("a top-up credits at most {per_call} {code}"),
+        ));
+    }
     let user = caller.user_id;
     let account = db
         .write(move |c| {
             storage::lock_ledger(c)?;
             let now = now_micros();
+            let today = storage::top_ups_since(c, user, &code, now - 86_400_000_000)?;
+            if today + amount.value() > per_day {
+                return Ok(Err(ApiError::unprocessable(
+                    "top_up_daily_maximum",
+                    format!("top-ups credit at most {per_day} {code} per user in 24 hours ({today} so far)"),
+                )));
+            }
             let balance = storage::lock_balance(c, user, &code, now)?;
             // A sum that would overflow is refused, never a panic.
             let fits = balance

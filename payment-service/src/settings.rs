@@ -9,8 +9,14 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
-    /// `POST /api/users/me/accounts/{currency}/top-up` answers; switch off in production.
+    /// `POST /api/users/me/accounts/{currency}/top-up` answers: a development
+    /// faucet that credits money out of nothing. Off unless configured
+    /// (`bourse up` and the test stacks switch it on); never in production.
     pub top_up_enabled: bool,
+    /// The most one top-up credits, in the currency's units.
+    pub top_up_max_per_call: Decimal,
+    /// The most one user tops up in one currency within 24 hours.
+    pub top_up_max_per_day: Decimal,
     pub reference: ReferenceData,
     /// Fee of the resting side of a trade, as a fraction of what it receives (`"0.001"` = 0.1%).
     pub maker_fee_rate: Decimal,
@@ -21,7 +27,9 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Self {
-            top_up_enabled: true,
+            top_up_enabled: false,
+            top_up_max_per_call: Decimal::from(100_000),
+            top_up_max_per_day: Decimal::from(1_000_000),
             reference: ReferenceData::default(),
             maker_fee_rate: Decimal::new(1, 3),
             taker_fee_rate: Decimal::new(2, 3),

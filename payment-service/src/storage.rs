@@ -333,6 +333,23 @@ pub fn close_reservation(
     Ok(())
 }
 
+/// What `user` topped up in `currency` since `since` (microseconds).
+pub fn top_ups_since(
+    conn: &mut DbConnection,
+    user: Uuid,
+    currency: &str,
+    since: i64,
+) -> QueryResult<Decimal> {
+    let amounts: Vec<String> = ledger_entries::table
+        .filter(ledger_entries::user_id.eq(user.to_string()))
+        .filter(ledger_entries::currency.eq(currency))
+        .filter(ledger_entries::kind.eq(Kind::TopUp))
+        .filter(ledger_entries::created_at.ge(since))
+        .select(ledger_entries::amount)
+        .load(conn)?;
+    Ok(amounts.iter().filter_map(|a| a.parse::<Decimal>().ok()).filter(|a| a.is_sign_positive()).sum())
+}
+
 #[cfg(test)]
 mod tests {
     use diesel::sqlite::SqliteConnection;

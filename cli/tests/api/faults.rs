@@ -274,6 +274,9 @@ async fn two_instances_of_every_service_apply_each_message_once(backend: Backend
         assert_eq!(*leading, 1.0, "one relay of {name} publishes");
     }
     assert_eq!(duplicates, 0.0, "no message reached a consumer twice: each outbox row published once");
+    // The e-mails follow the settlements by a moment: wait for them, then count.
+    t.wait_mails("alice@example.com", 21).await;
+    t.wait_mails("bob@example.com", 21).await;
     let fills = t.mails_to("alice@example.com").len() + t.mails_to("bob@example.com").len();
     assert_eq!(fills, 2 + 40, "a welcome each, one e-mail per side of each trade");
     no_dead_letters(&t).await;

@@ -14,6 +14,8 @@ use serde_json::{Value, json};
 
 pub struct TestStack {
     pub env: TestEnv,
+    /// The options it was started with (its databases, its secrets).
+    pub options: StackOptions,
     pub stack: Stack,
     pub http: reqwest::Client,
     /// The stack's own SMTP server (notify-service sends there).
@@ -38,6 +40,18 @@ impl TestStack {
         mailbox_args: &[&str],
         smtp: SmtpSettings,
     ) -> Self {
+        Self::start_tuned(backend, messaging, mailbox_args, smtp, |_| {}).await
+    }
+
+    /// As [`TestStack::start_with`], with the stack's options changed by `tune`
+    /// (the faucet off, the gateway's real limits).
+    pub async fn start_tuned(
+        backend: Backend,
+        messaging: Option<MessagingConfig>,
+        mailbox_args: &[&str],
+        smtp: SmtpSettings,
+        tune: impl FnOnce(&mut StackOptions),
+    ) -> Self {
         // The services' logs, shown by nextest when a test fails.
         bourse_common::telemetry::init();
         let mut env = TestEnv::new(backend).await;
@@ -46,16 +60,22 @@ impl TestStack {
         let databases = stack::service_names()
             .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
             .collect();
-        let options = StackOptions {
+        let mut options = StackOptions {
             data_dir: env.tmp_dir().to_path_buf(),
             amqp_url: env.amqp_url.clone(),
             port: Some(0),
             databases,
             smtp: Some(SmtpSettings { port: smtp_port, ..smtp }),
             messaging,
+            // Each test stack its own secrets; top-up on as the dev faucet;
+            // many registrations from one address.
+            secrets: stack::StackSecrets::random(),
+            faucet: true,
+            auth_limit_per_minute: Some(100_000),
         };
+        tune(&mut options);
         let stack = stack::start(&options).await.expect("the stack starts");
-        Self { env, stack, http: reqwest::Client::new(), mailbox }
+        Self { env, options, stack, http: reqwest::Client::new(), mailbox }
     }
 
     pub async fn stop(mut self) {
@@ -128,6 +148,23 @@ impl TestStack {
         let (status, body) = self.call("POST", "/api/auth/users", None, Some(credentials)).await;
         assert_eq!(status, 201, "{body}");
         self.token(email).await
+    }
+
+    /// Registers a user, makes them an administrator the way an operator
+    /// does (`bourse admin grant`, on the gateway's database) and returns
+    /// their token.
+    pub async fn admin(&self, email: &str) -> String {
+        let credentials = json!({"email": email, "password": PASSWORD});
+        let (status, body) = self.call("POST", "/api/auth/users", None, Some(credentials)).await;
+        assert_eq!(status, 201, "{body}");
+        self.grant_admin(email).await;
+        self.token(email).await
+    }
+
+    /// `bourse admin grant <email>` against this stack's gateway database.
+    pub async fn grant_admin(&self, email: &str) {
+        let database = &self.options.databases[bourse_common::registry::GATEWAY.name];
+        bourse_cli::admin::grant(database, email, bourse_common::auth::Role::Admin).await.unwrap();
     }
 
     /// A token for a user registered with [`PASSWORD`].
@@ -214,7 +251,7 @@ pub async fn settled(
 
 /// The fee account, as an administrator sees it.
 pub async fn fees(t: &TestStack) -> Vec<(String, String)> {
-    let admin = t.user("admin@bourse.local").await;
+    let admin = t.admin("admin@bourse.local").await;
     let (status, body) = t.call("GET", "/api/admin/payments/fees", Some(&admin), None).await;
     assert_eq!(status, 200, "{body}");
     body.as_array()

@@ -12,5 +12,6 @@ mod notify;
 mod order_tolerance;
 mod orders;
 mod security_edge;
+mod security_identity;
 mod stack;
 mod trading;

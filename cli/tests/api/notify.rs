@@ -87,7 +87,11 @@ async fn each_event_sends_one_email_with_its_content_to_its_user(backend: Backen
     let (status, body) = t.call("POST", "/api/auth/password-reset/confirm", None, Some(confirm)).await;
     assert_eq!(status, 204, "{body}");
     let login = json!({"email": "ann@example.com", "password": "a brand new secret"});
-    assert_eq!(t.call("POST", "/api/token", None, Some(login)).await.0, 200);
+    let (status, body) = t.call("POST", "/api/token", None, Some(login)).await;
+    assert_eq!(status, 200, "{body}");
+    // The reset revoked Ann's older tokens: she goes on with the new one.
+    assert_eq!(t.call("GET", "/api/users/me/accounts", Some(&ann), None).await.0, 401);
+    let ann = body["access_token"].as_str().unwrap().to_string();
 
     // Rejected: 1.5 ETH at 2000.5 needs 3000.75 USDT; Ann has 100.
     t.top_up(&ann, "USDT", "100").await;
@@ -161,7 +165,7 @@ async fn each_event_sends_one_email_with_its_content_to_its_user(backend: Backen
     assert_eq!(ids.len(), all.len(), "a Message-ID per e-mail");
 
     // The record, as an administrator reads it: Ann's four, with the SMTP server's reply.
-    let admin = t.user("admin@bourse.local").await;
+    let admin = t.admin("admin@bourse.local").await;
     let body = recorded(&t, &admin, Some(&ann_id), 4).await;
     let items = body["items"].as_array().unwrap();
     assert!(items.iter().all(
@@ -266,7 +270,7 @@ async fn a_crash_between_the_smtp_reply_and_the_commit_repeats_the_email_with_it
     backend: Backend,
 ) {
     let mut t = TestStack::start(backend).await;
-    let admin = t.user("admin@bourse.local").await;
+    let admin = t.admin("admin@bourse.local").await;
     let (_, gus_id) = register(&t, "gus@example.com").await;
     // The fault fires in the next transaction of any notify consumer: it is armed
     // once both welcomes are committed, not merely in the mailbox.

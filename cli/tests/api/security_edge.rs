@@ -1,7 +1,6 @@
 //! The edges an attacker reaches: a service port without the gateway's proof,
 //! paths that would resolve elsewhere, a client's request id as an audit cause.
 
-use bourse_cli::stack::{INTERNAL_SECRET_FILE, internal_secret};
 use bourse_common::auth::{
     GatewayProof, InternalSecret, ProofFields, REQUEST_ID_HEADER, ROLE_HEADER, USER_ID_HEADER,
 };
@@ -56,7 +55,7 @@ async fn service_ports_refuse_identity_headers_without_a_fresh_gateway_proof(bac
     // The victim's id, as an attacker on the network could learn it.
     let victim = user["id"].as_str().unwrap().to_string();
 
-    let secret = internal_secret(t.env.tmp_dir()).unwrap();
+    let secret = InternalSecret::new(t.options.secrets.internal_secret.expose()).unwrap();
     let other = InternalSecret::generate();
     let now = chrono::Utc::now().timestamp();
     let routes = [
@@ -101,14 +100,6 @@ async fn service_ports_refuse_identity_headers_without_a_fresh_gateway_proof(bac
     }
     assert_eq!(request.send().await.unwrap().status(), 401);
 
-    // The key file is the owner's alone, and a second start keeps it.
-    let path = t.env.tmp_dir().join(INTERNAL_SECRET_FILE);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
-    }
-    assert_eq!(internal_secret(t.env.tmp_dir()).unwrap(), secret);
     t.stop().await;
 }
 

@@ -1,12 +1,10 @@
 //! The rules of users, without HTTP or a database: an e-mail address is
 //! parsed once into an [`Email`], a new password once into a [`Password`]
 //! (the password policy); password hashing (argon2); reset tokens (256
-//! random bits, stored only as a hash) and their expiry; who is an
-//! administrator. Time is passed in.
+//! random bits, stored only as a hash) and their expiry. Time is passed in.
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use bourse_common::auth::Role;
 use uuid::Uuid;
 
 pub const MIN_PASSWORD: usize = 8;
@@ -127,11 +125,6 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-/// The role of a user registering with `email`.
-pub fn role_for(email: &Email, admin_emails: &[String]) -> Role {
-    if admin_emails.iter().any(|a| a.eq_ignore_ascii_case(email.as_str())) { Role::Admin } else { Role::User }
-}
-
 /// A new one-time reset token: 256 random bits as 64 hex digits.
 pub fn new_reset_token() -> String {
     format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple())
@@ -196,13 +189,6 @@ mod tests {
         assert!(verify_password("correct horse", &hash));
         assert!(!verify_password("wrong horse", &hash));
         assert!(!verify_password("correct horse", "not a hash"));
-    }
-
-    #[test]
-    fn admins_are_named_by_address_in_any_case() {
-        let admins = ["Admin@Bourse.Local".to_string()];
-        assert_eq!(role_for(&Email::parse("admin@bourse.local").unwrap(), &admins), Role::Admin);
-        assert_eq!(role_for(&Email::parse("user@bourse.local").unwrap(), &admins), Role::User);
     }
 
     #[test]

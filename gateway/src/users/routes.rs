@@ -2,19 +2,28 @@
 //! [rules](super::domain), load and store through [storage](super::storage),
 //! write the event to the outbox in the same transaction. Input refused by
 //! the rules becomes an error response here, in one place.
+//!
+//! The anonymous routes give nothing away: registration answers 201 alike
+//! for a new and a taken address (the owner of a taken one is e-mailed);
+//! a token request costs one argon2 check whether the address is known or
+//! not; a reset request answers 202 whatever happens.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
-use bourse_common::catalog::{PasswordResetRequested, UserRegistered};
+use actix_web::{HttpRequest, HttpResponse, web};
+use bourse_common::auth::Role;
+use bourse_common::catalog::{PasswordResetRequested, RegistrationAttempted, UserRegistered};
 use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::outbox::Emitter;
 use bourse_common::registry;
+use bourse_common::secret::Secret;
 use bourse_common::{micros_to_time, now_micros};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::admin::{self, GrantedBy, Target};
 use super::domain::{self, Email, Invalid, Password};
+use super::limits::{AuthLimits, Hashing};
+use super::sessions::{self, Sessions};
 use super::storage::{self, StoredUser};
 use crate::settings::Settings;
 use crate::tokens::Tokens;
@@ -67,27 +76,41 @@ pub struct ResetConfirm {
     pub new_password: String,
 }
 
+/// `{role}`: the role to give a user.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    pub role: Role,
+}
+
+/// A user and their role.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct UserRole {
+    pub id: Uuid,
+    pub email: String,
+    pub role: Role,
+}
+
+/// The secret that seals reset tokens for notify-service.
+#[derive(Debug, Clone)]
+pub struct ResetKey(pub Secret);
+
 /// Inside the `/api` scope.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/auth/users", web::post().to(register))
         .route("/token", web::post().to(token))
         .route("/auth/password-reset", web::post().to(request_reset))
-        .route("/auth/password-reset/confirm", web::post().to(confirm_reset));
+        .route("/auth/password-reset/confirm", web::post().to(confirm_reset))
+        .route("/admin/users/{id}/role", web::post().to(set_role));
 }
 
-/// Hashing is CPU-heavy: it runs off the async workers.
-async fn hash(password: Password) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || password.hash())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
+fn client(req: &HttpRequest) -> Option<std::net::IpAddr> {
+    req.peer_addr().map(|a| a.ip())
 }
 
-async fn verify(password: String, hash: String) -> bool {
-    tokio::task::spawn_blocking(move || domain::verify_password(&password, &hash)).await.unwrap_or(false)
-}
-
-/// Registers a user; payment-service opens their accounts.
+/// Registers a user; payment-service opens their accounts. A taken address
+/// gets the same answer (with an id that names nobody), and its owner an
+/// e-mail saying someone tried.
 #[utoipa::path(
     post,
     path = "/api/auth/users",
@@ -95,21 +118,28 @@ async fn verify(password: String, hash: String) -> bool {
     request_body = Credentials,
     responses(
         (status = 201, body = User),
-        (status = 409, description = "e-mail already registered"),
         (status = 422, description = "invalid e-mail or weak password"),
+        (status = 429, description = "too many attempts from this address or for this e-mail"),
     )
 )]
 pub async fn register(
+    req: HttpRequest,
     body: web::Json<Credentials>,
     db: web::Data<Db>,
-    settings: web::Data<Settings>,
+    limits: web::Data<AuthLimits>,
+    hashing: web::Data<Hashing>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { email, password } = body.into_inner();
+    limits.take(client(&req), Some(&email))?;
     let email = Email::parse(&email)?;
     let password = Password::parse(password)?;
-    let role = domain::role_for(&email, &settings.admin_emails);
-    let user =
-        StoredUser { id: Uuid::now_v7(), email: email.into(), password_hash: hash(password).await?, role };
+    let user = StoredUser {
+        id: Uuid::now_v7(),
+        email: email.clone().into(),
+        password_hash: hashing.hash(password).await?,
+        role: Role::User,
+        token_version: 0,
+    };
     let answer = User { id: user.id, email: user.email.clone() };
     let event = UserRegistered { user_id: user.id, email: user.email.clone() };
     let saved = db
@@ -122,12 +152,23 @@ pub async fn register(
         })
         .await;
     match saved {
-        Ok(()) => Ok(HttpResponse::Created().json(answer)),
+        Ok(()) => {}
         Err(DbError::Query(e)) if is_unique_violation(&e) => {
-            Err(ApiError::new(StatusCode::CONFLICT, "email_taken", "this e-mail is already registered"))
+            db.write(move |c| {
+                let Some(owner) = storage::find_by_email(c, &email)? else { return Ok::<_, DbError>(()) };
+                let mut out = Emitter::new(PRODUCER);
+                out.send(
+                    &owner.id.to_string(),
+                    &RegistrationAttempted { user_id: owner.id, email: owner.email },
+                );
+                out.flush(c)?;
+                Ok(())
+            })
+            .await?;
         }
-        Err(e) => Err(e.into()),
+        Err(e) => return Err(e.into()),
     }
+    Ok(HttpResponse::Created().json(answer))
 }
 
 /// Exchanges an e-mail and password for a bearer token.
@@ -136,24 +177,33 @@ pub async fn register(
     path = "/api/token",
     tag = "auth",
     request_body = Credentials,
-    responses((status = 200, body = Token), (status = 401, description = "wrong e-mail or password"))
+    responses(
+        (status = 200, body = Token),
+        (status = 401, description = "wrong e-mail or password"),
+        (status = 429, description = "too many attempts from this address or for this e-mail"),
+    )
 )]
 pub async fn token(
+    req: HttpRequest,
     body: web::Json<Credentials>,
     db: web::Data<Db>,
     tokens: web::Data<Tokens>,
+    limits: web::Data<AuthLimits>,
+    hashing: web::Data<Hashing>,
 ) -> Result<HttpResponse, ApiError> {
     let Credentials { email, password } = body.into_inner();
+    limits.take(client(&req), Some(&email))?;
     let wrong = || ApiError::unauthorized("wrong e-mail or password");
-    let email = Email::parse(&email).map_err(|_| wrong())?;
-    let user = db
-        .read(move |c| storage::find_by_email(c, &email).map_err(DbError::from))
-        .await?
-        .ok_or_else(wrong)?;
-    if !verify(password, user.password_hash).await {
+    let user = match Email::parse(&email) {
+        Ok(email) => db.read(move |c| storage::find_by_email(c, &email).map_err(DbError::from)).await?,
+        Err(_) => None,
+    };
+    // An unknown address is checked against a dummy hash: the same cost, the same time.
+    if !hashing.verify(password, user.as_ref().map(|u| u.password_hash.clone())).await {
         return Err(wrong());
     }
-    let access_token = tokens.issue(user.id, user.role)?;
+    let user = user.ok_or_else(wrong)?;
+    let access_token = tokens.issue(user.id, user.role, user.token_version)?;
     Ok(HttpResponse::Ok().json(Token {
         access_token,
         token_type: "Bearer".into(),
@@ -162,33 +212,50 @@ pub async fn token(
 }
 
 /// Sends a one-time reset token by e-mail (always 202: whether an address is
-/// registered is nobody's business).
+/// registered is nobody's business). At most `password_resets_per_hour`
+/// e-mails per address; a new token ends the older ones.
 #[utoipa::path(
     post,
     path = "/api/auth/password-reset",
     tag = "auth",
     request_body = ResetRequest,
-    responses((status = 202, description = "if the address is registered, a token is on its way"))
+    responses(
+        (status = 202, description = "if the address is registered, a token is on its way"),
+        (status = 429, description = "too many attempts from this address or for this e-mail"),
+    )
 )]
 pub async fn request_reset(
+    req: HttpRequest,
     body: web::Json<ResetRequest>,
     db: web::Data<Db>,
     settings: web::Data<Settings>,
+    limits: web::Data<AuthLimits>,
+    key: web::Data<ResetKey>,
 ) -> Result<HttpResponse, ApiError> {
+    limits.take(client(&req), Some(&body.email))?;
     let email = Email::parse(&body.email)?;
     let ttl = settings.password_reset_ttl_seconds;
+    let per_hour = i64::from(settings.password_resets_per_hour);
+    // Drawn before looking the address up: the same work for any address.
+    let token = domain::new_reset_token();
+    let sealed_token =
+        key.0.seal(&token).ok_or_else(|| ApiError::internal("no randomness to seal a token"))?;
     db.write(move |c| {
         let Some(user) = storage::find_by_email(c, &email)? else { return Ok::<_, DbError>(()) };
-        let token = domain::new_reset_token();
-        let expires_at = domain::reset_expires_at(now_micros(), ttl);
-        storage::insert_reset(c, &domain::hash_reset_token(&token), user.id, expires_at)?;
+        let now = now_micros();
+        if storage::resets_since(c, user.id, now - 3_600_000_000)? >= per_hour {
+            tracing::info!(user_id = %user.id, "password reset refused: the hourly allowance is spent");
+            return Ok(());
+        }
+        let expires_at = domain::reset_expires_at(now, ttl);
+        storage::insert_reset(c, &domain::hash_reset_token(&token), user.id, expires_at, now)?;
         let mut out = Emitter::new(PRODUCER);
         out.send(
             &user.id.to_string(),
             &PasswordResetRequested {
                 user_id: user.id,
                 email: user.email,
-                token,
+                sealed_token,
                 expires_at: micros_to_time(expires_at),
             },
         );
@@ -199,33 +266,83 @@ pub async fn request_reset(
     Ok(HttpResponse::Accepted().json(serde_json::json!({"status": "requested"})))
 }
 
-/// Sets a new password with a reset token (once, before it expires).
+/// Sets a new password with a reset token (once, before it expires); every
+/// access token issued before stops working.
 #[utoipa::path(
     post,
     path = "/api/auth/password-reset/confirm",
     tag = "auth",
     request_body = ResetConfirm,
-    responses((status = 204, description = "password changed"), (status = 400, description = "invalid or expired token"))
+    responses(
+        (status = 204, description = "password changed"),
+        (status = 400, description = "invalid or expired token"),
+        (status = 429, description = "too many attempts from this address"),
+    )
 )]
 pub async fn confirm_reset(
+    req: HttpRequest,
     body: web::Json<ResetConfirm>,
     db: web::Data<Db>,
+    limits: web::Data<AuthLimits>,
+    hashing: web::Data<Hashing>,
+    sessions: web::Data<Sessions>,
 ) -> Result<HttpResponse, ApiError> {
+    limits.take(client(&req), None)?;
     let ResetConfirm { token, new_password } = body.into_inner();
-    let password_hash = hash(Password::parse(new_password)?).await?;
+    let password_hash = hashing.hash(Password::parse(new_password)?).await?;
     let token_hash = domain::hash_reset_token(&token);
     let changed = db
         .write(move |c| {
             let Some(user_id) = storage::use_reset(c, &token_hash, now_micros())? else {
-                return Ok::<_, DbError>(false);
+                return Ok::<_, DbError>(None);
             };
             storage::set_password_hash(c, user_id, &password_hash)?;
-            Ok(true)
+            Ok(Some(user_id))
         })
         .await?;
-    if changed {
-        Ok(HttpResponse::NoContent().finish())
-    } else {
-        Err(ApiError::bad_request("invalid_reset_token", "the reset token is invalid, used or expired"))
+    match changed {
+        Some(user_id) => {
+            sessions.forget(user_id);
+            Ok(HttpResponse::NoContent().finish())
+        }
+        None => {
+            Err(ApiError::bad_request("invalid_reset_token", "the reset token is invalid, used or expired"))
+        }
     }
+}
+
+/// Gives a user a role (administrators only); audited as `user.role-granted`.
+/// The user's older tokens stop working: they carry the old role.
+#[utoipa::path(
+    post,
+    path = "/api/admin/users/{id}/role",
+    tag = "auth",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "the user")),
+    request_body = RoleChange,
+    responses(
+        (status = 200, body = UserRole),
+        (status = 401, description = "no valid token"),
+        (status = 403, description = "not an administrator"),
+        (status = 404, description = "no such user"),
+    )
+)]
+pub async fn set_role(
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    body: web::Json<RoleChange>,
+    db: web::Data<Db>,
+    tokens: web::Data<Tokens>,
+    sessions: web::Data<Sessions>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = sessions::caller(&req, &tokens, &sessions, &db)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))?
+        .require_admin()?;
+    let id = path.into_inner();
+    let user = admin::grant(&db, Target::Id(id), body.role, GrantedBy::Admin(caller.user_id))
+        .await?
+        .ok_or_else(|| ApiError::not_found("unknown_user", format!("no user {id}")))?;
+    sessions.forget(user.id);
+    Ok(HttpResponse::Ok().json(UserRole { id: user.id, email: user.email, role: user.role }))
 }

@@ -17,6 +17,7 @@ diesel::table! {
         password_hash -> Text,
         role -> Text,
         created_at -> BigInt,
+        token_version -> BigInt,
     }
 }
 
@@ -26,6 +27,7 @@ diesel::table! {
         user_id -> Text,
         expires_at -> BigInt,
         used_at -> Nullable<BigInt>,
+        created_at -> BigInt,
     }
 }
 
@@ -37,6 +39,7 @@ struct UserRow {
     password_hash: String,
     role: Role,
     created_at: i64,
+    token_version: i64,
 }
 
 /// A registered user as stored.
@@ -47,6 +50,8 @@ pub struct StoredUser {
     pub email: String,
     pub password_hash: String,
     pub role: Role,
+    /// Tokens carry it; only tokens of the current version are valid.
+    pub token_version: i64,
 }
 
 fn undecodable(what: &str, value: &str) -> DieselError {
@@ -66,6 +71,7 @@ impl TryFrom<UserRow> for StoredUser {
             role: row.role,
             email: row.email,
             password_hash: row.password_hash,
+            token_version: row.token_version,
         })
     }
 }
@@ -78,6 +84,7 @@ pub fn insert_user(conn: &mut DbConnection, user: &StoredUser, created_at: i64) 
         password_hash: user.password_hash.clone(),
         role: user.role,
         created_at,
+        token_version: user.token_version,
     };
     diesel::insert_into(users::table).values(&row).execute(conn).map(drop)
 }
@@ -92,25 +99,69 @@ pub fn find_by_email(conn: &mut DbConnection, email: &Email) -> QueryResult<Opti
         .transpose()
 }
 
+pub fn find_by_id(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<StoredUser>> {
+    users::table
+        .find(id.to_string())
+        .select(UserRow::as_select())
+        .first(conn)
+        .optional()?
+        .map(StoredUser::try_from)
+        .transpose()
+}
+
+/// The user's token version (`None`: no such user).
+pub fn token_version(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<i64>> {
+    users::table.find(id.to_string()).select(users::token_version).first(conn).optional()
+}
+
+/// Sets a new password and raises the token version: every token issued
+/// before is revoked.
 pub fn set_password_hash(conn: &mut DbConnection, user_id: Uuid, hash: &str) -> QueryResult<()> {
     diesel::update(users::table.find(user_id.to_string()))
-        .set(users::password_hash.eq(hash))
+        .set((users::password_hash.eq(hash), users::token_version.eq(users::token_version + 1)))
         .execute(conn)
         .map(drop)
 }
 
-/// Stores a reset token (its hash) for `user_id`.
+/// Sets the user's role and raises the token version (tokens carry the role).
+pub fn set_role(conn: &mut DbConnection, user_id: Uuid, role: Role) -> QueryResult<()> {
+    diesel::update(users::table.find(user_id.to_string()))
+        .set((users::role.eq(role), users::token_version.eq(users::token_version + 1)))
+        .execute(conn)
+        .map(drop)
+}
+
+/// Reset tokens issued to `user_id` since `since`.
+pub fn resets_since(conn: &mut DbConnection, user_id: Uuid, since: i64) -> QueryResult<i64> {
+    password_resets::table
+        .filter(password_resets::user_id.eq(user_id.to_string()))
+        .filter(password_resets::created_at.ge(since))
+        .count()
+        .get_result(conn)
+}
+
+/// Stores a reset token (its hash) for `user_id`; the user's older unused
+/// tokens stop working (marked used at `now`).
 pub fn insert_reset(
     conn: &mut DbConnection,
     token_hash: &str,
     user_id: Uuid,
     expires_at: i64,
+    now: i64,
 ) -> QueryResult<()> {
+    diesel::update(
+        password_resets::table
+            .filter(password_resets::user_id.eq(user_id.to_string()))
+            .filter(password_resets::used_at.is_null()),
+    )
+    .set(password_resets::used_at.eq(now))
+    .execute(conn)?;
     diesel::insert_into(password_resets::table)
         .values((
             password_resets::token_hash.eq(token_hash),
             password_resets::user_id.eq(user_id.to_string()),
             password_resets::expires_at.eq(expires_at),
+            password_resets::created_at.eq(now),
         ))
         .execute(conn)
         .map(drop)

@@ -5,7 +5,8 @@
 //! kind's event type.
 //!
 //! The kinds that exist: `welcome` (`user.registered`), `password_reset`
-//! (`user.password-reset-requested`), `order_rejected` (`order.rejected`) and
+//! (`user.password-reset-requested`), `registration_attempted`
+//! (`user.registration-attempted`), `order_rejected` (`order.rejected`) and
 //! `order_filled` (`funds.settled`). Not yet: the wallet address, deposits,
 //! withdrawals, `transfer.confirmed`.
 //!
@@ -20,9 +21,12 @@
 pub mod order_filled;
 pub mod order_rejected;
 pub mod password_reset;
+pub mod registration_attempted;
 pub mod welcome;
 
-use bourse_common::catalog::{FundsSettled, OrderRejected, PasswordResetRequested, Side, UserRegistered};
+use bourse_common::catalog::{
+    FundsSettled, OrderRejected, PasswordResetRequested, RegistrationAttempted, Side, UserRegistered,
+};
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::{Handle, HandlerError};
@@ -30,6 +34,7 @@ use bourse_common::money::Amount;
 use bourse_common::now_micros;
 use bourse_common::outbox::Emitter;
 use bourse_common::reference::ReferenceData;
+use bourse_common::secret::Secret;
 use minijinja::Value;
 use uuid::Uuid;
 
@@ -52,6 +57,8 @@ pub struct Site<'a> {
     /// The public address, for links (`http://127.0.0.1:8080`).
     pub url: &'a str,
     pub reference: &'a ReferenceData,
+    /// Opens the reset tokens the gateway sealed.
+    pub reset_key: &'a Secret,
 }
 
 /// One kind of e-mail, answering the event `E`.
@@ -96,6 +103,7 @@ macro_rules! kinds {
 kinds! {
     Welcome(UserRegistered) => welcome,
     PasswordReset(PasswordResetRequested) => password_reset,
+    RegistrationAttempted(RegistrationAttempted) => registration_attempted,
     OrderRejected(OrderRejected) => order_rejected,
     OrderFilled(FundsSettled) => order_filled,
 }
@@ -120,6 +128,7 @@ pub struct Postman {
     pub templates: Templates,
     pub site_url: String,
     pub reference: ReferenceData,
+    pub reset_key: Secret,
 }
 
 impl Handle<Mails> for Postman {
@@ -135,7 +144,15 @@ impl Handle<Mails> for Postman {
             // The welcome may be handled before the users queue saw the registration.
             users::remember(conn, registered)?;
         }
-        let (template, draft) = event.compose(&Site { url: &self.site_url, reference: &self.reference });
+        if let Mails::PasswordReset(reset) = &event
+            && self.reset_key.open(&reset.sealed_token).is_none()
+        {
+            return Err(HandlerError::Permanent(anyhow::anyhow!(
+                "the reset token does not open with settings.password_reset_key: the gateway's key differs"
+            )));
+        }
+        let site = Site { url: &self.site_url, reference: &self.reference, reset_key: &self.reset_key };
+        let (template, draft) = event.compose(&site);
         let Some(recipient) = storage::recipient(conn, draft.user_id)? else {
             // Its registration is on its way (or was lost: the retries end in the dead-letter queue).
             return Err(HandlerError::Transient(anyhow::anyhow!(
@@ -186,9 +203,14 @@ pub(crate) mod tests {
     pub fn render<M: Message>(payload: &M) -> Rendered {
         let envelope = Envelope::new("test", "corr", payload, Utc::now());
         let reference = ReferenceData::default();
-        let site = Site { url: "http://bourse.test", reference: &reference };
+        let site = Site { url: "http://bourse.test", reference: &reference, reset_key: &test_key() };
         let (template, draft) = Mails::decode(&envelope).unwrap().compose(&site);
         Templates::load(TEMPLATES.iter().copied()).unwrap().render(template, &draft.context).unwrap()
+    }
+
+    /// The reset key of [`render`].
+    pub fn test_key() -> Secret {
+        Secret::new("the test key of notify-service's mails")
     }
 
     #[test]

@@ -1,4 +1,6 @@
-//! `user.password-reset-requested`: the one-time token, and until when it holds.
+//! `user.password-reset-requested`: the one-time token, and until when it
+//! holds. The token arrives sealed with the key shared with the gateway and
+//! is opened only here, to be written into the e-mail.
 
 use bourse_common::catalog::PasswordResetRequested;
 use minijinja::context;
@@ -17,7 +19,7 @@ fn compose(event: PasswordResetRequested, site: &Site) -> Draft {
         context: context! {
             // Only named in the text: the e-mail goes to the address kept at registration.
             email => event.email,
-            token => event.token,
+            token => site.reset_key.open(&event.sealed_token).unwrap_or_default(),
             expires_at => event.expires_at.format("%Y-%m-%d %H:%M UTC").to_string(),
             site => site.url,
         },
@@ -36,7 +38,7 @@ mod tests {
         let mail = super::super::tests::render(&PasswordResetRequested {
             user_id: Uuid::now_v7(),
             email: "ann@example.com".into(),
-            token: "tok-123".into(),
+            sealed_token: super::super::tests::test_key().seal("tok-123").unwrap(),
             expires_at: chrono::Utc.with_ymd_and_hms(2026, 11, 23, 22, 15, 0).unwrap(),
         });
         assert_eq!(mail.subject, "Your Bourse password reset");
