@@ -134,6 +134,11 @@ pub struct ReserveFunds {
     pub user_id: Uuid,
     pub currency: String,
     pub amount: Amount,
+    /// The order's limit, which every trade that settles it must respect (a
+    /// buy never pays above it, a sell never receives below it): a limit
+    /// order's price, a market buy's cap; none for a market sell (added in
+    /// version 1; absent from older commands, whose reservations are not checked).
+    pub limit_price: Option<Amount>,
 }
 message!(ReserveFunds, "payment.reserve-funds", Command);
 

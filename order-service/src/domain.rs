@@ -146,6 +146,8 @@ pub fn place(
     user_id: Uuid,
 ) -> Result<NewOrder, OrderError> {
     let valid = request.validate(market)?;
+    // The price is the limit: a limit order's, a market buy's cap; a market sell has none.
+    let limit_price = valid.terms.price;
     Ok(NewOrder {
         id,
         user_id,
@@ -156,6 +158,7 @@ pub fn place(
             user_id,
             currency: valid.reserve_currency,
             amount: valid.reserve_amount,
+            limit_price,
         },
     })
 }
@@ -426,7 +429,8 @@ mod tests {
                 order_id: id,
                 user_id: user,
                 currency: "USDT".into(),
-                amount: "4000".parse().unwrap()
+                amount: "4000".parse().unwrap(),
+                limit_price: Some("2000".parse().unwrap()),
             }
         );
         let mut unknown = r;

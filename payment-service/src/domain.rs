@@ -158,6 +158,10 @@ pub struct Reservation {
     pub settled: Option<Decimal>,
     /// The order's filled quantity as its book's end said, once seen.
     pub final_filled: Option<Decimal>,
+    /// The order's limit: a buy never pays above it, a sell never receives
+    /// below it. `None`: a market sell, or a reservation made before limits
+    /// were sent, not checked.
+    pub limit_price: Option<Decimal>,
 }
 
 /// What a command to reserve does, given the order's reservation so far.
@@ -497,6 +501,9 @@ pub enum SettlementError {
     Closed(Uuid),
     #[error("order {order} ended with {filled} filled: this trade fills more")]
     BeyondEnd { order: Uuid, filled: Decimal },
+    /// A price the order never accepted: a forged or broken `trade.executed`.
+    #[error("order {order} is a {side} limited to {limit}: a trade at {price} violates its limit")]
+    BeyondLimit { order: Uuid, side: Side, limit: Decimal, price: Decimal },
     /// The caller did not lock every account of [`Trade::accounts`].
     #[error("the {} balance of {} is not locked", .0.currency, .0.user)]
     NotLocked(AccountId),
@@ -506,9 +513,12 @@ pub enum SettlementError {
 /// reserved quote and the seller from its reserved base ([`settle`]), the
 /// taker at the taker's fee rate and the maker at the maker's. `balances`
 /// are the locked balances of [`Trade::accounts`], `held` what each order
-/// their reservations. Refused when an account would go negative (checked
-/// first, leg by leg in lock order) or when an order's reservation cannot
-/// take the trade ([`Reservation::fill`]: the buyer's, then the seller's).
+/// their reservations. Refused when the price violates an order's limit
+/// (checked first: a buy above its limit, a sell below its limit, as each
+/// order's reservation recorded it), when an account would go negative
+/// (leg by leg in lock order) or when an order's reservation cannot take the
+/// trade ([`Reservation::fill`]: the buyer's, then the seller's; its
+/// remaining reservation covers what it pays).
 pub fn settle_trade(
     trade: &Trade,
     rates: FeeRates,
@@ -521,6 +531,17 @@ pub fn settle_trade(
     let (buyer_rate, seller_rate) =
         if trade.taker_buys() { (rates.taker, rates.maker) } else { (rates.maker, rates.taker) };
     let (price, quantity) = (trade.price, trade.quantity);
+    let limits = [(buyer, Side::Buy, held.buyer), (seller, Side::Sell, held.seller)];
+    for (party, side, reservation) in limits {
+        let Some(limit) = reservation.and_then(|r| r.limit_price) else { continue };
+        let violated = match side {
+            Side::Buy => price > limit,
+            Side::Sell => price < limit,
+        };
+        if violated {
+            return Err(SettlementError::BeyondLimit { order: party.order_id, side, limit, price });
+        }
+    }
     let notional = price * quantity;
     let legs = settle(price, quantity, buyer_rate, seller_rate, base.scale, quote.scale);
 
@@ -686,6 +707,7 @@ mod tests {
             remaining: d(remaining),
             settled: Some(Decimal::ZERO),
             final_filled: None,
+            limit_price: None,
         }
     }
 
@@ -811,6 +833,52 @@ mod tests {
     }
 
     #[test]
+    fn a_price_outside_an_orders_limit_settles_nothing() {
+        let trade = trade(Side::Buy); // at 2000.5
+        let limited =
+            |remaining: &str, limit: &str| Reservation { limit_price: Some(d(limit)), ..active(remaining) };
+        let settle = |held| settle_trade(&trade, rates(), &eth(), &usdt(), &locked(2, 1), held);
+        // At the limits, or without one (a market sell, an older reservation): settles.
+        assert!(
+            settle(Held {
+                buyer: Some(limited("3000.75", "2000.5")),
+                seller: Some(limited("1.5", "2000.5"))
+            })
+            .is_ok()
+        );
+        assert!(
+            settle(Held { buyer: Some(limited("3000.75", "2001")), seller: Some(active("1.5")) }).is_ok()
+        );
+        // A buy never pays above its limit.
+        let above = settle(Held { buyer: Some(limited("4000", "2000")), seller: Some(active("1.5")) });
+        let buyer = party(2).order_id;
+        assert_eq!(
+            above,
+            Err(SettlementError::BeyondLimit {
+                order: buyer,
+                side: Side::Buy,
+                limit: d("2000"),
+                price: d("2000.5")
+            })
+        );
+        assert_eq!(
+            above.unwrap_err().to_string(),
+            format!("order {buyer} is a buy limited to 2000: a trade at 2000.5 violates its limit")
+        );
+        // A sell never receives below its limit, whatever the buyer holds.
+        let below = settle(Held { buyer: Some(active("3000.75")), seller: Some(limited("1.5", "2000.6")) });
+        assert_eq!(
+            below,
+            Err(SettlementError::BeyondLimit {
+                order: party(1).order_id,
+                side: Side::Sell,
+                limit: d("2000.6"),
+                price: d("2000.5")
+            })
+        );
+    }
+
+    #[test]
     fn no_account_goes_negative_and_that_is_checked_before_the_reservations() {
         let trade = trade(Side::Buy);
         let mut balances = locked(2, 1);
@@ -912,7 +980,13 @@ mod tests {
         settled: Option<&str>,
         end: Option<&str>,
     ) -> Reservation {
-        Reservation { status, remaining: d(remaining), settled: settled.map(d), final_filled: end.map(d) }
+        Reservation {
+            status,
+            remaining: d(remaining),
+            settled: settled.map(d),
+            final_filled: end.map(d),
+            limit_price: None,
+        }
     }
 
     #[test]

@@ -183,7 +183,15 @@ pub fn reserve_funds(
         Ok(movement) => {
             let reference = order_reference(cmd.order_id);
             storage::apply(conn, cmd.user_id, &cmd.currency, balance, &movement, &reference, now)?;
-            storage::insert_reservation(conn, cmd.order_id, cmd.user_id, &cmd.currency, cmd.amount, now)?;
+            storage::insert_reservation(
+                conn,
+                cmd.order_id,
+                cmd.user_id,
+                &cmd.currency,
+                cmd.amount,
+                cmd.limit_price,
+                now,
+            )?;
             out.reply(&FundsReserved {
                 order_id: cmd.order_id,
                 user_id: cmd.user_id,

@@ -52,6 +52,7 @@ diesel::table! {
         updated_at -> BigInt,
         settled -> Nullable<Text>,
         final_filled -> Nullable<Text>,
+        limit_price -> Nullable<Text>,
     }
 }
 
@@ -96,6 +97,8 @@ pub struct ReservationRow {
     pub settled: Option<Amount>,
     /// The order's filled quantity as its book's end said, once seen.
     pub final_filled: Option<Amount>,
+    /// The order's limit, which its trades must respect (`None`: not checked).
+    pub limit_price: Option<Amount>,
 }
 
 impl ReservationRow {
@@ -106,6 +109,7 @@ impl ReservationRow {
             remaining: self.remaining.value(),
             settled: self.settled.map(Amount::value),
             final_filled: self.final_filled.map(Amount::value),
+            limit_price: self.limit_price.map(Amount::value),
         }
     }
 }
@@ -236,6 +240,7 @@ pub fn insert_reservation(
     user: Uuid,
     currency: &str,
     amount: Amount,
+    limit_price: Option<Amount>,
     now: i64,
 ) -> QueryResult<()> {
     diesel::insert_into(reservations::table)
@@ -249,6 +254,7 @@ pub fn insert_reservation(
             reservations::created_at.eq(now),
             reservations::updated_at.eq(now),
             reservations::settled.eq(Some(Decimal::ZERO.to_string())),
+            reservations::limit_price.eq(limit_price.map(|p| p.to_string())),
         ))
         .execute(conn)?;
     Ok(())
@@ -379,7 +385,7 @@ mod tests {
         let balance = apply(conn, user, "USDT", balance, &reserve, "order:2", 2).unwrap();
         let fee = Movement { kind: Settle, legs: vec![(Clearing, d("-0.5")), (Fees, d("0.5"))] };
         apply(conn, user, "USDT", balance, &fee, "trade:3", 3).unwrap();
-        insert_reservation(conn, order, user, "USDT", d("40").into(), 2).unwrap();
+        insert_reservation(conn, order, user, "USDT", d("40").into(), Some(d("2000").into()), 2).unwrap();
 
         let stored: Vec<(String, String)> = ledger_entries::table
             .order(ledger_entries::id.asc())
@@ -415,7 +421,7 @@ mod tests {
 
         // An order's fills and its end, as stored; a tombstone for an order never reserved.
         let (later, never) = (Uuid::from_u128(3), Uuid::from_u128(4));
-        insert_reservation(conn, later, user, "USDT", d("10").into(), 5).unwrap();
+        insert_reservation(conn, later, user, "USDT", d("10").into(), None, 5).unwrap();
         let rules = |conn: &mut DbConnection, order| reservation(conn, order).unwrap().unwrap().rules();
         assert_eq!(
             rules(conn, later),
@@ -423,7 +429,8 @@ mod tests {
                 status: ReservationStatus::Active,
                 remaining: d("10"),
                 settled: Some(Decimal::ZERO),
-                final_filled: None
+                final_filled: None,
+                limit_price: None,
             }
         );
         fill_reservation(conn, later, d("4").into(), Some(d("0.5").into()), 6).unwrap();
@@ -434,7 +441,8 @@ mod tests {
                 status: ReservationStatus::Ending,
                 remaining: d("4"),
                 settled: Some(d("0.5")),
-                final_filled: Some(d("1.5"))
+                final_filled: Some(d("1.5")),
+                limit_price: None,
             }
         );
         void_reservation(conn, never, user, 8).unwrap();

@@ -13,5 +13,6 @@ mod order_tolerance;
 mod orders;
 mod security_edge;
 mod security_identity;
+mod security_trades;
 mod stack;
 mod trading;

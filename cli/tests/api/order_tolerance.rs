@@ -119,6 +119,7 @@ impl Payment {
             user_id: user,
             currency: currency.into(),
             amount: amount(how_much),
+            limit_price: None,
         };
         let e = envelope(&cmd, order);
         deliver(&self.db, &self.handlers, payment_service::handlers::Commands::Reserve(cmd), e).await
