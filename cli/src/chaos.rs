@@ -638,6 +638,7 @@ pub async fn run_isolated(
         secrets: crate::stack::StackSecrets::random(),
         faucet: true,
         auth_limit_per_minute: Some(100_000),
+        config_files: HashMap::new(),
     };
     let gateway_db =
         stack_options.databases.get(bourse_common::registry::GATEWAY.name).cloned().unwrap_or_default();

@@ -271,6 +271,7 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
         // The development faucet: top-up on, within payment-service's maximums.
         faucet: true,
         auth_limit_per_minute: None,
+        config_files: Default::default(),
     };
     let mail_dir = data_dir.join("mail");
     let mailbox = ensure_mailbox(&options, &mail_dir).await?;

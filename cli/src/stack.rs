@@ -48,6 +48,8 @@ pub struct StackOptions {
     /// address and per e-mail (per minute, and at once), instead of its
     /// configured one: test stacks register many users from one address.
     pub auth_limit_per_minute: Option<u32>,
+    /// A TOML file by service name, read as that service's `--config`.
+    pub config_files: HashMap<String, PathBuf>,
 }
 
 /// The secrets a stack needs: the gateway's JWT secret, the key it shares
@@ -204,7 +206,8 @@ pub fn configure<S: Service>(options: &StackOptions) -> anyhow::Result<ServiceCo
     }
     defaults.security.internal_secret =
         Some(InternalSecret::new(options.secrets.internal_secret.expose()).map_err(|e| anyhow::anyhow!(e))?);
-    Ok(config::load(&defaults, None, S::INFO.env_prefix)?)
+    let file = options.config_files.get(name).map(PathBuf::as_path);
+    Ok(config::load(&defaults, file, S::INFO.env_prefix)?)
 }
 
 /// Every service of the stack, by name: the gateway and those behind it.

@@ -196,7 +196,7 @@ fn candles_with(
         return Ok(updated);
     }
     let from = Live::window_start(tick.at_micros);
-    let ticks = storage::ticks_between(conn, market_id, from, i64::MAX)?;
+    let ticks = storage::ticks_between(conn, market_id, from, i64::MAX, i64::MAX)?;
     let (rebuilt, holding) = Live::rebuild(from, &ticks, tick.at_micros);
     *live = Some(rebuilt);
     Ok(holding)
@@ -260,7 +260,7 @@ mod tests {
 
     /// The candles the REST route shows, from the stored trades until `to`.
     fn history(conn: &mut DbConnection, interval: Interval, to: i64) -> Vec<CandleUpdated> {
-        let ticks = storage::ticks_between(conn, MARKET, 0, to).unwrap();
+        let ticks = storage::ticks_between(conn, MARKET, 0, to, i64::MAX).unwrap();
         candles::candles(&ticks, interval).iter().map(|c| c.message(MARKET, interval)).collect()
     }
 

@@ -87,7 +87,7 @@ impl From<CandleUpdated> for CandleView {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct DepthQuery {
-    /// Price levels per side (1 to 500, default 50).
+    /// Price levels per side (1 to `max_book_depth`, 200 by default; default 50).
     pub depth: Option<usize>,
 }
 
@@ -105,7 +105,8 @@ pub struct CandlesQuery {
     pub market: String,
     /// `1m`, `5m`, `15m`, `1h`, `4h` or `1d`.
     pub interval: Interval,
-    /// RFC 3339; default: 24 hours before `to`.
+    /// RFC 3339; default: 24 hours before `to`. The range spans at most
+    /// `max_candles` intervals (1440 by default: a day of minutes).
     pub from: Option<chrono::DateTime<chrono::Utc>>,
     /// RFC 3339, exclusive; default: now.
     pub to: Option<chrono::DateTime<chrono::Utc>>,
@@ -139,9 +140,13 @@ pub async fn book(
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let market = market(&settings, &path)?.id.clone();
-    let depth = query.depth.unwrap_or(50);
-    if !(1..=500).contains(&depth) {
-        return Err(ApiError::bad_request("invalid_depth", "depth must be between 1 and 500"));
+    let bounds = settings.public_reads;
+    let depth = query.depth.unwrap_or(bounds.default_book_depth.min(bounds.max_book_depth));
+    if !(1..=bounds.max_book_depth).contains(&depth) {
+        return Err(ApiError::bad_request(
+            "invalid_depth",
+            format!("depth must be between 1 and {}", bounds.max_book_depth),
+        ));
     }
     let id = market.clone();
     let resting = db.read(move |c| storage::load_book(c, &id).map_err(DbError::from)).await?;
@@ -192,7 +197,7 @@ pub async fn trades(
     params(CandlesQuery),
     responses(
         (status = 200, body = Vec<CandleView>),
-        (status = 400, description = "bad interval or range"),
+        (status = 400, description = "bad interval or range (invalid_range, too_many_candles, too_many_trades)"),
         (status = 404, description = "unknown market"),
     )
 )]
@@ -203,16 +208,33 @@ pub async fn candles(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let market = market(&settings, &q.market)?.id.clone();
+    let bounds = settings.public_reads;
+    let width = q.interval.micros();
     let to = q.to.map(|t| t.timestamp_micros()).unwrap_or_else(now_micros);
-    let from = q.from.map(|t| t.timestamp_micros()).unwrap_or(to - Interval::D1.micros());
-    if from >= to || (to - from) / q.interval.micros() > 10_000 {
+    let from = q.from.map(|t| t.timestamp_micros()).unwrap_or(to.saturating_sub(Interval::D1.micros()));
+    if from >= to {
+        return Err(ApiError::bad_request("invalid_range", "`from` must be before `to`"));
+    }
+    let span = to.saturating_sub(from);
+    let spanned = span / width + i64::from(span % width != 0);
+    if spanned > bounds.max_candles {
         return Err(ApiError::bad_request(
-            "invalid_range",
-            "`from` must be before `to`, and the range at most 10000 intervals",
+            "too_many_candles",
+            format!(
+                "the range spans {spanned} {} intervals, at most {} are served per request",
+                q.interval, bounds.max_candles
+            ),
         ));
     }
-    let id = market.clone();
-    let ticks = db.read(move |c| storage::ticks_between(c, &id, from, to).map_err(DbError::from)).await?;
+    let (id, limit) = (market.clone(), bounds.max_candle_trades);
+    let ticks =
+        db.read(move |c| storage::ticks_between(c, &id, from, to, limit + 1).map_err(DbError::from)).await?;
+    if ticks.len() as i64 > limit {
+        return Err(ApiError::bad_request(
+            "too_many_trades",
+            format!("more than {limit} trades in this range: ask for a shorter range or a wider interval"),
+        ));
+    }
     let views: Vec<CandleView> = candles::candles(&ticks, q.interval)
         .iter()
         .map(|c| CandleView::from(c.message(&market, q.interval)))

@@ -261,13 +261,20 @@ pub fn trades_page(
 
 /// A market's trades executed in `[from, to)`, in execution order, as
 /// candles see them: the history's candles and the live ones read the same.
-pub fn ticks_between(conn: &mut DbConnection, market: &str, from: i64, to: i64) -> QueryResult<Vec<Tick>> {
+pub fn ticks_between(
+    conn: &mut DbConnection,
+    market: &str,
+    from: i64,
+    to: i64,
+    limit: i64,
+) -> QueryResult<Vec<Tick>> {
     let rows: Vec<(i64, Amount, Amount)> = trades::table
         .filter(trades::market.eq(market))
         .filter(trades::executed_at.ge(from))
         .filter(trades::executed_at.lt(to))
         .order((trades::executed_at.asc(), trades::id.asc()))
         .select((trades::executed_at, trades::price, trades::quantity))
+        .limit(limit)
         .load(conn)?;
     Ok(rows
         .into_iter()

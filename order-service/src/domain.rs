@@ -46,6 +46,8 @@ pub enum OrderError {
     AboveMaximum { quantity: Amount, max: Amount, market: String },
     #[error("price x quantity is too large")]
     Overflow,
+    #[error("you have {open} orders open, the most allowed: cancel one or wait for one to fill")]
+    TooManyOpen { open: u64 },
 }
 
 impl OrderError {
@@ -57,6 +59,7 @@ impl OrderError {
             Self::Price(MoneyError::TooLarge { .. }) => "price_above_maximum",
             Self::Price(e) | Self::Quantity(e) => e.code(),
             Self::Overflow => "amount_too_large",
+            Self::TooManyOpen { .. } => "too_many_open_orders",
             Self::BelowMinimum { .. } => "quantity_below_minimum",
             Self::AboveMaximum { .. } => "quantity_above_maximum",
         }
@@ -161,6 +164,11 @@ pub fn place(
             limit_price,
         },
     })
+}
+
+/// A user with `open` orders not yet ended may place one more only below `max`.
+pub fn room_for_another(open: u64, max: u32) -> Result<(), OrderError> {
+    if open >= u64::from(max) { Err(OrderError::TooManyOpen { open }) } else { Ok(()) }
 }
 
 /// A client's `Idempotency-Key`: 1 to 200 characters. The same key and body
@@ -436,6 +444,17 @@ mod tests {
         let mut unknown = r;
         unknown.market = "DOGE-USDT".into();
         assert_eq!(place(&unknown, None, id, user).unwrap_err().code(), "unknown_market");
+    }
+
+    #[test]
+    fn a_user_may_hold_up_to_the_maximum_of_open_orders() {
+        assert_eq!(room_for_another(0, 2), Ok(()));
+        assert_eq!(room_for_another(1, 2), Ok(()));
+        let full = room_for_another(2, 2).unwrap_err();
+        assert_eq!(
+            (full.code(), full.to_string().starts_with("you have 2 orders open")),
+            ("too_many_open_orders", true)
+        );
     }
 
     #[test]

@@ -111,7 +111,7 @@ fn order_not_found(id: Uuid) -> ApiError {
     responses(
         (status = 202, body = Order, description = "accepted; pending until funds are reserved"),
         (status = 401, description = "no valid token"),
-        (status = 422, description = "invalid order (unknown market, bad price or quantity, key reused with another body)"),
+        (status = 422, description = "invalid order (unknown market, bad price or quantity, key reused with another body, too_many_open_orders)"),
     )
 )]
 pub async fn place_order(
@@ -136,22 +136,27 @@ pub async fn place_order(
     let cause = request_cause(&req, "POST /api/orders");
     let row = OrderRow::new(&order, key.as_ref(), request_body.clone(), now_micros());
     let raced_key = key.clone();
+    let max_open = settings.max_open_orders;
     let stored = db
         .write(move |c| {
             if let Some(key) = &key
                 && let Some(existing) = storage::find_by_idempotency_key(c, user, key)?
             {
-                return Ok(existing);
+                return Ok(Ok(existing));
+            }
+            if let Err(full) = domain::room_for_another(storage::count_open(c, user)?, max_open) {
+                return Ok(Err(full));
             }
             storage::insert(c, &row, &cause)?;
             let mut out = Emitter::new(PRODUCER);
             out.send(&row.id, &order.reserve);
             out.flush(c)?;
-            Ok::<_, DbError>(row)
+            Ok::<_, DbError>(Ok(row))
         })
         .await;
     let stored = match stored {
-        Ok(order) => order,
+        Ok(Ok(order)) => order,
+        Ok(Err(refused)) => return Err(ApiError::unprocessable(refused.code(), refused.to_string())),
         // The same key raced in from another request: that one won.
         Err(DbError::Query(e)) if is_unique_violation(&e) => {
             let key = raced_key.ok_or_else(|| ApiError::internal("idempotency key vanished"))?;

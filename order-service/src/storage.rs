@@ -250,6 +250,17 @@ pub fn find_by_idempotency_key(
         .optional()
 }
 
+/// How many of the user's orders have not ended yet (not filled, cancelled or rejected).
+pub fn count_open(conn: &mut DbConnection, user: Uuid) -> QueryResult<u64> {
+    let ended: Vec<Status> = Status::ALL.iter().copied().filter(|s| s.is_final()).collect();
+    let n: i64 = on_backend!(conn, |c| orders::table
+        .filter(orders::user_id.eq(user.to_string()))
+        .filter(orders::status.ne_all(ended.clone()))
+        .count()
+        .get_result(c))?;
+    Ok(u64::try_from(n).unwrap_or_default())
+}
+
 /// A page of the user's orders, newest first, and how many match.
 pub fn list(
     conn: &mut DbConnection,

@@ -40,7 +40,7 @@ impl TestStack {
         mailbox_args: &[&str],
         smtp: SmtpSettings,
     ) -> Self {
-        Self::start_tuned(backend, messaging, mailbox_args, smtp, |_| {}).await
+        Self::launch(backend, messaging, mailbox_args, smtp, &[], |_| {}).await
     }
 
     /// As [`TestStack::start_with`], with the stack's options changed by `tune`
@@ -50,6 +50,23 @@ impl TestStack {
         messaging: Option<MessagingConfig>,
         mailbox_args: &[&str],
         smtp: SmtpSettings,
+        tune: impl FnOnce(&mut StackOptions),
+    ) -> Self {
+        Self::launch(backend, messaging, mailbox_args, smtp, &[], tune).await
+    }
+
+    /// With a TOML configuration for some services: `(service name, TOML)`,
+    /// read as that service's `--config` (e.g. `("order-service", "[settings]\nmax_open_orders = 3")`).
+    pub async fn start_configured(backend: Backend, configs: &[(&str, &str)]) -> Self {
+        Self::launch(backend, None, &[], SmtpSettings::default(), configs, |_| {}).await
+    }
+
+    async fn launch(
+        backend: Backend,
+        messaging: Option<MessagingConfig>,
+        mailbox_args: &[&str],
+        smtp: SmtpSettings,
+        configs: &[(&str, &str)],
         tune: impl FnOnce(&mut StackOptions),
     ) -> Self {
         // The services' logs, shown by nextest when a test fails.
@@ -72,6 +89,14 @@ impl TestStack {
             secrets: stack::StackSecrets::random(),
             faucet: true,
             auth_limit_per_minute: Some(100_000),
+            config_files: configs
+                .iter()
+                .map(|(service, toml)| {
+                    let file = env.tmp_dir().join(format!("{service}.toml"));
+                    std::fs::write(&file, toml).unwrap();
+                    (service.to_string(), file)
+                })
+                .collect(),
         };
         tune(&mut options);
         let stack = stack::start(&options).await.expect("the stack starts");

@@ -13,6 +13,7 @@ mod order_tolerance;
 mod orders;
 mod security_edge;
 mod security_identity;
+mod security_reads;
 mod security_trades;
 mod stack;
 mod trading;
