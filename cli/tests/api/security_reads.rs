@@ -6,7 +6,9 @@ use bourse_common::db::Backend;
 use bourse_common::on_both_backends;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestStack, limit_buy};
+use bourse_common::testkit::eventually;
+
+use crate::helpers::{TestStack, WAIT, limit_buy};
 
 on_both_backends!(open_orders_are_capped_per_user, public_reads_are_bounded);
 
@@ -64,11 +66,20 @@ async fn public_reads_are_bounded(backend: Backend) {
         last = t.place(&alice, limit_buy("ETH-USDT", price, "1")).await["id"].as_str().unwrap().to_string();
     }
     t.order_reaches(&alice, &last, "open").await;
-    let (status, book) = t.call("GET", "/api/markets/ETH-USDT/book", None, None).await;
-    assert_eq!(status, 200, "{book}");
-    assert_eq!(book["bids"].as_array().unwrap().len(), 2, "the default depth: {book}");
-    let (_, book) = t.call("GET", "/api/markets/ETH-USDT/book?depth=10", None, None).await;
-    assert_eq!(book["bids"].as_array().unwrap().len(), 3, "{book}");
+    // `open` is order-service's word; the book shows the order a moment later.
+    let levels = |path: &'static str| {
+        let t = &t;
+        async move {
+            let (status, book) = t.call("GET", path, None, None).await;
+            assert_eq!(status, 200, "{book}");
+            book["bids"].as_array().unwrap().len()
+        }
+    };
+    eventually("three bids in the book", WAIT, || async {
+        (levels("/api/markets/ETH-USDT/book?depth=10").await == 3).then_some(())
+    })
+    .await;
+    assert_eq!(levels("/api/markets/ETH-USDT/book").await, 2, "the default depth");
 
     // Candles: at most `max_candles` intervals per request.
     let candles = |from: &str, to: &str| {
