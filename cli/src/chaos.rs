@@ -301,9 +301,10 @@ async fn faults(
     report: &mut Report,
 ) -> anyhow::Result<()> {
     let names: Vec<&'static str> = target.stack.services.iter().map(|s| s.name).collect();
-    let broker_at = options.broker_restart.then(|| rng.below(options.kills.max(1) as u64 + 1) as usize);
+    // Each at one of the kill points 0..=kills, so that it always happens.
+    let broker_at = options.broker_restart.then(|| rng.below(options.kills as u64 + 1) as usize);
     let outage_at = match (options.database_outage, target.backend) {
-        (Some(_), Backend::Postgres) => Some(rng.below(options.kills.max(1) as u64 + 1) as usize),
+        (Some(_), Backend::Postgres) => Some(rng.below(options.kills as u64 + 1) as usize),
         _ => None,
     };
     // In turn, so that each service is killed as often as the others; the seed picks where to start.
