@@ -176,7 +176,11 @@ impl Rng {
 /// service being restarted, the database away), for up to [`PATIENCE`].
 /// Status 0: it never answered.
 #[derive(Debug, Clone)]
-struct Client(Gateway);
+struct Client {
+    gateway: Gateway,
+    /// Longer than any outage the run makes.
+    patience: Duration,
+}
 
 impl Client {
     async fn insist(
@@ -186,12 +190,11 @@ impl Client {
         token: Option<&str>,
         body: Option<&Value>,
         key: Option<&str>,
-        patience: Duration,
     ) -> (u16, Value) {
-        let deadline = Instant::now() + patience;
+        let deadline = Instant::now() + self.patience;
         loop {
             let (status, body) =
-                self.0.call(method, path, token, body, key).await.unwrap_or((0, Value::Null));
+                self.gateway.call(method, path, token, body, key).await.unwrap_or((0, Value::Null));
             if (status != 0 && status < 500) || Instant::now() > deadline {
                 return (status, body);
             }
@@ -219,22 +222,19 @@ async fn traders(
     for i in 0..n {
         let email = format!("trader-{seed}-{i}@chaos.example");
         let credentials = json!({"email": email, "password": "chaos password 1"});
-        let (status, body) =
-            client.insist("POST", "/api/auth/users", None, Some(&credentials), None, PATIENCE).await;
+        let (status, body) = client.insist("POST", "/api/auth/users", None, Some(&credentials), None).await;
         anyhow::ensure!(status == 201, "registration of {email}: {status} {body}");
         let id = body["id"]
             .as_str()
             .and_then(|s| s.parse().ok())
             .ok_or_else(|| anyhow::anyhow!("no id: {body}"))?;
-        let (status, body) =
-            client.insist("POST", "/api/token", None, Some(&credentials), None, PATIENCE).await;
+        let (status, body) = client.insist("POST", "/api/token", None, Some(&credentials), None).await;
         anyhow::ensure!(status == 200, "token of {email}: {status} {body}");
         let token = body["access_token"].as_str().unwrap_or_default().to_string();
         for (currency, amount) in [("ETH", "50"), ("USDT", "10000")] {
             let path = format!("/api/users/me/accounts/{currency}/top-up");
-            let (status, body) = client
-                .insist("POST", &path, Some(&token), Some(&json!({"amount": amount})), None, PATIENCE)
-                .await;
+            let (status, body) =
+                client.insist("POST", &path, Some(&token), Some(&json!({"amount": amount})), None).await;
             anyhow::ensure!(status == 200, "top-up of {email}: {status} {body}");
             *topped_up.entry(currency.to_string()).or_default() += amount.parse::<Decimal>()?;
         }
@@ -260,7 +260,7 @@ async fn load(
         let roll = rng.below(100);
         if roll < 8 && !mine.is_empty() {
             let (token, id) = mine[rng.below(mine.len() as u64) as usize].clone();
-            client.insist("DELETE", &format!("/api/orders/{id}"), Some(&token), None, None, PATIENCE).await;
+            client.insist("DELETE", &format!("/api/orders/{id}"), Some(&token), None, None).await;
             placed += 1;
             continue;
         }
@@ -278,9 +278,8 @@ async fn load(
                         "quantity": quantity.to_string()}),
         };
         let key = format!("chaos-{name}-{i}");
-        let (status, body) = client
-            .insist("POST", "/api/orders", Some(&trader.token), Some(&order), Some(&key), PATIENCE)
-            .await;
+        let (status, body) =
+            client.insist("POST", "/api/orders", Some(&trader.token), Some(&order), Some(&key)).await;
         if status == 202 {
             if let Some(id) = body["id"].as_str() {
                 mine.push((trader.token.clone(), id.to_string()));
@@ -344,7 +343,7 @@ async fn orders_in(client: &Client, trader: &Trader, status: &str) -> Vec<Value>
     let mut out = Vec::new();
     for page in 1.. {
         let path = format!("/api/orders?status={status}&per_page=100&page={page}");
-        let (code, body) = client.insist("GET", &path, Some(&trader.token), None, None, PATIENCE).await;
+        let (code, body) = client.insist("GET", &path, Some(&trader.token), None, None).await;
         let items = body["items"].as_array().cloned().unwrap_or_default();
         if code != 200 || items.is_empty() {
             break;
@@ -366,7 +365,7 @@ async fn quiesce(client: &Client, traders: &[Trader]) -> Vec<String> {
                     let id = order["id"].as_str().unwrap_or_default();
                     if status != "cancel_requested" {
                         let path = format!("/api/orders/{id}");
-                        client.insist("DELETE", &path, Some(&trader.token), None, None, PATIENCE).await;
+                        client.insist("DELETE", &path, Some(&trader.token), None, None).await;
                     }
                     left.push(format!("{id} {status}"));
                 }
@@ -389,9 +388,8 @@ async fn settled_balances(
     let read = || async {
         let mut all = HashMap::new();
         for trader in traders {
-            let (_, body) = client
-                .insist("GET", "/api/users/me/accounts", Some(&trader.token), None, None, PATIENCE)
-                .await;
+            let (_, body) =
+                client.insist("GET", "/api/users/me/accounts", Some(&trader.token), None, None).await;
             for account in body.as_array().cloned().unwrap_or_default() {
                 let currency = account["currency"].as_str().unwrap_or_default().to_string();
                 all.insert((trader.id, currency), (dec(&account["available"]), dec(&account["reserved"])));
@@ -462,7 +460,10 @@ pub async fn run(
     admin_token: &str,
 ) -> anyhow::Result<Report> {
     let started = Instant::now();
-    let client = Client(Gateway::new(&target.stack.gateway_url()));
+    let client = Client {
+        gateway: Gateway::new(&target.stack.gateway_url()),
+        patience: PATIENCE + options.database_outage.unwrap_or_default(),
+    };
     let mut report = Report { seed: options.seed, ..Report::default() };
     let mut rng = Rng::new(options.seed);
     let (traders, topped_up) = traders(&client, options.users, options.seed).await?;
@@ -506,8 +507,7 @@ pub async fn run(
     report.trades = trades.len();
     let (moved, expected_fees) = expected_from_trades(&trades, &target.reference, target.fee_rates);
 
-    let (_, fee_body) =
-        client.insist("GET", "/api/admin/payments/fees", Some(admin_token), None, None, PATIENCE).await;
+    let (_, fee_body) = client.insist("GET", "/api/admin/payments/fees", Some(admin_token), None, None).await;
     let fees: BTreeMap<String, Decimal> = fee_body
         .as_array()
         .cloned()
@@ -557,8 +557,7 @@ pub async fn run(
     let mut ids = HashSet::new();
     report.duplicate_emails =
         mails.iter().filter_map(|m| m.message_id.clone()).filter(|id| !ids.insert(id.clone())).count();
-    let (_, book) =
-        client.insist("GET", &format!("/api/markets/{MARKET}/book"), None, None, None, PATIENCE).await;
+    let (_, book) = client.insist("GET", &format!("/api/markets/{MARKET}/book"), None, None, None).await;
     report.book_left = ["bids", "asks"].iter().map(|side| book[side].as_array().map_or(0, Vec::len)).sum();
     report.elapsed = started.elapsed();
 
@@ -645,11 +644,11 @@ pub async fn run_isolated(
         stack_options.databases.get(bourse_common::registry::GATEWAY.name).cloned().unwrap_or_default();
     let mut stack = crate::stack::start(&stack_options).await?;
     let payment = crate::stack::configure::<payment_service::PaymentService>(&stack_options)?.settings;
-    let client = Client(Gateway::new(&stack.gateway_url()));
+    let client = Client { gateway: Gateway::new(&stack.gateway_url()), patience: PATIENCE };
     let admin = json!({"email": "chaos-admin@bourse.local", "password": "chaos password 1"});
-    client.insist("POST", "/api/auth/users", None, Some(&admin), None, PATIENCE).await;
+    client.insist("POST", "/api/auth/users", None, Some(&admin), None).await;
     crate::admin::grant(&gateway_db, "chaos-admin@bourse.local", bourse_common::auth::Role::Admin).await?;
-    let (_, token) = client.insist("POST", "/api/token", None, Some(&admin), None, PATIENCE).await;
+    let (_, token) = client.insist("POST", "/api/token", None, Some(&admin), None).await;
     let admin_token = token["access_token"].as_str().unwrap_or_default().to_string();
     arm(&stack);
     let report = {
