@@ -101,6 +101,12 @@ while IFS= read -r line; do
     done
 done < <(cat "$logdir"/*.log | sed 's/\x1b\[[0-9;]*m//g' | grep -E '^ *Summary \[' || true)
 
+# What each failing test said (the panic message, without the backtrace), and
+# the tests that failed once and passed on their retry: the end of the output
+# is what a CI report shows.
+grep -h -A6 "panicked at" "$logdir"/*.log | grep -v -E '^ *(stack backtrace|[0-9]+: |at )' || true
+grep -h -E '^ *(FLAKY|TRY [0-9]+ FAIL)' "$logdir"/*.log | sed 's/\x1b\[[0-9;]*m//g' | sort -u || true
+
 if ((${#failed_steps[@]})); then
     _bourse_log "FAILED: ${failed_steps[*]} ($(_bourse_elapsed "$t_start") total)"
     echo "test.sh: $passed passed, $failed failed"
