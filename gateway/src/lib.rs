@@ -93,11 +93,10 @@ impl Service for Gateway {
         let sessions = web::Data::new(users::sessions::Sessions::default());
         let client = web::Data::new(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?);
         let upstreams = web::Data::new(settings.upstreams.clone());
-        let hub = web::Data::new(ws::Hub::new(
-            settings.upstreams.clone(),
-            client.get_ref().clone(),
-            secret.clone(),
-        ));
+        let hub = web::Data::new(
+            ws::Hub::new(settings.upstreams.clone(), client.get_ref().clone(), secret.clone())
+                .with_limits(settings.ws),
+        );
         let secret = web::Data::new(secret);
         let markets =
             web::Data::new(settings.reference.markets.iter().map(|m| m.id.clone()).collect::<Vec<_>>());

@@ -109,6 +109,8 @@ pub struct Settings {
     pub password_resets_per_hour: u32,
     /// The markets the WebSocket feed serves.
     pub reference: ReferenceData,
+    /// What one client may hold and do on the WebSocket feed.
+    pub ws: crate::ws::WsLimits,
 }
 
 /// The shortest JWT secret or reset key accepted.
@@ -131,6 +133,7 @@ impl Default for Settings {
             password_reset_ttl_seconds: 3600,
             password_resets_per_hour: 3,
             reference: ReferenceData::default(),
+            ws: crate::ws::WsLimits::default(),
         }
     }
 }

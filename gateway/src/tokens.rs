@@ -29,6 +29,8 @@ struct Claims {
 pub struct Verified {
     pub caller: Caller,
     pub version: i64,
+    /// When it expires (seconds since the epoch): private WebSocket channels close then.
+    pub expires_at: u64,
 }
 
 /// Issues and checks tokens with one secret.
@@ -73,6 +75,7 @@ impl Tokens {
             .map(|data| Verified {
                 caller: Caller { user_id: data.claims.sub, role: data.claims.role },
                 version: data.claims.ver,
+                expires_at: data.claims.exp,
             })
             .map_err(|e| ApiError::unauthorized(format!("invalid token: {e}")))
     }

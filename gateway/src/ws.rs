@@ -11,10 +11,18 @@
 //! `balances`. Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
+//!
+//! Limits ([`WsLimits`], `GATEWAY__SETTINGS__WS__*`): connections per client
+//! address (one more is refused with 429 `too_many_connections`), channels
+//! per connection (`too_many_channels`), requests per connection and second
+//! (`rate_limited`); private channels end when the token that opened them
+//! expires (`token_expired`: send a fresh `auth` to subscribe again).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Message as WsMessage;
@@ -72,10 +80,83 @@ pub fn follower(hub: web::Data<Hub>, amqp_url: String, messaging: MessagingConfi
     })
 }
 
+/// What one client may hold and do on the feed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WsLimits {
+    /// Channels one connection may be subscribed to at once.
+    pub max_channels: usize,
+    /// Open connections per client address.
+    pub max_connections_per_client: usize,
+    /// Requests (`subscribe`, `unsubscribe`, `auth`) per connection and
+    /// second, sustained, and in a burst.
+    pub requests_per_second: u32,
+    pub request_burst: u32,
+}
+
+impl Default for WsLimits {
+    fn default() -> Self {
+        Self { max_channels: 20, max_connections_per_client: 10, requests_per_second: 5, request_burst: 20 }
+    }
+}
+
+/// A token bucket: `per_second` sustained, `burst` at once.
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+    per_second: f64,
+    burst: f64,
+}
+
+impl Bucket {
+    fn new(limits: &WsLimits) -> Self {
+        let burst = f64::from(limits.request_burst.max(1));
+        Self { tokens: burst, at: Instant::now(), per_second: f64::from(limits.requests_per_second), burst }
+    }
+
+    fn take(&mut self, now: Instant) -> bool {
+        let refill = now.saturating_duration_since(self.at).as_secs_f64() * self.per_second;
+        self.tokens = (self.tokens + refill).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 struct Subscriber {
     user: Option<Uuid>,
+    /// When the token behind `user` expires (seconds since the epoch).
+    expires_at: Option<u64>,
     channels: HashSet<String>,
     tx: mpsc::Sender<(String, Value)>,
+}
+
+/// Channels only a token opens.
+const PRIVATE: [&str; 2] = ["orders", "balances"];
+
+/// A client's place among its address's connections, given back when dropped.
+struct Admitted {
+    hub: web::Data<Hub>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        if let Some(client) = self.client {
+            let mut clients = lock(&self.hub.clients);
+            if let Some(n) = clients.get_mut(&client) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    clients.remove(&client);
+                }
+            }
+        }
+    }
 }
 
 /// Who listens to what; the book it last sent per market.
@@ -86,6 +167,9 @@ pub struct Hub {
     upstreams: Upstreams,
     client: reqwest::Client,
     secret: InternalSecret,
+    limits: WsLimits,
+    /// Open connections per client address.
+    clients: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl std::fmt::Debug for Hub {
@@ -107,6 +191,35 @@ impl Hub {
             books: tokio::sync::Mutex::default(),
             upstreams,
             client,
+            limits: WsLimits::default(),
+            clients: Mutex::default(),
+        }
+    }
+
+    pub fn with_limits(mut self, limits: WsLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Counts a new connection from `client`, or refuses it past the cap.
+    fn admit(hub: &web::Data<Hub>, client: Option<IpAddr>) -> Option<Admitted> {
+        if let Some(ip) = client {
+            let mut clients = lock(&hub.clients);
+            let n = clients.entry(ip).or_default();
+            if *n >= hub.limits.max_connections_per_client {
+                return None;
+            }
+            *n += 1;
+        }
+        Some(Admitted { hub: hub.clone(), client })
+    }
+
+    /// The token of connection `id` expired: its private channels end.
+    fn expire(&self, id: u64) {
+        if let Some(s) = lock(&self.subscribers).get_mut(&id) {
+            s.user = None;
+            s.expires_at = None;
+            s.channels.retain(|c| !PRIVATE.contains(&c.as_str()));
         }
     }
 
@@ -304,14 +417,34 @@ pub async fn connect(
     tokens: web::Data<Tokens>,
     markets: web::Data<Vec<String>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let client = req.peer_addr().map(|a| a.ip());
+    let Some(admitted) = Hub::admit(&hub, client) else {
+        let max = hub.limits.max_connections_per_client;
+        tracing::info!(client = ?client, max, "WebSocket connection refused: too many from this address");
+        return Ok(HttpResponse::TooManyRequests().content_type("application/json").body(error(
+            "too_many_connections",
+            &format!("at most {max} WebSocket connections per client: close one first"),
+        )));
+    };
     let (response, mut session, mut incoming) = actix_ws::handle(&req, body)?;
     let id = hub.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, mut rx) = mpsc::channel::<(String, Value)>(QUEUE);
-    lock(&hub.subscribers).insert(id, Subscriber { user: None, channels: HashSet::new(), tx: tx.clone() });
+    let subscriber = Subscriber { user: None, expires_at: None, channels: HashSet::new(), tx: tx.clone() };
+    lock(&hub.subscribers).insert(id, subscriber);
     actix_web::rt::spawn(async move {
+        let _admitted = admitted;
         let mut seq: HashMap<String, u64> = HashMap::new();
+        let mut bucket = Bucket::new(&hub.limits);
         loop {
+            let expires_at = lock(&hub.subscribers).get(&id).and_then(|s| s.expires_at);
             tokio::select! {
+                () = until(expires_at) => {
+                    hub.expire(id);
+                    let reply = error("token_expired", "your token expired: private channels closed; send a new auth to subscribe again");
+                    if session.text(reply).await.is_err() {
+                        break;
+                    }
+                }
                 outgoing = rx.recv() => {
                     let Some((channel, data)) = outgoing else { break };
                     let n = seq.entry(channel.clone()).or_default();
@@ -323,6 +456,10 @@ pub async fn connect(
                 }
                 incoming = incoming.recv() => {
                     let reply = match incoming {
+                        Some(Ok(WsMessage::Text(_))) if !bucket.take(Instant::now()) => Some(error(
+                            "rate_limited",
+                            &format!("at most {} requests per second on a connection: slow down", hub.limits.requests_per_second),
+                        )),
                         Some(Ok(WsMessage::Text(text))) => handle_request(&hub, &tokens, &markets, id, &tx, &text).await,
                         Some(Ok(WsMessage::Ping(bytes))) => {
                             if session.pong(&bytes).await.is_err() { break }
@@ -347,6 +484,13 @@ pub async fn connect(
     Ok(response)
 }
 
+/// Resolves at `expires_at` (seconds since the epoch); never without one.
+async fn until(expires_at: Option<u64>) {
+    let Some(at) = expires_at else { return std::future::pending().await };
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    tokio::time::sleep(Duration::from_secs(at).saturating_sub(now)).await;
+}
+
 /// Applies one client request; returns an error to send back, if any.
 async fn handle_request(
     hub: &Hub,
@@ -361,10 +505,15 @@ async fn handle_request(
         Err(e) => return Some(error("invalid_request", &e.to_string())),
     };
     match request {
-        Request::Auth { token } => match tokens.verify(&token).map(|v| v.caller) {
-            Ok(caller) => {
+        Request::Auth { token } => match tokens.verify(&token).map(|v| (v.caller, v.expires_at)) {
+            Ok((caller, expires_at)) => {
                 if let Some(s) = lock(&hub.subscribers).get_mut(&id) {
+                    // Another user's token: the private channels opened before are not theirs.
+                    if s.user.is_some_and(|u| u != caller.user_id) {
+                        s.channels.retain(|c| !PRIVATE.contains(&c.as_str()));
+                    }
                     s.user = Some(caller.user_id);
+                    s.expires_at = Some(expires_at);
                 }
                 None
             }
@@ -384,6 +533,19 @@ async fn handle_request(
                 channels.iter().map(|c| check_channel(c, markets, user)).find(Result::is_err)
             {
                 return Some(error("invalid_channel", &e));
+            }
+            let held = lock(&hub.subscribers).get(&id).map(|s| s.channels.clone()).unwrap_or_default();
+            let more: HashSet<&String> = channels.iter().filter(|c| !held.contains(*c)).collect();
+            let max = hub.limits.max_channels;
+            if held.len() + more.len() > max {
+                return Some(error(
+                    "too_many_channels",
+                    &format!(
+                        "at most {max} channels per connection: {} subscribed, {} more asked; unsubscribe some or open another connection",
+                        held.len(),
+                        more.len()
+                    ),
+                ));
             }
             for channel in channels {
                 // A book starts with a snapshot.
@@ -414,7 +576,7 @@ mod tests {
         let (fast_tx, mut fast_rx) = mpsc::channel(8);
         for (id, tx) in [(1, slow_tx), (2, fast_tx)] {
             let channels = HashSet::from(["trades:ETH-USDT".to_string()]);
-            lock(&hub.subscribers).insert(id, Subscriber { user: None, channels, tx });
+            lock(&hub.subscribers).insert(id, Subscriber { user: None, expires_at: None, channels, tx });
         }
         for n in 0..3 {
             hub.publish("trades:ETH-USDT", None, &json!({"n": n}));
@@ -429,7 +591,7 @@ mod tests {
         let hub = Hub::new(Upstreams::default(), reqwest::Client::new(), InternalSecret::generate());
         let (tx, mut rx) = mpsc::channel(8);
         let channels = HashSet::from(["candles:ETH-USDT:5m".to_string()]);
-        lock(&hub.subscribers).insert(1, Subscriber { user: None, channels, tx });
+        lock(&hub.subscribers).insert(1, Subscriber { user: None, expires_at: None, channels, tx });
         let open_time = chrono::DateTime::from_timestamp(1_700_000_100, 0).unwrap();
         let amount = |s: &str| s.parse::<Amount>().unwrap();
         for interval in [Interval::M5, Interval::H1] {
@@ -453,6 +615,32 @@ mod tests {
         });
         assert_eq!(data, expected);
         assert!(rx.try_recv().is_err(), "nobody listens to the 1h candles");
+    }
+
+    #[test]
+    fn requests_past_the_burst_wait_for_the_rate() {
+        let limits = WsLimits { requests_per_second: 2, request_burst: 3, ..WsLimits::default() };
+        let mut bucket = Bucket::new(&limits);
+        let start = Instant::now();
+        assert_eq!((0..4).map(|_| bucket.take(start)).collect::<Vec<_>>(), [true, true, true, false]);
+        assert!(bucket.take(start + Duration::from_millis(500)), "half a second refills one at 2/s");
+        assert!(!bucket.take(start + Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn connections_per_address_are_capped_and_given_back_when_closed() {
+        let limits = WsLimits { max_connections_per_client: 2, ..WsLimits::default() };
+        let hub = web::Data::new(
+            Hub::new(Upstreams::default(), reqwest::Client::new(), InternalSecret::generate())
+                .with_limits(limits),
+        );
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let first = Hub::admit(&hub, Some(a)).unwrap();
+        let _second = Hub::admit(&hub, Some(a)).unwrap();
+        assert!(Hub::admit(&hub, Some(a)).is_none(), "a third from the same address");
+        let _other = Hub::admit(&hub, Some(b)).unwrap();
+        drop(first);
+        assert!(Hub::admit(&hub, Some(a)).is_some(), "a closed connection makes room");
     }
 
     #[test]

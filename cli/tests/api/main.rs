@@ -15,5 +15,6 @@ mod security_edge;
 mod security_identity;
 mod security_reads;
 mod security_trades;
+mod security_ws;
 mod stack;
 mod trading;
