@@ -147,6 +147,41 @@ _bourse_rmq_healthy() {
         _bourse_rmq_api /api/permissions/%2F/guest >/dev/null 2>&1
 }
 
+# True when a vhost can be created and deleted. A broker can answer the API and
+# still hang on these (seen with RabbitMQ 3.10 after many vhosts were created
+# and deleted at once: "Adding vhost" never finishes); every test makes one.
+_bourse_rmq_vhosts_work() {
+    local api="http://${BOURSE_AMQP_HOST}:${BOURSE_AMQP_MGMT_PORT}/api/vhosts/bourse-probe-$$"
+    curl -fsS --max-time 20 -u guest:guest -X PUT -H 'content-type: application/json' -d '{}' "$api" >/dev/null 2>&1 &&
+        curl -fsS --max-time 20 -u guest:guest -X DELETE "$api" >/dev/null 2>&1
+}
+
+# Deletes the vhosts earlier test runs left behind (a test that fails keeps its
+# own), one at a time.
+drop_test_vhosts() {
+    local api="http://${BOURSE_AMQP_HOST}:${BOURSE_AMQP_MGMT_PORT}/api/vhosts" v n=0
+    for v in $(curl -fsS --max-time 20 -u guest:guest "$api?columns=name" 2>/dev/null |
+        grep -o '"name":"t-[0-9a-f]*"' | cut -d'"' -f4); do
+        curl -fsS --max-time 20 -u guest:guest -X DELETE "$api/$v" >/dev/null 2>&1 && n=$((n + 1))
+    done
+    ((n == 0)) || _bourse_log "rabbitmq: deleted $n vhosts left by earlier test runs"
+}
+
+# Kills a hung broker and moves its database aside: the next start is fresh.
+_bourse_rmq_reset() {
+    _bourse_as_root_check
+    _bourse_log "rabbitmq: vhost operations hang; killing the broker and starting it on a fresh database"
+    pkill -9 -u rabbitmq -f 'beam' || true
+    local i
+    for i in $(seq 1 50); do
+        pgrep -u rabbitmq -f 'beam' >/dev/null || break
+        sleep 0.2
+    done
+    if [[ -d /var/lib/rabbitmq/mnesia ]]; then
+        mv /var/lib/rabbitmq/mnesia "/var/lib/rabbitmq/mnesia.hung.$(date +%s)"
+    fi
+}
+
 _bourse_rmq_show_logs() {
     local f
     for f in /var/log/rabbitmq/startup_err /var/log/rabbitmq/startup_log /var/log/rabbitmq/rabbit@*.log; do
@@ -167,8 +202,11 @@ _ensure_rabbitmq_impl() {
     command -v curl >/dev/null || _bourse_apt_install curl
 
     if _bourse_rmq_healthy; then
-        _bourse_log "rabbitmq: already running, management API answers"
-        return 0
+        if _bourse_rmq_vhosts_work; then
+            _bourse_log "rabbitmq: already running, management API answers"
+            return 0
+        fi
+        _bourse_rmq_reset
     fi
 
     if ! _bourse_port_open "$BOURSE_AMQP_HOST" "$BOURSE_AMQP_PORT"; then

@@ -20,6 +20,7 @@ t_start=$(_bourse_now_ms)
 
 ensure_build_deps
 ensure_rabbitmq
+drop_test_vhosts
 ensure_postgres
 ensure_smtp
 

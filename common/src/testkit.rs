@@ -30,6 +30,7 @@ impl TestEnv {
         let vhost = format!("t-{}", uuid::Uuid::new_v4().simple());
         let mgmt_url = env("BOURSE_TEST_AMQP_MGMT_URL", "http://127.0.0.1:15672").replace("guest:guest@", "");
         let http = reqwest::Client::new();
+        let _one_at_a_time = vhost_lock().await;
         http.put(format!("{mgmt_url}/api/vhosts/{vhost}"))
             .basic_auth("guest", Some("guest"))
             .json(&serde_json::json!({}))
@@ -83,11 +84,13 @@ impl TestEnv {
 
     /// Removes the vhost and the PostgreSQL databases.
     pub async fn cleanup(self) {
+        let one_at_a_time = vhost_lock().await;
         let _ = reqwest::Client::new()
             .delete(format!("{}/api/vhosts/{}", self.mgmt_url, self.vhost))
             .basic_auth("guest", Some("guest"))
             .send()
             .await;
+        drop(one_at_a_time);
         if let Ok(admin) = std::env::var("BOURSE_TEST_PG_URL")
             && let Ok(mut conn) = diesel::PgConnection::establish(&admin)
         {
@@ -97,6 +100,26 @@ impl TestEnv {
             }
         }
     }
+}
+
+/// Held while a test creates or deletes its RabbitMQ vhost: one at a time on
+/// this machine (nextest runs each test in a process of its own). RabbitMQ
+/// 3.10 was seen to hang for good on a vhost added while others were being
+/// added or deleted.
+async fn vhost_lock() -> std::fs::File {
+    tokio::task::spawn_blocking(|| {
+        let path = std::env::temp_dir().join("bourse-test-vhosts.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+        file.lock().unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+        file
+    })
+    .await
+    .expect("the vhost lock")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.

@@ -32,7 +32,9 @@ use bourse_common::catalog::{
     TradeExecuted,
 };
 use bourse_common::config::MessagingConfig;
+use bourse_common::db::Db;
 use bourse_common::envelope::Envelope;
+use bourse_common::error::ApiError;
 use bourse_common::inbox::Inbound;
 use bourse_common::registry;
 use bourse_common::service::BackgroundTask;
@@ -43,6 +45,7 @@ use uuid::Uuid;
 
 use crate::settings::Upstreams;
 use crate::tokens::Tokens;
+use crate::users::sessions::Sessions;
 
 /// Messages a connection may fall behind by before it is dropped.
 const QUEUE: usize = 256;
@@ -415,8 +418,11 @@ pub async fn connect(
     body: web::Payload,
     hub: web::Data<Hub>,
     tokens: web::Data<Tokens>,
+    sessions: web::Data<Sessions>,
+    db: web::Data<Db>,
     markets: web::Data<Vec<String>>,
 ) -> Result<HttpResponse, actix_web::Error> {
+    let auth = Auth { tokens, sessions, db };
     let client = req.peer_addr().map(|a| a.ip());
     let Some(admitted) = Hub::admit(&hub, client) else {
         let max = hub.limits.max_connections_per_client;
@@ -460,7 +466,7 @@ pub async fn connect(
                             "rate_limited",
                             &format!("at most {} requests per second on a connection: slow down", hub.limits.requests_per_second),
                         )),
-                        Some(Ok(WsMessage::Text(text))) => handle_request(&hub, &tokens, &markets, id, &tx, &text).await,
+                        Some(Ok(WsMessage::Text(text))) => handle_request(&hub, &auth, &markets, id, &tx, &text).await,
                         Some(Ok(WsMessage::Ping(bytes))) => {
                             if session.pong(&bytes).await.is_err() { break }
                             None
@@ -492,9 +498,26 @@ async fn until(expires_at: Option<u64>) {
 }
 
 /// Applies one client request; returns an error to send back, if any.
+/// What checks a token sent with `auth`: as on the REST routes, a valid
+/// signature and the user's current token version (a revoked token is refused).
+struct Auth {
+    tokens: web::Data<Tokens>,
+    sessions: web::Data<Sessions>,
+    db: web::Data<Db>,
+}
+
+impl Auth {
+    /// The caller and when the token expires.
+    async fn check(&self, token: &str) -> Result<(Caller, u64), ApiError> {
+        let verified = self.tokens.verify(token)?;
+        let expires_at = verified.expires_at;
+        Ok((self.sessions.check(&self.db, verified).await?, expires_at))
+    }
+}
+
 async fn handle_request(
     hub: &Hub,
-    tokens: &Tokens,
+    auth: &Auth,
     markets: &[String],
     id: u64,
     tx: &mpsc::Sender<(String, Value)>,
@@ -505,7 +528,7 @@ async fn handle_request(
         Err(e) => return Some(error("invalid_request", &e.to_string())),
     };
     match request {
-        Request::Auth { token } => match tokens.verify(&token).map(|v| (v.caller, v.expires_at)) {
+        Request::Auth { token } => match auth.check(&token).await {
             Ok((caller, expires_at)) => {
                 if let Some(s) = lock(&hub.subscribers).get_mut(&id) {
                     // Another user's token: the private channels opened before are not theirs.

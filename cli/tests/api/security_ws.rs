@@ -144,10 +144,23 @@ async fn private_channels_end_when_the_token_expires(backend: Backend) {
     assert_eq!(refused["error"]["code"], "invalid_channel", "{refused}");
     let fresh = t.token("carol@example.com").await;
     send(&mut ws, json!({"op": "auth", "token": fresh})).await;
-    send(&mut ws, json!({"op": "subscribe", "channels": ["orders"]})).await;
+    // The book last: its snapshot says the subscription is in place.
+    send(&mut ws, json!({"op": "subscribe", "channels": ["orders", "book:ETH-USDT"]})).await;
+    until(&mut ws, |m| m["channel"] == "book:ETH-USDT" && m["data"]["type"] == "snapshot").await;
     t.top_up(&fresh, "USDT", "100").await;
     let order = t.place(&fresh, limit_buy("ETH-USDT", "10", "1")).await["id"].as_str().unwrap().to_string();
     let update = until(&mut ws, |m| m["channel"] == "orders").await;
     assert_eq!(update["data"]["order_id"], order.as_str(), "{update}");
+
+    // A revoked token (a role change raises the user's token version) is
+    // refused on the feed as on the REST routes, within the version cache's term.
+    let revoked = t.token("carol@example.com").await;
+    t.grant_admin("carol@example.com").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let mut late = connect(&t).await.unwrap();
+    send(&mut late, json!({"op": "auth", "token": revoked})).await;
+    let refused = next(&mut late).await;
+    assert_eq!(refused["error"]["code"], "unauthorized", "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("revoked"), "{refused}");
     t.stop().await;
 }
