@@ -293,3 +293,19 @@ impl Db {
 pub fn is_unique_violation(err: &diesel::result::Error) -> bool {
     matches!(err, diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _))
 }
+
+/// Serializes the transactions that name the same `key` of `space` until each
+/// ends: on PostgreSQL a transaction-scoped advisory lock (shared by every
+/// instance of a service, re-entrant within the transaction); SQLite has one
+/// writer at a time already (`BEGIN IMMEDIATE`), so nothing to take there.
+/// `space` keeps unrelated locks apart (a short ASCII tag as an integer).
+pub fn lock_key(conn: &mut DbConnection, space: i32, key: &str) -> diesel::QueryResult<()> {
+    use diesel::RunQueryDsl;
+    if let DbConnection::Postgres(c) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind::<diesel::sql_types::Integer, _>(space)
+            .bind::<diesel::sql_types::Text, _>(key)
+            .execute(c)?;
+    }
+    Ok(())
+}

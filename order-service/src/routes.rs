@@ -139,6 +139,7 @@ pub async fn place_order(
     let max_open = settings.max_open_orders;
     let stored = db
         .write(move |c| {
+            storage::lock_placements(c, user)?;
             if let Some(key) = &key
                 && let Some(existing) = storage::find_by_idempotency_key(c, user, key)?
             {

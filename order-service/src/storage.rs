@@ -220,6 +220,16 @@ pub fn find_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResu
     Ok(find(conn, id)?.filter(|o| o.user_id == user.to_string()))
 }
 
+/// Serializes the placements of `user`'s orders until the transaction ends,
+/// so that the open orders counted before an insert are still all there is
+/// when it commits (without it, a burst on PostgreSQL passes the cap by the
+/// number of placements in flight).
+pub fn lock_placements(conn: &mut DbConnection, user: Uuid) -> QueryResult<()> {
+    /// The placements' lock space: "plac" in ASCII.
+    const PLACEMENTS: i32 = 0x706c_6163;
+    bourse_common::db::lock_key(conn, PLACEMENTS, &user.to_string())
+}
+
 /// The order, locked until the transaction ends (`FOR UPDATE` on PostgreSQL;
 /// SQLite has one writer at a time): every change of an order is decided on
 /// the state it changes, so a cancel and a saga step that race are applied

@@ -135,19 +135,11 @@ pub fn open_account(conn: &mut DbConnection, user: Uuid, currency: &str, now: i6
 /// every transaction that moves money (or opens accounts) takes it first.
 /// With one lock taken before any row lock, two of them can never wait on
 /// each other's rows, in whatever order their batches touch accounts and
-/// reservations: no deadlock, so no retry that could reorder a saga. On
-/// PostgreSQL a transaction-scoped advisory lock (re-entrant within the
-/// transaction, shared by every instance of the service); SQLite has one
-/// writer at a time already (`BEGIN IMMEDIATE`).
+/// reservations: no deadlock, so no retry that could reorder a saga.
 pub fn lock_ledger(conn: &mut DbConnection) -> QueryResult<()> {
-    /// The ledger's advisory lock key: "ledger" in ASCII.
-    const LEDGER_LOCK: i64 = 0x6c65_6467_6572;
-    if let DbConnection::Postgres(c) = conn {
-        diesel::sql_query("SELECT pg_advisory_xact_lock($1)")
-            .bind::<diesel::sql_types::BigInt, _>(LEDGER_LOCK)
-            .execute(c)?;
-    }
-    Ok(())
+    /// The ledger's lock space: "ledg" in ASCII.
+    const LEDGER: i32 = 0x6c65_6467;
+    bourse_common::db::lock_key(conn, LEDGER, "ledger")
 }
 
 /// The balance, locked until the transaction ends; the account is opened if needed.

@@ -34,8 +34,15 @@ async fn open_orders_are_capped_per_user(backend: Backend) {
         t.call("POST", "/api/orders", Some(&carol), Some(limit_buy("ETH-USDT", "13", "1"))).await;
     assert_eq!((status, code(&body)), (422, Some("too_many_open_orders")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("3 orders open"), "{body}");
-    // The cap is per user.
-    t.place(&dave, limit_buy("ETH-USDT", "10", "1")).await;
+    // The cap is per user, and holds for placements sent at once.
+    let burst = (0..10).map(|i| {
+        let body = limit_buy("ETH-USDT", &format!("{}", 10 + i), "1");
+        async { t.call("POST", "/api/orders", Some(&dave), Some(body)).await }
+    });
+    let answers = futures::future::join_all(burst).await;
+    let accepted = answers.iter().filter(|(status, _)| *status == 202).count();
+    let refused = answers.iter().filter(|(s, b)| (*s, code(b)) == (422, Some("too_many_open_orders"))).count();
+    assert_eq!((accepted, refused), (3, 7), "{answers:?}");
     // An order that ends makes room again.
     t.order_reaches(&carol, &ids[0], "open").await;
     let (status, body) = t.call("DELETE", &format!("/api/orders/{}", ids[0]), Some(&carol), None).await;
