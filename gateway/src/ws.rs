@@ -356,7 +356,9 @@ impl Hub {
     }
 
     /// Subscribes a connection to a book: the others get what changed, this
-    /// one the snapshot, and no change can slip in between.
+    /// one the snapshot, and no change can slip in between. While the book
+    /// has subscribers the hub follows its every change, so a new subscriber
+    /// gets the copy the hub holds: only the first one makes it fetch.
     async fn subscribe_book(
         &self,
         id: u64,
@@ -365,7 +367,11 @@ impl Hub {
         tx: &mpsc::Sender<(String, Value)>,
     ) {
         let mut books = self.books.lock().await;
-        let snapshot = self.refresh_book(&mut books, market).await.unwrap_or(Value::Null);
+        let followed = books.get(market).filter(|_| self.listens(&channel, None)).cloned();
+        let snapshot = match followed {
+            Some(book) => book,
+            None => self.refresh_book(&mut books, market).await.unwrap_or(Value::Null),
+        };
         let data = json!({"type": "snapshot", "bids": snapshot["bids"], "asks": snapshot["asks"]});
         let _ = tx.try_send((channel.clone(), data));
         if let Some(s) = lock(&self.subscribers).get_mut(&id) {
@@ -638,6 +644,57 @@ mod tests {
         });
         assert_eq!(data, expected);
         assert!(rx.try_recv().is_err(), "nobody listens to the 1h candles");
+    }
+
+    #[actix_web::test]
+    async fn only_the_first_subscriber_of_a_book_makes_the_hub_fetch_it() {
+        use std::sync::atomic::AtomicUsize;
+        // matching-service's book route, counting how often it is asked.
+        let fetches = web::Data::new(AtomicUsize::new(0));
+        let counter = fetches.clone();
+        let server = actix_web::HttpServer::new(move || {
+            actix_web::App::new().app_data(counter.clone()).route(
+                "/api/markets/ETH-USDT/book",
+                web::get().to(|n: web::Data<AtomicUsize>| async move {
+                    n.fetch_add(1, Ordering::SeqCst);
+                    HttpResponse::Ok().json(json!({"bids": [{"price": "10", "quantity": "1"}], "asks": []}))
+                }),
+            )
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let url = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_web::rt::spawn(server);
+        let mut upstreams = Upstreams::default();
+        upstreams.insert("matching-service", url);
+        let hub = Hub::new(upstreams, reqwest::Client::new(), InternalSecret::generate());
+
+        let mut receivers = Vec::new();
+        for id in 1..=3 {
+            let (tx, rx) = mpsc::channel(8);
+            let channels = HashSet::new();
+            lock(&hub.subscribers)
+                .insert(id, Subscriber { user: None, expires_at: None, channels, tx: tx.clone() });
+            hub.subscribe_book(id, "book:ETH-USDT".into(), "ETH-USDT", &tx).await;
+            receivers.push(rx);
+        }
+        for rx in &mut receivers {
+            let (channel, data) = rx.try_recv().unwrap();
+            assert_eq!(channel, "book:ETH-USDT");
+            assert_eq!(data["bids"], json!([{"price": "10", "quantity": "1"}]), "{data}");
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "the second and third snapshots come from the hub's copy"
+        );
+        // A change is fetched once for all of them.
+        hub.book_changed("ETH-USDT").await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        handle.stop(false).await;
     }
 
     #[test]

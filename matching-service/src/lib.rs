@@ -54,10 +54,11 @@ impl Service for MatchingService {
         let orders =
             inbox::consume::<handlers::Orders>("matching-service.orders", handlers::Matcher::default())
                 .single_active_consumer();
+        let books = actix_web::web::Data::new(routes::BookCache::default());
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],
             consumers: vec![orders],
-            routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
+            routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &books)),
             openapi: routes::Api::openapi(),
             ..Default::default()
         })

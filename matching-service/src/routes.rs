@@ -1,6 +1,7 @@
 //! Market data over REST: the book, the trades and the candles.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
 
 use actix_web::{HttpResponse, web};
 use bourse_common::catalog::Side;
@@ -112,8 +113,9 @@ pub struct CandlesQuery {
     pub to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/markets/{market}/book", web::get().to(book))
+pub fn configure(cfg: &mut web::ServiceConfig, books: &web::Data<BookCache>) {
+    cfg.app_data(books.clone())
+        .route("/api/markets/{market}/book", web::get().to(book))
         .route("/api/history/trades", web::get().to(trades))
         .route("/api/history/candles", web::get().to(candles));
 }
@@ -123,6 +125,45 @@ fn market<'a>(settings: &'a Settings, id: &str) -> Result<&'a Market, ApiError> 
         .reference
         .market(id)
         .ok_or_else(|| ApiError::not_found("unknown_market", format!("no market {id}")))
+}
+
+/// A market's resting orders summed per price level, as of a stored book version.
+#[derive(Debug, Default)]
+pub struct Levels {
+    version: i64,
+    bids: BTreeMap<Decimal, Decimal>,
+    asks: BTreeMap<Decimal, Decimal>,
+}
+
+/// The levels last read per market: a request reads the book's version (one
+/// row) and loads the resting orders only when the book changed since, so
+/// requests on an unchanged book cost no load, whatever the depth asked.
+#[derive(Debug, Default)]
+pub struct BookCache(Mutex<HashMap<String, Arc<Levels>>>);
+
+impl BookCache {
+    async fn levels(&self, db: &Db, market: &str) -> Result<Arc<Levels>, DbError> {
+        let cached = self.0.lock().unwrap_or_else(|p| p.into_inner()).get(market).cloned();
+        let id = market.to_string();
+        let read = db
+            .read(move |c| {
+                // The version first: a book read after it is as new or newer,
+                // so a cached book is never older than its version says.
+                let version = storage::version(c, &id)?;
+                if let Some(levels) = cached.filter(|l| l.version == version) {
+                    return Ok(levels);
+                }
+                let mut levels = Levels { version, ..Levels::default() };
+                for order in storage::load_book(c, &id)? {
+                    let side = if order.side == Side::Buy { &mut levels.bids } else { &mut levels.asks };
+                    *side.entry(order.price).or_default() += order.remaining();
+                }
+                Ok::<_, DbError>(Arc::new(levels))
+            })
+            .await?;
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(market.to_string(), read.clone());
+        Ok(read)
+    }
 }
 
 /// The resting orders of a market, summed per price level.
@@ -137,6 +178,7 @@ pub async fn book(
     path: web::Path<String>,
     query: web::Query<DepthQuery>,
     db: web::Data<Db>,
+    books: web::Data<BookCache>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let market = market(&settings, &path)?.id.clone();
@@ -148,22 +190,15 @@ pub async fn book(
             format!("depth must be between 1 and {}", bounds.max_book_depth),
         ));
     }
-    let id = market.clone();
-    let resting = db.read(move |c| storage::load_book(c, &id).map_err(DbError::from)).await?;
-    let mut bids: BTreeMap<Decimal, Decimal> = BTreeMap::new();
-    let mut asks: BTreeMap<Decimal, Decimal> = BTreeMap::new();
-    for order in resting {
-        let side = if order.side == Side::Buy { &mut bids } else { &mut asks };
-        *side.entry(order.price).or_default() += order.remaining();
-    }
+    let levels = books.levels(&db, &market).await?;
     let level = |(price, quantity): (&Decimal, &Decimal)| Level {
         price: (*price).into(),
         quantity: (*quantity).into(),
     };
     Ok(HttpResponse::Ok().json(BookSnapshot {
         market,
-        bids: bids.iter().rev().take(depth).map(level).collect(),
-        asks: asks.iter().take(depth).map(level).collect(),
+        bids: levels.bids.iter().rev().take(depth).map(level).collect(),
+        asks: levels.asks.iter().take(depth).map(level).collect(),
     }))
 }
 

@@ -41,7 +41,8 @@ async fn open_orders_are_capped_per_user(backend: Backend) {
     });
     let answers = futures::future::join_all(burst).await;
     let accepted = answers.iter().filter(|(status, _)| *status == 202).count();
-    let refused = answers.iter().filter(|(s, b)| (*s, code(b)) == (422, Some("too_many_open_orders"))).count();
+    let refused =
+        answers.iter().filter(|(s, b)| (*s, code(b)) == (422, Some("too_many_open_orders"))).count();
     assert_eq!((accepted, refused), (3, 7), "{answers:?}");
     // An order that ends makes room again.
     t.order_reaches(&carol, &ids[0], "open").await;
