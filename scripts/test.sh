@@ -49,6 +49,14 @@ else
     _bourse_log "lint: ok ($(_bourse_elapsed "$t0"))"
 fi
 
+# docker-compose.yml is checked where a compose tool is installed (none here).
+if docker compose version >/dev/null 2>&1; then
+    _bourse_log "docker compose --env-file .env.example config -q"
+    docker compose --env-file .env.example config -q
+else
+    _bourse_log "docker compose: not installed, docker-compose.yml not checked"
+fi
+
 # Each nextest run's output is kept, to add up the summary lines at the end.
 logdir=$(mktemp -d "${TMPDIR:-/tmp}/bourse-test.XXXXXX")
 trap 'rm -f "$_BOURSE_APT_STAMP"; rm -rf "$logdir"' EXIT
