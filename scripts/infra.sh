@@ -6,9 +6,9 @@
 # Two ways to use it:
 #
 #   source scripts/infra.sh          # then call the functions below
-#   ensure_build_deps; ensure_rabbitmq; ensure_postgres; ensure_smtp
+#   ensure_build_deps; ensure_rabbitmq; ensure_postgres; ensure_smtp; ensure_anvil
 #
-#   scripts/infra.sh [all|ensure_build_deps|ensure_rabbitmq|ensure_postgres|ensure_smtp|env|stop]...
+#   scripts/infra.sh [all|ensure_build_deps|ensure_rabbitmq|ensure_postgres|ensure_smtp|ensure_anvil|env|stop]...
 #   eval "$(scripts/infra.sh env)"   # exports BOURSE_TEST_* into your shell
 #
 # Every ensure_* function is idempotent: it installs (apt) only what is missing,
@@ -395,11 +395,31 @@ stop_postgres() {
     fi
 }
 
-# ------------------------------------------------- not needed yet: anvil ----
-# ensure_anvil: Ethereum dev node for chain-service tests. When needed:
-#   npm install --prefix "${BOURSE_TOOLS_DIR:-/var/tmp/bourse-tools}" @foundry-rs/anvil
-#   binary: <prefix>/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil
-#   export BOURSE_TEST_ANVIL_BIN=... (tests spawn it via alloy's Anvil::new().path(..))
+# ------------------------------------------------------------------ anvil ----
+# chain-service's dev chain: anvil (Foundry), from the npm registry. Tests and
+# `bourse up` spawn it on a free port; they find it at $BOURSE_ANVIL_BIN.
+
+: "${BOURSE_TOOLS_DIR:=/var/tmp/bourse-tools}"
+BOURSE_ANVIL_BIN="$BOURSE_TOOLS_DIR/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"
+
+_ensure_anvil_impl() {
+    if [[ -x "$BOURSE_ANVIL_BIN" ]] && "$BOURSE_ANVIL_BIN" --version >/dev/null 2>&1; then
+        return 0
+    fi
+    command -v npm >/dev/null || _bourse_apt_install npm
+    mkdir -p "$BOURSE_TOOLS_DIR"
+    npm install --silent --no-audit --no-fund --prefix "$BOURSE_TOOLS_DIR" @foundry-rs/anvil >/dev/null
+    [[ -x "$BOURSE_ANVIL_BIN" ]] || { _bourse_err "anvil: not at $BOURSE_ANVIL_BIN after npm install"; return 1; }
+}
+
+ensure_anvil() {
+    local t0
+    t0=$(_bourse_now_ms)
+    _bourse_log "anvil: checking $BOURSE_ANVIL_BIN"
+    _bourse_strict _ensure_anvil_impl || { _bourse_err "anvil failed"; return 1; }
+    export BOURSE_ANVIL_BIN
+    _bourse_log "anvil: ready, $("$BOURSE_ANVIL_BIN" --version | head -n 1) ($(_bourse_elapsed "$t0"))"
+}
 
 # ------------------------------------------------------------------- SMTP ----
 # notify-service's tests and `bourse up` run scripts/mailbox.py, an SMTP server
@@ -437,6 +457,7 @@ _bourse_print_env() {
     printf 'export BOURSE_TEST_AMQP_URL=%q\n' "amqp://guest:guest@${BOURSE_AMQP_HOST}:${BOURSE_AMQP_PORT}/%2f"
     printf 'export BOURSE_TEST_AMQP_MGMT_URL=%q\n' "http://guest:guest@${BOURSE_AMQP_HOST}:${BOURSE_AMQP_MGMT_PORT}"
     printf 'export BOURSE_TEST_PG_URL=%q\n' "postgres://postgres@127.0.0.1:${BOURSE_PG_PORT}/postgres"
+    printf 'export BOURSE_ANVIL_BIN=%q\n' "$BOURSE_ANVIL_BIN"
 }
 
 _bourse_infra_main() {
@@ -455,8 +476,9 @@ _bourse_infra_main() {
                 ensure_rabbitmq
                 ensure_postgres
                 ensure_smtp
+                ensure_anvil
                 ;;
-            ensure_build_deps | ensure_rabbitmq | ensure_postgres | ensure_smtp | stop_rabbitmq | stop_postgres)
+            ensure_build_deps | ensure_rabbitmq | ensure_postgres | ensure_smtp | ensure_anvil | stop_rabbitmq | stop_postgres)
                 "$cmd"
                 ;;
             stop)
@@ -469,6 +491,7 @@ _bourse_infra_main() {
                 ensure_rabbitmq >&2
                 ensure_postgres >&2
                 ensure_smtp >&2
+                ensure_anvil >&2
                 _bourse_print_env
                 ;;
             -h | --help | help)

@@ -23,6 +23,7 @@ ensure_rabbitmq
 drop_test_vhosts
 ensure_postgres
 ensure_smtp
+ensure_anvil
 
 export BOURSE_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
 export BOURSE_TEST_AMQP_MGMT_URL="http://guest:guest@127.0.0.1:15672"

@@ -16,6 +16,7 @@ source scripts/infra.sh
 ensure_build_deps
 ensure_rabbitmq
 ensure_smtp
+ensure_anvil
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/bourse-target}"
 cargo build --locked -p bourse-cli --bin bourse

@@ -1,19 +1,41 @@
-//! `chain-service`: custodial wallets, signing and sending transactions to an
-//! EVM chain, nonces, confirmations, deposits and withdrawals — **not yet**:
-//! today it is an empty service (database, relay, health, metrics, its
-//! OpenAPI document) with its row in the service registry, so the gateway
-//! already routes its public paths (wallets, deposits, withdrawals) to it and
-//! lists its API in Swagger UI. Until its routes exist they answer 404.
+//! `chain-service`: custodial wallets and deposits on an EVM chain (alloy
+//! against any JSON-RPC node; anvil in development and tests).
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | [`domain`] | the rules, pure: chain units to ledger amounts (and dust), confirmations, deposit states |
+//! | [`wallets`] | one sealed key per user, made on `user.registered`; `wallet.created` |
+//! | [`node`] | the chain through alloy: head, blocks, native transfers, receipts |
+//! | [`watcher`] | following the chain: deposits seen, confirmed (`deposit.confirmed`), reorgs |
+//! | [`storage`] | wallets, blocks read, head, deposits in the database |
+//! | [`routes`] | REST: the caller's wallets and deposits |
+//!
+//! Not yet (issue 13 goes on): withdrawals and the transaction pipeline,
+//! ERC-20 (USDT) deposits, the `transfers` WebSocket channel and its e-mails.
 //!
 //! A library with a thin `main.rs`: [`ChainService::run`](Service::run)
 //! starts it on the configured ports and URLs, so that tests and `bourse up`
 //! start it in-process.
 
-use bourse_common::config::{NoSettings, ServiceConfig};
+pub mod domain;
+pub mod node;
+pub mod routes;
+pub mod settings;
+pub mod storage;
+pub mod wallets;
+pub mod watcher;
+
+use std::sync::Arc;
+
+use bourse_common::config::ServiceConfig;
+use bourse_common::inbox;
 use bourse_common::registry::{self, ServiceInfo};
 use bourse_common::service::{Service, ServiceParts};
+use utoipa::OpenApi;
 
-pub type Config = ServiceConfig<NoSettings>;
+pub use settings::Settings;
+
+pub type Config = ServiceConfig<Settings>;
 
 /// The service, as the registry and the stack know it.
 #[derive(Debug)]
@@ -21,9 +43,29 @@ pub struct ChainService;
 
 impl Service for ChainService {
     const INFO: &'static ServiceInfo = &registry::CHAIN;
-    type Settings = NoSettings;
+    type Settings = Settings;
 
-    fn parts(_config: &Config) -> anyhow::Result<ServiceParts> {
-        Ok(ServiceParts::default())
+    fn parts(config: &Config) -> anyhow::Result<ServiceParts> {
+        let settings = &config.settings;
+        settings.reference.validate()?;
+        anyhow::ensure!(
+            settings.reference.currency(&settings.native_currency).is_some(),
+            "settings.native_currency `{}` is not in settings.reference.currencies",
+            settings.native_currency
+        );
+        let wallets = wallets::Wallets::new(settings.master_key()?.clone(), settings.chain_id);
+        let node = node::Node::connect(&settings.rpc_url)?;
+        Ok(ServiceParts {
+            migrations: vec![&MIGRATIONS],
+            consumers: vec![inbox::consume::<wallets::Users>("chain-service.users", wallets)],
+            routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
+            openapi: routes::Api::openapi(),
+            background: vec![watcher::task(settings.clone(), node)],
+            ..Default::default()
+        })
     }
 }
+
+/// The schema of both back ends (`migrations/`), run at start-up.
+pub const MIGRATIONS: bourse_common::db::MigrationSet =
+    bourse_common::migration_set!("migrations/sqlite", "migrations/postgres");

@@ -628,6 +628,7 @@ pub async fn run_isolated(
     let mut env = TestEnv::new(backend).await;
     let smtp_port = free_port();
     let mut mailbox = Mailbox::start(&env.tmp_dir().join("mail"), smtp_port, &[]).await?;
+    let chain = crate::anvil::Anvil::start(0, None).await?;
     let databases = crate::stack::service_names()
         .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
         .collect();
@@ -642,6 +643,7 @@ pub async fn run_isolated(
         faucet: true,
         auth_limit_per_minute: Some(100_000),
         config_files: HashMap::new(),
+        chain_rpc_url: Some(chain.url.clone()),
     };
     let gateway_db =
         stack_options.databases.get(bourse_common::registry::GATEWAY.name).cloned().unwrap_or_default();
@@ -667,6 +669,7 @@ pub async fn run_isolated(
     };
     stack.stop().await;
     mailbox.stop().await;
+    drop(chain);
     env.cleanup().await;
     report
 }

@@ -5,6 +5,7 @@
 //! and it runs the chaos harness ([`chaos`]) against a stack of its own.
 
 pub mod admin;
+pub mod anvil;
 pub mod chaos;
 pub mod client;
 pub mod demo;

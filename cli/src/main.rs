@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use bourse_cli::anvil::{self, Anvil};
 use bourse_cli::mailbox::Mailbox;
 use bourse_cli::stack::{self, StackOptions};
 use bourse_common::auth::Role;
@@ -272,9 +273,11 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
         faucet: true,
         auth_limit_per_minute: None,
         config_files: Default::default(),
+        chain_rpc_url: None,
     };
     let mail_dir = data_dir.join("mail");
     let mailbox = ensure_mailbox(&options, &mail_dir).await?;
+    let chain = ensure_chain(&options, &data_dir).await?;
     let stack = stack::start(&options).await?;
     println!();
     for s in &stack.services {
@@ -300,6 +303,7 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
     println!("stopping...");
     stack.stop().await;
     drop(mailbox);
+    drop(chain);
     if started_broker {
         println!("stopping the RabbitMQ this command started...");
         let _ = std::process::Command::new("rabbitmqctl").arg("stop").status();
@@ -324,6 +328,31 @@ async fn ensure_mailbox(options: &StackOptions, dir: &std::path::Path) -> anyhow
     let mailbox = Mailbox::start(dir, smtp.port, &[]).await?;
     println!("SMTP: local mailbox on {address}, e-mails kept in {}/", dir.display());
     Ok(Some(mailbox))
+}
+
+/// Starts the dev chain (anvil, its state kept in the data folder) when
+/// chain-service follows a node on this machine and nothing answers there yet.
+async fn ensure_chain(options: &StackOptions, data_dir: &std::path::Path) -> anyhow::Result<Option<Anvil>> {
+    let chain = stack::configure::<chain_service::ChainService>(options)?.settings;
+    let url: reqwest::Url = chain.rpc_url.parse()?;
+    let (host, port) =
+        (url.host_str().unwrap_or_default().to_string(), url.port_or_known_default().unwrap_or(0));
+    if tokio::net::TcpStream::connect((host.as_str(), port)).await.is_ok() {
+        println!("chain: using the node already answering at {url}");
+        return Ok(None);
+    }
+    if !matches!(host.as_str(), "127.0.0.1" | "localhost") {
+        println!("chain: nothing answers at {url} yet; chain-service waits for it");
+        return Ok(None);
+    }
+    let anvil = Anvil::start(port, Some(&data_dir.join("anvil-state.json"))).await?;
+    println!(
+        "chain: anvil (dev chain {}) on {}, its state kept in {}/",
+        anvil::CHAIN_ID,
+        anvil.url,
+        data_dir.display()
+    );
+    Ok(Some(anvil))
 }
 
 fn print_entries(entries: &[LoggedMessage], json: bool) {

@@ -50,6 +50,9 @@ pub struct StackOptions {
     pub auth_limit_per_minute: Option<u32>,
     /// A TOML file by service name, read as that service's `--config`.
     pub config_files: HashMap<String, PathBuf>,
+    /// The chain node chain-service follows, instead of its configured one
+    /// (the stack's own anvil).
+    pub chain_rpc_url: Option<String>,
 }
 
 /// The secrets a stack needs: the gateway's JWT secret, the key it shares
@@ -60,6 +63,10 @@ pub struct StackSecrets {
     pub jwt_secret: Secret,
     pub password_reset_key: Secret,
     pub internal_secret: Secret,
+    /// Seals the custodial wallets' keys (chain-service). Added to a secrets
+    /// file written before it existed, and kept from then on.
+    #[serde(default)]
+    pub wallet_master_key: Option<Secret>,
 }
 
 /// Where `bourse up` keeps its secrets, in its data folder.
@@ -72,6 +79,7 @@ impl StackSecrets {
             jwt_secret: Secret::random(),
             password_reset_key: Secret::random(),
             internal_secret: Secret::random(),
+            wallet_master_key: Some(Secret::random()),
         }
     }
 
@@ -81,21 +89,40 @@ impl StackSecrets {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(SECRETS_FILE);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .with_context(|| format!("{} does not hold the stack's secrets", path.display())),
+            Ok(bytes) => {
+                let mut secrets: Self = serde_json::from_slice(&bytes)
+                    .with_context(|| format!("{} does not hold the stack's secrets", path.display()))?;
+                if secrets.wallet_master_key.is_none() {
+                    secrets.wallet_master_key = Some(Secret::random());
+                    secrets.write(&path, false)?;
+                }
+                Ok(secrets)
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let secrets = Self::random();
-                let mut options = std::fs::OpenOptions::new();
-                options.write(true).create_new(true);
-                #[cfg(unix)]
-                std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-                let mut file = options.open(&path).with_context(|| format!("creating {}", path.display()))?;
-                std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(&secrets)?)?;
-                file.sync_all()?;
+                secrets.write(&path, true)?;
                 Ok(secrets)
             }
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
+    }
+}
+
+impl StackSecrets {
+    /// Writes the secrets to `path`, readable by its owner only (`new`: a file
+    /// that must not exist yet).
+    fn write(&self, path: &Path, new: bool) -> anyhow::Result<()> {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).truncate(true);
+        if new {
+            options.create_new(true);
+        }
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).with_context(|| format!("writing {}", path.display()))?;
+        std::io::Write::write_all(&mut file, &serde_json::to_vec_pretty(self)?)?;
+        file.sync_all()?;
+        Ok(())
     }
 }
 
@@ -255,7 +282,16 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
         })
         .await?;
     stack.start::<MatchingService>(options, |_| {}).await?;
-    stack.start::<ChainService>(options, |_| {}).await?;
+    stack
+        .start::<ChainService>(options, |c| {
+            if let Some(url) = &options.chain_rpc_url {
+                c.settings.rpc_url = url.clone();
+            }
+            if c.settings.wallet_master_key.is_none() {
+                c.settings.wallet_master_key = options.secrets.wallet_master_key.clone();
+            }
+        })
+        .await?;
     stack
         .start::<NotifyService>(options, |c| {
             if let Some(smtp) = &options.smtp {

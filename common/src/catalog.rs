@@ -66,6 +66,44 @@ pub struct RoleGranted {
 }
 message!(RoleGranted, "user.role-granted", Event);
 
+/// A user's custodial wallet on the chain (chain-service): where their
+/// deposits go. Correlation: the user id. Never a key, only the address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WalletCreated {
+    pub user_id: Uuid,
+    /// EIP-55 checksummed address.
+    pub address: String,
+    pub chain_id: u64,
+}
+message!(WalletCreated, "wallet.created", Event);
+
+/// A deposit with its confirmations (chain-service): payment-service credits
+/// it, once. Correlation: the deposit id (`<chain id>:<tx hash>:<index>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepositConfirmed {
+    pub deposit_id: String,
+    pub user_id: Uuid,
+    pub currency: String,
+    /// What the ledger credits (the chain amount truncated to the currency's scale).
+    pub amount: Amount,
+    pub tx_hash: String,
+    pub block_number: u64,
+}
+message!(DepositConfirmed, "deposit.confirmed", Event);
+
+/// A credited deposit whose block left the chain (a reorg deeper than the
+/// confirmations asked): an alert for the operators, never a silent debit.
+/// Correlation: the deposit id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepositReverted {
+    pub deposit_id: String,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+    pub tx_hash: String,
+}
+message!(DepositReverted, "deposit.reverted", Event);
+
 crate::named_enum! {
     /// Buy or sell.
     #[derive(utoipa::ToSchema)]

@@ -20,6 +20,8 @@ pub struct TestEnv {
     pub backend: Backend,
     pub amqp_url: String,
     vhost: String,
+    /// The lock that makes the vhost this test's until it ends.
+    _slot: std::fs::File,
     mgmt_url: String,
     pg_databases: Vec<String>,
     tmp: tempfile::TempDir,
@@ -27,30 +29,17 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new(backend: Backend) -> TestEnv {
-        let vhost = format!("t-{}", uuid::Uuid::new_v4().simple());
         let mgmt_url = env("BOURSE_TEST_AMQP_MGMT_URL", "http://127.0.0.1:15672").replace("guest:guest@", "");
-        let http = reqwest::Client::new();
-        let _one_at_a_time = vhost_lock().await;
-        http.put(format!("{mgmt_url}/api/vhosts/{vhost}"))
-            .basic_auth("guest", Some("guest"))
-            .json(&serde_json::json!({}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("create a RabbitMQ vhost (is RabbitMQ with the management plugin running? see scripts/test.sh)");
-        http.put(format!("{mgmt_url}/api/permissions/{vhost}/guest"))
-            .basic_auth("guest", Some("guest"))
-            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .expect("grant guest the vhost");
+        let (slot, vhost) = claim_vhost().await;
+        let broker = Management { http: reqwest::Client::new(), url: mgmt_url.clone() };
+        broker.prepare(&vhost).await;
         let base = env("BOURSE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
         let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
         TestEnv {
             backend,
             amqp_url: format!("{base}/{vhost}"),
             vhost,
+            _slot: slot,
             mgmt_url,
             pg_databases: Vec::new(),
             tmp: tempfile::tempdir().expect("tempdir"),
@@ -82,15 +71,11 @@ impl TestEnv {
         self.tmp.path()
     }
 
-    /// Removes the vhost and the PostgreSQL databases.
+    /// Empties the vhost (the next test to claim it empties it again) and
+    /// removes the PostgreSQL databases.
     pub async fn cleanup(self) {
-        let one_at_a_time = vhost_lock().await;
-        let _ = reqwest::Client::new()
-            .delete(format!("{}/api/vhosts/{}", self.mgmt_url, self.vhost))
-            .basic_auth("guest", Some("guest"))
-            .send()
-            .await;
-        drop(one_at_a_time);
+        let broker = Management { http: reqwest::Client::new(), url: self.mgmt_url.clone() };
+        broker.empty(&self.vhost).await;
         if let Ok(admin) = std::env::var("BOURSE_TEST_PG_URL")
             && let Ok(mut conn) = diesel::PgConnection::establish(&admin)
         {
@@ -102,13 +87,109 @@ impl TestEnv {
     }
 }
 
-/// Held while a test creates or deletes its RabbitMQ vhost: one at a time on
-/// this machine (nextest runs each test in a process of its own). RabbitMQ
-/// 3.10 was seen to hang for good on a vhost added while others were being
-/// added or deleted.
-async fn vhost_lock() -> std::fs::File {
+/// The vhosts tests run in: `bourse-test-<n>`, made once on a machine and
+/// reused. RabbitMQ 3.10 was seen to hang for good (every later vhost
+/// operation with it) on a vhost added while another one's message stores
+/// were starting; making a vhost per test met that within an hour of runs,
+/// reusing them never makes one after the first runs.
+const VHOST_SLOTS: usize = 64;
+
+/// Claims a free vhost slot for this test: an exclusive lock on its file
+/// (nextest runs each test in a process of its own), held until the
+/// returned file is dropped.
+async fn claim_vhost() -> (std::fs::File, String) {
     tokio::task::spawn_blocking(|| {
-        let path = std::env::temp_dir().join("bourse-test-vhosts.lock");
+        let dir = std::env::temp_dir();
+        loop {
+            for n in 0..VHOST_SLOTS {
+                let path = dir.join(format!("bourse-test-vhost-{n}.lock"));
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&path)
+                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                if file.try_lock().is_ok() {
+                    return (file, format!("bourse-test-{n}"));
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    })
+    .await
+    .expect("a vhost slot")
+}
+
+/// RabbitMQ's management API, for a test's vhost.
+struct Management {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Management {
+    fn call(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}/api/{path}", self.url))
+            .basic_auth("guest", Some("guest"))
+            .timeout(Duration::from_secs(60))
+    }
+
+    /// Makes the vhost if it does not exist yet (one at a time on this
+    /// machine), lets guest use it, and empties it of an earlier test's queues
+    /// and exchanges.
+    async fn prepare(&self, vhost: &str) {
+        let exists = self
+            .call(reqwest::Method::GET, &format!("vhosts/{vhost}"))
+            .send()
+            .await
+            .expect("ask RabbitMQ's management API (is RabbitMQ running? see scripts/test.sh)")
+            .status()
+            .is_success();
+        if !exists {
+            let _one_at_a_time = global_lock("bourse-test-vhosts.lock").await;
+            self.call(reqwest::Method::PUT, &format!("vhosts/{vhost}"))
+                .json(&serde_json::json!({}))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+                .expect("create a RabbitMQ vhost");
+        }
+        self.call(reqwest::Method::PUT, &format!("permissions/{vhost}/guest"))
+            .json(&serde_json::json!({"configure": ".*", "write": ".*", "read": ".*"}))
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .expect("grant guest the vhost");
+        self.empty(vhost).await;
+    }
+
+    /// Deletes the vhost's queues and its own exchanges (not the `amq.*` ones).
+    async fn empty(&self, vhost: &str) {
+        for (kind, keep) in [("queues", None), ("exchanges", Some("amq."))] {
+            let names: Vec<serde_json::Value> = match self
+                .call(reqwest::Method::GET, &format!("{kind}/{vhost}?columns=name"))
+                .send()
+                .await
+                .and_then(|r| r.error_for_status())
+            {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(_) => continue,
+            };
+            for name in names.iter().filter_map(|n| n["name"].as_str()) {
+                if name.is_empty() || keep.is_some_and(|prefix| name.starts_with(prefix)) {
+                    continue;
+                }
+                let _ = self.call(reqwest::Method::DELETE, &format!("{kind}/{vhost}/{name}")).send().await;
+            }
+        }
+    }
+}
+
+/// An exclusive lock on a file of the temporary folder, shared by every
+/// test process of this machine; held until the returned file is dropped.
+async fn global_lock(name: &'static str) -> std::fs::File {
+    tokio::task::spawn_blocking(move || {
+        let path = std::env::temp_dir().join(name);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .truncate(false)
@@ -119,7 +200,7 @@ async fn vhost_lock() -> std::fs::File {
         file
     })
     .await
-    .expect("the vhost lock")
+    .expect("a lock")
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.

@@ -123,6 +123,8 @@ bourse_common::named_enum! {
     /// What moved money.
     pub enum Kind {
         TopUp = "top_up",
+        /// A deposit confirmed on the chain.
+        Deposit = "deposit",
         Reserve = "reserve",
         Release = "release",
         Settle = "settle",
@@ -324,6 +326,10 @@ impl Balance {
 
     pub fn top_up(self, amount: Decimal) -> Movement {
         Movement::transfer(Kind::TopUp, LedgerAccount::External, LedgerAccount::Available, amount)
+    }
+
+    pub fn deposit(self, amount: Decimal) -> Movement {
+        Movement::transfer(Kind::Deposit, LedgerAccount::External, LedgerAccount::Available, amount)
     }
 
     pub fn reserve(self, amount: Decimal) -> Result<Movement, Insufficient> {
@@ -965,7 +971,7 @@ mod tests {
         );
         assert_eq!(
             Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-            words(&["top_up", "reserve", "release", "settle"])
+            words(&["top_up", "deposit", "reserve", "release", "settle"])
         );
         assert_eq!(
             ReservationStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),

@@ -21,8 +21,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bourse_common::catalog::{
-    FundsRejected, FundsReleased, FundsReserved, FundsSettled, OrderUpdated, ReleaseFunds, ReserveFunds,
-    TradeExecuted, UserRegistered,
+    DepositConfirmed, FundsRejected, FundsReleased, FundsReserved, FundsSettled, OrderUpdated, ReleaseFunds,
+    ReserveFunds, TradeExecuted, UserRegistered,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -42,6 +42,13 @@ bourse_common::inbound! {
     /// What the queue `payment-service.users` takes.
     pub enum Users {
         Registered(UserRegistered),
+    }
+}
+
+bourse_common::inbound! {
+    /// What the queue `payment-service.chain` takes (from chain-service).
+    pub enum Chain {
+        Deposit(DepositConfirmed),
     }
 }
 
@@ -87,6 +94,21 @@ impl Handle<Users> for Handlers {
         storage::lock_ledger(conn)?;
         match message {
             Users::Registered(event) => user_registered(&self.settings.reference, conn, &event),
+        }
+    }
+}
+
+impl Handle<Chain> for Handlers {
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        message: Chain,
+        _: &Envelope,
+        _: &mut Emitter,
+    ) -> Result<(), HandlerError> {
+        storage::lock_ledger(conn)?;
+        match message {
+            Chain::Deposit(deposit) => deposit_confirmed(&self.settings.reference, conn, &deposit),
         }
     }
 }
@@ -140,6 +162,35 @@ pub fn user_registered(
     for currency in &reference.currencies {
         storage::open_account(conn, event.user_id, &currency.code, now_micros())?;
     }
+    Ok(())
+}
+
+/// Credits a confirmed deposit, once: its ledger reference is the deposit id,
+/// so the same deposit sent again (whatever its message id) credits nothing.
+pub fn deposit_confirmed(
+    reference: &ReferenceData,
+    conn: &mut DbConnection,
+    deposit: &DepositConfirmed,
+) -> Result<(), HandlerError> {
+    let currency = reference.currency(&deposit.currency).ok_or_else(|| {
+        HandlerError::Permanent(anyhow::anyhow!(
+            "deposit {}: no currency {}",
+            deposit.deposit_id,
+            deposit.currency
+        ))
+    })?;
+    let amount = deposit
+        .amount
+        .check_scale(currency)
+        .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("deposit {}: {e}", deposit.deposit_id)))?;
+    let cause = format!("deposit:{}", deposit.deposit_id);
+    if storage::has_entries(conn, &cause)? || amount.value().is_zero() {
+        return Ok(());
+    }
+    let now = now_micros();
+    let balance = storage::lock_balance(conn, deposit.user_id, &deposit.currency, now)?;
+    let movement = balance.deposit(amount.value());
+    storage::apply(conn, deposit.user_id, &deposit.currency, balance, &movement, &cause, now)?;
     Ok(())
 }
 

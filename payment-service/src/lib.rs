@@ -9,7 +9,7 @@
 //! | --- | --- |
 //! | [`domain`] | the rules, pure: money movements and balances, settlement of a trade, the stored words (ledger accounts, entry kinds, reservation states) |
 //! | [`storage`] | accounts, ledger entries, reservations (with their settled fills and their order's end) in the database |
-//! | [`handlers`] | consumed messages: `user.registered`; the commands `payment.reserve-funds`, `payment.release-funds`; `trade.executed`, `order.updated` |
+//! | [`handlers`] | consumed messages: `user.registered`; `deposit.confirmed`; the commands `payment.reserve-funds`, `payment.release-funds`; `trade.executed`, `order.updated` |
 //! | [`routes`] | REST: accounts, top-up, finance history, fees collected |
 //! | [`settings`] | the service's own settings: top-up switch, reference data, fee rates |
 //!
@@ -54,6 +54,7 @@ impl Service for PaymentService {
             consumers: vec![
                 inbox::consume::<handlers::Users>("payment-service.users", handlers.clone()),
                 inbox::consume::<handlers::Commands>("payment-service.commands", handlers.clone()),
+                inbox::consume::<handlers::Chain>("payment-service.chain", handlers.clone()),
                 // Trades and order ends in one queue: a trade settles before its order's rest is released.
                 inbox::consume::<handlers::Matching>("payment-service.matching", handlers),
             ],

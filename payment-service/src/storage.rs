@@ -142,6 +142,12 @@ pub fn lock_ledger(conn: &mut DbConnection) -> QueryResult<()> {
     bourse_common::db::lock_key(conn, LEDGER, "ledger")
 }
 
+/// Are there ledger entries with this reference (a deposit credited already)?
+pub fn has_entries(conn: &mut DbConnection, reference: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(ledger_entries::table.filter(ledger_entries::reference.eq(reference))))
+        .get_result(conn)
+}
+
 /// The balance, locked until the transaction ends; the account is opened if needed.
 pub fn lock_balance(conn: &mut DbConnection, user: Uuid, currency: &str, now: i64) -> QueryResult<Balance> {
     open_account(conn, user, currency, now)?;

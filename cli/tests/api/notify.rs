@@ -164,15 +164,17 @@ async fn each_event_sends_one_email_with_its_content_to_its_user(backend: Backen
     let ids: HashSet<&str> = all.iter().map(|m| m.message_id.as_deref().unwrap()).collect();
     assert_eq!(ids.len(), all.len(), "a Message-ID per e-mail");
 
-    // The record, as an administrator reads it: Ann's four, with the SMTP server's reply.
+    // The record, as an administrator reads it: Ann's four and her deposit
+    // address, each with the SMTP server's reply.
     let admin = t.admin("admin@bourse.local").await;
-    let body = recorded(&t, &admin, Some(&ann_id), 4).await;
+    let body = recorded(&t, &admin, Some(&ann_id), 5).await;
     let items = body["items"].as_array().unwrap();
     assert!(items.iter().all(
         |i| i["recipient"] == "ann@example.com" && i["smtp_reply"].as_str().unwrap().starts_with("250 ")
     ));
     let recorded: HashSet<&str> = items.iter().map(|i| i["message_id"].as_str().unwrap()).collect();
-    let received: HashSet<&str> = ann_mails.iter().map(|m| m.message_id.as_deref().unwrap()).collect();
+    let ann_all = t.all_mails_to("ann@example.com");
+    let received: HashSet<&str> = ann_all.iter().map(|m| m.message_id.as_deref().unwrap()).collect();
     assert_eq!(recorded, received);
     let (status, _) = t.call("GET", "/api/admin/notifications", Some(&ann), None).await;
     assert_eq!(status, 403, "the record is for administrators only");
@@ -242,11 +244,19 @@ async fn a_refused_recipient_is_parked_and_the_others_still_get_their_mail(backe
     register(&t, "fay@example.com").await;
     assert_eq!(subjects(&t.wait_mails("fay@example.com", 1).await), ["Welcome to Bourse"]);
 
-    let parked: Vec<Value> = eventually("both refused welcomes parked", WAIT, || async {
+    // Each refused twice: the welcome and the deposit address.
+    let parked: Vec<Value> = eventually("the refused e-mails parked", WAIT, || async {
         let parked = deadletter::list(&t.env.amqp_url, MAILS_QUEUE, 10).await.unwrap();
-        (parked.len() == 2).then(|| parked.iter().map(|d| serde_json::to_value(d).unwrap()).collect())
+        (parked.len() == 4).then(|| {
+            parked
+                .iter()
+                .map(|d| serde_json::to_value(d).unwrap())
+                .filter(|d| d["envelope"]["type"] == "user.registered")
+                .collect()
+        })
     })
     .await;
+    assert_eq!(parked.len(), 2, "{parked:?}");
     let error_of = |needle: &str| {
         parked
             .iter()
@@ -273,8 +283,8 @@ async fn a_crash_between_the_smtp_reply_and_the_commit_repeats_the_email_with_it
     let admin = t.admin("admin@bourse.local").await;
     let (_, gus_id) = register(&t, "gus@example.com").await;
     // The fault fires in the next transaction of any notify consumer: it is armed
-    // once both welcomes are committed, not merely in the mailbox.
-    recorded(&t, &admin, None, 2).await;
+    // once both welcomes and both deposit addresses are committed, not merely in the mailbox.
+    recorded(&t, &admin, None, 4).await;
 
     let notify = t.stack.service("notify-service").unwrap();
     notify.bus.faults.crash_consumer_before_commit(1);
@@ -293,8 +303,8 @@ async fn a_crash_between_the_smtp_reply_and_the_commit_repeats_the_email_with_it
     assert_eq!(mails[1].text, mails[2].text);
     drain(&t, "sentinel@example.com").await;
     assert_eq!(t.mails_to("gus@example.com").len(), 3, "the redelivery after the restart is sent once");
-    // Recorded once: the record is what committed.
-    recorded(&t, &admin, Some(&gus_id), 2).await;
+    // Recorded once: the record is what committed (the welcome, the deposit address, the reset).
+    recorded(&t, &admin, Some(&gus_id), 3).await;
     t.stop().await;
 }
 

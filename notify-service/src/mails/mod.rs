@@ -7,8 +7,9 @@
 //! The kinds that exist: `welcome` (`user.registered`), `password_reset`
 //! (`user.password-reset-requested`), `registration_attempted`
 //! (`user.registration-attempted`), `order_rejected` (`order.rejected`) and
-//! `order_filled` (`funds.settled`). Not yet: the wallet address, deposits,
-//! withdrawals, `transfer.confirmed`.
+//! `order_filled` (`funds.settled`), `wallet_created` (`wallet.created`: the
+//! deposit address) and `deposit_credited` (`deposit.confirmed`). Not yet:
+//! withdrawals (`transfer.confirmed`).
 //!
 //! Each event is decoded once, into [`Mails`]; its kind reads the typed
 //! event into the template's values. Delivery ([`Postman`]) runs inside the
@@ -18,14 +19,17 @@
 //! and that commit. Both copies then carry the same `Message-ID`, derived
 //! from the event id.
 
+pub mod deposit_credited;
 pub mod order_filled;
 pub mod order_rejected;
 pub mod password_reset;
 pub mod registration_attempted;
+pub mod wallet_created;
 pub mod welcome;
 
 use bourse_common::catalog::{
-    FundsSettled, OrderRejected, PasswordResetRequested, RegistrationAttempted, Side, UserRegistered,
+    DepositConfirmed, FundsSettled, OrderRejected, PasswordResetRequested, RegistrationAttempted, Side,
+    UserRegistered, WalletCreated,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -106,6 +110,8 @@ kinds! {
     RegistrationAttempted(RegistrationAttempted) => registration_attempted,
     OrderRejected(OrderRejected) => order_rejected,
     OrderFilled(FundsSettled) => order_filled,
+    WalletCreated(WalletCreated) => wallet_created,
+    DepositCredited(DepositConfirmed) => deposit_credited,
 }
 
 /// An amount as a person reads it: exact, with its currency (`"0.4995 ETH"`).

@@ -1,0 +1,132 @@
+//! The chain, as chain-service reads it: through alloy's JSON-RPC provider
+//! (the maintained successor of the `web3` crate). Only what the service
+//! needs: the head, a block's identity and its native transfers, receipts.
+
+use std::collections::HashMap;
+
+use alloy::consensus::Transaction as _;
+use alloy::eips::BlockNumberOrTag;
+use alloy::network::TransactionResponse as _;
+use alloy::primitives::Address;
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+
+/// A node that did not answer, or answered nonsense: the watcher waits and
+/// asks again (a failing node is never a failing deposit).
+#[derive(Debug, thiserror::Error)]
+#[error("chain node: {0}")]
+pub struct NodeError(pub String);
+
+fn node_error(e: impl std::fmt::Display) -> NodeError {
+    NodeError(e.to_string())
+}
+
+/// A block's place in the chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockId {
+    pub number: u64,
+    pub hash: String,
+    pub parent_hash: String,
+}
+
+/// A native transfer that executed, to one of the addresses asked about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transfer {
+    pub tx_hash: String,
+    /// The transaction's index in its block.
+    pub index: u64,
+    /// Lower-case hex, as [`key`] spells addresses.
+    pub to: String,
+    /// In wei.
+    pub value: u128,
+}
+
+/// How addresses are compared: lower-case hex with `0x`.
+pub fn key(address: &Address) -> String {
+    format!("{address:#x}")
+}
+
+/// A block with the transfers to watched addresses in it.
+#[derive(Debug, Clone)]
+pub struct Block {
+    pub id: BlockId,
+    pub transfers: Vec<Transfer>,
+}
+
+#[derive(Clone)]
+pub struct Node {
+    provider: DynProvider,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Node")
+    }
+}
+
+impl Node {
+    pub fn connect(rpc_url: &str) -> anyhow::Result<Self> {
+        let url = rpc_url.parse().map_err(|e| anyhow::anyhow!("settings.rpc_url `{rpc_url}`: {e}"))?;
+        Ok(Self { provider: ProviderBuilder::new().connect_http(url).erased() })
+    }
+
+    pub async fn chain_id(&self) -> Result<u64, NodeError> {
+        self.provider.get_chain_id().await.map_err(node_error)
+    }
+
+    pub async fn head(&self) -> Result<u64, NodeError> {
+        self.provider.get_block_number().await.map_err(node_error)
+    }
+
+    /// The block at `number` on the chain as the node has it now (`None`: not there).
+    pub async fn block_id(&self, number: u64) -> Result<Option<BlockId>, NodeError> {
+        let block =
+            self.provider.get_block_by_number(BlockNumberOrTag::Number(number)).await.map_err(node_error)?;
+        Ok(block.map(|b| BlockId {
+            number: b.header.number,
+            hash: format!("{:#x}", b.header.hash),
+            parent_hash: format!("{:#x}", b.header.parent_hash),
+        }))
+    }
+
+    /// The block at `number` with the native transfers in it to `watched`
+    /// addresses whose transactions succeeded (a reverted one moved nothing).
+    pub async fn block(
+        &self,
+        number: u64,
+        watched: &HashMap<String, String>,
+    ) -> Result<Option<Block>, NodeError> {
+        let Some(block) = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Number(number))
+            .full()
+            .await
+            .map_err(node_error)?
+        else {
+            return Ok(None);
+        };
+        let id = BlockId {
+            number: block.header.number,
+            hash: format!("{:#x}", block.header.hash),
+            parent_hash: format!("{:#x}", block.header.parent_hash),
+        };
+        let mut transfers = Vec::new();
+        for (index, tx) in block.transactions.txns().enumerate() {
+            let Some(to) = tx.to().map(|a| key(&a)) else { continue };
+            if tx.value().is_zero() || !watched.contains_key(&to) {
+                continue;
+            }
+            let hash = tx.tx_hash();
+            let receipt = self.provider.get_transaction_receipt(hash).await.map_err(node_error)?;
+            let Some(receipt) = receipt else {
+                return Err(NodeError(format!("no receipt yet for {hash:#x} in block {number}")));
+            };
+            if !receipt.status() {
+                continue;
+            }
+            let value = u128::try_from(tx.value())
+                .map_err(|_| NodeError(format!("{hash:#x}: a value beyond 128 bits")))?;
+            transfers.push(Transfer { tx_hash: format!("{hash:#x}"), index: index as u64, to, value });
+        }
+        Ok(Some(Block { id, transfers }))
+    }
+}

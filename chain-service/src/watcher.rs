@@ -1,0 +1,314 @@
+//! Deposits: chain-service follows the chain block by block, with its place
+//! (the blocks read, with their hashes) in its database, so that a restart
+//! resumes where it stopped without missing or reading a block twice.
+//!
+//! Each round: ask the head; check that the newest block read is still on the
+//! chain (else a reorg: go back to the fork and forget what was read above
+//! it); read the next blocks, each in one transaction with the deposits to
+//! users' wallets in it (`pending`); then credit, in one transaction with
+//! its `deposit.confirmed`, every pending deposit with its confirmations.
+//!
+//! A reorg forgets the blocks above the fork: their pending deposits are
+//! `orphaned` (they never happened); a credited one is `reverted` and
+//! `deposit.reverted` raises the alarm (the ledger is not debited behind the
+//! operators' back). A node that does not answer stops the rounds, not the
+//! deposits: the watcher waits and asks again.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bourse_common::amqp::Backoff;
+use bourse_common::catalog::{DepositConfirmed, DepositReverted};
+use bourse_common::db::{Db, DbConnection, DbError};
+use bourse_common::metrics::ComponentHealth;
+use bourse_common::money::Amount;
+use bourse_common::now_micros;
+use bourse_common::outbox::Emitter;
+use bourse_common::service::BackgroundTask;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::domain::{self, DepositStatus, NATIVE_DECIMALS};
+use crate::node::{Block, Node, NodeError};
+use crate::settings::Settings;
+use crate::storage::{self, BlockRow, DepositRow};
+
+const PRODUCER: &str = "chain-service";
+
+/// Why a round stopped.
+#[derive(Debug, thiserror::Error)]
+enum RoundError {
+    #[error(transparent)]
+    Node(#[from] NodeError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("{0}")]
+    Config(String),
+}
+
+impl From<diesel::result::Error> for RoundError {
+    fn from(e: diesel::result::Error) -> Self {
+        Self::Db(DbError::from(e))
+    }
+}
+
+/// The watcher as a background task of the service; its health is the
+/// `chain` component of the service's readiness.
+pub fn task(settings: Settings, node: Node) -> BackgroundTask {
+    Box::new(move |bus, shutdown| {
+        let db = bus.db.clone();
+        let health = bus.metrics.component("chain");
+        Box::pin(run(Watcher { settings, node, db }, health, shutdown))
+    })
+}
+
+struct Watcher {
+    settings: Settings,
+    node: Node,
+    db: Db,
+}
+
+async fn run(watcher: Watcher, health: ComponentHealth, shutdown: CancellationToken) {
+    let interval = Duration::from_millis(watcher.settings.poll_interval_ms.max(10));
+    let mut backoff = Backoff::default();
+    while !shutdown.is_cancelled() {
+        let delay = match watcher.round().await {
+            Ok(more) => {
+                health.set(true);
+                backoff.reset();
+                if more { Duration::ZERO } else { interval }
+            }
+            Err(RoundError::Config(problem)) => {
+                health.set(false);
+                tracing::error!(%problem, "chain-service cannot follow this node");
+                interval.max(Duration::from_secs(5))
+            }
+            Err(e) => {
+                health.set(false);
+                let delay = backoff.next_delay();
+                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "chain round interrupted");
+                delay
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+    health.set(false);
+}
+
+impl Watcher {
+    /// One round; `true` when blocks are left to read at once.
+    async fn round(&self) -> Result<bool, RoundError> {
+        let chain_id = self.node.chain_id().await?;
+        if chain_id != self.settings.chain_id {
+            return Err(RoundError::Config(format!(
+                "the node at {} serves chain {chain_id}, settings.chain_id is {}",
+                self.settings.rpc_url, self.settings.chain_id
+            )));
+        }
+        let head = self.node.head().await?;
+        let last = self.db.read(|c| storage::last_block(c).map_err(DbError::from)).await?;
+        if let Some(last) = &last
+            && !self.still_on_chain(last).await?
+        {
+            self.rewind(last).await?;
+            return Ok(true);
+        }
+        let first = match &last {
+            Some(b) => u64::try_from(b.number + 1).unwrap_or(0),
+            None => self.settings.start_block.unwrap_or(head),
+        };
+        let end = head.min(first.saturating_add(self.settings.max_blocks_per_round.max(1)) - 1);
+        let watched: HashMap<String, String> = self
+            .db
+            .read(|c| storage::wallet_owners(c).map_err(DbError::from))
+            .await?
+            .into_iter()
+            .map(|(address, user)| (address.to_lowercase(), user))
+            .collect();
+        let mut parent = last;
+        for number in first..=end {
+            let Some(block) = self.node.block(number, &watched).await? else { break };
+            if let Some(p) = &parent
+                && p.hash != block.id.parent_hash
+            {
+                // The chain changed under the round: the next one finds the fork.
+                return Ok(true);
+            }
+            parent = Some(self.record(block, &watched, head).await?);
+        }
+        self.credit(head).await?;
+        Ok(end < head)
+    }
+
+    async fn still_on_chain(&self, block: &BlockRow) -> Result<bool, RoundError> {
+        let number = u64::try_from(block.number).unwrap_or(0);
+        Ok(self.node.block_id(number).await?.is_some_and(|on_chain| on_chain.hash == block.hash))
+    }
+
+    /// Stores a block read and its deposits, in one transaction.
+    async fn record(
+        &self,
+        block: Block,
+        watched: &HashMap<String, String>,
+        head: u64,
+    ) -> Result<BlockRow, RoundError> {
+        let currency = self.settings.native_currency.clone();
+        let scale = self
+            .settings
+            .reference
+            .currency(&currency)
+            .map(|c| c.scale)
+            .ok_or_else(|| RoundError::Config(format!("no currency {currency} in settings.reference")))?;
+        let row = BlockRow {
+            number: i64::try_from(block.id.number).map_err(|e| RoundError::Config(e.to_string()))?,
+            hash: block.id.hash.clone(),
+            parent_hash: block.id.parent_hash.clone(),
+        };
+        let now = now_micros();
+        let mut deposits = Vec::new();
+        for t in &block.transfers {
+            let Some(user) = watched.get(&t.to) else { continue };
+            let converted = match domain::to_ledger(t.value, NATIVE_DECIMALS, scale) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(tx = %t.tx_hash, error = %e, "a deposit the ledger cannot hold: not credited");
+                    continue;
+                }
+            };
+            deposits.push(DepositRow {
+                id: format!("{}:{}:{}", self.settings.chain_id, t.tx_hash, t.index),
+                user_id: user.clone(),
+                address: t.to.clone(),
+                currency: currency.clone(),
+                amount: Amount::new(converted.credited),
+                dust: Amount::new(converted.dust),
+                tx_hash: t.tx_hash.clone(),
+                block_number: row.number,
+                block_hash: row.hash.clone(),
+                status: DepositStatus::Pending,
+                seen_at: now,
+                updated_at: now,
+            });
+        }
+        let stored = row.clone();
+        let head = i64::try_from(head).unwrap_or(i64::MAX);
+        self.db
+            .write(move |c| {
+                storage::insert_block(c, &stored)?;
+                for d in &deposits {
+                    if storage::insert_deposit(c, d)? {
+                        tracing::info!(deposit = %d.id, user = %d.user_id, amount = %d.amount.value(), "deposit seen");
+                    }
+                }
+                storage::set_head(c, head, now)?;
+                Ok::<_, DbError>(())
+            })
+            .await?;
+        Ok(row)
+    }
+
+    /// Credits every pending deposit with its confirmations at `head`.
+    async fn credit(&self, head: u64) -> Result<(), RoundError> {
+        let required = self.settings.confirmations.max(1);
+        let Some(deepest) = head.checked_sub(required - 1) else { return Ok(()) };
+        let deepest = i64::try_from(deepest).unwrap_or(i64::MAX);
+        let keep_from = deepest.saturating_sub(i64::try_from(required).unwrap_or(0) + 64);
+        let head = i64::try_from(head).unwrap_or(i64::MAX);
+        self.db
+            .write(move |c| {
+                storage::set_head(c, head, now_micros())?;
+                let mut out = Emitter::new(PRODUCER);
+                for d in storage::pending_up_to(c, deepest)? {
+                    credit_one(c, &d, &mut out)?;
+                }
+                out.flush(c)?;
+                storage::prune_blocks_before(c, keep_from)?;
+                Ok::<_, DbError>(())
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Goes back to where the stored blocks meet the chain again and forgets
+    /// what was read above.
+    async fn rewind(&self, last: &BlockRow) -> Result<(), RoundError> {
+        let mut number = last.number;
+        let fork = loop {
+            number -= 1;
+            let stored = self.db.read(move |c| storage::block(c, number).map_err(DbError::from)).await?;
+            match stored {
+                Some(block) if self.still_on_chain(&block).await? => break number,
+                Some(_) => {}
+                // Older than what is kept: start again from there.
+                None => break number,
+            }
+        };
+        tracing::warn!(from = fork + 1, to = last.number, "reorg: the blocks above the fork are forgotten");
+        self.db
+            .write(move |c| {
+                let now = now_micros();
+                let mut out = Emitter::new(PRODUCER);
+                for d in storage::live_from(c, fork + 1)? {
+                    forget_one(c, &d, now, &mut out)?;
+                }
+                out.flush(c)?;
+                storage::drop_blocks_from(c, fork + 1)?;
+                Ok::<_, DbError>(())
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The deposit's user (stored from a wallet row: a bad one fails the read).
+fn user_of(d: &DepositRow) -> Result<Uuid, DbError> {
+    Uuid::parse_str(&d.user_id)
+        .map_err(|e| DbError::Query(diesel::result::Error::DeserializationError(Box::new(e))))
+}
+
+fn credit_one(c: &mut DbConnection, d: &DepositRow, out: &mut Emitter) -> Result<(), DbError> {
+    let user_id = user_of(d)?;
+    storage::set_status(c, &d.id, DepositStatus::Credited, now_micros())?;
+    out.send(
+        &d.id,
+        &DepositConfirmed {
+            deposit_id: d.id.clone(),
+            user_id,
+            currency: d.currency.clone(),
+            amount: d.amount,
+            tx_hash: d.tx_hash.clone(),
+            block_number: u64::try_from(d.block_number).unwrap_or(0),
+        },
+    );
+    tracing::info!(deposit = %d.id, amount = %d.amount.value(), "deposit confirmed: crediting");
+    Ok(())
+}
+
+fn forget_one(c: &mut DbConnection, d: &DepositRow, now: i64, out: &mut Emitter) -> Result<(), DbError> {
+    match d.status {
+        DepositStatus::Pending => {
+            storage::set_status(c, &d.id, DepositStatus::Orphaned, now)?;
+            tracing::info!(deposit = %d.id, "deposit orphaned by a reorg before its confirmations");
+        }
+        DepositStatus::Credited => {
+            storage::set_status(c, &d.id, DepositStatus::Reverted, now)?;
+            let user_id = user_of(d)?;
+            out.send(
+                &d.id,
+                &DepositReverted {
+                    deposit_id: d.id.clone(),
+                    user_id,
+                    currency: d.currency.clone(),
+                    amount: d.amount,
+                    tx_hash: d.tx_hash.clone(),
+                },
+            );
+            tracing::error!(deposit = %d.id, amount = %d.amount.value(), "ALERT: a credited deposit left the chain (reorg deeper than the confirmations)");
+        }
+        DepositStatus::Orphaned | DepositStatus::Reverted => {}
+    }
+    Ok(())
+}

@@ -1,0 +1,141 @@
+//! The dev chain: anvil (Foundry), spawned on a port of 127.0.0.1, for
+//! `bourse up` and the tests; and what a developer does to it: send ETH from
+//! its funded account (the faucet), mine blocks, take and go back to
+//! snapshots (a reorg). Nothing here is for a real network.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use alloy::network::{EthereumWallet, TransactionBuilder};
+use alloy::primitives::{Address, U256};
+use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::rpc::types::TransactionRequest;
+use alloy::signers::local::PrivateKeySigner;
+use tokio::process::{Child, Command};
+
+/// anvil's first funded account (a published development key, 10,000 ETH on
+/// every fresh anvil): the dev stack's faucet. Never on a real network.
+const FAUCET_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+
+/// anvil's chain id.
+pub const CHAIN_ID: u64 = 31_337;
+
+/// Where `scripts/infra.sh` (ensure_anvil) installs anvil, unless `$BOURSE_ANVIL_BIN` says.
+pub fn binary() -> PathBuf {
+    std::env::var_os("BOURSE_ANVIL_BIN").map_or_else(
+        || PathBuf::from("/var/tmp/bourse-tools/node_modules/@foundry-rs/anvil-linux-amd64/bin/anvil"),
+        PathBuf::from,
+    )
+}
+
+/// A running anvil; stopped when dropped.
+pub struct Anvil {
+    child: Child,
+    pub port: u16,
+    pub url: String,
+    provider: DynProvider,
+    faucet: Address,
+}
+
+impl std::fmt::Debug for Anvil {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Anvil").field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+impl Anvil {
+    /// Starts anvil on 127.0.0.1:`port` (0: a free one), mining a block per
+    /// transaction; `state`: a file it loads at start and writes on exit.
+    pub async fn start(port: u16, state: Option<&Path>) -> anyhow::Result<Self> {
+        let bin = binary();
+        anyhow::ensure!(
+            bin.exists(),
+            "no anvil at {} (run `bash scripts/infra.sh ensure_anvil`, or set BOURSE_ANVIL_BIN)",
+            bin.display()
+        );
+        let port = if port == 0 { free_port()? } else { port };
+        let mut command = Command::new(&bin);
+        command
+            .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", &CHAIN_ID.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        if let Some(state) = state {
+            command.arg("--state").arg(state);
+        }
+        let child = command.spawn()?;
+        let url = format!("http://127.0.0.1:{port}");
+        let signer: PrivateKeySigner = FAUCET_KEY.parse()?;
+        let faucet = signer.address();
+        let provider =
+            ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse()?).erased();
+        let mut anvil = Self { child, port, url, provider, faucet };
+        anvil.wait_answering().await?;
+        Ok(anvil)
+    }
+
+    async fn wait_answering(&mut self) -> anyhow::Result<()> {
+        for _ in 0..200 {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::bail!("anvil on {} exited at start ({status}); is the port taken?", self.url);
+            }
+            if self.provider.get_chain_id().await.is_ok() {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("anvil did not answer on {} within 10 s", self.url)
+    }
+
+    /// Sends `wei` from the faucet to `to`; returns the transaction hash once mined.
+    pub async fn send_eth(&self, to: &str, wei: u128) -> anyhow::Result<String> {
+        let to: Address = to.parse()?;
+        // The nonce from the chain each time: after a revert to a snapshot a
+        // remembered one would be ahead of it, and the transfer never mined.
+        let nonce = self.provider.get_transaction_count(self.faucet).await?;
+        let tx = TransactionRequest::default().with_to(to).with_value(U256::from(wei)).with_nonce(nonce);
+        let receipt = self
+            .provider
+            .send_transaction(tx)
+            .await?
+            .with_timeout(Some(Duration::from_secs(30)))
+            .get_receipt()
+            .await?;
+        anyhow::ensure!(receipt.status(), "the faucet's transfer reverted");
+        Ok(format!("{:#x}", receipt.transaction_hash))
+    }
+
+    /// Mines `blocks` empty blocks.
+    pub async fn mine(&self, blocks: u64) -> anyhow::Result<()> {
+        let _: serde_json::Value =
+            self.provider.raw_request("anvil_mine".into(), (U256::from(blocks),)).await?;
+        Ok(())
+    }
+
+    pub async fn head(&self) -> anyhow::Result<u64> {
+        Ok(self.provider.get_block_number().await?)
+    }
+
+    /// The chain's state now, to go back to with [`Anvil::revert`].
+    pub async fn snapshot(&self) -> anyhow::Result<U256> {
+        Ok(self.provider.raw_request("evm_snapshot".into(), ()).await?)
+    }
+
+    /// Goes back to a snapshot: the blocks mined since leave the chain (a reorg
+    /// once new blocks are mined in their place).
+    pub async fn revert(&self, snapshot: U256) -> anyhow::Result<()> {
+        let reverted: bool = self.provider.raw_request("evm_revert".into(), (snapshot,)).await?;
+        anyhow::ensure!(reverted, "anvil did not revert to snapshot {snapshot}");
+        Ok(())
+    }
+
+    /// The balance of `address` on chain, in wei.
+    pub async fn balance(&self, address: &str) -> anyhow::Result<U256> {
+        Ok(self.provider.get_balance(address.parse()?).await?)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
