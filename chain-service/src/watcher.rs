@@ -15,6 +15,7 @@
 //! deposits: the watcher waits and asks again.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bourse_common::amqp::Backoff;
@@ -58,7 +59,17 @@ pub fn task(settings: Settings, node: Node) -> BackgroundTask {
     Box::new(move |bus, shutdown| {
         let db = bus.db.clone();
         let health = bus.metrics.component("chain");
-        Box::pin(run(Watcher { settings, node, db }, health, shutdown))
+        Box::pin(run(
+            Watcher {
+                settings,
+                node,
+                db,
+                chain_checked: AtomicBool::new(false),
+                credited_at: AtomicU64::new(u64::MAX),
+            },
+            health,
+            shutdown,
+        ))
     })
 }
 
@@ -66,6 +77,11 @@ struct Watcher {
     settings: Settings,
     node: Node,
     db: Db,
+    /// The node serves the configured chain (asked once per run).
+    chain_checked: AtomicBool,
+    /// The head the last credit pass ran at: another pass at the same head
+    /// with no block read since would find nothing new.
+    credited_at: AtomicU64,
 }
 
 async fn run(watcher: Watcher, health: ComponentHealth, shutdown: CancellationToken) {
@@ -101,12 +117,15 @@ async fn run(watcher: Watcher, health: ComponentHealth, shutdown: CancellationTo
 impl Watcher {
     /// One round; `true` when blocks are left to read at once.
     async fn round(&self) -> Result<bool, RoundError> {
-        let chain_id = self.node.chain_id().await?;
-        if chain_id != self.settings.chain_id {
-            return Err(RoundError::Config(format!(
-                "the node at {} serves chain {chain_id}, settings.chain_id is {}",
-                self.settings.rpc_url, self.settings.chain_id
-            )));
+        if !self.chain_checked.load(Ordering::Relaxed) {
+            let chain_id = self.node.chain_id().await?;
+            if chain_id != self.settings.chain_id {
+                return Err(RoundError::Config(format!(
+                    "the node at {} serves chain {chain_id}, settings.chain_id is {}",
+                    self.settings.rpc_url, self.settings.chain_id
+                )));
+            }
+            self.chain_checked.store(true, Ordering::Relaxed);
         }
         let head = self.node.head().await?;
         let last = self.db.read(|c| storage::last_block(c).map_err(DbError::from)).await?;
@@ -114,6 +133,7 @@ impl Watcher {
             && !self.still_on_chain(last).await?
         {
             self.rewind(last).await?;
+            self.credited_at.store(u64::MAX, Ordering::Relaxed);
             return Ok(true);
         }
         let first = match &last {
@@ -129,6 +149,7 @@ impl Watcher {
             .map(|(address, user)| (address.to_lowercase(), user))
             .collect();
         let mut parent = last;
+        let mut read = 0;
         for number in first..=end {
             let Some(block) = self.node.block(number, &watched).await? else { break };
             if let Some(p) = &parent
@@ -138,8 +159,12 @@ impl Watcher {
                 return Ok(true);
             }
             parent = Some(self.record(block, &watched, head).await?);
+            read += 1;
         }
-        self.credit(head).await?;
+        if read > 0 || self.credited_at.load(Ordering::Relaxed) != head {
+            self.credit(head).await?;
+            self.credited_at.store(head, Ordering::Relaxed);
+        }
         Ok(end < head)
     }
 

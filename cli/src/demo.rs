@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use crate::anvil::Anvil;
 use crate::client::Gateway;
 use serde_json::{Value, json};
 
@@ -89,8 +90,56 @@ impl Client {
     }
 }
 
-/// Runs the scenario against the gateway at `gateway`.
-pub async fn run(gateway: &str) -> anyhow::Result<()> {
+impl Client {
+    /// `eth` ETH from the dev chain's faucet to the user's deposit address,
+    /// blocks mined until it has its confirmations, and the credit awaited.
+    async fn deposit(&self, chain: &Anvil, token: &str, eth: &str) -> anyhow::Result<()> {
+        println!("\n8. Bob deposits {eth} ETH to his wallet on the dev chain");
+        let mut address = None;
+        for _ in 0..300 {
+            let wallets = self.expect(200, "GET", "/api/users/me/wallets", Some(token), None).await?;
+            address = wallets[0]["address"].as_str().map(str::to_string);
+            if address.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let address = address.context("no wallet address after 15 s")?;
+        println!("  his deposit address: {address}");
+        let wei: rust_decimal::Decimal =
+            eth.parse::<rust_decimal::Decimal>()? * rust_decimal::Decimal::from(10u64.pow(18));
+        let tx = chain.send_eth(&address, u128::try_from(wei)?).await?;
+        println!("  sent from the dev chain's faucet: tx {tx}");
+        let mut mined = false;
+        for _ in 0..600 {
+            let page = self.expect(200, "GET", "/api/users/me/deposits", Some(token), None).await?;
+            let deposit =
+                page["items"].as_array().and_then(|d| d.iter().find(|d| d["tx_hash"] == tx.as_str()));
+            match deposit {
+                Some(d) if d["status"] == "credited" => {
+                    println!("  credited with {} confirmations: {} ETH", d["confirmations"], d["amount"]);
+                    return Ok(());
+                }
+                Some(d) if d["status"] == "pending" && !mined => {
+                    // The dev chain mines a block per transaction: the blocks on top are mined here.
+                    let seen = d["confirmations"].as_u64().unwrap_or(0);
+                    let required = d["required_confirmations"].as_u64().unwrap_or(1);
+                    let missing = required.saturating_sub(seen);
+                    println!("  seen: {seen} of {required} confirmations, mining {missing} more blocks");
+                    chain.mine(missing).await?;
+                    mined = true;
+                }
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("the deposit {tx} was not credited in 60 s")
+    }
+}
+
+/// Runs the scenario against the gateway at `gateway`; with the dev `chain`
+/// (`bourse up` started it), Bob's ETH comes as a deposit on it.
+pub async fn run(gateway: &str, chain: Option<&Anvil>) -> anyhow::Result<()> {
     let c = Client { gateway: Gateway::new(gateway) };
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     println!("\n== Bourse demo against {gateway}");
@@ -153,9 +202,15 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
         );
     }
 
-    println!("\n8. Bob sells 1 ETH at 2000 and Alice buys it: a trade, settled with fees");
-    c.expect(200, "POST", "/api/users/me/accounts/ETH/top-up", Some(&bob), Some(json!({"amount": "1"})))
-        .await?;
+    match chain {
+        Some(chain) => c.deposit(chain, &bob, "1").await?,
+        None => {
+            println!("\n8. Bob tops up 1 ETH");
+            let amount = json!({"amount": "1"});
+            c.expect(200, "POST", "/api/users/me/accounts/ETH/top-up", Some(&bob), Some(amount)).await?;
+        }
+    }
+    println!("\n9. Bob sells 1 ETH at 2000 and Alice buys it: a trade, settled with fees");
     let sell =
         json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
     let sell = c.expect(202, "POST", "/api/orders", Some(&bob), Some(sell)).await?;
