@@ -99,16 +99,9 @@ const VHOST_SLOTS: usize = 64;
 /// returned file is dropped.
 async fn claim_vhost() -> (std::fs::File, String) {
     tokio::task::spawn_blocking(|| {
-        let dir = std::env::temp_dir();
         loop {
             for n in 0..VHOST_SLOTS {
-                let path = dir.join(format!("bourse-test-vhost-{n}.lock"));
-                let file = std::fs::OpenOptions::new()
-                    .create(true)
-                    .truncate(false)
-                    .write(true)
-                    .open(&path)
-                    .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                let file = lock_file(&format!("bourse-test-vhost-{n}.lock"));
                 if file.try_lock().is_ok() {
                     return (file, format!("bourse-test-{n}"));
                 }
@@ -189,18 +182,23 @@ impl Management {
 /// test process of this machine; held until the returned file is dropped.
 async fn global_lock(name: &'static str) -> std::fs::File {
     tokio::task::spawn_blocking(move || {
-        let path = std::env::temp_dir().join(name);
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-        file.lock().unwrap_or_else(|e| panic!("lock {}: {e}", path.display()));
+        let file = lock_file(name);
+        file.lock().unwrap_or_else(|e| panic!("lock {name}: {e}"));
         file
     })
     .await
     .expect("a lock")
+}
+
+/// The file `name` of the temporary folder, made if missing, to lock.
+fn lock_file(name: &str) -> std::fs::File {
+    let path = std::env::temp_dir().join(name);
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()))
 }
 
 /// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`.
