@@ -623,53 +623,29 @@ pub async fn run_isolated(
     options: &ChaosOptions,
     arm: impl FnOnce(&Stack),
 ) -> anyhow::Result<Report> {
-    use bourse_common::testkit::{TestEnv, free_port};
-
-    let mut env = TestEnv::new(backend).await;
-    let smtp_port = free_port();
-    let mut mailbox = Mailbox::start(&env.tmp_dir().join("mail"), smtp_port, &[]).await?;
-    let chain = crate::anvil::Anvil::start(0, None).await?;
-    let databases = crate::stack::service_names()
-        .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
-        .collect();
-    let stack_options = crate::stack::StackOptions {
-        data_dir: env.tmp_dir().to_path_buf(),
-        amqp_url: env.amqp_url.clone(),
-        port: Some(0),
-        databases,
-        smtp: Some(notify_service::mailer::SmtpSettings { port: smtp_port, ..Default::default() }),
-        messaging: None,
-        secrets: crate::stack::StackSecrets::random(),
-        faucet: true,
-        auth_limit_per_minute: Some(100_000),
-        config_files: HashMap::new(),
-        chain_rpc_url: Some(chain.url.clone()),
-    };
+    let mut isolated = crate::isolated::Isolated::start(backend, &[]).await?;
     let gateway_db =
-        stack_options.databases.get(bourse_common::registry::GATEWAY.name).cloned().unwrap_or_default();
-    let mut stack = crate::stack::start(&stack_options).await?;
-    let payment = crate::stack::configure::<payment_service::PaymentService>(&stack_options)?.settings;
+        isolated.options.databases.get(bourse_common::registry::GATEWAY.name).cloned().unwrap_or_default();
+    let payment = crate::stack::configure::<payment_service::PaymentService>(&isolated.options)?.settings;
+    let stack = &mut isolated.stack;
     let client = Client { gateway: Gateway::new(&stack.gateway_url()), patience: PATIENCE };
     let admin = json!({"email": "chaos-admin@bourse.local", "password": "chaos password 1"});
     client.insist("POST", "/api/auth/users", None, Some(&admin), None).await;
     crate::admin::grant(&gateway_db, "chaos-admin@bourse.local", bourse_common::auth::Role::Admin).await?;
     let (_, token) = client.insist("POST", "/api/token", None, Some(&admin), None).await;
     let admin_token = token["access_token"].as_str().unwrap_or_default().to_string();
-    arm(&stack);
+    arm(stack);
     let report = {
         let mut target = Target {
-            stack: &mut stack,
-            mailbox: &mailbox,
-            amqp_url: env.amqp_url.clone(),
+            stack,
+            mailbox: &isolated.mailbox,
+            amqp_url: isolated.env.amqp_url.clone(),
             backend,
             reference: payment.reference.clone(),
             fee_rates: (payment.maker_fee_rate, payment.taker_fee_rate),
         };
         run(&mut target, options, &admin_token).await
     };
-    stack.stop().await;
-    mailbox.stop().await;
-    drop(chain);
-    env.cleanup().await;
+    isolated.stop().await;
     report
 }

@@ -9,5 +9,6 @@ pub mod anvil;
 pub mod chaos;
 pub mod client;
 pub mod demo;
+pub mod isolated;
 pub mod mailbox;
 pub mod stack;
