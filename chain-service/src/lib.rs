@@ -11,7 +11,7 @@
 //! | [`routes`] | REST: the caller's wallets and deposits |
 //!
 //! Not yet (issue 13 goes on): withdrawals and the transaction pipeline,
-//! ERC-20 (USDT) deposits, the `transfers` WebSocket channel and its e-mails.
+//! ERC-20 (USDT) deposits.
 //!
 //! A library with a thin `main.rs`: [`ChainService::run`](Service::run)
 //! starts it on the configured ports and URLs, so that tests and `bourse up`

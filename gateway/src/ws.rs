@@ -7,8 +7,8 @@
 //! the snapshot. Channels: `trades:<market>`, `candles:<market>:<interval>`
 //! (each candle as matching-service computed it after a trade, `market.candle`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
-//! where quantity `"0"` removes a level), and with a token `orders` and
-//! `balances`. Books and balances are read from the service that owns their
+//! where quantity `"0"` removes a level), and with a token `orders`,
+//! `balances` and `transfers` (a deposit credited, or reverted by a reorg). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
 //!
@@ -28,8 +28,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
-    BookChanged, CandleUpdated, FundsReleased, FundsReserved, Interval, MarketTrade, OrderUpdated,
-    TradeExecuted,
+    BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, FundsReleased, FundsReserved, Interval,
+    MarketTrade, OrderUpdated, TradeExecuted,
 };
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Db;
@@ -61,6 +61,8 @@ bourse_common::inbound! {
         Order(OrderUpdated),
         Reserved(FundsReserved),
         Released(FundsReleased),
+        Deposit(DepositConfirmed),
+        DepositReverted(DepositReverted),
     }
 }
 
@@ -140,7 +142,7 @@ struct Subscriber {
 }
 
 /// Channels only a token opens.
-const PRIVATE: [&str; 2] = ["orders", "balances"];
+const PRIVATE: [&str; 3] = ["orders", "balances", "transfers"];
 
 /// A client's place among its address's connections, given back when dropped.
 struct Admitted {
@@ -307,6 +309,20 @@ impl Hub {
             }
             FeedMessage::Reserved(e) => self.balances(e.user_id).await,
             FeedMessage::Released(e) => self.balances(e.user_id).await,
+            FeedMessage::Deposit(d) => {
+                let data = json!({
+                    "kind": "deposit", "status": "credited", "id": d.deposit_id, "currency": d.currency,
+                    "amount": d.amount, "tx_hash": d.tx_hash, "block_number": d.block_number,
+                });
+                self.publish("transfers", Some(d.user_id), &data);
+            }
+            FeedMessage::DepositReverted(d) => {
+                let data = json!({
+                    "kind": "deposit", "status": "reverted", "id": d.deposit_id, "currency": d.currency,
+                    "amount": d.amount, "tx_hash": d.tx_hash,
+                });
+                self.publish("transfers", Some(d.user_id), &data);
+            }
         }
     }
 
@@ -404,8 +420,10 @@ fn check_channel(channel: &str, markets: &[String], user: Option<Uuid>) -> Resul
     match parts.as_slice() {
         ["trades" | "book", m] if known_market(m) => Ok(()),
         ["candles", m, i] if known_market(m) && i.parse::<Interval>().is_ok() => Ok(()),
-        ["orders" | "balances"] if user.is_some() => Ok(()),
-        ["orders" | "balances"] => Err(format!("{channel} needs {{\"op\": \"auth\", \"token\": ..}} first")),
+        [private] if PRIVATE.contains(private) && user.is_some() => Ok(()),
+        [private] if PRIVATE.contains(private) => {
+            Err(format!("{channel} needs {{\"op\": \"auth\", \"token\": ..}} first"))
+        }
         _ => Err(format!("no channel {channel}")),
     }
 }

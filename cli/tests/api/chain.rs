@@ -102,9 +102,27 @@ async fn registration_gives_a_wallet_whose_key_only_the_master_key_opens(backend
 }
 
 async fn a_deposit_is_pending_until_its_confirmations_then_credited_once(backend: Backend) {
+    use futures::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+
     let t = TestStack::start(backend).await;
     let alice = t.user("alice@example.com").await;
     let address = address(&t, &alice).await;
+    // Her `transfers` channel on the feed (the book's snapshot says the subscription is in place).
+    let url = t.url("/ws").replace("http://", "ws://");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let send = |v: Value| Message::text(v.to_string());
+    ws.send(send(serde_json::json!({"op": "auth", "token": alice}))).await.unwrap();
+    ws.send(send(serde_json::json!({"op": "subscribe", "channels": ["transfers", "book:ETH-USDT"]})))
+        .await
+        .unwrap();
+    let mut next = async || loop {
+        let message = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        if let Message::Text(text) = message {
+            return serde_json::from_str::<Value>(&text).unwrap();
+        }
+    };
+    while next().await["channel"] != "book:ETH-USDT" {}
 
     // 1.5 ETH and 123 wei below the ledger's 8 decimals.
     let tx = t.chain.send_eth(&address, 3 * ETH / 2 + 123).await.unwrap();
@@ -118,6 +136,13 @@ async fn a_deposit_is_pending_until_its_confirmations_then_credited_once(backend
     // Two more blocks: three confirmations, credited.
     t.chain.mine(2).await.unwrap();
     let credited = deposit_reaches(&t, &alice, &tx, "credited").await;
+    let transfer = next().await;
+    assert_eq!(transfer["channel"], "transfers", "{transfer}");
+    assert_eq!(
+        (&transfer["data"]["status"], &transfer["data"]["amount"], &transfer["data"]["tx_hash"]),
+        (&serde_json::json!("credited"), &serde_json::json!("1.5"), &serde_json::json!(tx)),
+        "{transfer}"
+    );
     assert!(credited["confirmations"].as_u64().unwrap() >= 3, "{credited}");
     eventually("the deposit is in the balance", WAIT, || async {
         (t.accounts(&alice).await["ETH"] == pair("1.5", "0")).then_some(())
