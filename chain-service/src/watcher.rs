@@ -141,6 +141,9 @@ impl Watcher {
             None => self.settings.start_block.unwrap_or(head),
         };
         let end = head.min(first.saturating_add(self.settings.max_blocks_per_round.max(1)) - 1);
+        // The wallets after the head: every block read here was mined before
+        // this read, so a wallet missing from it had no address anyone could
+        // send to yet when those blocks were mined.
         let watched: HashMap<String, String> = self
             .db
             .read(|c| storage::wallet_owners(c).map_err(DbError::from))
