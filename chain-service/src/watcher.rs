@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bourse_common::amqp::Backoff;
-use bourse_common::catalog::{DepositConfirmed, DepositReverted};
+use bourse_common::catalog::{DepositConfirmed, DepositReverted, DepositSeen};
 use bourse_common::db::{Db, DbConnection, DbError};
 use bourse_common::metrics::ComponentHealth;
 use bourse_common::money::Amount;
@@ -223,14 +223,29 @@ impl Watcher {
         }
         let stored = row.clone();
         let head = i64::try_from(head).unwrap_or(i64::MAX);
+        let required = self.settings.confirmations.max(1);
         self.db
             .write(move |c| {
                 storage::insert_block(c, &stored)?;
+                let mut out = Emitter::new(PRODUCER);
                 for d in &deposits {
                     if storage::insert_deposit(c, d)? {
                         tracing::info!(deposit = %d.id, user = %d.user_id, amount = %d.amount.value(), "deposit seen");
+                        out.send(
+                            &d.id,
+                            &DepositSeen {
+                                deposit_id: d.id.clone(),
+                                user_id: user_of(d)?,
+                                currency: d.currency.clone(),
+                                amount: d.amount,
+                                tx_hash: d.tx_hash.clone(),
+                                block_number: u64::try_from(d.block_number).unwrap_or(0),
+                                required_confirmations: required,
+                            },
+                        );
                     }
                 }
+                out.flush(c)?;
                 storage::set_head(c, head, now)?;
                 Ok::<_, DbError>(())
             })

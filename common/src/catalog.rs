@@ -77,6 +77,20 @@ pub struct WalletCreated {
 }
 message!(WalletCreated, "wallet.created", Event);
 
+/// A deposit seen in a block (chain-service), not yet confirmed: for the
+/// user's live view only, nothing is credited. Correlation: the deposit id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DepositSeen {
+    pub deposit_id: String,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+    pub tx_hash: String,
+    pub block_number: u64,
+    pub required_confirmations: u64,
+}
+message!(DepositSeen, "deposit.seen", Event);
+
 /// A deposit with its confirmations (chain-service): payment-service credits
 /// it, once. Correlation: the deposit id (`<chain id>:<tx hash>:<index>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -8,7 +8,7 @@
 //! (each candle as matching-service computed it after a trade, `market.candle`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
 //! where quantity `"0"` removes a level), and with a token `orders`,
-//! `balances` and `transfers` (a deposit credited, or reverted by a reorg). Books and balances are read from the service that owns their
+//! `balances` and `transfers` (a deposit seen, credited, or reverted by a reorg). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
 //!
@@ -28,8 +28,8 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
-    BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, FundsReleased, FundsReserved, Interval,
-    MarketTrade, OrderUpdated, TradeExecuted,
+    BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
+    Interval, MarketTrade, OrderUpdated, TradeExecuted,
 };
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Db;
@@ -61,6 +61,7 @@ bourse_common::inbound! {
         Order(OrderUpdated),
         Reserved(FundsReserved),
         Released(FundsReleased),
+        DepositSeen(DepositSeen),
         Deposit(DepositConfirmed),
         DepositReverted(DepositReverted),
     }
@@ -309,6 +310,14 @@ impl Hub {
             }
             FeedMessage::Reserved(e) => self.balances(e.user_id).await,
             FeedMessage::Released(e) => self.balances(e.user_id).await,
+            FeedMessage::DepositSeen(d) => {
+                let data = json!({
+                    "kind": "deposit", "status": "pending", "id": d.deposit_id, "currency": d.currency,
+                    "amount": d.amount, "tx_hash": d.tx_hash, "block_number": d.block_number,
+                    "required_confirmations": d.required_confirmations,
+                });
+                self.publish("transfers", Some(d.user_id), &data);
+            }
             FeedMessage::Deposit(d) => {
                 let data = json!({
                     "kind": "deposit", "status": "credited", "id": d.deposit_id, "currency": d.currency,

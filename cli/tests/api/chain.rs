@@ -127,6 +127,13 @@ async fn a_deposit_is_pending_until_its_confirmations_then_credited_once(backend
     // 1.5 ETH and 123 wei below the ledger's 8 decimals.
     let tx = t.chain.send_eth(&address, 3 * ETH / 2 + 123).await.unwrap();
     let pending = deposit_reaches(&t, &alice, &tx, "pending").await;
+    let seen = next().await;
+    assert_eq!(seen["channel"], "transfers", "{seen}");
+    assert_eq!(
+        (&seen["data"]["status"], &seen["data"]["tx_hash"], &seen["data"]["required_confirmations"]),
+        (&serde_json::json!("pending"), &serde_json::json!(tx), &serde_json::json!(3)),
+        "{seen}"
+    );
     assert_eq!(pending["amount"], "1.5", "{pending}");
     assert_eq!(pending["dust"], "0.000000000000000123", "{pending}");
     assert_eq!(pending["required_confirmations"], 3, "{pending}");
