@@ -106,9 +106,7 @@ impl StackSecrets {
             Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
         }
     }
-}
 
-impl StackSecrets {
     /// Writes the secrets to `path`, readable by its owner only (`new`: a file
     /// that must not exist yet).
     fn write(&self, path: &Path, new: bool) -> anyhow::Result<()> {
@@ -345,5 +343,18 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600);
         }
         assert!(!format!("{first:?}").contains(first.jwt_secret.expose()));
+    }
+
+    #[test]
+    fn a_secrets_file_from_before_the_wallets_gains_a_master_key_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut older = serde_json::to_value(StackSecrets::random()).unwrap();
+        older.as_object_mut().unwrap().remove("wallet_master_key");
+        std::fs::write(dir.path().join(SECRETS_FILE), older.to_string()).unwrap();
+        let first = StackSecrets::load_or_create(dir.path()).unwrap();
+        assert_eq!(first.jwt_secret.expose(), older["jwt_secret"].as_str().unwrap(), "the others kept");
+        let key = first.wallet_master_key.clone().expect("a master key added");
+        let second = StackSecrets::load_or_create(dir.path()).unwrap();
+        assert_eq!(second.wallet_master_key, Some(key), "and kept from then on");
     }
 }
