@@ -22,7 +22,7 @@ pub struct TestEnv {
     vhost: String,
     /// The lock that makes the vhost this test's until it ends.
     _slot: std::fs::File,
-    mgmt_url: String,
+    broker: Management,
     pg_databases: Vec<String>,
     tmp: tempfile::TempDir,
 }
@@ -31,7 +31,7 @@ impl TestEnv {
     pub async fn new(backend: Backend) -> TestEnv {
         let mgmt_url = env("BOURSE_TEST_AMQP_MGMT_URL", "http://127.0.0.1:15672").replace("guest:guest@", "");
         let (slot, vhost) = claim_vhost().await;
-        let broker = Management { http: reqwest::Client::new(), url: mgmt_url.clone() };
+        let broker = Management { http: reqwest::Client::new(), url: mgmt_url };
         broker.prepare(&vhost).await;
         let base = env("BOURSE_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
         let base = base.rsplit_once('/').map(|(b, _)| b.to_string()).unwrap_or(base);
@@ -40,7 +40,7 @@ impl TestEnv {
             amqp_url: format!("{base}/{vhost}"),
             vhost,
             _slot: slot,
-            mgmt_url,
+            broker,
             pg_databases: Vec::new(),
             tmp: tempfile::tempdir().expect("tempdir"),
         }
@@ -74,8 +74,7 @@ impl TestEnv {
     /// Empties the vhost (the next test to claim it empties it again) and
     /// removes the PostgreSQL databases.
     pub async fn cleanup(self) {
-        let broker = Management { http: reqwest::Client::new(), url: self.mgmt_url.clone() };
-        broker.empty(&self.vhost).await;
+        self.broker.empty(&self.vhost).await;
         if let Ok(admin) = std::env::var("BOURSE_TEST_PG_URL")
             && let Ok(mut conn) = diesel::PgConnection::establish(&admin)
         {
