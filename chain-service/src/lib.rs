@@ -55,10 +55,16 @@ impl Service for ChainService {
         );
         let wallets = wallets::Wallets::new(settings.master_key()?.clone(), settings.chain_id);
         let node = node::Node::connect(&settings.rpc_url)?;
+        let faucet = settings
+            .faucet_key
+            .as_ref()
+            .map(|key| node::Faucet::new(&settings.rpc_url, key.expose()))
+            .transpose()?;
+        let faucet = actix_web::web::Data::new(faucet);
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],
             consumers: vec![inbox::consume::<wallets::Users>("chain-service.users", wallets)],
-            routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
+            routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &faucet)),
             openapi: routes::Api::openapi(),
             background: vec![watcher::task(settings.clone(), node)],
             ..Default::default()

@@ -52,6 +52,49 @@ pub struct Block {
     pub transfers: Vec<Transfer>,
 }
 
+/// The development faucet: an account that sends ETH, one transfer at a time
+/// (its nonce read from the chain under a lock, so two calls never share one).
+pub struct Faucet {
+    provider: DynProvider,
+    from: Address,
+    sending: tokio::sync::Mutex<()>,
+}
+
+impl Faucet {
+    pub fn new(rpc_url: &str, key: &str) -> anyhow::Result<Self> {
+        let signer: alloy::signers::local::PrivateKeySigner =
+            key.parse().map_err(|e| anyhow::anyhow!("settings.faucet_key: {e}"))?;
+        let from = signer.address();
+        let url = rpc_url.parse().map_err(|e| anyhow::anyhow!("settings.rpc_url `{rpc_url}`: {e}"))?;
+        let wallet = alloy::network::EthereumWallet::from(signer);
+        Ok(Self {
+            provider: ProviderBuilder::new().wallet(wallet).connect_http(url).erased(),
+            from,
+            sending: Default::default(),
+        })
+    }
+
+    /// Sends `wei` to `to`; returns the transaction hash once the node took it.
+    pub async fn send(&self, to: &str, wei: u128) -> Result<String, NodeError> {
+        use alloy::network::TransactionBuilder;
+        let to: Address = to.parse().map_err(node_error)?;
+        let _one_at_a_time = self.sending.lock().await;
+        let nonce = self.provider.get_transaction_count(self.from).pending().await.map_err(node_error)?;
+        let tx = alloy::rpc::types::TransactionRequest::default()
+            .with_to(to)
+            .with_value(alloy::primitives::U256::from(wei))
+            .with_nonce(nonce);
+        let pending = self.provider.send_transaction(tx).await.map_err(node_error)?;
+        Ok(format!("{:#x}", pending.tx_hash()))
+    }
+}
+
+impl std::fmt::Debug for Faucet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Faucet").field("from", &self.from).finish_non_exhaustive()
+    }
+}
+
 #[derive(Clone)]
 pub struct Node {
     provider: DynProvider,

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::domain;
+use crate::node::Faucet;
 use crate::settings::Settings;
 use crate::storage::{self, DepositRow};
 
@@ -68,16 +69,32 @@ impl Deposit {
     }
 }
 
+/// How much ETH the development faucet sends.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FaucetRequest {
+    pub amount: Amount,
+}
+
+/// The faucet's transfer: a deposit like any other from here.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct FaucetTransfer {
+    pub address: String,
+    pub amount: Amount,
+    pub tx_hash: String,
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(wallets, deposits),
-    components(schemas(Wallet, Deposit, Page<Deposit>)),
+    paths(wallets, deposits, faucet_deposit),
+    components(schemas(Wallet, Deposit, Page<Deposit>, FaucetRequest, FaucetTransfer)),
     tags((name = "wallets", description = "deposit addresses and deposits on the chain"))
 )]
 pub struct Api;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/users/me/wallets", web::get().to(wallets))
+pub fn configure(cfg: &mut web::ServiceConfig, faucet: &web::Data<Option<Faucet>>) {
+    cfg.app_data(faucet.clone())
+        .route("/api/users/me/wallets", web::get().to(wallets))
+        .route("/api/users/me/wallets/faucet", web::post().to(faucet_deposit))
         .route("/api/users/me/deposits", web::get().to(deposits));
 }
 
@@ -134,4 +151,64 @@ pub async fn deposits(
     let required = settings.confirmations;
     let items = rows.into_iter().map(|r| Deposit::new(r, head, required)).collect();
     Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+}
+
+/// Development only: sends ETH from the dev chain's funded account to the
+/// caller's wallet. It is credited like any deposit, after its confirmations
+/// (follow it at `GET /api/users/me/deposits`), so the ledger and the chain agree.
+#[utoipa::path(
+    post,
+    path = "/api/users/me/wallets/faucet",
+    tag = "wallets",
+    security(("bearer" = [])),
+    request_body = FaucetRequest,
+    responses(
+        (status = 202, body = FaucetTransfer, description = "sent; a pending deposit once its block is read"),
+        (status = 403, description = "no faucet on this exchange (`faucet_disabled`)"),
+        (status = 409, description = "the wallet is not made yet (`no_wallet_yet`)"),
+        (status = 422, description = "amount not positive, over the scale, or above the faucet's maximum (`faucet_above_maximum`)"),
+        (status = 503, description = "the chain node did not take the transfer"),
+    )
+)]
+pub async fn faucet_deposit(
+    caller: Caller,
+    body: web::Json<FaucetRequest>,
+    db: web::Data<Db>,
+    faucet: web::Data<Option<Faucet>>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(faucet) = faucet.get_ref() else {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::FORBIDDEN,
+            "faucet_disabled",
+            "this exchange has no faucet: deposit to your wallet's address",
+        ));
+    };
+    let currency = settings
+        .reference
+        .currency(&settings.native_currency)
+        .ok_or_else(|| ApiError::internal("the native currency is not in the reference data"))?;
+    let amount = body.amount.positive_in(currency)?;
+    if amount.value() > settings.faucet_max {
+        return Err(ApiError::unprocessable(
+            "faucet_above_maximum",
+            format!("the faucet sends at most {} {} at a time", settings.faucet_max, currency.code),
+        ));
+    }
+    let wei = domain::to_units(amount.value(), domain::NATIVE_DECIMALS).ok_or_else(|| {
+        ApiError::unprocessable("amount_too_large", "the amount does not fit the chain's units")
+    })?;
+    let user = caller.user_id;
+    let wallet =
+        db.read(move |c| storage::wallet_of(c, user).map_err(DbError::from)).await?.ok_or_else(|| {
+            ApiError::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "no_wallet_yet",
+                "your wallet is being made: try again in a moment",
+            )
+        })?;
+    let tx_hash =
+        faucet.send(&wallet.address, wei).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    tracing::info!(user = %user, amount = %amount.value(), tx = %tx_hash, "faucet deposit sent");
+    Ok(HttpResponse::Accepted().json(FaucetTransfer { address: wallet.address, amount, tx_hash }))
 }

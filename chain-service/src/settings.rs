@@ -28,6 +28,13 @@ pub struct Settings {
     pub wallet_master_key: Option<Secret>,
     /// The native coin of the chain (ETH), credited in the ledger's scale.
     pub native_currency: String,
+    /// A development faucet: `POST /api/users/me/wallets/faucet` sends ETH from
+    /// this key's account to the caller's wallet on the chain, credited as any
+    /// deposit. Off unless set (the dev stacks set anvil's funded account);
+    /// never on a real network.
+    pub faucet_key: Option<Secret>,
+    /// The most one faucet call sends, in ETH.
+    pub faucet_max: rust_decimal::Decimal,
     pub reference: ReferenceData,
 }
 
@@ -42,6 +49,8 @@ impl Default for Settings {
             start_block: None,
             wallet_master_key: None,
             native_currency: "ETH".into(),
+            faucet_key: None,
+            faucet_max: rust_decimal::Decimal::from(10),
             reference: ReferenceData::default(),
         }
     }

@@ -16,7 +16,7 @@ use tokio::process::{Child, Command};
 
 /// anvil's first funded account (a published development key, 10,000 ETH on
 /// every fresh anvil): the dev stack's faucet. Never on a real network.
-const FAUCET_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
+pub const FAUCET_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
 /// anvil's chain id.
 pub const CHAIN_ID: u64 = 31_337;

@@ -260,7 +260,7 @@ async fn main() -> anyhow::Result<()> {
 async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()> {
     bourse_common::telemetry::init();
     let started_broker = ensure_broker(amqp_url).await?;
-    let options = StackOptions {
+    let mut options = StackOptions {
         data_dir: data_dir.clone(),
         amqp_url: amqp_url.to_string(),
         port: None,
@@ -278,6 +278,8 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
     let mail_dir = data_dir.join("mail");
     let mailbox = ensure_mailbox(&options, &mail_dir).await?;
     let chain = ensure_chain(&options, &data_dir).await?;
+    // Our own dev chain: chain-service's faucet sends from its funded account.
+    options.chain_rpc_url = chain.as_ref().map(|anvil| anvil.url.clone());
     let stack = stack::start(&options).await?;
     println!();
     for s in &stack.services {

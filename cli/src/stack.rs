@@ -50,8 +50,8 @@ pub struct StackOptions {
     pub auth_limit_per_minute: Option<u32>,
     /// A TOML file by service name, read as that service's `--config`.
     pub config_files: HashMap<String, PathBuf>,
-    /// The chain node chain-service follows, instead of its configured one
-    /// (the stack's own anvil).
+    /// The stack's own dev chain (anvil): chain-service follows it instead of
+    /// its configured node, and its faucet sends from anvil's funded account.
     pub chain_rpc_url: Option<String>,
 }
 
@@ -284,6 +284,7 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
         .start::<ChainService>(options, |c| {
             if let Some(url) = &options.chain_rpc_url {
                 c.settings.rpc_url = url.clone();
+                c.settings.faucet_key.get_or_insert_with(|| Secret::new(crate::anvil::FAUCET_KEY));
             }
             if c.settings.wallet_master_key.is_none() {
                 c.settings.wallet_master_key = options.secrets.wallet_master_key.clone();

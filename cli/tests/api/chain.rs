@@ -16,6 +16,7 @@ on_both_backends!(
     a_deposit_is_pending_until_its_confirmations_then_credited_once,
     chain_service_killed_mid_way_credits_once_and_skips_no_block,
     a_reorg_orphans_a_pending_deposit_and_flags_a_credited_one,
+    the_dev_faucet_deposits_through_the_chain,
 );
 
 const ETH: u128 = 1_000_000_000_000_000_000;
@@ -239,5 +240,42 @@ async fn a_reorg_orphans_a_pending_deposit_and_flags_a_credited_one(backend: Bac
         "the operators are alerted by deposit.reverted"
     );
     assert_eq!(t.accounts(&alice).await["ETH"], pair("2", "0"), "never a silent debit");
+    t.stop().await;
+}
+
+async fn the_dev_faucet_deposits_through_the_chain(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let address = address(&t, &alice).await;
+    let faucet = |amount: &str| {
+        let body = serde_json::json!({"amount": amount});
+        t.call("POST", "/api/users/me/wallets/faucet", Some(&alice), Some(body))
+    };
+
+    // Bad amounts: refused, nothing sent.
+    for (amount, code) in [
+        ("0", "amount_not_positive"),
+        ("0.000000001", "amount_scale_exceeded"),
+        ("11", "faucet_above_maximum"),
+    ] {
+        let (status, body) = faucet(amount).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (422, Some(code)), "{amount}: {body}");
+    }
+    let before = t.chain.balance(&address).await.unwrap();
+    assert!(before.is_zero());
+
+    // 2.5 ETH: on chain to her wallet, then credited as any deposit.
+    let (status, sent) = faucet("2.5").await;
+    assert_eq!(status, 202, "{sent}");
+    assert_eq!(sent["address"], address.as_str());
+    let tx = sent["tx_hash"].as_str().unwrap().to_string();
+    deposit_reaches(&t, &alice, &tx, "pending").await;
+    assert_eq!(t.chain.balance(&address).await.unwrap(), alloy::primitives::U256::from(5 * ETH / 2));
+    t.chain.mine(2).await.unwrap();
+    deposit_reaches(&t, &alice, &tx, "credited").await;
+    eventually("the faucet's deposit is in the balance", WAIT, || async {
+        (t.accounts(&alice).await["ETH"] == pair("2.5", "0")).then_some(())
+    })
+    .await;
     t.stop().await;
 }
