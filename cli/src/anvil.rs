@@ -45,9 +45,10 @@ impl std::fmt::Debug for Anvil {
 }
 
 impl Anvil {
-    /// Starts anvil on 127.0.0.1:`port` (0: a free one), mining a block per
-    /// transaction; `state`: a file it loads at start and writes on exit.
-    pub async fn start(port: u16, state: Option<&Path>) -> anyhow::Result<Self> {
+    /// Starts anvil on 127.0.0.1:`port` (0: a free one); `state`: a file it
+    /// loads at start and writes on exit; `block_seconds`: a block every so
+    /// many seconds (`None`: a block per transaction, and when asked).
+    pub async fn start(port: u16, state: Option<&Path>, block_seconds: Option<u64>) -> anyhow::Result<Self> {
         let bin = binary();
         anyhow::ensure!(
             bin.exists(),
@@ -63,6 +64,9 @@ impl Anvil {
             .kill_on_drop(true);
         if let Some(state) = state {
             command.arg("--state").arg(state);
+        }
+        if let Some(seconds) = block_seconds {
+            command.args(["--block-time", &seconds.to_string()]);
         }
         let child = command.spawn()?;
         let url = format!("http://127.0.0.1:{port}");

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::anvil::Anvil;
 use crate::client::Gateway;
 use serde_json::{Value, json};
 
@@ -91,26 +90,31 @@ impl Client {
 }
 
 impl Client {
-    /// `eth` ETH from the dev chain's faucet to the user's deposit address,
-    /// blocks mined until it has its confirmations, and the credit awaited.
-    async fn deposit(&self, chain: &Anvil, token: &str, eth: &str) -> anyhow::Result<()> {
-        println!("\n8. Bob deposits {eth} ETH to his wallet on the dev chain");
-        let mut address = None;
+    /// `eth` ETH from the dev chain's faucet to the user's deposit address
+    /// (`POST /api/users/me/wallets/faucet`), followed until it is credited;
+    /// `false` when the stack has no faucet.
+    async fn deposit(&self, token: &str, eth: &str) -> anyhow::Result<bool> {
+        println!("\n8. Bob deposits {eth} ETH to his wallet on the dev chain (its faucet sends it)");
+        let mut sent = None;
         for _ in 0..300 {
-            let wallets = self.expect(200, "GET", "/api/users/me/wallets", Some(token), None).await?;
-            address = wallets[0]["address"].as_str().map(str::to_string);
-            if address.is_some() {
-                break;
+            let body = json!({"amount": eth});
+            let (status, answer) =
+                self.call("POST", "/api/users/me/wallets/faucet", Some(token), Some(body)).await?;
+            match status {
+                202 => {
+                    sent = Some(answer);
+                    break;
+                }
+                403 => return Ok(false),
+                // The wallet is made a moment after the registration.
+                409 => tokio::time::sleep(Duration::from_millis(50)).await,
+                _ => bail!("POST /api/users/me/wallets/faucet: {status}: {answer}"),
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let address = address.context("no wallet address after 15 s")?;
-        println!("  his deposit address: {address}");
-        let wei: rust_decimal::Decimal =
-            eth.parse::<rust_decimal::Decimal>()? * rust_decimal::Decimal::from(10u64.pow(18));
-        let tx = chain.send_eth(&address, u128::try_from(wei)?).await?;
-        println!("  sent from the dev chain's faucet: tx {tx}");
-        let mut mined = false;
+        let sent = sent.context("no wallet after 15 s")?;
+        let tx = sent["tx_hash"].as_str().unwrap_or_default().to_string();
+        println!("  to his deposit address {}: tx {tx}", sent["address"].as_str().unwrap_or_default());
+        let mut seen = false;
         for _ in 0..600 {
             let page = self.expect(200, "GET", "/api/users/me/deposits", Some(token), None).await?;
             let deposit =
@@ -118,16 +122,14 @@ impl Client {
             match deposit {
                 Some(d) if d["status"] == "credited" => {
                     println!("  credited with {} confirmations: {} ETH", d["confirmations"], d["amount"]);
-                    return Ok(());
+                    return Ok(true);
                 }
-                Some(d) if d["status"] == "pending" && !mined => {
-                    // The dev chain mines a block per transaction: the blocks on top are mined here.
-                    let seen = d["confirmations"].as_u64().unwrap_or(0);
-                    let required = d["required_confirmations"].as_u64().unwrap_or(1);
-                    let missing = required.saturating_sub(seen);
-                    println!("  seen: {seen} of {required} confirmations, mining {missing} more blocks");
-                    chain.mine(missing).await?;
-                    mined = true;
+                Some(d) if d["status"] == "pending" && !seen => {
+                    println!(
+                        "  seen in block {}: pending until {} confirmations (a block a second)",
+                        d["block_number"], d["required_confirmations"]
+                    );
+                    seen = true;
                 }
                 _ => {}
             }
@@ -137,9 +139,8 @@ impl Client {
     }
 }
 
-/// Runs the scenario against the gateway at `gateway`; with the dev `chain`
-/// (`bourse up` started it), Bob's ETH comes as a deposit on it.
-pub async fn run(gateway: &str, chain: Option<&Anvil>) -> anyhow::Result<()> {
+/// Runs the scenario against the gateway at `gateway`.
+pub async fn run(gateway: &str) -> anyhow::Result<()> {
     let c = Client { gateway: Gateway::new(gateway) };
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     println!("\n== Bourse demo against {gateway}");
@@ -202,13 +203,10 @@ pub async fn run(gateway: &str, chain: Option<&Anvil>) -> anyhow::Result<()> {
         );
     }
 
-    match chain {
-        Some(chain) => c.deposit(chain, &bob, "1").await?,
-        None => {
-            println!("\n8. Bob tops up 1 ETH");
-            let amount = json!({"amount": "1"});
-            c.expect(200, "POST", "/api/users/me/accounts/ETH/top-up", Some(&bob), Some(amount)).await?;
-        }
+    if !c.deposit(&bob, "1").await? {
+        println!("  this stack has no faucet: Bob tops up 1 ETH instead");
+        let amount = json!({"amount": "1"});
+        c.expect(200, "POST", "/api/users/me/accounts/ETH/top-up", Some(&bob), Some(amount)).await?;
     }
     println!("\n9. Bob sells 1 ETH at 2000 and Alice buys it: a trade, settled with fees");
     let sell =

@@ -28,7 +28,7 @@ impl Isolated {
         let mut env = TestEnv::new(backend).await;
         let smtp_port = free_port();
         let mailbox = Mailbox::start(&env.tmp_dir().join("mail"), smtp_port, &[]).await?;
-        let chain = Anvil::start(0, None).await?;
+        let chain = Anvil::start(0, None, None).await?;
         let databases = stack::service_names()
             .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
             .collect();

@@ -149,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Up { data_dir, demo } => up(&cli.amqp_url, data_dir, demo).await,
-        Command::Demo { gateway } => bourse_cli::demo::run(&gateway, None).await,
+        Command::Demo { gateway } => bourse_cli::demo::run(&gateway).await,
         Command::Events { from, max, json } => {
             let entries = eventlog::read(&cli.amqp_url, from, max, Duration::from_secs(2)).await?;
             print_entries(&entries, json);
@@ -285,7 +285,7 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
     for s in &stack.services {
         println!("  {:<18} {}   (Swagger UI: {}/swagger-ui/)", s.name, s.url(), s.url());
     }
-    if demo && let Err(e) = bourse_cli::demo::run(&stack.gateway_url(), chain.as_ref()).await {
+    if demo && let Err(e) = bourse_cli::demo::run(&stack.gateway_url()).await {
         eprintln!("the demo failed: {e:#}");
     }
     if let Some(mailbox) = &mailbox {
@@ -347,7 +347,8 @@ async fn ensure_chain(options: &StackOptions, data_dir: &std::path::Path) -> any
         println!("chain: nothing answers at {url} yet; chain-service waits for it");
         return Ok(None);
     }
-    let anvil = Anvil::start(port, Some(&data_dir.join("anvil-state.json"))).await?;
+    // A block a second, as a chain has: deposits gather their confirmations by themselves.
+    let anvil = Anvil::start(port, Some(&data_dir.join("anvil-state.json")), Some(1)).await?;
     println!(
         "chain: anvil (dev chain {}) on {}, its state kept in {}/",
         anvil::CHAIN_ID,

@@ -83,7 +83,7 @@ impl TestStack {
         let mut env = TestEnv::new(backend).await;
         let smtp_port = free_port();
         let mailbox = Mailbox::start(&env.tmp_dir().join("mail"), smtp_port, mailbox_args).await.unwrap();
-        let chain = Anvil::start(0, None).await.unwrap();
+        let chain = Anvil::start(0, None, None).await.unwrap();
         let databases = stack::service_names()
             .map(|name| (name.to_string(), env.database(&name.replace('-', "_")).url))
             .collect();
