@@ -28,6 +28,16 @@ pub struct BlockId {
     pub parent_hash: String,
 }
 
+impl BlockId {
+    fn of(header: &alloy::rpc::types::Header) -> Self {
+        Self {
+            number: header.number,
+            hash: format!("{:#x}", header.hash),
+            parent_hash: format!("{:#x}", header.parent_hash),
+        }
+    }
+}
+
 /// A native transfer that executed, to one of the addresses asked about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
@@ -124,11 +134,7 @@ impl Node {
     pub async fn block_id(&self, number: u64) -> Result<Option<BlockId>, NodeError> {
         let block =
             self.provider.get_block_by_number(BlockNumberOrTag::Number(number)).await.map_err(node_error)?;
-        Ok(block.map(|b| BlockId {
-            number: b.header.number,
-            hash: format!("{:#x}", b.header.hash),
-            parent_hash: format!("{:#x}", b.header.parent_hash),
-        }))
+        Ok(block.map(|b| BlockId::of(&b.header)))
     }
 
     /// The block at `number` with the native transfers in it to `watched`
@@ -147,11 +153,7 @@ impl Node {
         else {
             return Ok(None);
         };
-        let id = BlockId {
-            number: block.header.number,
-            hash: format!("{:#x}", block.header.hash),
-            parent_hash: format!("{:#x}", block.header.parent_hash),
-        };
+        let id = BlockId::of(&block.header);
         let mut transfers = Vec::new();
         for (index, tx) in block.transactions.txns().enumerate() {
             let Some(to) = tx.to().map(|a| key(&a)) else { continue };

@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use alloy::network::{EthereumWallet, TransactionBuilder};
-use alloy::primitives::{Address, U256};
+use alloy::primitives::U256;
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
-use alloy::rpc::types::TransactionRequest;
-use alloy::signers::local::PrivateKeySigner;
+use chain_service::node::Faucet;
 use tokio::process::{Child, Command};
 
 /// anvil's first funded account (a published development key, 10,000 ETH on
@@ -35,7 +33,7 @@ pub struct Anvil {
     pub port: u16,
     pub url: String,
     provider: DynProvider,
-    faucet: Address,
+    faucet: Faucet,
 }
 
 impl std::fmt::Debug for Anvil {
@@ -70,10 +68,8 @@ impl Anvil {
         }
         let child = command.spawn()?;
         let url = format!("http://127.0.0.1:{port}");
-        let signer: PrivateKeySigner = FAUCET_KEY.parse()?;
-        let faucet = signer.address();
-        let provider =
-            ProviderBuilder::new().wallet(EthereumWallet::from(signer)).connect_http(url.parse()?).erased();
+        let faucet = Faucet::new(&url, FAUCET_KEY)?;
+        let provider = ProviderBuilder::new().connect_http(url.parse()?).erased();
         let mut anvil = Self { child, port, url, provider, faucet };
         anvil.wait_answering().await?;
         Ok(anvil)
@@ -94,20 +90,17 @@ impl Anvil {
 
     /// Sends `wei` from the faucet to `to`; returns the transaction hash once mined.
     pub async fn send_eth(&self, to: &str, wei: u128) -> anyhow::Result<String> {
-        let to: Address = to.parse()?;
-        // The nonce from the chain each time: after a revert to a snapshot a
-        // remembered one would be ahead of it, and the transfer never mined.
-        let nonce = self.provider.get_transaction_count(self.faucet).await?;
-        let tx = TransactionRequest::default().with_to(to).with_value(U256::from(wei)).with_nonce(nonce);
-        let receipt = self
-            .provider
-            .send_transaction(tx)
-            .await?
-            .with_timeout(Some(Duration::from_secs(30)))
-            .get_receipt()
-            .await?;
-        anyhow::ensure!(receipt.status(), "the faucet's transfer reverted");
-        Ok(format!("{:#x}", receipt.transaction_hash))
+        // chain-service's own faucet: its nonce is read from the chain each
+        // time, so a revert to a snapshot does not leave it ahead.
+        let hash = self.faucet.send(to, wei).await?;
+        for _ in 0..600 {
+            if let Some(receipt) = self.provider.get_transaction_receipt(hash.parse()?).await? {
+                anyhow::ensure!(receipt.status(), "the faucet's transfer {hash} reverted");
+                return Ok(hash);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::bail!("the faucet's transfer {hash} was not mined in 30 s")
     }
 
     /// Mines `blocks` empty blocks.
