@@ -181,6 +181,8 @@ async fn chain_service_killed_mid_way_credits_once_and_skips_no_block(backend: B
     deposit_reaches(&t, &alice, &first, "pending").await;
     t.stack.crash_and_restart("chain-service").await.unwrap();
     t.chain.mine(3).await.unwrap();
+    // payment-service killed while the credit is on its way to it.
+    t.stack.crash_and_restart("payment-service").await.unwrap();
     deposit_reaches(&t, &alice, &first, "credited").await;
 
     // Killed again, and blocks (one with a deposit) go by while it is down.
