@@ -1,6 +1,8 @@
 //! The rules of chain-service, pure: what a deposit credits in the ledger's
 //! scale and what is left as dust, how many confirmations a block has, and
-//! when a deposit is credited.
+//! when a deposit is credited; what a valid withdrawal is (address, amount,
+//! limits), where it and its transaction stand, and how a replacement's fee
+//! is raised.
 
 use rust_decimal::Decimal;
 
@@ -74,6 +76,142 @@ bourse_common::named_enum! {
     }
 }
 
+bourse_common::named_enum! {
+    /// Where a withdrawal stands, as its user sees it.
+    #[derive(utoipa::ToSchema)]
+    pub enum WithdrawalStatus {
+        /// Asked for; payment-service is holding its amount and fee.
+        Requested = "requested",
+        /// Could not be held (insufficient funds): nothing moved. Final.
+        Refused = "refused",
+        /// Held; its transaction is being signed and sent.
+        Sending = "sending",
+        /// Its transaction is on the node (or in a block, with confirmations).
+        Sent = "sent",
+        /// Confirmed on the chain; amount and fee debited. Final.
+        Confirmed = "confirmed",
+        /// Reverted or could not be sent; what was held is back. Final.
+        Failed = "failed",
+    }
+}
+
+impl WithdrawalStatus {
+    /// Still on its way (counts against the user's withdrawals in flight).
+    pub fn in_flight(self) -> bool {
+        matches!(self, Self::Requested | Self::Sending | Self::Sent)
+    }
+}
+
+bourse_common::named_enum! {
+    /// Where an outgoing transaction stands in the pipeline.
+    pub enum TxStatus {
+        /// An intent: to be signed (no nonce yet).
+        Queued = "queued",
+        /// Nonce assigned, signed bytes stored: to be broadcast (again, after a restart).
+        Signed = "signed",
+        /// The node took it; waiting for a block (replaced with a higher fee if it waits too long).
+        Broadcast = "broadcast",
+        /// In a block; waiting for its confirmations (back to broadcast if the block leaves the chain).
+        Mined = "mined",
+        /// With its confirmations. Final.
+        Confirmed = "confirmed",
+        /// Reverted, or refused by the node before it was ever pending. Final.
+        Failed = "failed",
+    }
+}
+
+bourse_common::named_enum! {
+    /// What an outgoing transaction is for.
+    pub enum TxPurpose {
+        Withdrawal = "withdrawal",
+    }
+}
+
+/// What is wrong with a withdrawal's address.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AddressError {
+    #[error("not an address: 0x and 40 hex digits")]
+    Malformed,
+    #[error("the address's checksum (EIP-55 mixed case) is wrong: check it for a typo")]
+    Checksum,
+    #[error("the zero address burns what is sent to it")]
+    Zero,
+}
+
+impl AddressError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Malformed => "address_malformed",
+            Self::Checksum => "address_checksum",
+            Self::Zero => "address_zero",
+        }
+    }
+}
+
+/// An address as a user types it: 0x and 40 hex digits; in mixed case its
+/// EIP-55 checksum must hold (all lower or upper case carries none). Returned
+/// checksummed.
+pub fn parse_address(text: &str) -> Result<alloy::primitives::Address, AddressError> {
+    let hex = text.strip_prefix("0x").ok_or(AddressError::Malformed)?;
+    if hex.len() != 40 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AddressError::Malformed);
+    }
+    let address: alloy::primitives::Address = text.parse().map_err(|_| AddressError::Malformed)?;
+    let mixed = hex.bytes().any(|b| b.is_ascii_lowercase()) && hex.bytes().any(|b| b.is_ascii_uppercase());
+    if mixed && address.to_checksum(None) != text {
+        return Err(AddressError::Checksum);
+    }
+    if address.is_zero() {
+        return Err(AddressError::Zero);
+    }
+    Ok(address)
+}
+
+/// A fee raised by `percent` (rounded up, and by at least one wei).
+pub fn bumped(fee: u128, percent: u32) -> u128 {
+    let raised = fee.saturating_mul(100 + u128::from(percent)).div_ceil(100);
+    raised.max(fee.saturating_add(1))
+}
+
+/// The fees of a first attempt: the tip, and a cap that survives the base fee
+/// doubling (EIP-1559 raises it at most 12.5 % a block).
+pub fn first_fees(base_fee: u128, tip: u128) -> (u128, u128) {
+    (base_fee.saturating_mul(2).saturating_add(tip), tip)
+}
+
+/// Why a withdrawal is refused before anything is held.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WithdrawalError {
+    #[error("{0} is not a currency of this exchange")]
+    UnknownCurrency(String),
+    #[error("{0} does not live on the chain: it cannot be withdrawn")]
+    OffChain(String),
+    #[error("at most {max} {currency} per withdrawal")]
+    AboveMaximum { max: Decimal, currency: String },
+    #[error("you have {in_flight} withdrawals on their way, the most at once is {max}")]
+    TooManyInFlight { in_flight: u64, max: u32 },
+}
+
+impl WithdrawalError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::UnknownCurrency(_) => "unknown_currency",
+            Self::OffChain(_) => "currency_not_on_chain",
+            Self::AboveMaximum { .. } => "withdrawal_above_maximum",
+            Self::TooManyInFlight { .. } => "too_many_withdrawals",
+        }
+    }
+}
+
+/// Room for one more withdrawal of a user who has `in_flight` on their way?
+pub fn room_for_another(in_flight: u64, max: u32) -> Result<(), WithdrawalError> {
+    if in_flight >= u64::from(max) {
+        Err(WithdrawalError::TooManyInFlight { in_flight, max })
+    } else {
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,6 +241,44 @@ mod tests {
             let c = to_ledger(units, 18, 18).unwrap();
             assert_eq!(to_units(c.credited, 18), Some(units));
         }
+    }
+
+    #[test]
+    fn an_address_is_40_hex_digits_with_its_checksum_when_mixed_case() {
+        let good = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8";
+        assert_eq!(parse_address(good).unwrap().to_checksum(None), good);
+        assert_eq!(
+            parse_address(&good.to_lowercase()).unwrap().to_checksum(None),
+            good,
+            "no checksum to check"
+        );
+        let typo = "0x70997970c51812dc3A010C7d01b50e0d17dc79C8";
+        assert_eq!(parse_address(typo), Err(AddressError::Checksum));
+        for bad in [
+            "",
+            "0x",
+            "70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "0x70997970C51812dc3A010C7d01b50e0d17dc79C",
+            "0xZZ997970C51812dc3A010C7d01b50e0d17dc79C8",
+        ] {
+            assert_eq!(parse_address(bad), Err(AddressError::Malformed), "{bad}");
+        }
+        assert_eq!(parse_address(&format!("0x{}", "0".repeat(40))), Err(AddressError::Zero));
+    }
+
+    #[test]
+    fn a_replacement_raises_its_fee_by_the_percent_and_at_least_one_wei() {
+        assert_eq!(bumped(1_000, 25), 1_250);
+        assert_eq!(bumped(3, 10), 4, "rounded up");
+        assert_eq!(bumped(0, 25), 1);
+        assert_eq!(first_fees(10, 1), (21, 1));
+    }
+
+    #[test]
+    fn a_user_has_a_bounded_number_of_withdrawals_in_flight() {
+        assert!(room_for_another(4, 5).is_ok());
+        let full = room_for_another(5, 5).unwrap_err();
+        assert_eq!(full.code(), "too_many_withdrawals");
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! | --- | --- |
 //! | [`domain`] | the rules, pure: chain units to ledger amounts (and dust), confirmations, deposit states |
 //! | [`wallets`] | one sealed key per user, made on `user.registered`; `wallet.created` |
-//! | [`node`] | the chain through alloy: head, blocks, native transfers, receipts |
+//! | [`node`] | the chain through alloy: head, blocks, native transfers, receipts, balances, nonces, broadcast |
 //! | [`watcher`] | following the chain: deposits seen, confirmed (`deposit.confirmed`), reorgs |
-//! | [`storage`] | wallets, blocks read, head, deposits in the database |
-//! | [`routes`] | REST: the caller's wallets and deposits |
+//! | [`withdrawals`] | the withdrawal saga: held by payment-service, sent, confirmed or failed |
+//! | [`pipeline`] | every outgoing transaction: nonce, signed bytes stored, broadcast, replaced, confirmed |
+//! | [`rounds`] | the loop the watcher and the pipeline run, waiting out a failing node or database |
+//! | [`storage`] | wallets, blocks read, head, deposits, withdrawals, transactions in the database |
+//! | [`routes`] | REST: the caller's wallets, deposits and withdrawals |
 //!
-//! Not yet (issue 13 goes on): withdrawals and the transaction pipeline,
-//! ERC-20 (USDT) deposits.
+//! Not yet (issue 13 goes on): ERC-20 (USDT) deposits and withdrawals.
 //!
 //! A library with a thin `main.rs`: [`ChainService::run`](Service::run)
 //! starts it on the configured ports and URLs, so that tests and `bourse up`
@@ -19,11 +21,14 @@
 
 pub mod domain;
 pub mod node;
+pub mod pipeline;
+pub mod rounds;
 pub mod routes;
 pub mod settings;
 pub mod storage;
 pub mod wallets;
 pub mod watcher;
+pub mod withdrawals;
 
 use std::sync::Arc;
 
@@ -34,6 +39,9 @@ use bourse_common::service::{Service, ServiceParts};
 use utoipa::OpenApi;
 
 pub use settings::Settings;
+
+/// The producer name on the messages this service sends.
+pub const PRODUCER: &str = "chain-service";
 
 pub type Config = ServiceConfig<Settings>;
 
@@ -63,10 +71,16 @@ impl Service for ChainService {
         let faucet = actix_web::web::Data::new(faucet);
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],
-            consumers: vec![inbox::consume::<wallets::Users>("chain-service.users", wallets)],
+            consumers: vec![
+                inbox::consume::<wallets::Users>("chain-service.users", wallets.clone()),
+                inbox::consume::<withdrawals::Payments>("chain-service.payments", withdrawals::Answers),
+            ],
             routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &faucet)),
             openapi: routes::Api::openapi(),
-            background: vec![watcher::task(settings.clone(), node)],
+            background: vec![
+                watcher::task(settings.clone(), node.clone()),
+                pipeline::task(settings.clone(), node, wallets),
+            ],
             ..Default::default()
         })
     }

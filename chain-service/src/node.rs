@@ -1,6 +1,7 @@
 //! The chain, as chain-service reads it: through alloy's JSON-RPC provider
 //! (the maintained successor of the `web3` crate). Only what the service
-//! needs: the head, a block's identity and its native transfers, receipts.
+//! needs: the head, a block's identity and its native transfers, receipts,
+//! balances and nonces, and handing signed transactions to the node.
 
 use std::collections::HashMap;
 
@@ -105,6 +106,24 @@ impl std::fmt::Debug for Faucet {
     }
 }
 
+/// A mined transaction's outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    pub success: bool,
+    pub block: BlockId,
+    /// Gas used times its effective price, in wei: what the sender paid.
+    pub gas_cost: u128,
+}
+
+/// What the node said to a signed transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broadcast {
+    /// Taken, or known already (sent before a restart, or mined: its nonce is used).
+    Taken,
+    /// Refused, with the node's reason (insufficient funds, underpriced, ...).
+    Refused(String),
+}
+
 #[derive(Clone)]
 pub struct Node {
     provider: DynProvider,
@@ -135,6 +154,66 @@ impl Node {
         let block =
             self.provider.get_block_by_number(BlockNumberOrTag::Number(number)).await.map_err(node_error)?;
         Ok(block.map(|b| BlockId::of(&b.header)))
+    }
+
+    /// Transactions `address` has had mined (the next nonce the chain expects from it).
+    pub async fn nonce(&self, address: Address) -> Result<u64, NodeError> {
+        self.provider.get_transaction_count(address).latest().await.map_err(node_error)
+    }
+
+    /// `address`'s native balance at the head, in wei.
+    pub async fn balance(&self, address: Address) -> Result<u128, NodeError> {
+        let wei = self.provider.get_balance(address).latest().await.map_err(node_error)?;
+        u128::try_from(wei).map_err(|_| NodeError(format!("{address}: a balance beyond 128 bits")))
+    }
+
+    /// The head block's base fee per gas, in wei.
+    pub async fn base_fee(&self) -> Result<u128, NodeError> {
+        let block = self
+            .provider
+            .get_block_by_number(BlockNumberOrTag::Latest)
+            .await
+            .map_err(node_error)?
+            .ok_or_else(|| NodeError("no head block".into()))?;
+        Ok(block.header.base_fee_per_gas.map_or(0, u128::from))
+    }
+
+    /// Hands signed bytes to the node.
+    pub async fn send_raw(&self, raw: &[u8]) -> Result<Broadcast, NodeError> {
+        match self.provider.send_raw_transaction(raw).await {
+            Ok(_) => Ok(Broadcast::Taken),
+            Err(alloy::transports::RpcError::ErrorResp(e)) => {
+                let message = e.message.to_lowercase();
+                let known = ["already known", "known transaction", "already imported", "nonce too low"];
+                if known.iter().any(|k| message.contains(k)) {
+                    Ok(Broadcast::Taken)
+                } else {
+                    Ok(Broadcast::Refused(e.message.to_string()))
+                }
+            }
+            Err(e) => Err(node_error(e)),
+        }
+    }
+
+    /// The receipt of `hash`, once it is in a block.
+    pub async fn receipt(&self, hash: &str) -> Result<Option<Receipt>, NodeError> {
+        let hash: alloy::primitives::TxHash = hash.parse().map_err(node_error)?;
+        let Some(receipt) = self.provider.get_transaction_receipt(hash).await.map_err(node_error)? else {
+            return Ok(None);
+        };
+        let (Some(number), Some(block_hash)) = (receipt.block_number, receipt.block_hash) else {
+            return Ok(None);
+        };
+        let Some(block) = self.block_id(number).await? else { return Ok(None) };
+        if block.hash != format!("{block_hash:#x}") {
+            // Read across a reorg: the block it names is not on the chain any more.
+            return Ok(None);
+        }
+        Ok(Some(Receipt {
+            success: receipt.status(),
+            block,
+            gas_cost: u128::from(receipt.gas_used).saturating_mul(receipt.effective_gas_price),
+        }))
     }
 
     /// The block at `number` with the native transfers in it to `watched`

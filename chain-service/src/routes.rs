@@ -1,18 +1,26 @@
 //! chain-service's REST routes (reached through the gateway, which sets the caller).
 
-use actix_web::{HttpResponse, web};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
 use bourse_common::auth::Caller;
-use bourse_common::db::{Db, DbError};
+use bourse_common::catalog::HoldWithdrawal;
+use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
+use bourse_common::idempotency::IdempotencyKey;
 use bourse_common::money::Amount;
+use bourse_common::now_micros;
+use bourse_common::outbox::Emitter;
 use bourse_common::paging::{Page, PageQuery};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain;
+use crate::PRODUCER;
+use crate::domain::{self, WithdrawalError, WithdrawalStatus};
 use crate::node::Faucet;
 use crate::settings::Settings;
-use crate::storage::{self, DepositRow};
+use crate::storage::{self, DepositRow, TxRow, WithdrawalRow};
 
 /// Where a user deposits a currency.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -83,11 +91,82 @@ pub struct FaucetTransfer {
     pub tx_hash: String,
 }
 
+/// A withdrawal to an address on the chain.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WithdrawalRequest {
+    /// A currency on the chain (ETH).
+    pub currency: String,
+    /// What reaches the address; the fee is held and debited on top.
+    pub amount: Amount,
+    /// 0x and 40 hex digits; in mixed case its EIP-55 checksum must hold.
+    pub address: String,
+}
+
+/// A withdrawal and its transaction.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Withdrawal {
+    pub id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+    /// The exchange's fee, debited with the amount.
+    pub fee: Amount,
+    /// EIP-55 checksummed.
+    pub address: String,
+    pub status: WithdrawalStatus,
+    /// Why it was refused or failed.
+    pub reason: Option<String>,
+    /// The transaction's hash: its latest attempt (a replacement with a
+    /// higher fee has another), or the mined one.
+    pub tx_hash: Option<String>,
+    pub block_number: Option<i64>,
+    /// Blocks on top of its block (its own counted) at the last head read.
+    pub confirmations: u64,
+    pub required_confirmations: u64,
+    /// How often its transaction was sent again with a higher fee.
+    pub replacements: i32,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+impl Withdrawal {
+    fn new(w: WithdrawalRow, tx: Option<TxRow>, head: Option<i64>, required: u64) -> Result<Self, ApiError> {
+        let block = tx.as_ref().and_then(|t| t.block_number);
+        let confirmations = match (block, head) {
+            (Some(b), Some(h)) => {
+                domain::confirmations(u64::try_from(b).unwrap_or(0), u64::try_from(h).unwrap_or(0))
+            }
+            _ => 0,
+        };
+        Ok(Self {
+            id: Uuid::parse_str(&w.id).map_err(ApiError::internal)?,
+            currency: w.currency,
+            amount: w.amount,
+            fee: w.fee,
+            address: w.address,
+            status: w.status,
+            reason: w.reason,
+            tx_hash: tx.as_ref().and_then(|t| t.tx_hash.clone()),
+            block_number: block,
+            confirmations,
+            required_confirmations: required.max(1),
+            replacements: tx.map_or(0, |t| t.replacements),
+            created_at: bourse_common::micros_to_time(w.created_at),
+            updated_at: bourse_common::micros_to_time(w.updated_at),
+        })
+    }
+}
+
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(wallets, deposits, faucet_deposit),
-    components(schemas(Wallet, Deposit, Page<Deposit>, FaucetRequest, FaucetTransfer)),
-    tags((name = "wallets", description = "deposit addresses and deposits on the chain"))
+    paths(wallets, deposits, faucet_deposit, request_withdrawal, withdrawals, withdrawal),
+    components(schemas(
+        Wallet, Deposit, Page<Deposit>, FaucetRequest, FaucetTransfer, WithdrawalRequest, Withdrawal,
+        Page<Withdrawal>, WithdrawalStatus
+    )),
+    tags(
+        (name = "wallets", description = "deposit addresses and deposits on the chain"),
+        (name = "withdrawals", description = "withdrawals to addresses on the chain"),
+    )
 )]
 pub struct Api;
 
@@ -95,7 +174,10 @@ pub fn configure(cfg: &mut web::ServiceConfig, faucet: &web::Data<Option<Faucet>
     cfg.app_data(faucet.clone())
         .route("/api/users/me/wallets", web::get().to(wallets))
         .route("/api/users/me/wallets/faucet", web::post().to(faucet_deposit))
-        .route("/api/users/me/deposits", web::get().to(deposits));
+        .route("/api/users/me/deposits", web::get().to(deposits))
+        .route("/api/withdrawals", web::post().to(request_withdrawal))
+        .route("/api/withdrawals", web::get().to(withdrawals))
+        .route("/api/withdrawals/{id}", web::get().to(withdrawal));
 }
 
 /// The caller's deposit addresses: one per currency on the chain (empty for a
@@ -211,4 +293,216 @@ pub async fn faucet_deposit(
         faucet.send(&wallet.address, wei).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
     tracing::info!(user = %user, amount = %amount.value(), tx = %tx_hash, "faucet deposit sent");
     Ok(HttpResponse::Accepted().json(FaucetTransfer { address: wallet.address, amount, tx_hash }))
+}
+
+/// Asks for a withdrawal: `requested` until payment-service holds its amount
+/// and fee, then `sending`, `sent`, and `confirmed` after its confirmations
+/// (or `failed`, everything held given back). The request waits a moment for
+/// the hold: a refusal (insufficient funds) is answered 422.
+#[utoipa::path(
+    post,
+    path = "/api/withdrawals",
+    tag = "withdrawals",
+    security(("bearer" = [])),
+    params(("Idempotency-Key" = Option<String>, Header, description = "the same key and body return the same withdrawal")),
+    request_body = WithdrawalRequest,
+    responses(
+        (status = 202, body = Withdrawal, description = "accepted; follow it at GET /api/withdrawals/{id}"),
+        (status = 400, description = "bad Idempotency-Key"),
+        (status = 401, description = "no valid token"),
+        (status = 409, description = "the wallet is not made yet (`no_wallet_yet`)"),
+        (status = 422, description = "unknown_currency, currency_not_on_chain, amount not positive or over the scale, withdrawal_above_maximum, address_malformed, address_checksum, address_zero, too_many_withdrawals, idempotency_key_reused, insufficient_funds (refused by the ledger: nothing held)"),
+    )
+)]
+pub async fn request_withdrawal(
+    caller: Caller,
+    req: HttpRequest,
+    body: web::Json<WithdrawalRequest>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let request = body.into_inner();
+    let refused = |e: WithdrawalError| ApiError::unprocessable(e.code(), e.to_string());
+    let currency = settings
+        .reference
+        .currency(&request.currency)
+        .ok_or_else(|| refused(WithdrawalError::UnknownCurrency(request.currency.clone())))?;
+    if currency.code != settings.native_currency {
+        return Err(refused(WithdrawalError::OffChain(currency.code.clone())));
+    }
+    let amount = request.amount.positive_in(currency)?;
+    let limits = &settings.withdrawals;
+    if let Some(max) = limits.max_amount.get(&currency.code)
+        && amount.value() > *max
+    {
+        return Err(refused(WithdrawalError::AboveMaximum { max: *max, currency: currency.code.clone() }));
+    }
+    domain::to_units(amount.value(), domain::NATIVE_DECIMALS).ok_or_else(|| {
+        ApiError::unprocessable("amount_too_large", "the amount does not fit the chain's units")
+    })?;
+    let address = domain::parse_address(request.address.trim())
+        .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?
+        .to_checksum(None);
+    let fee = Amount::from(limits.fee.get(&currency.code).copied().unwrap_or_default());
+    let key = IdempotencyKey::of(&req)?;
+    let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
+    let user = caller.user_id;
+    let now = now_micros();
+    let row = WithdrawalRow {
+        id: Uuid::now_v7().to_string(),
+        user_id: user.to_string(),
+        currency: currency.code.clone(),
+        amount,
+        fee,
+        address,
+        status: WithdrawalStatus::Requested,
+        reason: None,
+        idempotency_key: key.as_ref().map(|k| k.as_str().to_string()),
+        request_body: request_body.clone(),
+        created_at: now,
+        updated_at: now,
+    };
+    let max_in_flight = limits.max_in_flight;
+    let raced_key = key.clone();
+    let stored = db
+        .write(move |c| {
+            storage::lock_withdrawals(c, user)?;
+            if let Some(key) = &key
+                && let Some(existing) = storage::withdrawal_by_key(c, user, key.as_str())?
+            {
+                return Ok(Ok(existing));
+            }
+            if storage::wallet_of(c, user)?.is_none() {
+                return Ok(Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "no_wallet_yet",
+                    "your wallet is being made: try again in a moment",
+                )));
+            }
+            if let Err(full) =
+                domain::room_for_another(storage::withdrawals_in_flight(c, user)?, max_in_flight)
+            {
+                return Ok(Err(ApiError::unprocessable(full.code(), full.to_string())));
+            }
+            storage::insert_withdrawal(c, &row)?;
+            let mut out = Emitter::new(PRODUCER);
+            out.send(
+                &row.id,
+                &HoldWithdrawal {
+                    withdrawal_id: Uuid::parse_str(&row.id).unwrap_or_default(),
+                    user_id: user,
+                    currency: row.currency.clone(),
+                    amount: row.amount,
+                    fee: row.fee,
+                },
+            );
+            out.flush(c)?;
+            Ok::<_, DbError>(Ok(row))
+        })
+        .await;
+    let stored = match stored {
+        Ok(Ok(row)) => row,
+        Ok(Err(refusal)) => return Err(refusal),
+        // The same key raced in from another request: that one won.
+        Err(DbError::Query(e)) if is_unique_violation(&e) => {
+            let key = raced_key.ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
+            db.read(move |c| storage::withdrawal_by_key(c, user, key.as_str()).map_err(DbError::from))
+                .await?
+                .ok_or_else(|| ApiError::internal("idempotency key vanished"))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if stored.request_body != request_body {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used for a different withdrawal",
+        ));
+    }
+    let decided =
+        held_or_refused(&db, stored, Duration::from_millis(settings.withdrawals.hold_wait_ms)).await?;
+    if decided.status == WithdrawalStatus::Refused {
+        let reason = decided.reason.unwrap_or_default();
+        let code = if reason.starts_with("insufficient funds") {
+            "insufficient_funds"
+        } else {
+            "withdrawal_refused"
+        };
+        return Err(ApiError::unprocessable(code, format!("withdrawal {} refused: {reason}", decided.id)));
+    }
+    tracing::info!(user = %user, withdrawal = %decided.id, amount = %decided.amount, "withdrawal requested");
+    Ok(HttpResponse::Accepted().json(Withdrawal::new(decided, None, None, settings.confirmations)?))
+}
+
+/// `w` once payment-service decided its hold, or as it is after `wait`.
+async fn held_or_refused(db: &Db, w: WithdrawalRow, wait: Duration) -> Result<WithdrawalRow, ApiError> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let id = Uuid::parse_str(&w.id).map_err(ApiError::internal)?;
+    let mut current = w;
+    while current.status == WithdrawalStatus::Requested && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        if let Some(now) = db.read(move |c| storage::withdrawal(c, id).map_err(DbError::from)).await? {
+            current = now;
+        }
+    }
+    Ok(current)
+}
+
+/// The caller's withdrawals, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/withdrawals",
+    tag = "withdrawals",
+    security(("bearer" = [])),
+    params(PageQuery),
+    responses((status = 200, body = Page<Withdrawal>), (status = 400, description = "bad page or per_page"))
+)]
+pub async fn withdrawals(
+    caller: Caller,
+    query: web::Query<PageQuery>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let (page, per_page, offset) = query.into_inner().resolve()?;
+    let user = caller.user_id;
+    let (rows, total, head) = db
+        .read(move |c| {
+            let (rows, total) = storage::withdrawals_of(c, user, per_page, offset)?;
+            Ok::<_, DbError>((rows, total, storage::head(c)?))
+        })
+        .await?;
+    let items = rows
+        .into_iter()
+        .map(|(w, tx)| Withdrawal::new(w, tx, head, settings.confirmations))
+        .collect::<Result<_, _>>()?;
+    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+}
+
+/// One of the caller's withdrawals, with its transaction's hash and confirmations.
+#[utoipa::path(
+    get,
+    path = "/api/withdrawals/{id}",
+    tag = "withdrawals",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Withdrawal), (status = 404, description = "no such withdrawal of the caller"))
+)]
+pub async fn withdrawal(
+    caller: Caller,
+    id: web::Path<String>,
+    db: web::Data<Db>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    let not_found = || ApiError::not_found("withdrawal_not_found", format!("no withdrawal {id}"));
+    let parsed = Uuid::parse_str(&id).map_err(|_| not_found())?;
+    let user = caller.user_id.to_string();
+    let found = db
+        .read(move |c| {
+            let Some(w) = storage::withdrawal(c, parsed)?.filter(|w| w.user_id == user) else {
+                return Ok::<_, DbError>(None);
+            };
+            Ok(Some((w, storage::tx(c, parsed)?, storage::head(c)?)))
+        })
+        .await?;
+    let (w, tx, head) = found.ok_or_else(not_found)?;
+    Ok(HttpResponse::Ok().json(Withdrawal::new(w, tx, head, settings.confirmations)?))
 }

@@ -2,8 +2,11 @@
 //! how many confirmations credit a deposit, the key that seals the wallets'
 //! private keys, and which currencies live on the chain.
 
+use std::collections::BTreeMap;
+
 use bourse_common::reference::ReferenceData;
 use bourse_common::secret::Secret;
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 /// chain-service's settings (`CHAIN__SETTINGS__RPC_URL=http://127.0.0.1:8545`).
@@ -34,8 +37,48 @@ pub struct Settings {
     /// never on a real network.
     pub faucet_key: Option<Secret>,
     /// The most one faucet call sends, in ETH.
-    pub faucet_max: rust_decimal::Decimal,
+    pub faucet_max: Decimal,
+    pub withdrawals: WithdrawalSettings,
     pub reference: ReferenceData,
+}
+
+/// Withdrawals and the transactions that send them (`CHAIN__SETTINGS__WITHDRAWALS__*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WithdrawalSettings {
+    /// The exchange's fee per withdrawal, per currency: held with the amount,
+    /// debited when the chain confirms it (it pays the gas). A chain currency
+    /// missing here withdraws for free.
+    pub fee: BTreeMap<String, Decimal>,
+    /// The most one withdrawal may send, per currency (missing: no cap).
+    pub max_amount: BTreeMap<String, Decimal>,
+    /// Withdrawals one user may have on their way at once.
+    pub max_in_flight: u32,
+    /// How long a request waits for payment-service to hold the funds, so
+    /// that a refusal (insufficient funds) is its answer (422); past that it
+    /// answers `requested` (202) and the refusal shows on the withdrawal.
+    pub hold_wait_ms: u64,
+    /// A transaction not mined this long is sent again, same nonce, higher fee.
+    pub replace_after_ms: u64,
+    /// The tip (priority fee per gas) of a first attempt, in wei.
+    pub priority_fee_wei: u64,
+    /// How much a replacement raises both fees, in percent (nodes take no
+    /// replacement under 10 %).
+    pub fee_bump_percent: u32,
+}
+
+impl Default for WithdrawalSettings {
+    fn default() -> Self {
+        Self {
+            fee: BTreeMap::from([("ETH".into(), Decimal::new(5, 4))]),
+            max_amount: BTreeMap::from([("ETH".into(), Decimal::from(100))]),
+            max_in_flight: 5,
+            hold_wait_ms: 5_000,
+            replace_after_ms: 60_000,
+            priority_fee_wei: 1_000_000_000,
+            fee_bump_percent: 25,
+        }
+    }
 }
 
 impl Default for Settings {
@@ -50,7 +93,8 @@ impl Default for Settings {
             wallet_master_key: None,
             native_currency: "ETH".into(),
             faucet_key: None,
-            faucet_max: rust_decimal::Decimal::from(10),
+            faucet_max: Decimal::from(10),
+            withdrawals: WithdrawalSettings::default(),
             reference: ReferenceData::default(),
         }
     }

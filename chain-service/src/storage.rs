@@ -1,14 +1,15 @@
-//! Wallets, the blocks read, the head and the deposits in the service's
-//! database. Amounts are TEXT (exact on both back ends).
+//! Wallets, the blocks read, the head, the deposits, the withdrawals and the
+//! outgoing transactions in the service's database. Amounts are TEXT (exact
+//! on both back ends).
 
 use bourse_common::db::DbConnection;
 use bourse_common::money::Amount;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::domain::DepositStatus;
+use crate::domain::{DepositStatus, TxPurpose, TxStatus, WithdrawalStatus};
 
-bourse_common::stored_as_text!(DepositStatus);
+bourse_common::stored_as_text!(DepositStatus, WithdrawalStatus, TxStatus, TxPurpose);
 
 diesel::table! {
     wallets (user_id) {
@@ -51,6 +52,60 @@ diesel::table! {
         updated_at -> BigInt,
     }
 }
+
+diesel::table! {
+    withdrawals (id) {
+        id -> Text,
+        user_id -> Text,
+        currency -> Text,
+        amount -> Text,
+        fee -> Text,
+        address -> Text,
+        status -> Text,
+        reason -> Nullable<Text>,
+        idempotency_key -> Nullable<Text>,
+        request_body -> Text,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    chain_txs (id) {
+        id -> Text,
+        purpose -> Text,
+        user_id -> Text,
+        from_address -> Text,
+        to_address -> Text,
+        value -> Text,
+        input -> Text,
+        gas_limit -> BigInt,
+        nonce -> Nullable<BigInt>,
+        max_fee -> Nullable<Text>,
+        priority_fee -> Nullable<Text>,
+        raw -> Nullable<Text>,
+        tx_hash -> Nullable<Text>,
+        hashes -> Text,
+        replacements -> Integer,
+        status -> Text,
+        error -> Nullable<Text>,
+        block_number -> Nullable<BigInt>,
+        block_hash -> Nullable<Text>,
+        gas_cost -> Nullable<Text>,
+        sent_at -> Nullable<BigInt>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    chain_nonces (address) {
+        address -> Text,
+        next_nonce -> BigInt,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(withdrawals, chain_txs);
 
 /// A user's wallet as stored (the key sealed).
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
@@ -199,4 +254,201 @@ pub fn deposits_of(
         .select(DepositRow::as_select())
         .load(conn)?;
     Ok((rows, total))
+}
+
+/// A withdrawal as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = withdrawals)]
+pub struct WithdrawalRow {
+    pub id: String,
+    pub user_id: String,
+    pub currency: String,
+    pub amount: Amount,
+    pub fee: Amount,
+    /// EIP-55 checksummed.
+    pub address: String,
+    pub status: WithdrawalStatus,
+    pub reason: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub request_body: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Makes the calling transaction the only one placing withdrawals for `user`
+/// until it ends (the count in flight is then exact).
+pub fn lock_withdrawals(conn: &mut DbConnection, user: Uuid) -> QueryResult<()> {
+    /// "wdrl" in ASCII.
+    const WITHDRAWALS: i32 = 0x7764_726c;
+    bourse_common::db::lock_key(conn, WITHDRAWALS, &user.to_string())
+}
+
+pub fn insert_withdrawal(conn: &mut DbConnection, row: &WithdrawalRow) -> QueryResult<()> {
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(withdrawals::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn withdrawal(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<WithdrawalRow>> {
+    withdrawals::table.find(id.to_string()).select(WithdrawalRow::as_select()).first(conn).optional()
+}
+
+pub fn withdrawal_by_key(
+    conn: &mut DbConnection,
+    user: Uuid,
+    key: &str,
+) -> QueryResult<Option<WithdrawalRow>> {
+    withdrawals::table
+        .filter(withdrawals::user_id.eq(user.to_string()))
+        .filter(withdrawals::idempotency_key.eq(key))
+        .select(WithdrawalRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+/// How many of `user`'s withdrawals are on their way.
+pub fn withdrawals_in_flight(conn: &mut DbConnection, user: Uuid) -> QueryResult<u64> {
+    let in_flight: Vec<WithdrawalStatus> =
+        WithdrawalStatus::ALL.iter().copied().filter(|s| s.in_flight()).collect();
+    let n: i64 = withdrawals::table
+        .filter(withdrawals::user_id.eq(user.to_string()))
+        .filter(withdrawals::status.eq_any(in_flight))
+        .count()
+        .get_result(conn)?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// A withdrawal with its transaction, once it has one.
+pub type WithdrawalWithTx = (WithdrawalRow, Option<TxRow>);
+
+/// A user's withdrawals, newest first, each with its transaction if it has
+/// one, and how many there are.
+pub fn withdrawals_of(
+    conn: &mut DbConnection,
+    user: Uuid,
+    limit: i64,
+    offset: i64,
+) -> QueryResult<(Vec<WithdrawalWithTx>, i64)> {
+    let mine = || withdrawals::table.filter(withdrawals::user_id.eq(user.to_string()));
+    let total = mine().count().get_result(conn)?;
+    let rows = mine()
+        .left_join(chain_txs::table.on(chain_txs::id.eq(withdrawals::id)))
+        .order((withdrawals::created_at.desc(), withdrawals::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select((WithdrawalRow::as_select(), Option::<TxRow>::as_select()))
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+/// Moves a withdrawal on from `from` (a withdrawal elsewhere is left as it is: `false`).
+pub fn set_withdrawal_status(
+    conn: &mut DbConnection,
+    id: &str,
+    from: &[WithdrawalStatus],
+    to: WithdrawalStatus,
+    reason: Option<&str>,
+    now: i64,
+) -> QueryResult<bool> {
+    let changed = diesel::update(withdrawals::table.find(id).filter(withdrawals::status.eq_any(from)))
+        .set((withdrawals::status.eq(to), withdrawals::reason.eq(reason), withdrawals::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// An outgoing transaction as stored; `value` and fees in wei, `input` hex.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = chain_txs, treat_none_as_null = true)]
+pub struct TxRow {
+    /// The intent's id (a withdrawal's).
+    pub id: String,
+    pub purpose: TxPurpose,
+    pub user_id: String,
+    pub from_address: String,
+    pub to_address: String,
+    pub value: String,
+    pub input: String,
+    pub gas_limit: i64,
+    pub nonce: Option<i64>,
+    pub max_fee: Option<String>,
+    pub priority_fee: Option<String>,
+    /// The signed bytes of the latest attempt (hex).
+    pub raw: Option<String>,
+    /// The latest attempt's hash, or the mined one's.
+    pub tx_hash: Option<String>,
+    /// Every attempt's hash, space-separated (one of them is mined).
+    pub hashes: String,
+    pub replacements: i32,
+    pub status: TxStatus,
+    pub error: Option<String>,
+    pub block_number: Option<i64>,
+    pub block_hash: Option<String>,
+    /// Gas used times its price, in wei, once mined.
+    pub gas_cost: Option<String>,
+    /// When the latest attempt was broadcast.
+    pub sent_at: Option<i64>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+impl TxRow {
+    pub fn hashes(&self) -> impl Iterator<Item = &str> {
+        self.hashes.split_whitespace()
+    }
+}
+
+pub fn insert_tx(conn: &mut DbConnection, row: &TxRow) -> QueryResult<()> {
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(chain_txs::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn tx(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<TxRow>> {
+    chain_txs::table.find(id.to_string()).select(TxRow::as_select()).first(conn).optional()
+}
+
+/// The transactions in `status`, oldest first.
+pub fn txs_in(conn: &mut DbConnection, status: TxStatus, limit: i64) -> QueryResult<Vec<TxRow>> {
+    chain_txs::table
+        .filter(chain_txs::status.eq(status))
+        .order((chain_txs::created_at, chain_txs::id))
+        .limit(limit)
+        .select(TxRow::as_select())
+        .load(conn)
+}
+
+/// Has `address` a transaction signed and not yet in a block? (One at a
+/// time per sender: a failure before the mempool then frees its nonce.)
+pub fn sender_busy(conn: &mut DbConnection, address: &str) -> QueryResult<bool> {
+    diesel::select(diesel::dsl::exists(
+        chain_txs::table
+            .filter(chain_txs::from_address.eq(address))
+            .filter(chain_txs::status.eq_any([TxStatus::Signed, TxStatus::Broadcast])),
+    ))
+    .get_result(conn)
+}
+
+/// Writes `row` over the stored transaction if that is still in `expected`
+/// (`false`: another step moved it meanwhile, nothing written).
+pub fn update_tx(conn: &mut DbConnection, row: &TxRow, expected: TxStatus) -> QueryResult<bool> {
+    let changed = diesel::update(chain_txs::table.find(&row.id).filter(chain_txs::status.eq(expected)))
+        .set(row)
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// The next nonce kept for `address`, if any.
+pub fn next_nonce(conn: &mut DbConnection, address: &str) -> QueryResult<Option<i64>> {
+    chain_nonces::table.find(address).select(chain_nonces::next_nonce).first(conn).optional()
+}
+
+pub fn set_next_nonce(conn: &mut DbConnection, address: &str, next: i64) -> QueryResult<()> {
+    let updated = diesel::update(chain_nonces::table.find(address))
+        .set(chain_nonces::next_nonce.eq(next))
+        .execute(conn)?;
+    if updated == 0 {
+        let row = (chain_nonces::address.eq(address), chain_nonces::next_nonce.eq(next));
+        bourse_common::on_backend!(conn, |c| diesel::insert_into(chain_nonces::table)
+            .values(row)
+            .execute(c))?;
+    }
+    Ok(())
 }

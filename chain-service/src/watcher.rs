@@ -18,40 +18,20 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bourse_common::amqp::Backoff;
 use bourse_common::catalog::{DepositConfirmed, DepositReverted, DepositSeen};
 use bourse_common::db::{Db, DbConnection, DbError};
-use bourse_common::metrics::ComponentHealth;
 use bourse_common::money::Amount;
 use bourse_common::now_micros;
 use bourse_common::outbox::Emitter;
 use bourse_common::service::BackgroundTask;
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+use crate::PRODUCER;
 use crate::domain::{self, DepositStatus, NATIVE_DECIMALS};
-use crate::node::{Block, Node, NodeError};
+use crate::node::{Block, Node};
+use crate::rounds::{self, RoundError};
 use crate::settings::Settings;
 use crate::storage::{self, BlockRow, DepositRow};
-
-const PRODUCER: &str = "chain-service";
-
-/// Why a round stopped.
-#[derive(Debug, thiserror::Error)]
-enum RoundError {
-    #[error(transparent)]
-    Node(#[from] NodeError),
-    #[error(transparent)]
-    Db(#[from] DbError),
-    #[error("{0}")]
-    Config(String),
-}
-
-impl From<diesel::result::Error> for RoundError {
-    fn from(e: diesel::result::Error) -> Self {
-        Self::Db(DbError::from(e))
-    }
-}
 
 /// The watcher as a background task of the service; its health is the
 /// `chain` component of the service's readiness.
@@ -59,17 +39,17 @@ pub fn task(settings: Settings, node: Node) -> BackgroundTask {
     Box::new(move |bus, shutdown| {
         let db = bus.db.clone();
         let health = bus.metrics.component("chain");
-        Box::pin(run(
-            Watcher {
-                settings,
-                node,
-                db,
-                chain_checked: AtomicBool::new(false),
-                credited_at: AtomicU64::new(u64::MAX),
-            },
-            health,
-            shutdown,
-        ))
+        let watcher = Watcher {
+            settings,
+            node,
+            db,
+            chain_checked: AtomicBool::new(false),
+            credited_at: AtomicU64::new(u64::MAX),
+        };
+        Box::pin(async move {
+            let interval = Duration::from_millis(watcher.settings.poll_interval_ms.max(10));
+            rounds::run("deposit watcher", interval, health, shutdown, || watcher.round()).await;
+        })
     })
 }
 
@@ -82,36 +62,6 @@ struct Watcher {
     /// The head the last credit pass ran at: another pass at the same head
     /// with no block read since would find nothing new.
     credited_at: AtomicU64,
-}
-
-async fn run(watcher: Watcher, health: ComponentHealth, shutdown: CancellationToken) {
-    let interval = Duration::from_millis(watcher.settings.poll_interval_ms.max(10));
-    let mut backoff = Backoff::default();
-    while !shutdown.is_cancelled() {
-        let delay = match watcher.round().await {
-            Ok(more) => {
-                health.set(true);
-                backoff.reset();
-                if more { Duration::ZERO } else { interval }
-            }
-            Err(RoundError::Config(problem)) => {
-                health.set(false);
-                tracing::error!(%problem, "chain-service cannot follow this node");
-                interval.max(Duration::from_secs(5))
-            }
-            Err(e) => {
-                health.set(false);
-                let delay = backoff.next_delay();
-                tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "chain round interrupted");
-                delay
-            }
-        };
-        tokio::select! {
-            () = shutdown.cancelled() => break,
-            () = tokio::time::sleep(delay) => {}
-        }
-    }
-    health.set(false);
 }
 
 impl Watcher {

@@ -131,6 +131,29 @@ impl Anvil {
     pub async fn balance(&self, address: &str) -> anyhow::Result<U256> {
         Ok(self.provider.get_balance(address.parse()?).await?)
     }
+
+    /// Transactions `address` has had mined: one per nonce it used.
+    pub async fn nonce(&self, address: &str) -> anyhow::Result<u64> {
+        Ok(self.provider.get_transaction_count(address.parse()?).latest().await?)
+    }
+
+    /// Mining on every transaction (`true`, the default) or only on [`Anvil::mine`]
+    /// (`false`: transactions wait in the mempool).
+    pub async fn set_automine(&self, on: bool) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.provider.raw_request("evm_setAutomine".into(), (on,)).await?;
+        Ok(())
+    }
+
+    /// Puts `code` at `address` (a contract that, say, refuses every payment).
+    pub async fn set_code(&self, address: &str, code: &str) -> anyhow::Result<()> {
+        let _: serde_json::Value = self.provider.raw_request("anvil_setCode".into(), (address, code)).await?;
+        Ok(())
+    }
+
+    /// The transaction `hash` as the node has it (`None`: unknown to it).
+    pub async fn transaction(&self, hash: &str) -> anyhow::Result<Option<serde_json::Value>> {
+        Ok(self.provider.raw_request("eth_getTransactionByHash".into(), (hash,)).await?)
+    }
 }
 
 fn free_port() -> anyhow::Result<u16> {

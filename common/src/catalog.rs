@@ -118,6 +118,80 @@ pub struct DepositReverted {
 }
 message!(DepositReverted, "deposit.reverted", Event);
 
+/// Hold a withdrawal's amount and fee (chain-service -> payment-service):
+/// the same rules as an order's reservation. Correlation: the withdrawal id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HoldWithdrawal {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    /// What reaches the address.
+    pub amount: Amount,
+    /// The exchange's withdrawal fee, held and debited with the amount.
+    pub fee: Amount,
+}
+message!(HoldWithdrawal, "payment.hold-withdrawal", Command);
+
+/// A withdrawal's amount and fee are held (payment-service): chain-service sends it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalHeld {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+}
+message!(WithdrawalHeld, "withdrawal.held", Event);
+
+/// A withdrawal's amount and fee could not be held (payment-service): nothing moved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalRefused {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub reason: String,
+}
+message!(WithdrawalRefused, "withdrawal.refused", Event);
+
+/// A withdrawal's transaction was handed to the chain (chain-service), or
+/// handed again with a higher fee (a new `tx_hash`, the same nonce).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalSent {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+    pub address: String,
+    pub tx_hash: String,
+}
+message!(WithdrawalSent, "withdrawal.sent", Event);
+
+/// A withdrawal's transaction has its confirmations (chain-service):
+/// payment-service debits what it held. Correlation: the withdrawal id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalConfirmed {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub address: String,
+    pub tx_hash: String,
+    pub block_number: u64,
+}
+message!(WithdrawalConfirmed, "withdrawal.confirmed", Event);
+
+/// A held withdrawal that will not happen (chain-service): its transaction
+/// reverted or could not be sent. payment-service gives back what it held, in full.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WithdrawalFailed {
+    pub withdrawal_id: Uuid,
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+    pub address: String,
+    pub reason: String,
+    /// The transaction that reverted, when one was mined.
+    pub tx_hash: Option<String>,
+}
+message!(WithdrawalFailed, "withdrawal.failed", Event);
+
 crate::named_enum! {
     /// Buy or sell.
     #[derive(utoipa::ToSchema)]

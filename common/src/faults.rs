@@ -3,8 +3,10 @@
 //! that dies after its transaction committed but before it acknowledged, and
 //! one that dies after its handler ran but before the commit (for a handler
 //! with an effect outside the database, the window where it is repeated);
-//! and a bug on purpose, a settlement that credits twice, to prove that the
-//! chaos harness sees one. Off unless a test arms them; one atomic load each
+//! a chain sender that dies after it stored a signed transaction but before
+//! it broadcast it, or after broadcasting before it recorded that; and a bug
+//! on purpose, a settlement that credits twice, to prove that the chaos
+//! harness sees one. Off unless a test arms them; one atomic load each
 //! when off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +17,8 @@ pub struct Faults {
     consumer_crash_after_commit: AtomicU64,
     consumer_crash_before_commit: AtomicU64,
     credit_twice: AtomicU64,
+    sender_crash_after_signing: AtomicU64,
+    sender_crash_after_broadcast: AtomicU64,
 }
 
 /// Counts down and fires once, at the `n`-th occurrence.
@@ -44,6 +48,26 @@ impl Faults {
     /// The `n`-th trade settled credits its buyer twice (a bug, on purpose).
     pub fn credit_twice(&self, n: u64) {
         self.credit_twice.store(n, Ordering::SeqCst);
+    }
+
+    /// The chain sender dies after storing its `n`-th signed transaction, before broadcasting it.
+    pub fn crash_sender_after_signing(&self, n: u64) {
+        self.sender_crash_after_signing.store(n, Ordering::SeqCst);
+    }
+
+    /// The chain sender dies after its `n`-th broadcast, before recording it.
+    pub fn crash_sender_after_broadcast(&self, n: u64) {
+        self.sender_crash_after_broadcast.store(n, Ordering::SeqCst);
+    }
+
+    /// For the chain sender: die here, after signing?
+    pub fn sender_should_crash_after_signing(&self) -> bool {
+        trip(&self.sender_crash_after_signing)
+    }
+
+    /// For the chain sender: die here, after broadcasting?
+    pub fn sender_should_crash_after_broadcast(&self) -> bool {
+        trip(&self.sender_crash_after_broadcast)
     }
 
     /// For the service that settles trades: credit this one twice?

@@ -8,7 +8,7 @@
 //! (each candle as matching-service computed it after a trade, `market.candle`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
 //! where quantity `"0"` removes a level), and with a token `orders`,
-//! `balances` and `transfers` (a deposit seen, credited, or reverted by a reorg). Books and balances are read from the service that owns their
+//! `balances` and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
 //!
@@ -29,7 +29,8 @@ use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
-    Interval, MarketTrade, OrderUpdated, TradeExecuted,
+    Interval, MarketTrade, OrderUpdated, TradeExecuted, WithdrawalConfirmed, WithdrawalFailed,
+    WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Db;
@@ -64,6 +65,11 @@ bourse_common::inbound! {
         DepositSeen(DepositSeen),
         Deposit(DepositConfirmed),
         DepositReverted(DepositReverted),
+        WithdrawalHeld(WithdrawalHeld),
+        WithdrawalRefused(WithdrawalRefused),
+        WithdrawalSent(WithdrawalSent),
+        WithdrawalConfirmed(WithdrawalConfirmed),
+        WithdrawalFailed(WithdrawalFailed),
     }
 }
 
@@ -331,6 +337,37 @@ impl Hub {
                     "amount": d.amount, "tx_hash": d.tx_hash,
                 });
                 self.publish("transfers", Some(d.user_id), &data);
+            }
+            FeedMessage::WithdrawalHeld(w) => {
+                self.balances(w.user_id).await;
+                let data = json!({"kind": "withdrawal", "status": "held", "id": w.withdrawal_id});
+                self.publish("transfers", Some(w.user_id), &data);
+            }
+            FeedMessage::WithdrawalRefused(w) => {
+                let data = json!({"kind": "withdrawal", "status": "refused", "id": w.withdrawal_id, "reason": w.reason});
+                self.publish("transfers", Some(w.user_id), &data);
+            }
+            FeedMessage::WithdrawalSent(w) => {
+                let data = json!({
+                    "kind": "withdrawal", "status": "sent", "id": w.withdrawal_id, "currency": w.currency,
+                    "amount": w.amount, "address": w.address, "tx_hash": w.tx_hash,
+                });
+                self.publish("transfers", Some(w.user_id), &data);
+            }
+            FeedMessage::WithdrawalConfirmed(w) => {
+                let data = json!({
+                    "kind": "withdrawal", "status": "confirmed", "id": w.withdrawal_id, "currency": w.currency,
+                    "amount": w.amount, "fee": w.fee, "address": w.address, "tx_hash": w.tx_hash,
+                    "block_number": w.block_number,
+                });
+                self.publish("transfers", Some(w.user_id), &data);
+            }
+            FeedMessage::WithdrawalFailed(w) => {
+                let data = json!({
+                    "kind": "withdrawal", "status": "failed", "id": w.withdrawal_id, "currency": w.currency,
+                    "amount": w.amount, "address": w.address, "reason": w.reason, "tx_hash": w.tx_hash,
+                });
+                self.publish("transfers", Some(w.user_id), &data);
             }
         }
     }

@@ -1,6 +1,6 @@
 //! The rules of orders, pure: what a valid order is, what it reserves, what
 //! placing one stores and sends, which status follows which on each step of
-//! the saga, what a cancel request does, and what an idempotency key is.
+//! the saga, and what a cancel request does.
 //! No actix-web, lapin or diesel here; the edges (routes, handlers) load,
 //! call these, store and send.
 
@@ -169,43 +169,6 @@ pub fn place(
 /// A user with `open` orders not yet ended may place one more only below `max`.
 pub fn room_for_another(open: u64, max: u32) -> Result<(), OrderError> {
     if open >= u64::from(max) { Err(OrderError::TooManyOpen { open }) } else { Ok(()) }
-}
-
-/// A client's `Idempotency-Key`: 1 to 200 characters. The same key and body
-/// return the same order.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
-
-/// An `Idempotency-Key` that is empty or too long.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Idempotency-Key must be 1 to 200 characters")]
-pub struct InvalidIdempotencyKey;
-
-impl InvalidIdempotencyKey {
-    pub fn code(&self) -> &'static str {
-        "invalid_idempotency_key"
-    }
-}
-
-impl IdempotencyKey {
-    pub const MAX_CHARS: usize = 200;
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl TryFrom<String> for IdempotencyKey {
-    type Error = InvalidIdempotencyKey;
-
-    fn try_from(key: String) -> Result<Self, InvalidIdempotencyKey> {
-        // Header values that reach here are ASCII: characters and bytes agree.
-        if (1..=Self::MAX_CHARS).contains(&key.chars().count()) {
-            Ok(Self(key))
-        } else {
-            Err(InvalidIdempotencyKey)
-        }
-    }
 }
 
 bourse_common::named_enum! {
@@ -455,17 +418,6 @@ mod tests {
             (full.code(), full.to_string().starts_with("you have 2 orders open")),
             ("too_many_open_orders", true)
         );
-    }
-
-    #[test]
-    fn an_idempotency_key_has_1_to_200_characters() {
-        assert_eq!(IdempotencyKey::try_from("k".to_string()).unwrap().as_str(), "k");
-        assert!(IdempotencyKey::try_from("k".repeat(200)).is_ok());
-        for bad in [String::new(), "k".repeat(201)] {
-            let err = IdempotencyKey::try_from(bad).unwrap_err();
-            assert_eq!(err.code(), "invalid_idempotency_key");
-            assert_eq!(err.to_string(), "Idempotency-Key must be 1 to 200 characters");
-        }
     }
 
     #[test]

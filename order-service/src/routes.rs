@@ -7,6 +7,7 @@ use bourse_common::auth::{Caller, REQUEST_ID_HEADER};
 use bourse_common::catalog::{CancelOrder, OrderTerms};
 use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
+use bourse_common::idempotency::IdempotencyKey;
 use bourse_common::money::{Amount, Currency};
 use bourse_common::outbox::Emitter;
 use bourse_common::paging::{Page, PageQuery};
@@ -16,11 +17,9 @@ use bourse_common::{micros_to_time, now_micros};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{self, Cancel, IdempotencyKey, OrderRequest, Status};
+use crate::domain::{self, Cancel, OrderRequest, Status};
 use crate::settings::Settings;
 use crate::storage::{self, Cause, OrderRow};
-
-pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
 
 /// The producer of the messages the routes send.
 const PRODUCER: &str = registry::ORDER.name;
@@ -125,13 +124,7 @@ pub async fn place_order(
     let user = caller.user_id;
     let order = domain::place(&request, settings.reference.market(&request.market), Uuid::now_v7(), user)
         .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
-    let key = req
-        .headers()
-        .get(IDEMPOTENCY_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(|k| IdempotencyKey::try_from(k.to_string()))
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.code(), e.to_string()))?;
+    let key = IdempotencyKey::of(&req)?;
     let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
     let cause = request_cause(&req, "POST /api/orders");
     let row = OrderRow::new(&order, key.as_ref(), request_body.clone(), now_micros());

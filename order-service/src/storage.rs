@@ -14,7 +14,9 @@ use bourse_common::on_backend;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::domain::{BookStage, IdempotencyKey, NewOrder, SagaState, Status};
+use bourse_common::idempotency::IdempotencyKey;
+
+use crate::domain::{BookStage, NewOrder, SagaState, Status};
 
 bourse_common::stored_as_text!(Status, BookStage);
 

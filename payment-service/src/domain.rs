@@ -128,6 +128,58 @@ bourse_common::named_enum! {
         Reserve = "reserve",
         Release = "release",
         Settle = "settle",
+        /// A withdrawal confirmed on the chain: its amount leaves, its fee is the exchange's.
+        Withdrawal = "withdrawal",
+    }
+}
+
+bourse_common::named_enum! {
+    /// Where a withdrawal's hold stands.
+    pub enum HoldStatus {
+        /// Amount and fee held (reserved) while the chain sends it.
+        Held = "held",
+        /// Confirmed on the chain: amount and fee debited.
+        Debited = "debited",
+        /// Failed on the chain: amount and fee back to available.
+        Released = "released",
+        /// Not held (insufficient funds, bad amount): nothing moved.
+        Refused = "refused",
+    }
+}
+
+/// How a withdrawal ends in the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WithdrawalEnd {
+    Confirmed,
+    Failed,
+}
+
+/// What a withdrawal's end does to its hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HoldAction {
+    /// Debit (confirmed) or release (failed) the held amount and fee.
+    Apply,
+    /// Done already (the event came twice).
+    Nothing,
+}
+
+/// A withdrawal's end that contradicts its hold: never applied, parked for the operators.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("withdrawal {end:?} but its hold is {status}")]
+pub struct HoldConflict {
+    pub end: WithdrawalEnd,
+    pub status: String,
+}
+
+/// What `end` does to a hold in `status` (`None`: no hold at all).
+pub fn withdrawal_ended(status: Option<HoldStatus>, end: WithdrawalEnd) -> Result<HoldAction, HoldConflict> {
+    match (status, end) {
+        (Some(HoldStatus::Held), _) => Ok(HoldAction::Apply),
+        (Some(HoldStatus::Debited), WithdrawalEnd::Confirmed)
+        | (Some(HoldStatus::Released), WithdrawalEnd::Failed) => Ok(HoldAction::Nothing),
+        (status, end) => {
+            Err(HoldConflict { end, status: status.map_or("missing".into(), |s| s.to_string()) })
+        }
     }
 }
 
@@ -341,6 +393,16 @@ impl Balance {
 
     pub fn release(self, amount: Decimal) -> Movement {
         Movement::transfer(Kind::Release, LedgerAccount::Reserved, LedgerAccount::Available, amount)
+    }
+
+    /// A confirmed withdrawal: its held amount leaves the exchange, its held fee is the exchange's.
+    pub fn withdraw(self, amount: Decimal, fee: Decimal) -> Movement {
+        let legs = vec![
+            (LedgerAccount::Reserved, -(amount + fee)),
+            (LedgerAccount::External, amount),
+            (LedgerAccount::Fees, fee),
+        ];
+        Movement { kind: Kind::Withdrawal, legs: legs.into_iter().filter(|(_, x)| !x.is_zero()).collect() }
     }
 }
 
@@ -971,13 +1033,41 @@ mod tests {
         );
         assert_eq!(
             Kind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
-            words(&["top_up", "deposit", "reserve", "release", "settle"])
+            words(&["top_up", "deposit", "reserve", "release", "settle", "withdrawal"])
         );
         assert_eq!(
             ReservationStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
             words(&["active", "released", "ending", "void"])
         );
         assert!("cancelled".parse::<ReservationStatus>().is_err());
+        assert_eq!(
+            HoldStatus::ALL.iter().map(|s| s.as_str()).collect::<Vec<_>>(),
+            words(&["held", "debited", "released", "refused"])
+        );
+    }
+
+    #[test]
+    fn a_withdrawal_ends_its_hold_once_and_never_against_it() {
+        use HoldStatus::*;
+        use WithdrawalEnd::*;
+        assert_eq!(withdrawal_ended(Some(Held), Confirmed), Ok(HoldAction::Apply));
+        assert_eq!(withdrawal_ended(Some(Held), Failed), Ok(HoldAction::Apply));
+        assert_eq!(withdrawal_ended(Some(Debited), Confirmed), Ok(HoldAction::Nothing));
+        assert_eq!(withdrawal_ended(Some(Released), Failed), Ok(HoldAction::Nothing));
+        for (status, end) in
+            [(Some(Debited), Failed), (Some(Released), Confirmed), (Some(Refused), Confirmed), (None, Failed)]
+        {
+            assert!(withdrawal_ended(status, end).is_err(), "{status:?} {end:?}");
+        }
+    }
+
+    #[test]
+    fn a_confirmed_withdrawal_debits_amount_and_fee_from_the_hold() {
+        let held = Balance { available: d("1"), reserved: d("2.001") };
+        let movement = held.withdraw(d("2"), d("0.001"));
+        assert_eq!(movement.legs.iter().map(|(_, x)| *x).sum::<Decimal>(), Decimal::ZERO);
+        assert_eq!(held.apply(&movement), Balance { available: d("1"), reserved: d("0") });
+        assert_eq!(held.withdraw(d("2"), d("0")).legs.len(), 2, "no zero leg for a free withdrawal");
     }
 
     fn reservation(

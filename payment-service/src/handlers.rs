@@ -5,7 +5,8 @@
 //! | queue | messages | effect |
 //! | --- | --- | --- |
 //! | `payment-service.users` | [`Users`]: `user.registered` | open an account in every currency |
-//! | `payment-service.commands` | [`Commands`]: `payment.reserve-funds`, `payment.release-funds` | reserve (or reject), release what an order holds |
+//! | `payment-service.commands` | [`Commands`]: `payment.reserve-funds`, `payment.release-funds`, `payment.hold-withdrawal` | reserve (or reject), release what an order holds; hold a withdrawal's amount and fee |
+//! | `payment-service.chain` | [`Chain`]: `deposit.confirmed`, `withdrawal.confirmed`, `withdrawal.failed` | credit a deposit; debit or release what a withdrawal holds |
 //! | `payment-service.matching` | [`Matching`]: `trade.executed`, `order.updated` | settle a trade; release what an ended order still holds once its fills are settled |
 //!
 //! Whatever order an order's messages arrive in (a retry brings one back
@@ -21,8 +22,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bourse_common::catalog::{
-    DepositConfirmed, FundsRejected, FundsReleased, FundsReserved, FundsSettled, OrderUpdated, ReleaseFunds,
-    ReserveFunds, TradeExecuted, UserRegistered,
+    DepositConfirmed, FundsRejected, FundsReleased, FundsReserved, FundsSettled, HoldWithdrawal,
+    OrderUpdated, ReleaseFunds, ReserveFunds, TradeExecuted, UserRegistered, WithdrawalConfirmed,
+    WithdrawalFailed, WithdrawalHeld, WithdrawalRefused,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -34,7 +36,7 @@ use bourse_common::outbox::Emitter;
 use bourse_common::reference::ReferenceData;
 use uuid::Uuid;
 
-use crate::domain::{self, Release, Reserve};
+use crate::domain::{self, HoldAction, HoldStatus, Release, Reserve, WithdrawalEnd};
 use crate::settings::Settings;
 use crate::storage;
 
@@ -49,14 +51,17 @@ bourse_common::inbound! {
     /// What the queue `payment-service.chain` takes (from chain-service).
     pub enum Chain {
         Deposit(DepositConfirmed),
+        WithdrawalConfirmed(WithdrawalConfirmed),
+        WithdrawalFailed(WithdrawalFailed),
     }
 }
 
 bourse_common::inbound! {
-    /// What the queue `payment-service.commands` takes (from order-service).
+    /// What the queue `payment-service.commands` takes (from order-service and chain-service).
     pub enum Commands {
         Reserve(ReserveFunds),
         Release(ReleaseFunds),
+        HoldWithdrawal(HoldWithdrawal),
     }
 }
 
@@ -109,6 +114,10 @@ impl Handle<Chain> for Handlers {
         storage::lock_ledger(conn)?;
         match message {
             Chain::Deposit(deposit) => deposit_confirmed(&self.settings.reference, conn, &deposit),
+            Chain::WithdrawalConfirmed(w) => {
+                withdrawal_ended(conn, w.withdrawal_id, WithdrawalEnd::Confirmed)
+            }
+            Chain::WithdrawalFailed(w) => withdrawal_ended(conn, w.withdrawal_id, WithdrawalEnd::Failed),
         }
     }
 }
@@ -125,6 +134,7 @@ impl Handle<Commands> for Handlers {
         match message {
             Commands::Reserve(cmd) => reserve_funds(&self.settings.reference, conn, &cmd, out),
             Commands::Release(cmd) => release_funds(conn, &cmd, out),
+            Commands::HoldWithdrawal(cmd) => hold_withdrawal(&self.settings.reference, conn, &cmd, out),
         }
     }
 }
@@ -191,6 +201,102 @@ pub fn deposit_confirmed(
     let balance = storage::lock_balance(conn, deposit.user_id, &deposit.currency, now)?;
     let movement = balance.deposit(amount.value());
     storage::apply(conn, deposit.user_id, &deposit.currency, balance, &movement, &cause, now)?;
+    Ok(())
+}
+
+/// The ledger reference of a withdrawal's movements.
+fn withdrawal_reference(withdrawal_id: Uuid) -> String {
+    format!("withdrawal:{withdrawal_id}")
+}
+
+/// `payment.hold-withdrawal`: reserves the amount and the fee, or says why
+/// not; decided once per withdrawal (the command sent again changes nothing).
+pub fn hold_withdrawal(
+    reference: &ReferenceData,
+    conn: &mut DbConnection,
+    cmd: &HoldWithdrawal,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    if storage::hold(conn, cmd.withdrawal_id)?.is_some() {
+        return Ok(());
+    }
+    let now = now_micros();
+    let checked = match reference.currency(&cmd.currency) {
+        None => Err(format!("unknown currency {}", cmd.currency)),
+        Some(currency) => cmd
+            .amount
+            .positive_in(currency)
+            .and_then(|_| cmd.fee.check_scale(currency))
+            .map_err(|e| e.to_string())
+            .and_then(|fee| {
+                if fee.value().is_sign_negative() { Err("a negative fee".to_string()) } else { Ok(()) }
+            }),
+    };
+    let held = checked.and_then(|()| {
+        let balance = storage::lock_balance(conn, cmd.user_id, &cmd.currency, now).map_err(|e| e.to_string());
+        balance.map(|b| (b, b.reserve(cmd.amount.value() + cmd.fee.value())))
+    });
+    let refused = match held {
+        Ok((balance, Ok(movement))) => {
+            let cause = withdrawal_reference(cmd.withdrawal_id);
+            storage::apply(conn, cmd.user_id, &cmd.currency, balance, &movement, &cause, now)?;
+            None
+        }
+        Ok((_, Err(insufficient))) => Some(format!("{insufficient} {}", cmd.currency)),
+        Err(reason) => Some(reason),
+    };
+    storage::insert_hold(
+        conn,
+        &storage::HoldRow {
+            withdrawal_id: cmd.withdrawal_id.to_string(),
+            user_id: cmd.user_id.to_string(),
+            currency: cmd.currency.clone(),
+            amount: cmd.amount,
+            fee: cmd.fee,
+            status: if refused.is_some() { HoldStatus::Refused } else { HoldStatus::Held },
+            reason: refused.clone(),
+            created_at: now,
+            updated_at: now,
+        },
+    )?;
+    match refused {
+        None => out.reply(&WithdrawalHeld { withdrawal_id: cmd.withdrawal_id, user_id: cmd.user_id }),
+        Some(reason) => {
+            out.reply(&WithdrawalRefused { withdrawal_id: cmd.withdrawal_id, user_id: cmd.user_id, reason })
+        }
+    };
+    Ok(())
+}
+
+/// `withdrawal.confirmed` debits what the withdrawal holds (the amount leaves,
+/// the fee is the exchange's); `withdrawal.failed` gives it all back. Once.
+pub fn withdrawal_ended(
+    conn: &mut DbConnection,
+    withdrawal_id: Uuid,
+    end: WithdrawalEnd,
+) -> Result<(), HandlerError> {
+    let hold = storage::hold(conn, withdrawal_id)?;
+    let action = domain::withdrawal_ended(hold.as_ref().map(|h| h.status), end)
+        .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("withdrawal {withdrawal_id}: {e}")))?;
+    let Some(hold) = hold.filter(|_| action == HoldAction::Apply) else { return Ok(()) };
+    let owner = Uuid::parse_str(&hold.user_id).map_err(|e| HandlerError::Permanent(e.into()))?;
+    let now = now_micros();
+    let balance = storage::lock_balance(conn, owner, &hold.currency, now)?;
+    let (amount, fee) = (hold.amount.value(), hold.fee.value());
+    let (movement, status) = match end {
+        WithdrawalEnd::Confirmed => (balance.withdraw(amount, fee), HoldStatus::Debited),
+        WithdrawalEnd::Failed => (balance.release(amount + fee), HoldStatus::Released),
+    };
+    storage::apply(
+        conn,
+        owner,
+        &hold.currency,
+        balance,
+        &movement,
+        &withdrawal_reference(withdrawal_id),
+        now,
+    )?;
+    storage::set_hold_status(conn, withdrawal_id, status, now)?;
     Ok(())
 }
 

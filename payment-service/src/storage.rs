@@ -11,10 +11,26 @@ use diesel::prelude::*;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::domain::{AccountName, Balance, Kind, LedgerAccount, Movement, Reservation, ReservationStatus};
+use crate::domain::{
+    AccountName, Balance, HoldStatus, Kind, LedgerAccount, Movement, Reservation, ReservationStatus,
+};
 
 // `ledger_entries.account` holds an account's full name (`user:<id>:USDT:available`, `fees:USDT`).
-bourse_common::stored_as_text!(Kind, ReservationStatus, AccountName);
+bourse_common::stored_as_text!(Kind, ReservationStatus, AccountName, HoldStatus);
+
+diesel::table! {
+    withdrawal_holds (withdrawal_id) {
+        withdrawal_id -> Text,
+        user_id -> Text,
+        currency -> Text,
+        amount -> Text,
+        fee -> Text,
+        status -> Text,
+        reason -> Nullable<Text>,
+        created_at -> BigInt,
+        updated_at -> BigInt,
+    }
+}
 
 diesel::table! {
     accounts (user_id, currency) {
@@ -465,4 +481,42 @@ mod tests {
             .unwrap();
         assert!(entries_of(conn, user, 10, 0).is_err());
     }
+}
+
+/// What a withdrawal holds, as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = withdrawal_holds)]
+pub struct HoldRow {
+    pub withdrawal_id: String,
+    pub user_id: String,
+    pub currency: String,
+    pub amount: Amount,
+    pub fee: Amount,
+    pub status: HoldStatus,
+    pub reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+pub fn hold(conn: &mut DbConnection, withdrawal: Uuid) -> QueryResult<Option<HoldRow>> {
+    withdrawal_holds::table.find(withdrawal.to_string()).select(HoldRow::as_select()).first(conn).optional()
+}
+
+pub fn insert_hold(conn: &mut DbConnection, row: &HoldRow) -> QueryResult<()> {
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(withdrawal_holds::table)
+        .values(row)
+        .execute(c))?;
+    Ok(())
+}
+
+pub fn set_hold_status(
+    conn: &mut DbConnection,
+    withdrawal: Uuid,
+    status: HoldStatus,
+    now: i64,
+) -> QueryResult<()> {
+    diesel::update(withdrawal_holds::table.find(withdrawal.to_string()))
+        .set((withdrawal_holds::status.eq(status), withdrawal_holds::updated_at.eq(now)))
+        .execute(conn)?;
+    Ok(())
 }

@@ -1,6 +1,8 @@
 //! chain-service against a real anvil: a wallet per user (its key sealed at
 //! rest), native deposits seen as pending and credited once after their
-//! confirmations, through restarts and reorgs.
+//! confirmations, through restarts and reorgs; withdrawals held, sent,
+//! confirmed and debited (or given back), one transaction each through
+//! crashes and fee bumps.
 
 use bourse_common::config::DatabaseConfig;
 use bourse_common::db::{Backend, Db};
@@ -17,6 +19,11 @@ on_both_backends!(
     chain_service_killed_mid_way_credits_once_and_skips_no_block,
     a_reorg_orphans_a_pending_deposit_and_flags_a_credited_one,
     the_dev_faucet_deposits_through_the_chain,
+    a_withdrawal_is_held_sent_confirmed_and_debited_exactly,
+    a_withdrawal_that_reverts_or_cannot_be_sent_gives_everything_back,
+    chain_service_killed_after_signing_and_after_broadcasting_sends_each_withdrawal_once,
+    a_stuck_withdrawal_is_replaced_with_a_higher_fee_and_confirmed_once,
+    bad_withdrawals_are_refused_with_a_code_and_hold_nothing,
 );
 
 const ETH: u128 = 1_000_000_000_000_000_000;
@@ -279,5 +286,300 @@ async fn the_dev_faucet_deposits_through_the_chain(backend: Backend) {
         (t.accounts(&alice).await["ETH"] == pair("2.5", "0")).then_some(())
     })
     .await;
+    t.stop().await;
+}
+
+/// Deposits `wei` to the user's wallet on the chain and waits for the
+/// credit; returns the wallet's address.
+async fn funded(t: &TestStack, token: &str, wei: u128) -> String {
+    let address = address(t, token).await;
+    let tx = t.chain.send_eth(&address, wei).await.unwrap();
+    t.chain.mine(3).await.unwrap();
+    deposit_reaches(t, token, &tx, "credited").await;
+    eventually("the deposit is in the balance", WAIT, || async {
+        (t.accounts(token).await["ETH"].0 != "0").then_some(())
+    })
+    .await;
+    address
+}
+
+/// An address outside the exchange (nobody's wallet), checksummed.
+fn outside() -> String {
+    alloy::signers::local::PrivateKeySigner::random().address().to_checksum(None)
+}
+
+async fn withdraw(t: &TestStack, token: &str, amount: &str, to: &str) -> Value {
+    let body = serde_json::json!({"currency": "ETH", "amount": amount, "address": to});
+    let (status, w) = t.call("POST", "/api/withdrawals", Some(token), Some(body)).await;
+    assert_eq!(status, 202, "{w}");
+    w
+}
+
+async fn withdrawal(t: &TestStack, token: &str, id: &str) -> Value {
+    let (status, w) = t.call("GET", &format!("/api/withdrawals/{id}"), Some(token), None).await;
+    assert_eq!(status, 200, "{w}");
+    w
+}
+
+/// Waits until the withdrawal `id` reads `status`; returns it.
+async fn withdrawal_reaches(t: &TestStack, token: &str, id: &str, status: &str) -> Value {
+    eventually_or(&format!("withdrawal {id} {status}"), WAIT, || async {
+        let w = withdrawal(t, token, id).await;
+        if w["status"] == status { Ok(w) } else { Err(format!(": saw {w}")) }
+    })
+    .await
+}
+
+/// Waits until the user's ETH balance is `expected` (available, reserved).
+async fn eth_balance_becomes(t: &TestStack, token: &str, expected: (&str, &str)) {
+    eventually_or("the ETH balance", WAIT, || async {
+        let now = t.accounts(token).await["ETH"].clone();
+        if now == pair(expected.0, expected.1) { Ok(()) } else { Err(format!(": saw {now:?}")) }
+    })
+    .await;
+}
+
+async fn a_withdrawal_is_held_sent_confirmed_and_debited_exactly(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let wallet = funded(&t, &alice, 2 * ETH).await;
+    let to = outside();
+
+    // Typed in lower case (no checksum to check), stored checksummed.
+    let body = serde_json::json!({"currency": "ETH", "amount": "0.5", "address": to.to_lowercase()});
+    let key = [("Idempotency-Key", "alice-w1")];
+    let (status, w) = t.call_with("POST", "/api/withdrawals", Some(&alice), Some(body.clone()), &key).await;
+    assert_eq!(status, 202, "{w}");
+    assert_eq!(
+        (&w["amount"], &w["fee"], &w["address"]),
+        (&"0.5".into(), &"0.0005".into(), &to.clone().into()),
+        "{w}"
+    );
+    let id = w["id"].as_str().unwrap().to_string();
+    // The same key and body: the same withdrawal, nothing more held.
+    let (status, again) = t.call_with("POST", "/api/withdrawals", Some(&alice), Some(body), &key).await;
+    assert_eq!((status, &again["id"]), (202, &w["id"]), "{again}");
+
+    // Mined at once (automine), one confirmation of three: held, not debited.
+    let sent = withdrawal_reaches(&t, &alice, &id, "sent").await;
+    eth_balance_becomes(&t, &alice, ("1.4995", "0.5005")).await;
+    assert!(sent["confirmations"].as_u64().unwrap() < 3, "{sent}");
+
+    t.chain.mine(2).await.unwrap();
+    let done = withdrawal_reaches(&t, &alice, &id, "confirmed").await;
+    assert!(done["confirmations"].as_u64().unwrap() >= 3, "{done}");
+    eth_balance_becomes(&t, &alice, ("1.4995", "0")).await;
+    let tx_hash = done["tx_hash"].as_str().unwrap();
+    assert_eq!(
+        t.chain.balance(&to).await.unwrap(),
+        alloy::primitives::U256::from(ETH / 2),
+        "exactly the amount"
+    );
+    assert_eq!(t.chain.nonce(&wallet).await.unwrap(), 1, "one transaction from the wallet");
+    let mined = t.chain.transaction(tx_hash).await.unwrap().expect("the transaction is on chain");
+    assert_eq!(mined["to"].as_str().unwrap().to_lowercase(), to.to_lowercase(), "{mined}");
+
+    // The ledger: held (reserve), then debited (withdrawal), under the withdrawal's reference.
+    let (_, history) = t.call("GET", "/api/history/finance?per_page=100", Some(&alice), None).await;
+    let mine: Vec<(&str, &str)> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reference"] == format!("withdrawal:{id}"))
+        .map(|e| (e["kind"].as_str().unwrap(), e["amount"].as_str().unwrap()))
+        .collect();
+    assert_eq!(mine, [("withdrawal", "-0.5005"), ("reserve", "0.5005"), ("reserve", "-0.5005")], "{history}");
+    let (_, list) = t.call("GET", "/api/withdrawals", Some(&alice), None).await;
+    assert_eq!((&list["total"], &list["items"][0]["id"]), (&1.into(), &id.clone().into()), "{list}");
+
+    let mail = eventually("the withdrawal is e-mailed", WAIT, || async {
+        t.mails_to("alice@example.com")
+            .into_iter()
+            .find(|m| m.subject.as_deref() == Some("Withdrawal confirmed: 0.5 ETH"))
+    })
+    .await;
+    let text = mail.text.as_deref().unwrap();
+    assert!(text.contains(tx_hash) && text.contains(&to) && text.contains("0.0005 ETH"), "{text}");
+    t.stop().await;
+}
+
+async fn a_withdrawal_that_reverts_or_cannot_be_sent_gives_everything_back(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    // Bob's ETH is in the ledger only (a top-up): his wallet cannot pay it.
+    let bob = t.user("bob@example.com").await;
+    let bob_wallet = address(&t, &bob).await;
+    t.top_up(&bob, "ETH", "1").await;
+    let w = withdraw(&t, &bob, "0.25", &outside()).await;
+    let failed = withdrawal_reaches(&t, &bob, w["id"].as_str().unwrap(), "failed").await;
+    let reason = failed["reason"].as_str().unwrap();
+    assert!(reason.contains("the wallet holds 0 ETH on the chain"), "{reason}");
+    eth_balance_becomes(&t, &bob, ("1", "0")).await;
+    assert_eq!(t.chain.nonce(&bob_wallet).await.unwrap(), 0, "nothing was sent");
+
+    // Alice sends to a contract that refuses every payment: mined, reverted.
+    let alice = t.user("alice@example.com").await;
+    let wallet = funded(&t, &alice, ETH).await;
+    let refuser = outside();
+    t.chain.set_code(&refuser, "0x60006000fd").await.unwrap();
+    let w = withdraw(&t, &alice, "0.2", &refuser).await;
+    let id = w["id"].as_str().unwrap();
+    let failed = withdrawal_reaches(&t, &alice, id, "failed").await;
+    assert!(failed["reason"].as_str().unwrap().contains("reverted"), "{failed}");
+    assert!(failed["tx_hash"].is_string(), "{failed}");
+    eth_balance_becomes(&t, &alice, ("1", "0")).await;
+    assert_eq!(t.chain.nonce(&wallet).await.unwrap(), 1, "the reverted transaction used its nonce");
+    assert_eq!(t.chain.balance(&refuser).await.unwrap(), alloy::primitives::U256::ZERO);
+    // Released in full: the ledger's release under the withdrawal's reference.
+    let (_, history) = t.call("GET", "/api/history/finance?per_page=100", Some(&alice), None).await;
+    let released: Vec<&str> = history["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reference"] == format!("withdrawal:{id}") && e["kind"] == "release")
+        .map(|e| e["amount"].as_str().unwrap())
+        .collect();
+    assert_eq!(released.len(), 2, "{history}");
+    assert!(released.contains(&"0.2005"), "{released:?}");
+    for (user, amount) in [("bob@example.com", "0.25"), ("alice@example.com", "0.2")] {
+        eventually("the failure is e-mailed", WAIT, || async {
+            let subject = format!("Withdrawal failed: {amount} ETH");
+            t.mails_to(user).into_iter().find(|m| m.subject.as_deref() == Some(subject.as_str()))
+        })
+        .await;
+    }
+    t.stop().await;
+}
+
+async fn chain_service_killed_after_signing_and_after_broadcasting_sends_each_withdrawal_once(
+    backend: Backend,
+) {
+    let mut t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let wallet = funded(&t, &alice, 3 * ETH).await;
+    let to = outside();
+    let signed_hash = async |t: &TestStack, id: &str| {
+        eventually("the transaction is signed and stored", WAIT, || async {
+            let w = withdrawal(t, &alice, id).await;
+            w["tx_hash"].as_str().map(str::to_string)
+        })
+        .await
+    };
+
+    // Killed after storing the signed transaction, before broadcasting it.
+    t.stack.service("chain-service").unwrap().bus.faults.crash_sender_after_signing(1);
+    let first = withdraw(&t, &alice, "0.1", &to).await;
+    let first_id = first["id"].as_str().unwrap().to_string();
+    let first_hash = signed_hash(&t, &first_id).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(t.chain.transaction(&first_hash).await.unwrap().is_none(), "not broadcast before the crash");
+    t.stack.crash_and_restart("chain-service").await.unwrap();
+    withdrawal_reaches(&t, &alice, &first_id, "sent").await;
+
+    // Killed after broadcasting, before recording that it did.
+    t.stack.service("chain-service").unwrap().bus.faults.crash_sender_after_broadcast(1);
+    let second = withdraw(&t, &alice, "0.2", &to).await;
+    let second_id = second["id"].as_str().unwrap().to_string();
+    let second_hash = signed_hash(&t, &second_id).await;
+    eventually("the node has it", WAIT, || async {
+        t.chain.transaction(&second_hash).await.unwrap().map(|_| ())
+    })
+    .await;
+    assert_eq!(withdrawal(&t, &alice, &second_id).await["status"], "sending", "not recorded as sent");
+    t.stack.crash_and_restart("chain-service").await.unwrap();
+
+    t.chain.mine(3).await.unwrap();
+    for (id, hash) in [(&first_id, &first_hash), (&second_id, &second_hash)] {
+        let done = withdrawal_reaches(&t, &alice, id, "confirmed").await;
+        assert_eq!(done["tx_hash"].as_str(), Some(hash.as_str()), "the same signed bytes: {done}");
+    }
+    assert_eq!(t.chain.nonce(&wallet).await.unwrap(), 2, "one transaction per withdrawal");
+    let received = alloy::primitives::U256::from(3 * ETH / 10);
+    assert_eq!(t.chain.balance(&to).await.unwrap(), received, "0.1 + 0.2 ETH, once each");
+    eth_balance_becomes(&t, &alice, ("2.699", "0")).await;
+    t.stop().await;
+}
+
+async fn a_stuck_withdrawal_is_replaced_with_a_higher_fee_and_confirmed_once(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let wallet = funded(&t, &alice, ETH).await;
+    let to = outside();
+
+    // Nothing is mined: the transaction waits in the mempool past replace_after_ms (1 s here).
+    t.chain.set_automine(false).await.unwrap();
+    let w = withdraw(&t, &alice, "0.1", &to).await;
+    let id = w["id"].as_str().unwrap().to_string();
+    let first = withdrawal_reaches(&t, &alice, &id, "sent").await;
+    let first_hash = first["tx_hash"].as_str().unwrap().to_string();
+    let replaced = eventually("the transaction is replaced", WAIT, || async {
+        let w = withdrawal(&t, &alice, &id).await;
+        (w["replacements"].as_i64().unwrap() >= 1).then_some(w)
+    })
+    .await;
+    let replaced_hash = replaced["tx_hash"].as_str().unwrap().to_string();
+    assert_ne!(replaced_hash, first_hash, "{replaced}");
+    t.chain.set_automine(true).await.unwrap();
+    t.chain.mine(3).await.unwrap();
+    let done = withdrawal_reaches(&t, &alice, &id, "confirmed").await;
+    let mined_hash = done["tx_hash"].as_str().unwrap();
+    assert_ne!(mined_hash, first_hash, "a replacement was mined: {done}");
+    // The first attempt paid the configured tip (1 gwei); the mined one 25 % more at least.
+    let mined = t.chain.transaction(mined_hash).await.unwrap().expect("mined");
+    let tip =
+        u128::from_str_radix(mined["maxPriorityFeePerGas"].as_str().unwrap().trim_start_matches("0x"), 16);
+    assert!(tip.unwrap() >= 1_250_000_000, "a higher fee: {mined}");
+    assert!(t.chain.transaction(&first_hash).await.unwrap().is_none(), "the first attempt is gone");
+    assert_eq!(t.chain.nonce(&wallet).await.unwrap(), 1, "one transaction mined");
+    assert_eq!(t.chain.balance(&to).await.unwrap(), alloy::primitives::U256::from(ETH / 10), "sent once");
+    eth_balance_becomes(&t, &alice, ("0.8995", "0")).await;
+    t.stop().await;
+}
+
+async fn bad_withdrawals_are_refused_with_a_code_and_hold_nothing(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    address(&t, &alice).await;
+    t.top_up(&alice, "ETH", "1").await;
+    let good = outside();
+    // anvil's second account, one letter's case changed.
+    let typo = "0x70997970c51812dc3A010C7d01b50e0d17dc79C8";
+    for (currency, amount, address, code) in [
+        ("ETH", "0.1", "0x1234", "address_malformed"),
+        ("ETH", "0.1", "not an address", "address_malformed"),
+        ("ETH", "0.1", typo, "address_checksum"),
+        ("ETH", "0.1", "0x0000000000000000000000000000000000000000", "address_zero"),
+        ("ETH", "0.123456789", good.as_str(), "amount_scale_exceeded"),
+        ("ETH", "0", good.as_str(), "amount_not_positive"),
+        ("ETH", "-1", good.as_str(), "amount_not_positive"),
+        ("ETH", "101", good.as_str(), "withdrawal_above_maximum"),
+        ("DOGE", "1", good.as_str(), "unknown_currency"),
+        ("BTC", "0.5", good.as_str(), "currency_not_on_chain"),
+        ("ETH", "5", good.as_str(), "insufficient_funds"),
+    ] {
+        let body = serde_json::json!({"currency": currency, "amount": amount, "address": address});
+        let (status, answer) = t.call("POST", "/api/withdrawals", Some(&alice), Some(body)).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{currency} {amount} {address}: {answer}"
+        );
+    }
+    // A key used for another body.
+    let key = [("Idempotency-Key", "alice-k")];
+    let body = |amount: &str| Some(serde_json::json!({"currency": "ETH", "amount": amount, "address": good}));
+    let (status, first) = t.call_with("POST", "/api/withdrawals", Some(&alice), body("0.1"), &key).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, reused) = t.call_with("POST", "/api/withdrawals", Some(&alice), body("0.2"), &key).await;
+    assert_eq!((status, reused["error"]["code"].as_str()), (422, Some("idempotency_key_reused")), "{reused}");
+    // Nothing held but the one accepted (its wallet has no ETH on chain: it fails and is given back).
+    withdrawal_reaches(&t, &alice, first["id"].as_str().unwrap(), "failed").await;
+    eth_balance_becomes(&t, &alice, ("1", "0")).await;
+    let (_, list) = t.call("GET", "/api/withdrawals", Some(&alice), None).await;
+    let statuses: Vec<&str> =
+        list["items"].as_array().unwrap().iter().map(|w| w["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["failed", "refused"], "the refused one is on record, nothing held: {list}");
+    let (status, _) =
+        t.call("GET", &format!("/api/withdrawals/{}", uuid::Uuid::now_v7()), Some(&alice), None).await;
+    assert_eq!(status, 404);
     t.stop().await;
 }

@@ -31,7 +31,7 @@ pub const WAIT: Duration = Duration::from_secs(30);
 pub const WALLET_MAIL: &str = "Your deposit address";
 
 /// chain-service in a test stack: quick rounds, 3 confirmations.
-pub const CHAIN_SETTINGS: &str = "[settings]\npoll_interval_ms = 100\nconfirmations = 3\n";
+pub const CHAIN_SETTINGS: &str = "[settings]\npoll_interval_ms = 100\nconfirmations = 3\n[settings.withdrawals]\nreplace_after_ms = 1000\n";
 
 /// Every test user's password.
 pub const PASSWORD: &str = "correct horse battery";

@@ -8,8 +8,9 @@
 //! (`user.password-reset-requested`), `registration_attempted`
 //! (`user.registration-attempted`), `order_rejected` (`order.rejected`) and
 //! `order_filled` (`funds.settled`), `wallet_created` (`wallet.created`: the
-//! deposit address) and `deposit_credited` (`deposit.confirmed`). Not yet:
-//! withdrawals (`transfer.confirmed`).
+//! deposit address), `deposit_credited` (`deposit.confirmed`),
+//! `withdrawal_confirmed` (`withdrawal.confirmed`) and `withdrawal_failed`
+//! (`withdrawal.failed`).
 //!
 //! Each event is decoded once, into [`Mails`]; its kind reads the typed
 //! event into the template's values. Delivery ([`Postman`]) runs inside the
@@ -26,10 +27,12 @@ pub mod password_reset;
 pub mod registration_attempted;
 pub mod wallet_created;
 pub mod welcome;
+pub mod withdrawal_confirmed;
+pub mod withdrawal_failed;
 
 use bourse_common::catalog::{
     DepositConfirmed, FundsSettled, OrderRejected, PasswordResetRequested, RegistrationAttempted, Side,
-    UserRegistered, WalletCreated,
+    UserRegistered, WalletCreated, WithdrawalConfirmed, WithdrawalFailed,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -112,6 +115,8 @@ kinds! {
     OrderFilled(FundsSettled) => order_filled,
     WalletCreated(WalletCreated) => wallet_created,
     DepositCredited(DepositConfirmed) => deposit_credited,
+    WithdrawalConfirmed(WithdrawalConfirmed) => withdrawal_confirmed,
+    WithdrawalFailed(WithdrawalFailed) => withdrawal_failed,
 }
 
 /// An amount as a person reads it: exact, with its currency (`"0.4995 ETH"`).

@@ -1,0 +1,3 @@
+DROP TABLE chain_nonces;
+DROP TABLE chain_txs;
+DROP TABLE withdrawals;

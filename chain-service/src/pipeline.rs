@@ -1,0 +1,383 @@
+//! The transaction pipeline: every outgoing transaction (withdrawals now,
+//! settlement later) goes the same way, each step stored before the next is
+//! taken, so that a restart at any point goes on from the last stored one:
+//!
+//! | status | what happened | what the pipeline does next |
+//! | --- | --- | --- |
+//! | `queued` | an intent (stored with the message that asked for it) | check the wallet can pay amount and gas; take the nonce kept for the sender (the node's count only when it is ahead); sign; store nonce and signed bytes |
+//! | `signed` | signed bytes stored | broadcast those bytes, the same after a restart (the node knows them, or mined them: taken); refused before ever pending: `failed`, the nonce free again |
+//! | `broadcast` | the node has it | look for a receipt of every attempt; reverted: `failed`; not mined after `replace_after_ms`: sign again with the same nonce and higher fees |
+//! | `mined` | in a block | count confirmations: `confirmed`; the block left the chain: back to `signed`, broadcast again |
+//!
+//! One transaction per sender is between `signed` and `mined` at a time: a
+//! failure before the mempool then frees its nonce without a gap. A
+//! transaction is never signed twice with two nonces: the intent's row moves
+//! from `queued` once (a compare-and-set on its status).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use alloy::consensus::{SignableTransaction, TxEip1559, TxEnvelope};
+use alloy::eips::eip2718::Encodable2718;
+use alloy::network::TxSignerSync;
+use alloy::primitives::{Address, TxKind, U256};
+use alloy::signers::local::PrivateKeySigner;
+use bourse_common::db::{Db, DbConnection, DbError};
+use bourse_common::faults::Faults;
+use bourse_common::now_micros;
+use bourse_common::outbox::Emitter;
+use bourse_common::service::BackgroundTask;
+use uuid::Uuid;
+
+use crate::PRODUCER;
+use crate::domain::{self, TxPurpose, TxStatus};
+use crate::node::{Broadcast, Node};
+use crate::rounds::{self, RoundError};
+use crate::settings::Settings;
+use crate::storage::{self, TxRow};
+use crate::wallets::Wallets;
+use crate::withdrawals;
+
+/// Transactions taken per status and round.
+const BATCH: i64 = 100;
+
+/// The pipeline as a background task of the service; its health is the
+/// `sender` component of the service's readiness.
+pub fn task(settings: Settings, node: Node, wallets: Wallets) -> BackgroundTask {
+    Box::new(move |bus, shutdown| {
+        let pipeline = Pipeline { settings, node, wallets, db: bus.db.clone(), faults: bus.faults.clone() };
+        let health = bus.metrics.component("sender");
+        Box::pin(async move {
+            let interval = Duration::from_millis(pipeline.settings.poll_interval_ms.max(10));
+            rounds::run("transaction pipeline", interval, health, shutdown, || pipeline.round()).await;
+        })
+    })
+}
+
+struct Pipeline {
+    settings: Settings,
+    node: Node,
+    wallets: Wallets,
+    db: Db,
+    faults: Arc<Faults>,
+}
+
+/// What a step tells the transaction's owner (a withdrawal).
+#[derive(Debug, Clone, Copy)]
+enum Told {
+    Nothing,
+    Sent,
+    Confirmed,
+    Failed,
+}
+
+impl Pipeline {
+    async fn round(&self) -> Result<bool, RoundError> {
+        for tx in self.load(TxStatus::Queued).await? {
+            self.sign(tx).await?;
+        }
+        for tx in self.load(TxStatus::Signed).await? {
+            self.broadcast(tx).await?;
+        }
+        for tx in self.load(TxStatus::Broadcast).await? {
+            self.follow(tx).await?;
+        }
+        let mined = self.load(TxStatus::Mined).await?;
+        if !mined.is_empty() {
+            let head = self.node.head().await?;
+            for tx in mined {
+                self.confirm(tx, head).await?;
+            }
+        }
+        Ok(false)
+    }
+
+    async fn load(&self, status: TxStatus) -> Result<Vec<TxRow>, RoundError> {
+        Ok(self.db.read(move |c| storage::txs_in(c, status, BATCH).map_err(DbError::from)).await?)
+    }
+
+    /// A queued intent: nonce and signature, stored; then broadcast.
+    async fn sign(&self, tx: TxRow) -> Result<(), RoundError> {
+        let user = Uuid::parse_str(&tx.user_id).map_err(|e| RoundError::Config(e.to_string()))?;
+        let from = tx.from_address.clone();
+        let (busy, wallet) = self
+            .db
+            .read(move |c| Ok::<_, DbError>((storage::sender_busy(c, &from)?, storage::wallet_of(c, user)?)))
+            .await?;
+        if busy {
+            return Ok(());
+        }
+        let wallet = wallet.ok_or_else(|| RoundError::Config(format!("transaction {}: no wallet", tx.id)))?;
+        let signer = self.wallets.signer(&wallet).ok_or_else(|| {
+            RoundError::Config(format!(
+                "the key of wallet {} does not open with this master key",
+                wallet.address
+            ))
+        })?;
+        let value = units(&tx.value)?;
+        let gas = u64::try_from(tx.gas_limit).map_err(|e| RoundError::Config(e.to_string()))?;
+        let base_fee = self.node.base_fee().await?;
+        let (max_fee, tip) = domain::first_fees(base_fee, self.settings.withdrawals.priority_fee_wei.into());
+        let needed = value.saturating_add(u128::from(gas).saturating_mul(max_fee));
+        let balance = self.node.balance(signer.address()).await?;
+        if balance < needed {
+            let mut failed = tx;
+            failed.status = TxStatus::Failed;
+            failed.error = Some(format!(
+                "the wallet holds {} ETH on the chain; {} ETH are needed with the gas",
+                eth(balance),
+                eth(needed)
+            ));
+            return self.advance(failed, TxStatus::Queued, Told::Failed).await;
+        }
+        let on_chain = self.node.nonce(signer.address()).await?;
+        let address = tx.from_address.clone();
+        let kept = self.db.read(move |c| storage::next_nonce(c, &address).map_err(DbError::from)).await?;
+        // The kept nonce, unless the chain counts more (the address sent
+        // something this service did not): never below what the chain took.
+        let nonce = kept.and_then(|n| u64::try_from(n).ok()).map_or(on_chain, |n| n.max(on_chain));
+        let (raw, hash) = self.signed(&signer, &tx, nonce, max_fee, tip)?;
+        let mut next = tx;
+        next.status = TxStatus::Signed;
+        next.nonce = Some(i64::try_from(nonce).map_err(|e| RoundError::Config(e.to_string()))?);
+        next.max_fee = Some(max_fee.to_string());
+        next.priority_fee = Some(tip.to_string());
+        next.raw = Some(raw);
+        next.hashes = hash.clone();
+        next.tx_hash = Some(hash);
+        next.updated_at = now_micros();
+        let row = next.clone();
+        let stored = self
+            .db
+            .write(move |c| {
+                if !storage::update_tx(c, &row, TxStatus::Queued)? {
+                    return Ok::<_, DbError>(false);
+                }
+                storage::set_next_nonce(c, &row.from_address, row.nonce.unwrap_or(0) + 1)?;
+                Ok(true)
+            })
+            .await?;
+        if !stored {
+            return Ok(());
+        }
+        tracing::info!(tx = %next.id, nonce, hash = ?next.tx_hash, "transaction signed");
+        if self.faults.sender_should_crash_after_signing() {
+            return Err(RoundError::Crashed);
+        }
+        self.broadcast(next).await
+    }
+
+    /// `tx`'s EIP-1559 transaction with `nonce` and fees, signed: its bytes (hex) and hash.
+    fn signed(
+        &self,
+        signer: &PrivateKeySigner,
+        tx: &TxRow,
+        nonce: u64,
+        max_fee: u128,
+        tip: u128,
+    ) -> Result<(String, String), RoundError> {
+        let config = |e: &dyn std::fmt::Display| RoundError::Config(format!("transaction {}: {e}", tx.id));
+        let to: Address = tx.to_address.parse().map_err(|e| config(&e))?;
+        let input = alloy::hex::decode(&tx.input).map_err(|e| config(&e))?;
+        let mut unsigned = TxEip1559 {
+            chain_id: self.settings.chain_id,
+            nonce,
+            gas_limit: u64::try_from(tx.gas_limit).map_err(|e| config(&e))?,
+            max_fee_per_gas: max_fee,
+            max_priority_fee_per_gas: tip,
+            to: TxKind::Call(to),
+            value: U256::from(units(&tx.value)?),
+            access_list: Default::default(),
+            input: input.into(),
+        };
+        let signature = signer.sign_transaction_sync(&mut unsigned).map_err(|e| config(&e))?;
+        let signed = unsigned.into_signed(signature);
+        let hash = format!("{:#x}", signed.hash());
+        let raw = TxEnvelope::from(signed).encoded_2718();
+        Ok((alloy::hex::encode_prefixed(raw), hash))
+    }
+
+    /// Hands the stored signed bytes to the node.
+    async fn broadcast(&self, tx: TxRow) -> Result<(), RoundError> {
+        let raw = tx.raw.as_deref().map(alloy::hex::decode).transpose().ok().flatten();
+        let raw = raw.ok_or_else(|| RoundError::Config(format!("transaction {}: no signed bytes", tx.id)))?;
+        let answer = self.node.send_raw(&raw).await?;
+        let mut next = tx;
+        next.updated_at = now_micros();
+        match answer {
+            Broadcast::Taken => {
+                if self.faults.sender_should_crash_after_broadcast() {
+                    return Err(RoundError::Crashed);
+                }
+                tracing::info!(tx = %next.id, hash = ?next.tx_hash, "transaction broadcast");
+                next.status = TxStatus::Broadcast;
+                next.sent_at = Some(next.updated_at);
+                self.advance(next, TxStatus::Signed, Told::Sent).await
+            }
+            // Never pending (the first attempt, refused): it will not be
+            // mined, and its nonce is free for the sender's next transaction.
+            Broadcast::Refused(reason) if next.replacements == 0 => {
+                tracing::warn!(tx = %next.id, %reason, "the node refused the transaction");
+                next.status = TxStatus::Failed;
+                next.error = Some(format!("the node refused the transaction: {reason}"));
+                self.advance(next, TxStatus::Signed, Told::Failed).await
+            }
+            // A replacement refused: the attempt before it is still pending.
+            Broadcast::Refused(reason) => {
+                tracing::warn!(tx = %next.id, %reason, "the node refused a replacement; the earlier attempt stands");
+                next.status = TxStatus::Broadcast;
+                next.sent_at = Some(next.updated_at);
+                self.advance(next, TxStatus::Signed, Told::Nothing).await
+            }
+        }
+    }
+
+    /// A broadcast transaction: mined (or reverted) under one of its
+    /// attempts' hashes, its nonce taken by another, or replaced when it waits too long.
+    async fn follow(&self, tx: TxRow) -> Result<(), RoundError> {
+        let from: Address = tx.from_address.parse().map_err(|e| RoundError::Config(format!("{e}")))?;
+        // Read before the receipts: a nonce counted here that none of them
+        // explains was taken by another transaction.
+        let on_chain = self.node.nonce(from).await?;
+        for hash in tx.hashes() {
+            let Some(receipt) = self.node.receipt(hash).await? else { continue };
+            let mut next = tx.clone();
+            next.tx_hash = Some(hash.to_string());
+            next.block_number = i64::try_from(receipt.block.number).ok();
+            next.block_hash = Some(receipt.block.hash.clone());
+            next.gas_cost = Some(receipt.gas_cost.to_string());
+            next.updated_at = now_micros();
+            if receipt.success {
+                next.status = TxStatus::Mined;
+                return self.advance(next, TxStatus::Broadcast, Told::Nothing).await;
+            }
+            next.status = TxStatus::Failed;
+            next.error = Some(format!("the transaction reverted in block {}", receipt.block.number));
+            return self.advance(next, TxStatus::Broadcast, Told::Failed).await;
+        }
+        let nonce = tx.nonce.and_then(|n| u64::try_from(n).ok()).unwrap_or(u64::MAX);
+        if on_chain > nonce {
+            let mut next = tx;
+            next.status = TxStatus::Failed;
+            next.error = Some(format!("its nonce {nonce} was taken by another transaction of the wallet"));
+            next.updated_at = now_micros();
+            return self.advance(next, TxStatus::Broadcast, Told::Failed).await;
+        }
+        let waited_ms = (now_micros() - tx.sent_at.unwrap_or(0)) / 1_000;
+        if waited_ms >= i64::try_from(self.settings.withdrawals.replace_after_ms).unwrap_or(i64::MAX) {
+            self.replace(tx, nonce).await?;
+        }
+        Ok(())
+    }
+
+    /// Signs `tx` again with its nonce and higher fees, stores and broadcasts it.
+    async fn replace(&self, tx: TxRow, nonce: u64) -> Result<(), RoundError> {
+        let user = Uuid::parse_str(&tx.user_id).map_err(|e| RoundError::Config(e.to_string()))?;
+        let wallet = self.db.read(move |c| storage::wallet_of(c, user).map_err(DbError::from)).await?;
+        let signer = wallet.as_ref().and_then(|w| self.wallets.signer(w));
+        let signer =
+            signer.ok_or_else(|| RoundError::Config(format!("transaction {}: no wallet key", tx.id)))?;
+        let percent = self.settings.withdrawals.fee_bump_percent.max(10);
+        let (floor, _) = domain::first_fees(
+            self.node.base_fee().await?,
+            self.settings.withdrawals.priority_fee_wei.into(),
+        );
+        let tip = domain::bumped(units(tx.priority_fee.as_deref().unwrap_or("0"))?, percent);
+        let max_fee =
+            domain::bumped(units(tx.max_fee.as_deref().unwrap_or("0"))?, percent).max(floor).max(tip);
+        let (raw, hash) = self.signed(&signer, &tx, nonce, max_fee, tip)?;
+        tracing::info!(tx = %tx.id, nonce, old = ?tx.tx_hash, new = %hash, max_fee, "transaction replaced with a higher fee");
+        let mut next = tx;
+        next.status = TxStatus::Signed;
+        next.max_fee = Some(max_fee.to_string());
+        next.priority_fee = Some(tip.to_string());
+        next.raw = Some(raw);
+        next.hashes = format!("{} {hash}", next.hashes);
+        next.tx_hash = Some(hash);
+        next.replacements += 1;
+        next.updated_at = now_micros();
+        if self.store(next.clone(), TxStatus::Broadcast, Told::Nothing).await? {
+            self.broadcast(next).await?;
+        }
+        Ok(())
+    }
+
+    /// A mined transaction: confirmed once deep enough; back to `signed` when
+    /// its block left the chain (broadcast again, the same bytes).
+    async fn confirm(&self, tx: TxRow, head: u64) -> Result<(), RoundError> {
+        let number = tx.block_number.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+        let on_chain = self.node.block_id(number).await?;
+        let mut next = tx;
+        next.updated_at = now_micros();
+        if on_chain.is_some_and(|b| Some(&b.hash) == next.block_hash.as_ref()) {
+            if !domain::is_final(number, head, self.settings.confirmations) {
+                return Ok(());
+            }
+            next.status = TxStatus::Confirmed;
+            tracing::info!(tx = %next.id, hash = ?next.tx_hash, block = number, "transaction confirmed");
+            return self.advance(next, TxStatus::Mined, Told::Confirmed).await;
+        }
+        tracing::warn!(tx = %next.id, block = number, "the transaction's block left the chain: sending it again");
+        next.status = TxStatus::Signed;
+        next.block_number = None;
+        next.block_hash = None;
+        next.gas_cost = None;
+        self.advance(next, TxStatus::Mined, Told::Nothing).await
+    }
+
+    async fn advance(&self, next: TxRow, expected: TxStatus, told: Told) -> Result<(), RoundError> {
+        self.store(next, expected, told).await.map(|_| ())
+    }
+
+    /// Stores `next` over the transaction still in `expected`, tells its
+    /// owner, and frees the nonce of one that failed before it was pending;
+    /// all in one database transaction. `false`: moved on meanwhile, nothing done.
+    async fn store(&self, next: TxRow, expected: TxStatus, told: Told) -> Result<bool, RoundError> {
+        let stored = self
+            .db
+            .write(move |c| {
+                if !storage::update_tx(c, &next, expected)? {
+                    return Ok::<_, DbError>(false);
+                }
+                if next.status == TxStatus::Failed && next.block_number.is_none() {
+                    free_nonce(c, &next)?;
+                }
+                let mut out = Emitter::new(PRODUCER);
+                let now = next.updated_at;
+                match (next.purpose, told) {
+                    (_, Told::Nothing) => {}
+                    (TxPurpose::Withdrawal, Told::Sent) => withdrawals::sent(c, &next, now, &mut out)?,
+                    (TxPurpose::Withdrawal, Told::Confirmed) => {
+                        withdrawals::confirmed(c, &next, now, &mut out)?
+                    }
+                    (TxPurpose::Withdrawal, Told::Failed) => withdrawals::failed(c, &next, now, &mut out)?,
+                }
+                out.flush(c)?;
+                Ok(true)
+            })
+            .await?;
+        Ok(stored)
+    }
+}
+
+/// A transaction that failed without ever being pending gives its nonce
+/// back, when it was the sender's last (one at a time per sender: it is).
+fn free_nonce(conn: &mut DbConnection, tx: &TxRow) -> diesel::QueryResult<()> {
+    let Some(nonce) = tx.nonce else { return Ok(()) };
+    if storage::next_nonce(conn, &tx.from_address)? == Some(nonce + 1) {
+        storage::set_next_nonce(conn, &tx.from_address, nonce)?;
+    }
+    Ok(())
+}
+
+/// Chain units stored as decimal text.
+fn units(text: &str) -> Result<u128, RoundError> {
+    text.parse().map_err(|e| RoundError::Config(format!("`{text}` is not an amount in chain units: {e}")))
+}
+
+/// Wei as ETH, exactly.
+fn eth(wei: u128) -> String {
+    domain::to_ledger(wei, domain::NATIVE_DECIMALS, domain::NATIVE_DECIMALS)
+        .map(|c| c.credited.normalize().to_string())
+        .unwrap_or_else(|_| format!("{wei} wei"))
+}

@@ -1,0 +1,196 @@
+//! Withdrawals, the saga chain-service runs (correlation: the withdrawal id):
+//!
+//! ```text
+//! POST /api/withdrawals -> withdrawal `requested` + payment.hold-withdrawal
+//! payment-service: hold amount + fee -> withdrawal.held | withdrawal.refused
+//! withdrawal.refused -> `refused` (nothing moved)
+//! withdrawal.held    -> `sending` + a transaction intent (the pipeline signs and sends it)
+//! pipeline: broadcast -> `sent` (withdrawal.sent), confirmations -> `confirmed`
+//!   (withdrawal.confirmed: payment-service debits the hold), reverted or refused
+//!   by the node -> `failed` (withdrawal.failed: payment-service gives it all back)
+//! ```
+//!
+//! Each step happens in one transaction with the messages it sends.
+
+use bourse_common::catalog::{
+    WithdrawalConfirmed, WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
+};
+use bourse_common::db::DbConnection;
+use bourse_common::envelope::Envelope;
+use bourse_common::inbox::{Handle, HandlerError};
+use bourse_common::now_micros;
+use bourse_common::outbox::Emitter;
+use uuid::Uuid;
+
+use crate::domain::{self, TxPurpose, TxStatus, WithdrawalStatus};
+use crate::storage::{self, TxRow, WithdrawalRow};
+
+/// Gas of a plain native transfer (to an address without code; a contract
+/// that needs more reverts, and the withdrawal fails and is given back).
+pub const NATIVE_TRANSFER_GAS: i64 = 21_000;
+
+bourse_common::inbound! {
+    /// What the queue `chain-service.payments` takes (from payment-service).
+    pub enum Payments {
+        Held(WithdrawalHeld),
+        Refused(WithdrawalRefused),
+    }
+}
+
+/// Handles payment-service's answers, each in the inbox transaction.
+#[derive(Debug, Clone)]
+pub struct Answers;
+
+impl Handle<Payments> for Answers {
+    fn handle(
+        &self,
+        conn: &mut DbConnection,
+        message: Payments,
+        _: &Envelope,
+        _: &mut Emitter,
+    ) -> Result<(), HandlerError> {
+        let now = now_micros();
+        match message {
+            Payments::Held(held) => {
+                let Some(w) = storage::withdrawal(conn, held.withdrawal_id)? else {
+                    return Err(HandlerError::Permanent(anyhow::anyhow!(
+                        "no withdrawal {}",
+                        held.withdrawal_id
+                    )));
+                };
+                let from = [WithdrawalStatus::Requested];
+                if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Sending, None, now)? {
+                    let tx = intent(conn, &w, now)?;
+                    storage::insert_tx(conn, &tx)?;
+                }
+            }
+            Payments::Refused(refused) => {
+                let id = refused.withdrawal_id.to_string();
+                let from = [WithdrawalStatus::Requested];
+                storage::set_withdrawal_status(
+                    conn,
+                    &id,
+                    &from,
+                    WithdrawalStatus::Refused,
+                    Some(&refused.reason),
+                    now,
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The transaction a held withdrawal sends: from the user's wallet to the
+/// address, the amount in wei; no nonce yet (the pipeline gives it one).
+fn intent(conn: &mut DbConnection, w: &WithdrawalRow, now: i64) -> Result<TxRow, HandlerError> {
+    let user = Uuid::parse_str(&w.user_id).map_err(|e| HandlerError::Permanent(e.into()))?;
+    let wallet = storage::wallet_of(conn, user)?.ok_or_else(|| {
+        HandlerError::Permanent(anyhow::anyhow!("withdrawal {}: the user has no wallet", w.id))
+    })?;
+    let wei = domain::to_units(w.amount.value(), domain::NATIVE_DECIMALS)
+        .ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("withdrawal {}: no chain amount", w.id)))?;
+    Ok(TxRow {
+        id: w.id.clone(),
+        purpose: TxPurpose::Withdrawal,
+        user_id: w.user_id.clone(),
+        from_address: wallet.address,
+        to_address: w.address.clone(),
+        value: wei.to_string(),
+        input: String::new(),
+        gas_limit: NATIVE_TRANSFER_GAS,
+        nonce: None,
+        max_fee: None,
+        priority_fee: None,
+        raw: None,
+        tx_hash: None,
+        hashes: String::new(),
+        replacements: 0,
+        status: TxStatus::Queued,
+        error: None,
+        block_number: None,
+        block_hash: None,
+        gas_cost: None,
+        sent_at: None,
+        created_at: now,
+        updated_at: now,
+    })
+}
+
+fn withdrawal_of(conn: &mut DbConnection, tx: &TxRow) -> diesel::QueryResult<Option<(Uuid, WithdrawalRow)>> {
+    let Ok(id) = Uuid::parse_str(&tx.id) else { return Ok(None) };
+    Ok(storage::withdrawal(conn, id)?.map(|w| (id, w)))
+}
+
+fn user_of(w: &WithdrawalRow) -> Uuid {
+    Uuid::parse_str(&w.user_id).unwrap_or_default()
+}
+
+/// The pipeline handed `tx` to the node (again, or a replacement).
+pub fn sent(conn: &mut DbConnection, tx: &TxRow, now: i64, out: &mut Emitter) -> diesel::QueryResult<()> {
+    let Some((id, w)) = withdrawal_of(conn, tx)? else { return Ok(()) };
+    let from = [WithdrawalStatus::Sending, WithdrawalStatus::Sent];
+    if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Sent, None, now)? {
+        out.send(
+            &w.id,
+            &WithdrawalSent {
+                withdrawal_id: id,
+                user_id: user_of(&w),
+                currency: w.currency.clone(),
+                amount: w.amount,
+                address: w.address.clone(),
+                tx_hash: tx.tx_hash.clone().unwrap_or_default(),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// `tx` has its confirmations.
+pub fn confirmed(
+    conn: &mut DbConnection,
+    tx: &TxRow,
+    now: i64,
+    out: &mut Emitter,
+) -> diesel::QueryResult<()> {
+    let Some((id, w)) = withdrawal_of(conn, tx)? else { return Ok(()) };
+    let from = [WithdrawalStatus::Sending, WithdrawalStatus::Sent];
+    if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Confirmed, None, now)? {
+        out.send(
+            &w.id,
+            &WithdrawalConfirmed {
+                withdrawal_id: id,
+                user_id: user_of(&w),
+                currency: w.currency.clone(),
+                amount: w.amount,
+                fee: w.fee,
+                address: w.address.clone(),
+                tx_hash: tx.tx_hash.clone().unwrap_or_default(),
+                block_number: tx.block_number.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+            },
+        );
+    }
+    Ok(())
+}
+
+/// `tx` will never be mined, or reverted (`tx.error` says why).
+pub fn failed(conn: &mut DbConnection, tx: &TxRow, now: i64, out: &mut Emitter) -> diesel::QueryResult<()> {
+    let Some((id, w)) = withdrawal_of(conn, tx)? else { return Ok(()) };
+    let reason = tx.error.clone().unwrap_or_else(|| "the transaction failed".into());
+    let from = [WithdrawalStatus::Sending, WithdrawalStatus::Sent];
+    if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Failed, Some(&reason), now)? {
+        out.send(
+            &w.id,
+            &WithdrawalFailed {
+                withdrawal_id: id,
+                user_id: user_of(&w),
+                currency: w.currency.clone(),
+                amount: w.amount,
+                address: w.address.clone(),
+                reason,
+                tx_hash: tx.block_number.and(tx.tx_hash.clone()),
+            },
+        );
+    }
+    Ok(())
+}
