@@ -137,6 +137,36 @@ impl Client {
         }
         bail!("the deposit {tx} was not credited in 60 s")
     }
+
+    /// `eth` ETH from the user's wallet to a fresh outside address, followed until confirmed.
+    async fn withdraw(&self, token: &str, eth: &str) -> anyhow::Result<()> {
+        let to = alloy::signers::local::PrivateKeySigner::random().address().to_checksum(None);
+        println!("\n10. Bob withdraws {eth} ETH to an outside address, {to}");
+        let body = json!({"currency": "ETH", "amount": eth, "address": to});
+        let key = Some("demo-bob-withdrawal");
+        let (status, w) = self.call_with("POST", "/api/withdrawals", Some(token), Some(body), key).await?;
+        anyhow::ensure!(status == 202, "POST /api/withdrawals: {status}: {w}");
+        let id = w["id"].as_str().unwrap_or_default().to_string();
+        println!("  withdrawal {id}: {} ETH held with its fee of {} ETH", w["amount"], w["fee"]);
+        let mut sent = false;
+        for _ in 0..600 {
+            let w = self.expect(200, "GET", &format!("/api/withdrawals/{id}"), Some(token), None).await?;
+            match w["status"].as_str().unwrap_or_default() {
+                "confirmed" => {
+                    println!("  confirmed with {} confirmations: tx {}", w["confirmations"], w["tx_hash"]);
+                    return Ok(());
+                }
+                "sent" if !sent => {
+                    println!("  sent from his wallet: tx {}", w["tx_hash"]);
+                    sent = true;
+                }
+                "failed" | "refused" => bail!("withdrawal {id} {}: {}", w["status"], w["reason"]),
+                _ => {}
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("withdrawal {id} was not confirmed in 60 s")
+    }
 }
 
 /// Runs the scenario against the gateway at `gateway`.
@@ -203,7 +233,8 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
         );
     }
 
-    if !c.deposit(&bob, "1").await? {
+    let on_chain = c.deposit(&bob, "1.5").await?;
+    if !on_chain {
         println!("  this stack has no faucet: Bob tops up 1 ETH instead");
         let amount = json!({"amount": "1"});
         c.expect(200, "POST", "/api/users/me/accounts/ETH/top-up", Some(&bob), Some(amount)).await?;
@@ -223,6 +254,10 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await; // settlement follows the fill
     c.show_accounts("alice", &alice).await?;
     c.show_accounts("bob", &bob).await?;
+    if on_chain {
+        c.withdraw(&bob, "0.25").await?;
+        c.show_accounts("bob", &bob).await?;
+    }
 
     println!("\nDone. Try it yourself: {gateway}/swagger-ui/   Trace the saga: bourse trace {id}\n");
     Ok(())
