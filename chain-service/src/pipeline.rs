@@ -83,8 +83,10 @@ impl Pipeline {
             self.follow(tx).await?;
         }
         let mined = self.load(TxStatus::Mined).await?;
-        if !mined.is_empty() {
-            let head = self.node.head().await?;
+        // Confirmations counted on the head the watcher recorded: the one
+        // the API shows them against, and deposits are credited on.
+        let head = self.db.read(|c| storage::head(c).map_err(DbError::from)).await?;
+        if let Some(head) = head.and_then(|h| u64::try_from(h).ok()) {
             for tx in mined {
                 self.confirm(tx, head).await?;
             }

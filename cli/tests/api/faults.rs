@@ -215,7 +215,9 @@ on_both_backends!(two_instances_of_every_service_apply_each_message_once);
 
 /// The sum of a metric's samples (every label) in a service's `/metrics`.
 async fn metric(t: &TestStack, url: &str, name: &str) -> f64 {
-    let text = t.http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
+    // A fresh connection: a pooled one the server closed meanwhile fails the request.
+    let request = t.http.get(format!("{url}/metrics")).header("connection", "close");
+    let text = request.send().await.unwrap().text().await.unwrap();
     text.lines()
         .filter(|line| line.split(['{', ' ']).next() == Some(name))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
