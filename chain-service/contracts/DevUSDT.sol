@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.20;
 
-/// The dev chain's USDT: a plain ERC-20 with Tether's 6 decimals. Whoever
-/// deployed it (the dev faucet's account) mints; nothing else is special.
+/// The dev chain's USDT: a plain ERC-20 with Tether's 6 decimals. The minter
+/// named at deployment (the dev faucet's account) mints; nothing else is special.
 /// Rebuilt by `bash scripts/build-contracts.sh` (solc from npm) into
 /// `DevUSDT.bin`, the bytecode the dev stacks deploy.
 contract DevUSDT {
@@ -18,8 +18,8 @@ contract DevUSDT {
     event Transfer(address indexed from, address indexed to, uint256 value);
     event Approval(address indexed owner, address indexed spender, uint256 value);
 
-    constructor() {
-        minter = msg.sender;
+    constructor(address minter_) {
+        minter = minter_;
     }
 
     function mint(address to, uint256 value) external {

@@ -9,6 +9,10 @@ use rust_decimal::Decimal;
 /// Decimals of the chain's native coin (wei per ETH: 10^18).
 pub const NATIVE_DECIMALS: u32 = 18;
 
+/// Gas of a plain native transfer (to an address without code; a contract
+/// that needs more reverts, and the withdrawal fails and is given back).
+pub const NATIVE_TRANSFER_GAS: u64 = 21_000;
+
 /// An amount on chain, split into what the ledger credits (truncated to the
 /// currency's scale) and the dust below that scale. The dust stays on the
 /// deposit's record (`GET /api/users/me/deposits`) and in the wallet on
@@ -124,6 +128,8 @@ bourse_common::named_enum! {
     /// What an outgoing transaction is for.
     pub enum TxPurpose {
         Withdrawal = "withdrawal",
+        /// The gas wallet sends a user's wallet the ETH a token transfer's gas costs.
+        Gas = "gas",
     }
 }
 

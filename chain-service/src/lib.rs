@@ -56,11 +56,7 @@ impl Service for ChainService {
     fn parts(config: &Config) -> anyhow::Result<ServiceParts> {
         let settings = &config.settings;
         settings.reference.validate()?;
-        anyhow::ensure!(
-            settings.reference.currency(&settings.native_currency).is_some(),
-            "settings.native_currency `{}` is not in settings.reference.currencies",
-            settings.native_currency
-        );
+        settings.validate_assets()?;
         let wallets = wallets::Wallets::new(settings.master_key()?.clone(), settings.chain_id);
         let node = node::Node::connect(&settings.rpc_url)?;
         let faucet = settings
@@ -73,7 +69,10 @@ impl Service for ChainService {
             migrations: vec![&MIGRATIONS],
             consumers: vec![
                 inbox::consume::<wallets::Users>("chain-service.users", wallets.clone()),
-                inbox::consume::<withdrawals::Payments>("chain-service.payments", withdrawals::Answers),
+                inbox::consume::<withdrawals::Payments>(
+                    "chain-service.payments",
+                    withdrawals::Answers { settings: Arc::new(settings.clone()) },
+                ),
             ],
             routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &faucet)),
             openapi: routes::Api::openapi(),

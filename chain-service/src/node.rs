@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use alloy::consensus::Transaction as _;
 use alloy::eips::BlockNumberOrTag;
 use alloy::network::TransactionResponse as _;
-use alloy::primitives::Address;
+use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
 
 /// A node that did not answer, or answered nonsense: the watcher waits and
@@ -39,15 +39,30 @@ impl BlockId {
     }
 }
 
-/// A native transfer that executed, to one of the addresses asked about.
+alloy::sol! {
+    /// What chain-service calls on a token: ERC-20's `transfer`, `balanceOf`
+    /// and `Transfer` event, and the dev token's `mint` (the dev faucet's).
+    interface Erc20 {
+        event Transfer(address indexed from, address indexed to, uint256 value);
+        function transfer(address to, uint256 value) external returns (bool);
+        function balanceOf(address owner) external view returns (uint256);
+        function mint(address to, uint256 value) external;
+    }
+}
+
+/// A transfer that executed, to one of the addresses asked about: native, or
+/// of a token (a `Transfer` log).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transfer {
     pub tx_hash: String,
-    /// The transaction's index in its block.
+    /// Native: the transaction's index in its block; a token's: the log's index.
     pub index: u64,
+    /// `None`: native; else the token's contract.
+    pub token: Option<Address>,
     /// Lower-case hex, as [`key`] spells addresses.
+    pub from: String,
     pub to: String,
-    /// In wei.
+    /// In chain units (wei, token units).
     pub value: u128,
 }
 
@@ -89,13 +104,28 @@ impl Faucet {
     pub async fn send(&self, to: &str, wei: u128) -> Result<String, NodeError> {
         use alloy::network::TransactionBuilder;
         let to: Address = to.parse().map_err(node_error)?;
+        self.submit(alloy::rpc::types::TransactionRequest::default().with_to(to).with_value(U256::from(wei)))
+            .await
+    }
+
+    /// Mints `units` of the dev `token` to `to` (the faucet's account is its minter).
+    pub async fn mint(&self, token: Address, to: &str, units: u128) -> Result<String, NodeError> {
+        use alloy::network::TransactionBuilder;
+        use alloy::sol_types::SolCall;
+        let to: Address = to.parse().map_err(node_error)?;
+        let call = Erc20::mintCall { to, value: U256::from(units) };
+        self.submit(
+            alloy::rpc::types::TransactionRequest::default().with_to(token).with_input(call.abi_encode()),
+        )
+        .await
+    }
+
+    /// Sends `tx` with the account's next nonce (one at a time).
+    async fn submit(&self, tx: alloy::rpc::types::TransactionRequest) -> Result<String, NodeError> {
+        use alloy::network::TransactionBuilder;
         let _one_at_a_time = self.sending.lock().await;
         let nonce = self.provider.get_transaction_count(self.from).pending().await.map_err(node_error)?;
-        let tx = alloy::rpc::types::TransactionRequest::default()
-            .with_to(to)
-            .with_value(alloy::primitives::U256::from(wei))
-            .with_nonce(nonce);
-        let pending = self.provider.send_transaction(tx).await.map_err(node_error)?;
+        let pending = self.provider.send_transaction(tx.with_nonce(nonce)).await.map_err(node_error)?;
         Ok(format!("{:#x}", pending.tx_hash()))
     }
 }
@@ -167,6 +197,18 @@ impl Node {
         u128::try_from(wei).map_err(|_| NodeError(format!("{address}: a balance beyond 128 bits")))
     }
 
+    /// `owner`'s balance of `token`, in token units.
+    pub async fn token_balance(&self, token: Address, owner: Address) -> Result<u128, NodeError> {
+        use alloy::network::TransactionBuilder;
+        use alloy::sol_types::SolCall;
+        let call = Erc20::balanceOfCall { owner };
+        let request =
+            alloy::rpc::types::TransactionRequest::default().with_to(token).with_input(call.abi_encode());
+        let answer = self.provider.call(request).await.map_err(node_error)?;
+        let units = Erc20::balanceOfCall::abi_decode_returns(&answer).map_err(node_error)?;
+        u128::try_from(units).map_err(|_| NodeError(format!("{token}: a balance beyond 128 bits")))
+    }
+
     /// The head block's base fee per gas, in wei.
     pub async fn base_fee(&self) -> Result<u128, NodeError> {
         let block = self
@@ -216,12 +258,14 @@ impl Node {
         }))
     }
 
-    /// The block at `number` with the native transfers in it to `watched`
-    /// addresses whose transactions succeeded (a reverted one moved nothing).
+    /// The block at `number` with the transfers in it to `watched`
+    /// addresses that executed (a reverted one moved nothing): native ones,
+    /// and `Transfer` logs of `tokens`.
     pub async fn block(
         &self,
         number: u64,
         watched: &HashMap<String, String>,
+        tokens: &[Address],
     ) -> Result<Option<Block>, NodeError> {
         let Some(block) = self
             .provider
@@ -249,7 +293,41 @@ impl Node {
             }
             let value = u128::try_from(tx.value())
                 .map_err(|_| NodeError(format!("{hash:#x}: a value beyond 128 bits")))?;
-            transfers.push(Transfer { tx_hash: format!("{hash:#x}"), index: index as u64, to, value });
+            transfers.push(Transfer {
+                tx_hash: format!("{hash:#x}"),
+                index: index as u64,
+                token: None,
+                from: key(&tx.from()),
+                to,
+                value,
+            });
+        }
+        if !tokens.is_empty() {
+            use alloy::sol_types::SolEvent;
+            // By the block's hash: the logs of exactly this block, not of another at its height.
+            let filter = alloy::rpc::types::Filter::new()
+                .at_block_hash(block.header.hash)
+                .address(tokens.to_vec())
+                .event_signature(Erc20::Transfer::SIGNATURE_HASH);
+            for log in self.provider.get_logs(&filter).await.map_err(node_error)? {
+                let Ok(decoded) = log.log_decode::<Erc20::Transfer>() else { continue };
+                let event = &decoded.inner.data;
+                let to = key(&event.to);
+                if log.removed || !watched.contains_key(&to) {
+                    continue;
+                }
+                let (Some(tx_hash), Some(index)) = (log.transaction_hash, log.log_index) else { continue };
+                let value = u128::try_from(event.value)
+                    .map_err(|_| NodeError(format!("{tx_hash:#x}: a value beyond 128 bits")))?;
+                transfers.push(Transfer {
+                    tx_hash: format!("{tx_hash:#x}"),
+                    index,
+                    token: Some(decoded.inner.address),
+                    from: key(&event.from),
+                    to,
+                    value,
+                });
+            }
         }
         Ok(Some(Block { id, transfers }))
     }

@@ -4,7 +4,7 @@
 //!
 //! | status | what happened | what the pipeline does next |
 //! | --- | --- | --- |
-//! | `queued` | an intent (stored with the message that asked for it) | check the wallet can pay amount and gas; take the nonce kept for the sender (the node's count only when it is ahead); sign; store nonce and signed bytes |
+//! | `queued` | an intent (stored with the message that asked for it) | check the wallet can pay amount and gas (a token transfer's gas is sent to the wallet by the gas wallet first, a transaction of its own); take the nonce kept for the sender (the node's count only when it is ahead); sign; store nonce and signed bytes |
 //! | `signed` | signed bytes stored | broadcast those bytes, the same after a restart (the node knows them, or mined them: taken); refused before ever pending: `failed`, the nonce free again |
 //! | `broadcast` | the node has it | look for a receipt of every attempt; reverted: `failed`; not mined after `replace_after_ms`: sign again with the same nonce and higher fees |
 //! | `mined` | in a block | count confirmations: `confirmed`; the block left the chain: back to `signed`, broadcast again |
@@ -45,7 +45,10 @@ const BATCH: i64 = 100;
 /// `sender` component of the service's readiness.
 pub fn task(settings: Settings, node: Node, wallets: Wallets) -> BackgroundTask {
     Box::new(move |bus, shutdown| {
-        let pipeline = Pipeline { settings, node, wallets, db: bus.db.clone(), faults: bus.faults.clone() };
+        // Checked when the service was put together (`Settings::validate_assets`).
+        let gas = settings.gas_signer().ok().flatten();
+        let pipeline =
+            Pipeline { settings, node, wallets, gas, db: bus.db.clone(), faults: bus.faults.clone() };
         let health = bus.metrics.component("sender");
         Box::pin(async move {
             let interval = Duration::from_millis(pipeline.settings.poll_interval_ms.max(10));
@@ -58,6 +61,8 @@ struct Pipeline {
     settings: Settings,
     node: Node,
     wallets: Wallets,
+    /// The gas wallet, paying token transfers' gas.
+    gas: Option<PrivateKeySigner>,
     db: Db,
     faults: Arc<Faults>,
 }
@@ -98,43 +103,68 @@ impl Pipeline {
         Ok(self.db.read(move |c| storage::txs_in(c, status, BATCH).map_err(DbError::from)).await?)
     }
 
-    /// A queued intent: nonce and signature, stored; then broadcast.
-    async fn sign(&self, tx: TxRow) -> Result<(), RoundError> {
-        let user = Uuid::parse_str(&tx.user_id).map_err(|e| RoundError::Config(e.to_string()))?;
-        let from = tx.from_address.clone();
-        let (busy, wallet) = self
-            .db
-            .read(move |c| Ok::<_, DbError>((storage::sender_busy(c, &from)?, storage::wallet_of(c, user)?)))
-            .await?;
-        if busy {
-            return Ok(());
+    /// The key that signs `tx`: the user's wallet's, or the gas wallet's.
+    async fn signer(&self, tx: &TxRow) -> Result<PrivateKeySigner, RoundError> {
+        if tx.purpose == TxPurpose::Gas {
+            return self
+                .gas
+                .clone()
+                .ok_or_else(|| RoundError::Config("no gas wallet (settings.gas_key)".into()));
         }
+        let user = Uuid::parse_str(&tx.user_id).map_err(|e| RoundError::Config(e.to_string()))?;
+        let wallet = self.db.read(move |c| storage::wallet_of(c, user).map_err(DbError::from)).await?;
         let wallet = wallet.ok_or_else(|| RoundError::Config(format!("transaction {}: no wallet", tx.id)))?;
-        let signer = self.wallets.signer(&wallet).ok_or_else(|| {
+        self.wallets.signer(&wallet).ok_or_else(|| {
             RoundError::Config(format!(
                 "the key of wallet {} does not open with this master key",
                 wallet.address
             ))
-        })?;
+        })
+    }
+
+    /// A queued intent: once the wallet can pay it (a token transfer's gas
+    /// paid by the gas wallet first, if need be), nonce and signature,
+    /// stored; then broadcast.
+    async fn sign(&self, tx: TxRow) -> Result<(), RoundError> {
+        let from = tx.from_address.clone();
+        if self.db.read(move |c| storage::sender_busy(c, &from).map_err(DbError::from)).await? {
+            return Ok(());
+        }
+        let signer = self.signer(&tx).await?;
+        let address = signer.address();
         let value = units(&tx.value)?;
         let gas = u64::try_from(tx.gas_limit).map_err(|e| RoundError::Config(e.to_string()))?;
         let base_fee = self.node.base_fee().await?;
         let (max_fee, tip) = domain::first_fees(base_fee, self.settings.withdrawals.priority_fee_wei.into());
-        let needed = value.saturating_add(u128::from(gas).saturating_mul(max_fee));
-        let balance = self.node.balance(signer.address()).await?;
-        if balance < needed {
-            let mut failed = tx;
-            failed.status = TxStatus::Failed;
-            failed.error = Some(format!(
+        let gas_cost = u128::from(gas).saturating_mul(max_fee);
+        let eth_held = self.node.balance(address).await?;
+        if let (Some(token), Some(amount)) = (&tx.token, &tx.token_amount) {
+            let token: Address = token.parse().map_err(|e| RoundError::Config(format!("{e}")))?;
+            let (amount, held) = (units(amount)?, self.node.token_balance(token, address).await?);
+            if held < amount {
+                let asset = self.settings.token(&token);
+                let (currency, decimals) = asset.map_or(("tokens".into(), 0), |a| (a.currency, a.decimals));
+                let why = format!(
+                    "the wallet holds {} {currency} on the chain; {} are needed",
+                    exact(held, decimals),
+                    exact(amount, decimals)
+                );
+                return self.fail(tx, TxStatus::Queued, why).await;
+            }
+            if eth_held < gas_cost {
+                return self.pay_gas(tx, gas_cost).await;
+            }
+        } else if eth_held < value.saturating_add(gas_cost) {
+            let why = format!(
                 "the wallet holds {} ETH on the chain; {} ETH are needed with the gas",
-                eth(balance),
-                eth(needed)
-            ));
-            return self.advance(failed, TxStatus::Queued, Told::Failed).await;
+                eth(eth_held),
+                eth(value.saturating_add(gas_cost))
+            );
+            return self.fail(tx, TxStatus::Queued, why).await;
         }
-        let on_chain = self.node.nonce(signer.address()).await?;
-        let address = tx.from_address.clone();
-        let kept = self.db.read(move |c| storage::next_nonce(c, &address).map_err(DbError::from)).await?;
+        let on_chain = self.node.nonce(address).await?;
+        let from = tx.from_address.clone();
+        let kept = self.db.read(move |c| storage::next_nonce(c, &from).map_err(DbError::from)).await?;
         // The kept nonce, unless the chain counts more (the address sent
         // something this service did not): never below what the chain took.
         let nonce = kept.and_then(|n| u64::try_from(n).ok()).map_or(on_chain, |n| n.max(on_chain));
@@ -167,6 +197,76 @@ impl Pipeline {
             return Err(RoundError::Crashed);
         }
         self.broadcast(next).await
+    }
+
+    /// `tx` cannot be paid from its wallet: a final failure, with `why`.
+    async fn fail(&self, tx: TxRow, expected: TxStatus, why: String) -> Result<(), RoundError> {
+        tracing::warn!(tx = %tx.id, %why, "transaction failed");
+        let mut failed = tx;
+        failed.status = TxStatus::Failed;
+        failed.error = Some(why);
+        failed.updated_at = now_micros();
+        self.advance(failed, expected, Told::Failed).await
+    }
+
+    /// A token transfer whose wallet lacks the ETH for its gas: the gas
+    /// wallet sends it twice the cost (a transaction of its own, `gas:<id>:<n>`),
+    /// and the transfer waits in `queued` until it arrived. At most three
+    /// payments (fees can rise meanwhile); a payment that fails fails the transfer.
+    async fn pay_gas(&self, tx: TxRow, gas_cost: u128) -> Result<(), RoundError> {
+        let id = tx.id.clone();
+        let payments = self.db.read(move |c| storage::gas_payments(c, &id).map_err(DbError::from)).await?;
+        if payments
+            .iter()
+            .any(|p| matches!(p.status, TxStatus::Queued | TxStatus::Signed | TxStatus::Broadcast))
+        {
+            return Ok(());
+        }
+        if let Some(failed) = payments.last().filter(|p| p.status == TxStatus::Failed) {
+            let why = format!(
+                "the gas wallet could not pay the gas: {}",
+                failed.error.as_deref().unwrap_or("failed")
+            );
+            return self.fail(tx, TxStatus::Queued, why).await;
+        }
+        let Some(gas_wallet) = &self.gas else {
+            let why = "the wallet holds no ETH for the gas and no gas wallet is configured".to_string();
+            return self.fail(tx, TxStatus::Queued, why).await;
+        };
+        if payments.len() >= 3 {
+            return self.fail(tx, TxStatus::Queued, "three gas payments did not cover the gas".into()).await;
+        }
+        let now = now_micros();
+        let payment = TxRow {
+            id: format!("gas:{}:{}", tx.id, payments.len() + 1),
+            purpose: TxPurpose::Gas,
+            user_id: tx.user_id.clone(),
+            from_address: gas_wallet.address().to_checksum(None),
+            to_address: tx.from_address.clone(),
+            value: gas_cost.saturating_mul(2).to_string(),
+            input: String::new(),
+            gas_limit: i64::try_from(domain::NATIVE_TRANSFER_GAS).unwrap_or(21_000),
+            nonce: None,
+            max_fee: None,
+            priority_fee: None,
+            raw: None,
+            tx_hash: None,
+            hashes: String::new(),
+            replacements: 0,
+            status: TxStatus::Queued,
+            error: None,
+            block_number: None,
+            block_hash: None,
+            gas_cost: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+            token: None,
+            token_amount: None,
+        };
+        tracing::info!(tx = %payment.id, to = %payment.to_address, wei = %payment.value, "the gas wallet pays a token transfer's gas");
+        self.db.write(move |c| storage::insert_tx(c, &payment).map_err(DbError::from)).await?;
+        Ok(())
     }
 
     /// `tx`'s EIP-1559 transaction with `nonce` and fees, signed: its bytes (hex) and hash.
@@ -274,11 +374,7 @@ impl Pipeline {
 
     /// Signs `tx` again with its nonce and higher fees, stores and broadcasts it.
     async fn replace(&self, tx: TxRow, nonce: u64) -> Result<(), RoundError> {
-        let user = Uuid::parse_str(&tx.user_id).map_err(|e| RoundError::Config(e.to_string()))?;
-        let wallet = self.db.read(move |c| storage::wallet_of(c, user).map_err(DbError::from)).await?;
-        let signer = wallet.as_ref().and_then(|w| self.wallets.signer(w));
-        let signer =
-            signer.ok_or_else(|| RoundError::Config(format!("transaction {}: no wallet key", tx.id)))?;
+        let signer = self.signer(&tx).await?;
         let percent = self.settings.withdrawals.fee_bump_percent.max(10);
         let (floor, _) = domain::first_fees(
             self.node.base_fee().await?,
@@ -347,7 +443,8 @@ impl Pipeline {
                 let mut out = Emitter::new(PRODUCER);
                 let now = next.updated_at;
                 match (next.purpose, told) {
-                    (_, Told::Nothing) => {}
+                    // The gas wallet's payments are followed by the transfer waiting for them.
+                    (TxPurpose::Gas, _) | (_, Told::Nothing) => {}
                     (TxPurpose::Withdrawal, Told::Sent) => withdrawals::sent(c, &next, now, &mut out)?,
                     (TxPurpose::Withdrawal, Told::Confirmed) => {
                         withdrawals::confirmed(c, &next, now, &mut out)?
@@ -377,9 +474,14 @@ fn units(text: &str) -> Result<u128, RoundError> {
     text.parse().map_err(|e| RoundError::Config(format!("`{text}` is not an amount in chain units: {e}")))
 }
 
+/// Chain units with `decimals`, as a person reads them, exactly.
+fn exact(units: u128, decimals: u32) -> String {
+    domain::to_ledger(units, decimals, decimals)
+        .map(|c| c.credited.normalize().to_string())
+        .unwrap_or_else(|_| format!("{units} units"))
+}
+
 /// Wei as ETH, exactly.
 fn eth(wei: u128) -> String {
-    domain::to_ledger(wei, domain::NATIVE_DECIMALS, domain::NATIVE_DECIMALS)
-        .map(|c| c.credited.normalize().to_string())
-        .unwrap_or_else(|_| format!("{wei} wei"))
+    exact(wei, domain::NATIVE_DECIMALS)
 }

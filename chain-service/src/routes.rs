@@ -9,7 +9,7 @@ use bourse_common::catalog::HoldWithdrawal;
 use bourse_common::db::{Db, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::idempotency::IdempotencyKey;
-use bourse_common::money::Amount;
+use bourse_common::money::{Amount, Currency};
 use bourse_common::now_micros;
 use bourse_common::outbox::Emitter;
 use bourse_common::paging::{Page, PageQuery};
@@ -19,16 +19,18 @@ use uuid::Uuid;
 use crate::PRODUCER;
 use crate::domain::{self, WithdrawalError, WithdrawalStatus};
 use crate::node::Faucet;
-use crate::settings::Settings;
+use crate::settings::{Asset, Settings};
 use crate::storage::{self, DepositRow, TxRow, WithdrawalRow};
 
-/// Where a user deposits a currency.
+/// Where a user deposits a currency (one address for all of them).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Wallet {
     pub currency: String,
     /// EIP-55 checksummed address on the chain.
     pub address: String,
     pub chain_id: u64,
+    /// The token's contract (send this token to the address); `None`: the native coin.
+    pub token: Option<String>,
 }
 
 /// A deposit to the user's wallet, from the moment its block is read.
@@ -77,15 +79,18 @@ impl Deposit {
     }
 }
 
-/// How much ETH the development faucet sends.
+/// What the development faucet sends: ETH, or a dev token (minted).
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaucetRequest {
+    /// A currency on the chain; the native coin (ETH) when absent.
+    pub currency: Option<String>,
     pub amount: Amount,
 }
 
 /// The faucet's transfer: a deposit like any other from here.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FaucetTransfer {
+    pub currency: String,
     pub address: String,
     pub amount: Amount,
     pub tx_hash: String,
@@ -94,7 +99,7 @@ pub struct FaucetTransfer {
 /// A withdrawal to an address on the chain.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct WithdrawalRequest {
-    /// A currency on the chain (ETH).
+    /// A currency on the chain (ETH, and the configured tokens: USDT).
     pub currency: String,
     /// What reaches the address; the fee is held and debited on top.
     pub amount: Amount,
@@ -180,8 +185,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, faucet: &web::Data<Option<Faucet>
         .route("/api/withdrawals/{id}", web::get().to(withdrawal));
 }
 
-/// The caller's deposit addresses: one per currency on the chain (empty for a
-/// moment after registration, until the wallet is made).
+/// The caller's deposit addresses: one per currency on the chain, the same
+/// address for all (empty for a moment after registration, until the wallet is made).
 #[utoipa::path(
     get,
     path = "/api/users/me/wallets",
@@ -197,11 +202,14 @@ pub async fn wallets(
     let user: Uuid = caller.user_id;
     let row = db.read(move |c| storage::wallet_of(c, user).map_err(DbError::from)).await?;
     let wallets: Vec<Wallet> = row
-        .into_iter()
-        .map(|w| Wallet {
-            currency: settings.native_currency.clone(),
-            address: w.address,
-            chain_id: settings.chain_id,
+        .iter()
+        .flat_map(|w| {
+            settings.assets().map(|asset| Wallet {
+                currency: asset.currency,
+                address: w.address.clone(),
+                chain_id: settings.chain_id,
+                token: asset.token.map(|t| t.to_checksum(None)),
+            })
         })
         .collect();
     Ok(HttpResponse::Ok().json(wallets))
@@ -236,7 +244,7 @@ pub async fn deposits(
 }
 
 /// Development only: sends ETH from the dev chain's funded account to the
-/// caller's wallet. It is credited like any deposit, after its confirmations
+/// caller's wallet, or mints it a dev token (USDT). It is credited like any deposit, after its confirmations
 /// (follow it at `GET /api/users/me/deposits`), so the ledger and the chain agree.
 #[utoipa::path(
     post,
@@ -248,7 +256,7 @@ pub async fn deposits(
         (status = 202, body = FaucetTransfer, description = "sent; a pending deposit once its block is read"),
         (status = 403, description = "no faucet on this exchange (`faucet_disabled`)"),
         (status = 409, description = "the wallet is not made yet (`no_wallet_yet`)"),
-        (status = 422, description = "amount not positive, over the scale, or above the faucet's maximum (`faucet_above_maximum`)"),
+        (status = 422, description = "unknown_currency, currency_not_on_chain, amount not positive, over the scale, or above the faucet's maximum (`faucet_above_maximum`)"),
         (status = 503, description = "the chain node did not take the transfer"),
     )
 )]
@@ -266,18 +274,18 @@ pub async fn faucet_deposit(
             "this exchange has no faucet: deposit to your wallet's address",
         ));
     };
-    let currency = settings
-        .reference
-        .currency(&settings.native_currency)
-        .ok_or_else(|| ApiError::internal("the native currency is not in the reference data"))?;
-    let amount = body.amount.positive_in(currency)?;
-    if amount.value() > settings.faucet_max {
+    let request = body.into_inner();
+    let code = request.currency.unwrap_or_else(|| settings.native_currency.clone());
+    let (currency, asset) = on_chain(&settings, &code)?;
+    let amount = request.amount.positive_in(currency)?;
+    let max = settings.faucet_max.get(&code).copied().unwrap_or_default();
+    if amount.value() > max {
         return Err(ApiError::unprocessable(
             "faucet_above_maximum",
-            format!("the faucet sends at most {} {} at a time", settings.faucet_max, currency.code),
+            format!("the faucet sends at most {max} {code} at a time"),
         ));
     }
-    let wei = domain::to_units(amount.value(), domain::NATIVE_DECIMALS).ok_or_else(|| {
+    let units = domain::to_units(amount.value(), asset.decimals).ok_or_else(|| {
         ApiError::unprocessable("amount_too_large", "the amount does not fit the chain's units")
     })?;
     let user = caller.user_id;
@@ -289,10 +297,30 @@ pub async fn faucet_deposit(
                 "your wallet is being made: try again in a moment",
             )
         })?;
-    let tx_hash =
-        faucet.send(&wallet.address, wei).await.map_err(|e| ApiError::unavailable(e.to_string()))?;
-    tracing::info!(user = %user, amount = %amount.value(), tx = %tx_hash, "faucet deposit sent");
-    Ok(HttpResponse::Accepted().json(FaucetTransfer { address: wallet.address, amount, tx_hash }))
+    let sent = match asset.token {
+        None => faucet.send(&wallet.address, units).await,
+        Some(token) => faucet.mint(token, &wallet.address, units).await,
+    };
+    let tx_hash = sent.map_err(|e| ApiError::unavailable(e.to_string()))?;
+    tracing::info!(user = %user, amount = %amount.value(), currency = %code, tx = %tx_hash, "faucet deposit sent");
+    Ok(HttpResponse::Accepted().json(FaucetTransfer {
+        currency: code,
+        address: wallet.address,
+        amount,
+        tx_hash,
+    }))
+}
+
+/// `code`'s currency and where it lives on the chain (422 when it is no
+/// currency, or not on the chain).
+fn on_chain<'a>(settings: &'a Settings, code: &str) -> Result<(&'a Currency, Asset), ApiError> {
+    let refused = |e: WithdrawalError| ApiError::unprocessable(e.code(), e.to_string());
+    let currency = settings
+        .reference
+        .currency(code)
+        .ok_or_else(|| refused(WithdrawalError::UnknownCurrency(code.into())))?;
+    let asset = settings.asset(code).ok_or_else(|| refused(WithdrawalError::OffChain(code.into())))?;
+    Ok((currency, asset))
 }
 
 /// Asks for a withdrawal: `requested` until payment-service holds its amount
@@ -323,13 +351,7 @@ pub async fn request_withdrawal(
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
     let refused = |e: WithdrawalError| ApiError::unprocessable(e.code(), e.to_string());
-    let currency = settings
-        .reference
-        .currency(&request.currency)
-        .ok_or_else(|| refused(WithdrawalError::UnknownCurrency(request.currency.clone())))?;
-    if currency.code != settings.native_currency {
-        return Err(refused(WithdrawalError::OffChain(currency.code.clone())));
-    }
+    let (currency, asset) = on_chain(&settings, &request.currency)?;
     let amount = request.amount.positive_in(currency)?;
     let limits = &settings.withdrawals;
     if let Some(max) = limits.max_amount.get(&currency.code)
@@ -337,7 +359,7 @@ pub async fn request_withdrawal(
     {
         return Err(refused(WithdrawalError::AboveMaximum { max: *max, currency: currency.code.clone() }));
     }
-    domain::to_units(amount.value(), domain::NATIVE_DECIMALS).ok_or_else(|| {
+    domain::to_units(amount.value(), asset.decimals).ok_or_else(|| {
         ApiError::unprocessable("amount_too_large", "the amount does not fit the chain's units")
     })?;
     let address = domain::parse_address(request.address.trim())

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+use alloy::primitives::Address;
+use alloy::signers::local::PrivateKeySigner;
 use bourse_common::reference::ReferenceData;
 use bourse_common::secret::Secret;
 use rust_decimal::Decimal;
@@ -31,15 +33,54 @@ pub struct Settings {
     pub wallet_master_key: Option<Secret>,
     /// The native coin of the chain (ETH), credited in the ledger's scale.
     pub native_currency: String,
+    /// ERC-20 tokens credited and withdrawn as ledger currencies (`[[settings.tokens]]`).
+    pub tokens: Vec<TokenSettings>,
+    /// The gas wallet: pays the gas of token withdrawals by sending the
+    /// user's wallet the ETH its transfer costs first (each such payment is a
+    /// transaction of its own, counted). Token withdrawals fail without it.
+    pub gas_key: Option<Secret>,
     /// A development faucet: `POST /api/users/me/wallets/faucet` sends ETH from
     /// this key's account to the caller's wallet on the chain, credited as any
     /// deposit. Off unless set (the dev stacks set anvil's funded account);
     /// never on a real network.
     pub faucet_key: Option<Secret>,
-    /// The most one faucet call sends, in ETH.
-    pub faucet_max: Decimal,
+    /// The most one faucet call sends, per currency (a chain currency missing here: none).
+    pub faucet_max: BTreeMap<String, Decimal>,
     pub withdrawals: WithdrawalSettings,
     pub reference: ReferenceData,
+}
+
+/// An ERC-20 token on the chain, held in the ledger as `currency` (a new
+/// token is a new entry here and a currency in the reference data).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenSettings {
+    pub currency: String,
+    /// The token's contract.
+    pub address: Address,
+    /// The token's decimals (USDT: 6); at least the currency's ledger scale.
+    pub decimals: u32,
+    /// Gas of one `transfer` (a withdrawal).
+    #[serde(default = "TokenSettings::default_transfer_gas")]
+    pub transfer_gas: u64,
+}
+
+impl TokenSettings {
+    fn default_transfer_gas() -> u64 {
+        100_000
+    }
+}
+
+/// A currency on the chain, as deposits and withdrawals move it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asset {
+    pub currency: String,
+    /// Chain units per ledger unit: 10^decimals.
+    pub decimals: u32,
+    /// `None`: the native coin; else the token's contract.
+    pub token: Option<Address>,
+    /// Gas of one transfer.
+    pub transfer_gas: u64,
 }
 
 /// Withdrawals and the transactions that send them (`CHAIN__SETTINGS__WITHDRAWALS__*`).
@@ -70,8 +111,11 @@ pub struct WithdrawalSettings {
 impl Default for WithdrawalSettings {
     fn default() -> Self {
         Self {
-            fee: BTreeMap::from([("ETH".into(), Decimal::new(5, 4))]),
-            max_amount: BTreeMap::from([("ETH".into(), Decimal::from(100))]),
+            fee: BTreeMap::from([("ETH".into(), Decimal::new(5, 4)), ("USDT".into(), Decimal::ONE)]),
+            max_amount: BTreeMap::from([
+                ("ETH".into(), Decimal::from(100)),
+                ("USDT".into(), Decimal::from(1_000_000)),
+            ]),
             max_in_flight: 5,
             hold_wait_ms: 5_000,
             replace_after_ms: 60_000,
@@ -92,8 +136,13 @@ impl Default for Settings {
             start_block: None,
             wallet_master_key: None,
             native_currency: "ETH".into(),
+            tokens: Vec::new(),
+            gas_key: None,
             faucet_key: None,
-            faucet_max: Decimal::from(10),
+            faucet_max: BTreeMap::from([
+                ("ETH".into(), Decimal::from(10)),
+                ("USDT".into(), Decimal::from(100_000)),
+            ]),
             withdrawals: WithdrawalSettings::default(),
             reference: ReferenceData::default(),
         }
@@ -101,6 +150,58 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// The currencies on the chain: the native coin, then the tokens.
+    pub fn assets(&self) -> impl Iterator<Item = Asset> + '_ {
+        let native = Asset {
+            currency: self.native_currency.clone(),
+            decimals: crate::domain::NATIVE_DECIMALS,
+            token: None,
+            transfer_gas: crate::domain::NATIVE_TRANSFER_GAS,
+        };
+        std::iter::once(native).chain(self.tokens.iter().map(|t| Asset {
+            currency: t.currency.clone(),
+            decimals: t.decimals,
+            token: Some(t.address),
+            transfer_gas: t.transfer_gas,
+        }))
+    }
+
+    /// `currency` on the chain, if it lives there.
+    pub fn asset(&self, currency: &str) -> Option<Asset> {
+        self.assets().find(|a| a.currency == currency)
+    }
+
+    /// The token whose contract is `address`.
+    pub fn token(&self, address: &Address) -> Option<Asset> {
+        self.assets().find(|a| a.token.as_ref() == Some(address))
+    }
+
+    /// The gas wallet's signer, if one is configured.
+    pub fn gas_signer(&self) -> anyhow::Result<Option<PrivateKeySigner>> {
+        let Some(key) = &self.gas_key else { return Ok(None) };
+        let signer = key.expose().parse().map_err(|e| anyhow::anyhow!("settings.gas_key: {e}"))?;
+        Ok(Some(signer))
+    }
+
+    /// Every chain currency is a currency of the reference data, with no
+    /// more decimals in the ledger than on the chain.
+    pub fn validate_assets(&self) -> anyhow::Result<()> {
+        for asset in self.assets() {
+            let Some(currency) = self.reference.currency(&asset.currency) else {
+                anyhow::bail!("chain currency `{}` is not in settings.reference.currencies", asset.currency);
+            };
+            anyhow::ensure!(
+                currency.scale <= asset.decimals,
+                "{}: a ledger scale of {} is finer than its {} decimals on the chain",
+                asset.currency,
+                currency.scale,
+                asset.decimals
+            );
+        }
+        self.gas_signer()?;
+        Ok(())
+    }
+
     /// The master key, or why the service cannot start without one.
     pub fn master_key(&self) -> anyhow::Result<&Secret> {
         match &self.wallet_master_key {

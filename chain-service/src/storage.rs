@@ -95,6 +95,8 @@ diesel::table! {
         sent_at -> Nullable<BigInt>,
         created_at -> BigInt,
         updated_at -> BigInt,
+        token -> Nullable<Text>,
+        token_amount -> Nullable<Text>,
     }
 }
 
@@ -388,6 +390,10 @@ pub struct TxRow {
     pub sent_at: Option<i64>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// A token transfer's contract (lower-case hex); `None`: native.
+    pub token: Option<String>,
+    /// A token transfer's amount, in token units.
+    pub token_amount: Option<String>,
 }
 
 impl TxRow {
@@ -403,6 +409,16 @@ pub fn insert_tx(conn: &mut DbConnection, row: &TxRow) -> QueryResult<()> {
 
 pub fn tx(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<TxRow>> {
     chain_txs::table.find(id.to_string()).select(TxRow::as_select()).first(conn).optional()
+}
+
+/// The gas payments made for the transaction `id`, oldest first.
+pub fn gas_payments(conn: &mut DbConnection, id: &str) -> QueryResult<Vec<TxRow>> {
+    chain_txs::table
+        .filter(chain_txs::purpose.eq(TxPurpose::Gas))
+        .filter(chain_txs::id.like(format!("gas:{id}:%")))
+        .order((chain_txs::created_at, chain_txs::id))
+        .select(TxRow::as_select())
+        .load(conn)
 }
 
 /// The transactions in `status`, oldest first.

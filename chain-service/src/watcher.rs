@@ -5,7 +5,8 @@
 //! Each round: ask the head; check that the newest block read is still on the
 //! chain (else a reorg: go back to the fork and forget what was read above
 //! it); read the next blocks, each in one transaction with the deposits to
-//! users' wallets in it (`pending`); then credit, in one transaction with
+//! users' wallets in it (`pending`: native transfers, and `Transfer` logs of
+//! the configured tokens; not the gas wallet's payments of gas); then credit, in one transaction with
 //! its `deposit.confirmed`, every pending deposit with its confirmations.
 //!
 //! A reorg forgets the blocks above the fork: their pending deposits are
@@ -27,8 +28,8 @@ use bourse_common::service::BackgroundTask;
 use uuid::Uuid;
 
 use crate::PRODUCER;
-use crate::domain::{self, DepositStatus, NATIVE_DECIMALS};
-use crate::node::{Block, Node};
+use crate::domain::{self, DepositStatus};
+use crate::node::{self, Block, Node};
 use crate::rounds::{self, RoundError};
 use crate::settings::Settings;
 use crate::storage::{self, BlockRow, DepositRow};
@@ -39,10 +40,14 @@ pub fn task(settings: Settings, node: Node) -> BackgroundTask {
     Box::new(move |bus, shutdown| {
         let db = bus.db.clone();
         let health = bus.metrics.component("chain");
+        let tokens = settings.tokens.iter().map(|t| t.address).collect();
+        let gas_wallet = settings.gas_signer().ok().flatten().map(|s| node::key(&s.address()));
         let watcher = Watcher {
             settings,
             node,
             db,
+            tokens,
+            gas_wallet,
             chain_checked: AtomicBool::new(false),
             credited_at: AtomicU64::new(u64::MAX),
         };
@@ -57,6 +62,10 @@ struct Watcher {
     settings: Settings,
     node: Node,
     db: Db,
+    /// The tokens' contracts, whose `Transfer` logs are read.
+    tokens: Vec<alloy::primitives::Address>,
+    /// The gas wallet's address (lower-case hex): what it sends is not a deposit.
+    gas_wallet: Option<String>,
     /// The node serves the configured chain (asked once per run).
     chain_checked: AtomicBool,
     /// The head the last credit pass ran at: another pass at the same head
@@ -104,7 +113,7 @@ impl Watcher {
         let mut parent = last;
         let mut read = 0;
         for number in first..=end {
-            let Some(block) = self.node.block(number, &watched).await? else { break };
+            let Some(block) = self.node.block(number, &watched, &self.tokens).await? else { break };
             if let Some(p) = &parent
                 && p.hash != block.id.parent_hash
             {
@@ -133,13 +142,6 @@ impl Watcher {
         watched: &HashMap<String, String>,
         head: u64,
     ) -> Result<BlockRow, RoundError> {
-        let currency = self.settings.native_currency.clone();
-        let scale = self
-            .settings
-            .reference
-            .currency(&currency)
-            .map(|c| c.scale)
-            .ok_or_else(|| RoundError::Config(format!("no currency {currency} in settings.reference")))?;
         let row = BlockRow {
             number: i64::try_from(block.id.number).map_err(|e| RoundError::Config(e.to_string()))?,
             hash: block.id.hash.clone(),
@@ -149,18 +151,33 @@ impl Watcher {
         let mut deposits = Vec::new();
         for t in &block.transfers {
             let Some(user) = watched.get(&t.to) else { continue };
-            let converted = match domain::to_ledger(t.value, NATIVE_DECIMALS, scale) {
+            if t.token.is_none() && self.gas_wallet.as_deref() == Some(t.from.as_str()) {
+                // The gas wallet paying a token withdrawal's gas: the exchange's ETH, not a deposit.
+                continue;
+            }
+            let asset = match &t.token {
+                None => self.settings.asset(&self.settings.native_currency),
+                Some(token) => self.settings.token(token),
+            };
+            let Some(asset) = asset else { continue };
+            let scale =
+                self.settings.reference.currency(&asset.currency).map(|c| c.scale).ok_or_else(|| {
+                    RoundError::Config(format!("no currency {} in settings.reference", asset.currency))
+                })?;
+            let converted = match domain::to_ledger(t.value, asset.decimals, scale) {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::error!(tx = %t.tx_hash, error = %e, "a deposit the ledger cannot hold: not credited");
                     continue;
                 }
             };
+            // A token's deposit is one of its transaction's logs: `log<index>`.
+            let index = if t.token.is_some() { format!("log{}", t.index) } else { t.index.to_string() };
             deposits.push(DepositRow {
-                id: format!("{}:{}:{}", self.settings.chain_id, t.tx_hash, t.index),
+                id: format!("{}:{}:{index}", self.settings.chain_id, t.tx_hash),
                 user_id: user.clone(),
                 address: t.to.clone(),
-                currency: currency.clone(),
+                currency: asset.currency,
                 amount: Amount::new(converted.credited),
                 dust: Amount::new(converted.dust),
                 tx_hash: t.tx_hash.clone(),

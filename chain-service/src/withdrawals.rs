@@ -12,6 +12,10 @@
 //!
 //! Each step happens in one transaction with the messages it sends.
 
+use std::sync::Arc;
+
+use alloy::primitives::{Address, U256};
+use alloy::sol_types::SolCall;
 use bourse_common::catalog::{
     WithdrawalConfirmed, WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
@@ -23,11 +27,9 @@ use bourse_common::outbox::Emitter;
 use uuid::Uuid;
 
 use crate::domain::{self, TxPurpose, TxStatus, WithdrawalStatus};
+use crate::node::{self, Erc20};
+use crate::settings::{Asset, Settings};
 use crate::storage::{self, TxRow, WithdrawalRow};
-
-/// Gas of a plain native transfer (to an address without code; a contract
-/// that needs more reverts, and the withdrawal fails and is given back).
-pub const NATIVE_TRANSFER_GAS: i64 = 21_000;
 
 bourse_common::inbound! {
     /// What the queue `chain-service.payments` takes (from payment-service).
@@ -39,7 +41,9 @@ bourse_common::inbound! {
 
 /// Handles payment-service's answers, each in the inbox transaction.
 #[derive(Debug, Clone)]
-pub struct Answers;
+pub struct Answers {
+    pub settings: Arc<Settings>,
+}
 
 impl Handle<Payments> for Answers {
     fn handle(
@@ -60,7 +64,14 @@ impl Handle<Payments> for Answers {
                 };
                 let from = [WithdrawalStatus::Requested];
                 if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Sending, None, now)? {
-                    let tx = intent(conn, &w, now)?;
+                    let asset = self.settings.asset(&w.currency).ok_or_else(|| {
+                        HandlerError::Permanent(anyhow::anyhow!(
+                            "withdrawal {}: {} is not on the chain",
+                            w.id,
+                            w.currency
+                        ))
+                    })?;
+                    let tx = intent(conn, &w, &asset, now)?;
                     storage::insert_tx(conn, &tx)?;
                 }
             }
@@ -81,24 +92,38 @@ impl Handle<Payments> for Answers {
     }
 }
 
-/// The transaction a held withdrawal sends: from the user's wallet to the
-/// address, the amount in wei; no nonce yet (the pipeline gives it one).
-fn intent(conn: &mut DbConnection, w: &WithdrawalRow, now: i64) -> Result<TxRow, HandlerError> {
+/// The transaction a held withdrawal sends from the user's wallet, no nonce
+/// yet (the pipeline gives it one): the amount in wei to the address, or a
+/// token's `transfer` of it to the address.
+fn intent(
+    conn: &mut DbConnection,
+    w: &WithdrawalRow,
+    asset: &Asset,
+    now: i64,
+) -> Result<TxRow, HandlerError> {
+    let permanent = |why: &str| HandlerError::Permanent(anyhow::anyhow!("withdrawal {}: {why}", w.id));
     let user = Uuid::parse_str(&w.user_id).map_err(|e| HandlerError::Permanent(e.into()))?;
-    let wallet = storage::wallet_of(conn, user)?.ok_or_else(|| {
-        HandlerError::Permanent(anyhow::anyhow!("withdrawal {}: the user has no wallet", w.id))
-    })?;
-    let wei = domain::to_units(w.amount.value(), domain::NATIVE_DECIMALS)
-        .ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("withdrawal {}: no chain amount", w.id)))?;
+    let wallet = storage::wallet_of(conn, user)?.ok_or_else(|| permanent("the user has no wallet"))?;
+    let units =
+        domain::to_units(w.amount.value(), asset.decimals).ok_or_else(|| permanent("no chain amount"))?;
+    let to: Address = w.address.parse().map_err(|_| permanent("not an address"))?;
+    let (to, value, input, token, token_amount) = match asset.token {
+        None => (w.address.clone(), units, String::new(), None, None),
+        Some(token) => {
+            let call = Erc20::transferCall { to, value: U256::from(units) };
+            let input = alloy::hex::encode_prefixed(call.abi_encode());
+            (token.to_checksum(None), 0, input, Some(node::key(&token)), Some(units.to_string()))
+        }
+    };
     Ok(TxRow {
         id: w.id.clone(),
         purpose: TxPurpose::Withdrawal,
         user_id: w.user_id.clone(),
         from_address: wallet.address,
-        to_address: w.address.clone(),
-        value: wei.to_string(),
-        input: String::new(),
-        gas_limit: NATIVE_TRANSFER_GAS,
+        to_address: to,
+        value: value.to_string(),
+        input,
+        gas_limit: i64::try_from(asset.transfer_gas).map_err(|e| HandlerError::Permanent(e.into()))?,
         nonce: None,
         max_fee: None,
         priority_fee: None,
@@ -114,6 +139,8 @@ fn intent(conn: &mut DbConnection, w: &WithdrawalRow, now: i64) -> Result<TxRow,
         sent_at: None,
         created_at: now,
         updated_at: now,
+        token,
+        token_amount,
     })
 }
 

@@ -1,14 +1,17 @@
 //! The dev chain: anvil (Foundry), spawned on a port of 127.0.0.1, for
-//! `bourse up` and the tests; and what a developer does to it: send ETH from
-//! its funded account (the faucet), mine blocks, take and go back to
-//! snapshots (a reorg). Nothing here is for a real network.
+//! `bourse up` and the tests, with the dev USDT (an ERC-20,
+//! `chain-service/contracts/DevUSDT.sol`) deployed on it; and what a
+//! developer does to it: send ETH from its funded account (the faucet) or
+//! mint USDT, mine blocks, take and go back to snapshots (a reorg). Nothing
+//! here is for a real network.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use alloy::primitives::U256;
+use alloy::primitives::{Address, U256};
 use alloy::providers::{DynProvider, Provider, ProviderBuilder};
+use alloy::signers::local::PrivateKeySigner;
 use chain_service::node::Faucet;
 use tokio::process::{Child, Command};
 
@@ -16,8 +19,29 @@ use tokio::process::{Child, Command};
 /// every fresh anvil): the dev stack's faucet. Never on a real network.
 pub const FAUCET_KEY: &str = "ac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80";
 
+/// anvil's second funded account: the dev stacks' gas wallet (pays the gas of
+/// token withdrawals).
+pub const GAS_KEY: &str = "59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d";
+
+/// anvil's tenth funded account: deploys the dev USDT as its first
+/// transaction, so that the token has the same address on every dev chain.
+const DEPLOYER_KEY: &str = "2a871d0798f97d79848a013d4936a73bf4cc922c825d33c1cf7073dff6d409c6";
+
+/// The dev USDT's bytecode (`bash scripts/build-contracts.sh` rebuilds it).
+const DEV_USDT: &str = include_str!("../../chain-service/contracts/DevUSDT.bin");
+
+/// The dev USDT's decimals (Tether's).
+pub const USDT_DECIMALS: u32 = 6;
+
 /// anvil's chain id.
 pub const CHAIN_ID: u64 = 31_337;
+
+/// A dev chain as a stack uses it: where it answers, and its USDT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DevChain {
+    pub rpc_url: String,
+    pub usdt: Address,
+}
 
 /// Where `scripts/infra.sh` (ensure_anvil) installs anvil, unless `$BOURSE_ANVIL_BIN` says.
 pub fn binary() -> PathBuf {
@@ -34,6 +58,8 @@ pub struct Anvil {
     pub url: String,
     provider: DynProvider,
     faucet: Faucet,
+    /// The dev USDT's contract.
+    pub usdt: Address,
 }
 
 impl std::fmt::Debug for Anvil {
@@ -70,9 +96,58 @@ impl Anvil {
         let url = format!("http://127.0.0.1:{port}");
         let faucet = Faucet::new(&url, FAUCET_KEY)?;
         let provider = ProviderBuilder::new().connect_http(url.parse()?).erased();
-        let mut anvil = Self { child, port, url, provider, faucet };
+        let deployer: PrivateKeySigner = DEPLOYER_KEY.parse()?;
+        let usdt = deployer.address().create(0);
+        let mut anvil = Self { child, port, url, provider, faucet, usdt };
         anvil.wait_answering().await?;
+        anvil.deploy_usdt(deployer).await?;
         Ok(anvil)
+    }
+
+    /// The chain as a stack configures it.
+    pub fn dev_chain(&self) -> DevChain {
+        DevChain { rpc_url: self.url.clone(), usdt: self.usdt }
+    }
+
+    /// Deploys the dev USDT (the faucet its minter) unless a kept state has it already.
+    async fn deploy_usdt(&self, deployer: PrivateKeySigner) -> anyhow::Result<()> {
+        use alloy::network::TransactionBuilder;
+        if !self.provider.get_code_at(self.usdt).await?.is_empty() {
+            return Ok(());
+        }
+        let sent = self.provider.get_transaction_count(deployer.address()).await?;
+        anyhow::ensure!(
+            sent == 0,
+            "the dev USDT's deployer has sent {sent} transactions: not at {}",
+            self.usdt
+        );
+        let minter: PrivateKeySigner = FAUCET_KEY.parse()?;
+        let mut code = alloy::hex::decode(DEV_USDT.trim())?;
+        code.extend_from_slice(minter.address().into_word().as_slice());
+        let provider = ProviderBuilder::new()
+            .wallet(alloy::network::EthereumWallet::from(deployer))
+            .connect_http(self.url.parse()?);
+        let tx = alloy::rpc::types::TransactionRequest::default().with_deploy_code(code);
+        let receipt = provider.send_transaction(tx).await?.get_receipt().await?;
+        anyhow::ensure!(
+            receipt.status() && receipt.contract_address == Some(self.usdt),
+            "the dev USDT was not deployed at {}: {receipt:?}",
+            self.usdt
+        );
+        Ok(())
+    }
+
+    /// Mints `units` of the dev USDT to `to`; returns the transaction hash once mined.
+    pub async fn mint_usdt(&self, to: &str, units: u128) -> anyhow::Result<String> {
+        let hash = self.faucet.mint(self.usdt, to, units).await?;
+        self.mined(&hash).await?;
+        Ok(hash)
+    }
+
+    /// `owner`'s dev USDT, in token units.
+    pub async fn usdt_balance(&self, owner: &str) -> anyhow::Result<u128> {
+        let node = chain_service::node::Node::connect(&self.url)?;
+        Ok(node.token_balance(self.usdt, owner.parse()?).await?)
     }
 
     async fn wait_answering(&mut self) -> anyhow::Result<()> {
@@ -93,14 +168,20 @@ impl Anvil {
         // chain-service's own faucet: its nonce is read from the chain each
         // time, so a revert to a snapshot does not leave it ahead.
         let hash = self.faucet.send(to, wei).await?;
+        self.mined(&hash).await?;
+        Ok(hash)
+    }
+
+    /// Waits until the faucet's transaction `hash` is mined (and did not revert).
+    async fn mined(&self, hash: &str) -> anyhow::Result<()> {
         for _ in 0..600 {
             if let Some(receipt) = self.provider.get_transaction_receipt(hash.parse()?).await? {
-                anyhow::ensure!(receipt.status(), "the faucet's transfer {hash} reverted");
-                return Ok(hash);
+                anyhow::ensure!(receipt.status(), "the faucet's transaction {hash} reverted");
+                return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        anyhow::bail!("the faucet's transfer {hash} was not mined in 30 s")
+        anyhow::bail!("the faucet's transaction {hash} was not mined in 30 s")
     }
 
     /// Mines `blocks` empty blocks.

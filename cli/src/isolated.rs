@@ -49,7 +49,7 @@ impl Isolated {
             faucet: true,
             auth_limit_per_minute: Some(100_000),
             config_files,
-            chain_rpc_url: Some(chain.url.clone()),
+            dev_chain: Some(chain.dev_chain()),
         };
         let stack = stack::start(&options).await?;
         Ok(Self { env, options, stack, mailbox, chain })

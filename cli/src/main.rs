@@ -273,13 +273,13 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
         faucet: true,
         auth_limit_per_minute: None,
         config_files: Default::default(),
-        chain_rpc_url: None,
+        dev_chain: None,
     };
     let mail_dir = data_dir.join("mail");
     let mailbox = ensure_mailbox(&options, &mail_dir).await?;
     let chain = ensure_chain(&options, &data_dir).await?;
     // Our own dev chain: chain-service's faucet sends from its funded account.
-    options.chain_rpc_url = chain.as_ref().map(|anvil| anvil.url.clone());
+    options.dev_chain = chain.as_ref().map(|anvil| anvil.dev_chain());
     let stack = stack::start(&options).await?;
     println!();
     for s in &stack.services {

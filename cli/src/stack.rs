@@ -51,8 +51,9 @@ pub struct StackOptions {
     /// A TOML file by service name, read as that service's `--config`.
     pub config_files: HashMap<String, PathBuf>,
     /// The stack's own dev chain (anvil): chain-service follows it instead of
-    /// its configured node, and its faucet sends from anvil's funded account.
-    pub chain_rpc_url: Option<String>,
+    /// its configured node, its faucet sends from anvil's funded account, its
+    /// gas wallet is anvil's second account, and its USDT is the dev token.
+    pub dev_chain: Option<crate::anvil::DevChain>,
 }
 
 /// The secrets a stack needs: the gateway's JWT secret, the key it shares
@@ -282,9 +283,18 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     stack.start::<MatchingService>(options, |_| {}).await?;
     stack
         .start::<ChainService>(options, |c| {
-            if let Some(url) = &options.chain_rpc_url {
-                c.settings.rpc_url = url.clone();
+            if let Some(chain) = &options.dev_chain {
+                c.settings.rpc_url = chain.rpc_url.clone();
                 c.settings.faucet_key.get_or_insert_with(|| Secret::new(crate::anvil::FAUCET_KEY));
+                c.settings.gas_key.get_or_insert_with(|| Secret::new(crate::anvil::GAS_KEY));
+                if c.settings.tokens.is_empty() {
+                    c.settings.tokens.push(chain_service::settings::TokenSettings {
+                        currency: "USDT".into(),
+                        address: chain.usdt,
+                        decimals: crate::anvil::USDT_DECIMALS,
+                        transfer_gas: 100_000,
+                    });
+                }
             }
             if c.settings.wallet_master_key.is_none() {
                 c.settings.wallet_master_key = options.secrets.wallet_master_key.clone();

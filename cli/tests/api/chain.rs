@@ -24,6 +24,7 @@ on_both_backends!(
     chain_service_killed_after_signing_and_after_broadcasting_sends_each_withdrawal_once,
     a_stuck_withdrawal_is_replaced_with_a_higher_fee_and_confirmed_once,
     bad_withdrawals_are_refused_with_a_code_and_hold_nothing,
+    usdt_is_deposited_and_withdrawn_as_a_token_whose_gas_the_gas_wallet_pays,
 );
 
 const ETH: u128 = 1_000_000_000_000_000_000;
@@ -309,7 +310,11 @@ fn outside() -> String {
 }
 
 async fn withdraw(t: &TestStack, token: &str, amount: &str, to: &str) -> Value {
-    let body = serde_json::json!({"currency": "ETH", "amount": amount, "address": to});
+    withdraw_currency(t, token, "ETH", amount, to).await
+}
+
+async fn withdraw_currency(t: &TestStack, token: &str, currency: &str, amount: &str, to: &str) -> Value {
+    let body = serde_json::json!({"currency": currency, "amount": amount, "address": to});
     let (status, w) = t.call("POST", "/api/withdrawals", Some(token), Some(body)).await;
     assert_eq!(status, 202, "{w}");
     w
@@ -581,5 +586,90 @@ async fn bad_withdrawals_are_refused_with_a_code_and_hold_nothing(backend: Backe
     let (status, _) =
         t.call("GET", &format!("/api/withdrawals/{}", uuid::Uuid::now_v7()), Some(&alice), None).await;
     assert_eq!(status, 404);
+    t.stop().await;
+}
+
+async fn usdt_is_deposited_and_withdrawn_as_a_token_whose_gas_the_gas_wallet_pays(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let wallet = address(&t, &alice).await;
+    let (_, wallets) = t.call("GET", "/api/users/me/wallets", Some(&alice), None).await;
+    let usdt =
+        wallets.as_array().unwrap().iter().find(|w| w["currency"] == "USDT").expect("a USDT address").clone();
+    assert_eq!(
+        (&usdt["address"], &usdt["token"]),
+        (&wallet.clone().into(), &t.chain.usdt.to_checksum(None).into())
+    );
+
+    // The dev faucet mints her 1500.5 USDT: a Transfer log to her address, credited after its confirmations.
+    let body = serde_json::json!({"currency": "USDT", "amount": "1500.5"});
+    let (status, sent) = t.call("POST", "/api/users/me/wallets/faucet", Some(&alice), Some(body)).await;
+    assert_eq!(status, 202, "{sent}");
+    let tx = sent["tx_hash"].as_str().unwrap().to_string();
+    let pending = deposit_reaches(&t, &alice, &tx, "pending").await;
+    assert_eq!((&pending["currency"], &pending["amount"]), (&"USDT".into(), &"1500.5".into()), "{pending}");
+    assert!(pending["id"].as_str().unwrap().ends_with(":log0"), "one of the transaction's logs: {pending}");
+    t.chain.mine(2).await.unwrap();
+    deposit_reaches(&t, &alice, &tx, "credited").await;
+    eventually("the USDT is in the balance", WAIT, || async {
+        (t.accounts(&alice).await["USDT"] == pair("1500.5", "0")).then_some(())
+    })
+    .await;
+
+    // She holds no ETH: the gas wallet pays her token transfer's gas.
+    assert_eq!(t.chain.balance(&wallet).await.unwrap(), alloy::primitives::U256::ZERO);
+    let to = outside();
+    let body = serde_json::json!({"currency": "USDT", "amount": "500", "address": to});
+    let (status, w) = t.call("POST", "/api/withdrawals", Some(&alice), Some(body)).await;
+    assert_eq!(status, 202, "{w}");
+    assert_eq!(w["fee"], "1", "{w}");
+    let id = w["id"].as_str().unwrap().to_string();
+    withdrawal_reaches(&t, &alice, &id, "sent").await;
+    t.chain.mine(3).await.unwrap();
+    let done = withdrawal_reaches(&t, &alice, &id, "confirmed").await;
+    assert_eq!(t.chain.usdt_balance(&to).await.unwrap(), 500_000_000, "exactly 500 USDT reached the address");
+    assert_eq!(t.chain.usdt_balance(&wallet).await.unwrap(), 1_000_500_000);
+    assert_eq!(
+        t.chain.nonce(&wallet).await.unwrap(),
+        1,
+        "one transaction from her wallet: the token transfer"
+    );
+    let mined = t.chain.transaction(done["tx_hash"].as_str().unwrap()).await.unwrap().unwrap();
+    assert_eq!(
+        mined["to"].as_str().unwrap().to_lowercase(),
+        format!("{:#x}", t.chain.usdt),
+        "a call to the token"
+    );
+    eventually("amount and fee debited", WAIT, || async {
+        (t.accounts(&alice).await["USDT"] == pair("999.5", "0")).then_some(())
+    })
+    .await;
+    // The gas the gas wallet sent her wallet is the exchange's, not a deposit of hers.
+    t.chain.mine(3).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(
+        t.chain.balance(&wallet).await.unwrap() > alloy::primitives::U256::ZERO,
+        "gas left in the wallet"
+    );
+    assert_eq!(t.accounts(&alice).await["ETH"], pair("0", "0"), "no ETH credited for the gas");
+    assert_eq!(deposits(&t, &alice).await.len(), 1, "one deposit: the USDT");
+    eventually("the withdrawal is e-mailed", WAIT, || async {
+        t.mails_to("alice@example.com")
+            .into_iter()
+            .find(|m| m.subject.as_deref() == Some("Withdrawal confirmed: 500 USDT"))
+    })
+    .await;
+
+    // Bob's USDT is in the ledger only (a top-up): his wallet cannot send it, all is given back.
+    let bob = t.user("bob@example.com").await;
+    address(&t, &bob).await;
+    t.top_up(&bob, "USDT", "100").await;
+    let w = withdraw_currency(&t, &bob, "USDT", "50", &outside()).await;
+    let failed = withdrawal_reaches(&t, &bob, w["id"].as_str().unwrap(), "failed").await;
+    assert!(failed["reason"].as_str().unwrap().contains("the wallet holds 0 USDT on the chain"), "{failed}");
+    eventually("given back", WAIT, || async {
+        (t.accounts(&bob).await["USDT"] == pair("100", "0")).then_some(())
+    })
+    .await;
     t.stop().await;
 }

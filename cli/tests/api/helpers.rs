@@ -99,7 +99,7 @@ impl TestStack {
             secrets: stack::StackSecrets::random(),
             faucet: true,
             auth_limit_per_minute: Some(100_000),
-            chain_rpc_url: Some(chain.url.clone()),
+            dev_chain: Some(chain.dev_chain()),
             // chain-service reads the chain often and credits after 3 blocks,
             // unless the test configures it.
             config_files: std::iter::once(&("chain-service", CHAIN_SETTINGS))

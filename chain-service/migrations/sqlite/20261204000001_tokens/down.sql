@@ -1,0 +1,2 @@
+ALTER TABLE chain_txs DROP COLUMN token_amount;
+ALTER TABLE chain_txs DROP COLUMN token;
