@@ -90,14 +90,13 @@ impl Client {
 }
 
 impl Client {
-    /// `eth` ETH from the dev chain's faucet to the user's deposit address
-    /// (`POST /api/users/me/wallets/faucet`), followed until it is credited;
-    /// `false` when the stack has no faucet.
-    async fn deposit(&self, token: &str, eth: &str) -> anyhow::Result<bool> {
-        println!("\n8. Bob deposits {eth} ETH to his wallet on the dev chain (its faucet sends it)");
+    /// `amount` of `currency` from the dev chain's faucet to the user's
+    /// deposit address (`POST /api/users/me/wallets/faucet`: ETH sent, USDT
+    /// minted), followed until it is credited; `false` when the stack has no faucet.
+    async fn deposit(&self, token: &str, currency: &str, amount: &str) -> anyhow::Result<bool> {
         let mut sent = None;
         for _ in 0..300 {
-            let body = json!({"amount": eth});
+            let body = json!({"currency": currency, "amount": amount});
             let (status, answer) =
                 self.call("POST", "/api/users/me/wallets/faucet", Some(token), Some(body)).await?;
             match status {
@@ -113,7 +112,10 @@ impl Client {
         }
         let sent = sent.context("no wallet after 15 s")?;
         let tx = sent["tx_hash"].as_str().unwrap_or_default().to_string();
-        println!("  to his deposit address {}: tx {tx}", sent["address"].as_str().unwrap_or_default());
+        println!(
+            "  {amount} {currency} to the deposit address {}: tx {tx}",
+            sent["address"].as_str().unwrap_or_default()
+        );
         let mut seen = false;
         for _ in 0..600 {
             let page = self.expect(200, "GET", "/api/users/me/deposits", Some(token), None).await?;
@@ -121,7 +123,11 @@ impl Client {
                 page["items"].as_array().and_then(|d| d.iter().find(|d| d["tx_hash"] == tx.as_str()));
             match deposit {
                 Some(d) if d["status"] == "credited" => {
-                    println!("  credited with {} confirmations: {} ETH", d["confirmations"], d["amount"]);
+                    println!(
+                        "  credited with {} confirmations: {} {currency}",
+                        d["confirmations"],
+                        d["amount"].as_str().unwrap_or_default()
+                    );
                     return Ok(true);
                 }
                 Some(d) if d["status"] == "pending" && !seen => {
@@ -147,17 +153,19 @@ impl Client {
         let (status, w) = self.call_with("POST", "/api/withdrawals", Some(token), Some(body), key).await?;
         anyhow::ensure!(status == 202, "POST /api/withdrawals: {status}: {w}");
         let id = w["id"].as_str().unwrap_or_default().to_string();
-        println!("  withdrawal {id}: {} ETH held with its fee of {} ETH", w["amount"], w["fee"]);
+        let (amount, fee) = (w["amount"].as_str().unwrap_or_default(), w["fee"].as_str().unwrap_or_default());
+        println!("  withdrawal {id}: {amount} ETH held with its fee of {fee} ETH");
         let mut sent = false;
         for _ in 0..600 {
             let w = self.expect(200, "GET", &format!("/api/withdrawals/{id}"), Some(token), None).await?;
             match w["status"].as_str().unwrap_or_default() {
                 "confirmed" => {
-                    println!("  confirmed with {} confirmations: tx {}", w["confirmations"], w["tx_hash"]);
+                    let tx = w["tx_hash"].as_str().unwrap_or_default();
+                    println!("  confirmed with {} confirmations: tx {tx}", w["confirmations"]);
                     return Ok(());
                 }
                 "sent" if !sent => {
-                    println!("  sent from his wallet: tx {}", w["tx_hash"]);
+                    println!("  sent from his wallet: tx {}", w["tx_hash"].as_str().unwrap_or_default());
                     sent = true;
                 }
                 "failed" | "refused" => bail!("withdrawal {id} {}: {}", w["status"], w["reason"]),
@@ -233,7 +241,10 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
         );
     }
 
-    let on_chain = c.deposit(&bob, "1.5").await?;
+    println!(
+        "\n8. Deposits on the dev chain: Bob gets 1.5 ETH (its faucet sends it), Alice 2500 USDT (minted)"
+    );
+    let on_chain = c.deposit(&bob, "ETH", "1.5").await? && c.deposit(&alice, "USDT", "2500").await?;
     if !on_chain {
         println!("  this stack has no faucet: Bob tops up 1 ETH instead");
         let amount = json!({"amount": "1"});
