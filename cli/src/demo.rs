@@ -187,15 +187,13 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
     let alice = c.user(&format!("alice-{run_id}@example.com")).await?;
     let bob = c.user(&format!("bob-{run_id}@example.com")).await?;
 
-    println!("\n2. Alice tops up 10000 USDT");
-    c.expect(
-        200,
-        "POST",
-        "/api/users/me/accounts/USDT/top-up",
-        Some(&alice),
-        Some(json!({"amount": "10000"})),
-    )
-    .await?;
+    println!("\n2. Alice deposits 10000 USDT: the dev faucet mints it to her wallet on the dev chain");
+    let on_chain = c.deposit(&alice, "USDT", "10000").await?;
+    if !on_chain {
+        println!("  this stack has no faucet: Alice tops up 10000 USDT instead");
+        let amount = json!({"amount": "10000"});
+        c.expect(200, "POST", "/api/users/me/accounts/USDT/top-up", Some(&alice), Some(amount)).await?;
+    }
     c.show_accounts("alice", &alice).await?;
 
     println!("\n3. Alice buys 1.5 ETH at 2000 USDT: 3000 USDT are reserved");
@@ -241,13 +239,10 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
         );
     }
 
-    println!(
-        "\n8. Deposits on the dev chain: Bob gets 1.5 ETH (its faucet sends it), Alice 2500 USDT (minted)"
-    );
-    let on_chain = c.deposit(&bob, "ETH", "1.5").await? && c.deposit(&alice, "USDT", "2500").await?;
-    if !on_chain {
-        println!("  this stack has no faucet: Bob tops up 1 ETH instead");
-        let amount = json!({"amount": "1"});
+    println!("\n8. Bob deposits 1.5 ETH: the dev faucet sends it to his wallet");
+    if !(on_chain && c.deposit(&bob, "ETH", "1.5").await?) {
+        println!("  this stack has no faucet: Bob tops up 1.5 ETH instead");
+        let amount = json!({"amount": "1.5"});
         c.expect(200, "POST", "/api/users/me/accounts/ETH/top-up", Some(&bob), Some(amount)).await?;
     }
     println!("\n9. Bob sells 1 ETH at 2000 and Alice buys it: a trade, settled with fees");

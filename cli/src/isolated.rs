@@ -47,6 +47,7 @@ impl Isolated {
             messaging: None,
             secrets: StackSecrets::random(),
             faucet: true,
+            top_up_chain_currencies: true,
             auth_limit_per_minute: Some(100_000),
             config_files,
             dev_chain: Some(chain.dev_chain()),

@@ -271,6 +271,8 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
         secrets: stack::StackSecrets::load_or_create(&data_dir)?,
         // The development faucet: top-up on, within payment-service's maximums.
         faucet: true,
+        // ETH and USDT only from the dev chain (its faucet): the ledger and the chain agree.
+        top_up_chain_currencies: false,
         auth_limit_per_minute: None,
         config_files: Default::default(),
         dev_chain: None,

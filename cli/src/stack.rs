@@ -44,6 +44,10 @@ pub struct StackOptions {
     pub secrets: StackSecrets,
     /// payment-service's top-up on, as a development faucet (within its maximums).
     pub faucet: bool,
+    /// The top-up also credits the dev chain's currencies (ETH, USDT) in the
+    /// ledger alone: the test stacks, for speed. Off (`bourse up`): those come
+    /// only from the chain, through the dev faucet, so the ledger and the chain agree.
+    pub top_up_chain_currencies: bool,
     /// The gateway's limit on `/api/token`, registration and reset per client
     /// address and per e-mail (per minute, and at once), instead of its
     /// configured one: test stacks register many users from one address.
@@ -277,6 +281,12 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
         .start::<PaymentService>(options, |c| {
             if options.faucet {
                 c.settings.top_up_enabled = true;
+            }
+            if options.dev_chain.is_some()
+                && !options.top_up_chain_currencies
+                && c.settings.on_chain_currencies.is_empty()
+            {
+                c.settings.on_chain_currencies = vec!["ETH".into(), "USDT".into()];
             }
         })
         .await?;

@@ -150,6 +150,7 @@ pub async fn list_accounts(
         (status = 200, body = Account, description = "the account after the top-up"),
         (status = 403, description = "top-up is switched off (`top_up_disabled`)"),
         (status = 404, description = "unknown currency"),
+        (status = 409, description = "a currency on the chain: only a deposit credits it (`deposit_on_chain`)"),
         (status = 422, description = "amount not positive or over the currency's scale; above the maximum per call (`top_up_above_maximum`) or per day (`top_up_daily_maximum`)"),
     )
 )]
@@ -172,6 +173,17 @@ pub async fn top_up(
         .reference
         .currency(&code)
         .ok_or_else(|| ApiError::not_found("unknown_currency", format!("no currency {code}")))?;
+    if settings.on_chain_currencies.contains(&code) {
+        return Err(ApiError::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "deposit_on_chain",
+            format!(
+                "{code} lives on the chain: deposit it to your wallet (GET /api/users/me/wallets); on a \
+                 development stack the faucet sends it: POST /api/users/me/wallets/faucet \
+                 {{\"currency\": \"{code}\", \"amount\": ...}}"
+            ),
+        ));
+    }
     let amount = body.amount.positive_in(currency)?;
     let (per_call, per_day) = (settings.top_up_max_per_call, settings.top_up_max_per_day);
     if amount.value() > per_call {

@@ -17,6 +17,11 @@ pub struct Settings {
     pub top_up_max_per_call: Decimal,
     /// The most one user tops up in one currency within 24 hours.
     pub top_up_max_per_day: Decimal,
+    /// Currencies that live on the chain: only a deposit credits them, never
+    /// a top-up (409 `deposit_on_chain`: on a dev stack, the dev faucet sends
+    /// them to the user's wallet), so that the ledger and the chain agree.
+    /// `bourse up` lists ETH and USDT; the test stacks leave it empty, for speed.
+    pub on_chain_currencies: Vec<String>,
     pub reference: ReferenceData,
     /// Fee of the resting side of a trade, as a fraction of what it receives (`"0.001"` = 0.1%).
     pub maker_fee_rate: Decimal,
@@ -30,6 +35,7 @@ impl Default for Settings {
             top_up_enabled: false,
             top_up_max_per_call: Decimal::from(100_000),
             top_up_max_per_day: Decimal::from(1_000_000),
+            on_chain_currencies: Vec::new(),
             reference: ReferenceData::default(),
             maker_fee_rate: Decimal::new(1, 3),
             taker_fee_rate: Decimal::new(2, 3),

@@ -25,6 +25,8 @@ on_both_backends!(
     a_stuck_withdrawal_is_replaced_with_a_higher_fee_and_confirmed_once,
     bad_withdrawals_are_refused_with_a_code_and_hold_nothing,
     usdt_is_deposited_and_withdrawn_as_a_token_whose_gas_the_gas_wallet_pays,
+    a_withdrawal_whose_block_leaves_the_chain_is_sent_again_and_confirmed_once,
+    on_the_dev_stack_a_chain_currency_comes_only_from_the_chain,
 );
 
 const ETH: u128 = 1_000_000_000_000_000_000;
@@ -110,34 +112,58 @@ async fn registration_gives_a_wallet_whose_key_only_the_master_key_opens(backend
     t.stop().await;
 }
 
-async fn a_deposit_is_pending_until_its_confirmations_then_credited_once(backend: Backend) {
-    use futures::{SinkExt, StreamExt};
-    use tokio_tungstenite::tungstenite::Message;
+/// A user's `transfers` channel on the gateway's feed.
+struct Transfers {
+    ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+}
 
+impl Transfers {
+    /// Subscribed, once the book's snapshot says the subscription is in place.
+    async fn open(t: &TestStack, token: &str) -> Self {
+        use futures::SinkExt;
+        use tokio_tungstenite::tungstenite::Message;
+        let url = t.url("/ws").replace("http://", "ws://");
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let send = |v: Value| Message::text(v.to_string());
+        ws.send(send(serde_json::json!({"op": "auth", "token": token}))).await.unwrap();
+        let channels = serde_json::json!({"op": "subscribe", "channels": ["transfers", "book:ETH-USDT"]});
+        ws.send(send(channels)).await.unwrap();
+        let mut feed = Self { ws };
+        while feed.message().await["channel"] != "book:ETH-USDT" {}
+        feed
+    }
+
+    async fn message(&mut self) -> Value {
+        use futures::StreamExt;
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next()).await.unwrap().unwrap().unwrap();
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
+                return serde_json::from_str::<Value>(&text).unwrap();
+            }
+        }
+    }
+
+    /// The next message of the `transfers` channel.
+    async fn next(&mut self) -> Value {
+        loop {
+            let message = self.message().await;
+            if message["channel"] == "transfers" {
+                return message;
+            }
+        }
+    }
+}
+
+async fn a_deposit_is_pending_until_its_confirmations_then_credited_once(backend: Backend) {
     let t = TestStack::start(backend).await;
     let alice = t.user("alice@example.com").await;
     let address = address(&t, &alice).await;
-    // Her `transfers` channel on the feed (the book's snapshot says the subscription is in place).
-    let url = t.url("/ws").replace("http://", "ws://");
-    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-    let send = |v: Value| Message::text(v.to_string());
-    ws.send(send(serde_json::json!({"op": "auth", "token": alice}))).await.unwrap();
-    ws.send(send(serde_json::json!({"op": "subscribe", "channels": ["transfers", "book:ETH-USDT"]})))
-        .await
-        .unwrap();
-    let mut next = async || loop {
-        let message = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
-        if let Message::Text(text) = message {
-            return serde_json::from_str::<Value>(&text).unwrap();
-        }
-    };
-    while next().await["channel"] != "book:ETH-USDT" {}
+    let mut feed = Transfers::open(&t, &alice).await;
 
     // 1.5 ETH and 123 wei below the ledger's 8 decimals.
     let tx = t.chain.send_eth(&address, 3 * ETH / 2 + 123).await.unwrap();
     let pending = deposit_reaches(&t, &alice, &tx, "pending").await;
-    let seen = next().await;
-    assert_eq!(seen["channel"], "transfers", "{seen}");
+    let seen = feed.next().await;
     assert_eq!(
         (&seen["data"]["status"], &seen["data"]["tx_hash"], &seen["data"]["required_confirmations"]),
         (&serde_json::json!("pending"), &serde_json::json!(tx), &serde_json::json!(3)),
@@ -152,8 +178,7 @@ async fn a_deposit_is_pending_until_its_confirmations_then_credited_once(backend
     // Two more blocks: three confirmations, credited.
     t.chain.mine(2).await.unwrap();
     let credited = deposit_reaches(&t, &alice, &tx, "credited").await;
-    let transfer = next().await;
-    assert_eq!(transfer["channel"], "transfers", "{transfer}");
+    let transfer = feed.next().await;
     assert_eq!(
         (&transfer["data"]["status"], &transfer["data"]["amount"], &transfer["data"]["tx_hash"]),
         (&serde_json::json!("credited"), &serde_json::json!("1.5"), &serde_json::json!(tx)),
@@ -349,6 +374,7 @@ async fn a_withdrawal_is_held_sent_confirmed_and_debited_exactly(backend: Backen
     let alice = t.user("alice@example.com").await;
     let wallet = funded(&t, &alice, 2 * ETH).await;
     let to = outside();
+    let mut feed = Transfers::open(&t, &alice).await;
 
     // Typed in lower case (no checksum to check), stored checksummed.
     let body = serde_json::json!({"currency": "ETH", "amount": "0.5", "address": to.to_lowercase()});
@@ -375,6 +401,20 @@ async fn a_withdrawal_is_held_sent_confirmed_and_debited_exactly(backend: Backen
     assert!(done["confirmations"].as_u64().unwrap() >= 3, "{done}");
     eth_balance_becomes(&t, &alice, ("1.4995", "0")).await;
     let tx_hash = done["tx_hash"].as_str().unwrap();
+    // Her live view: held, sent (with its transaction), confirmed.
+    let mut seen = Vec::new();
+    while seen.last().is_none_or(|m: &Value| m["status"] != "confirmed") {
+        let message = feed.next().await["data"].clone();
+        assert_eq!(
+            (&message["kind"], &message["id"]),
+            (&"withdrawal".into(), &id.clone().into()),
+            "{message}"
+        );
+        seen.push(message);
+    }
+    let statuses: Vec<&str> = seen.iter().map(|m| m["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["held", "sent", "confirmed"], "{seen:?}");
+    assert_eq!((&seen[1]["tx_hash"], &seen[2]["tx_hash"]), (&tx_hash.into(), &tx_hash.into()));
     assert_eq!(
         t.chain.balance(&to).await.unwrap(),
         alloy::primitives::U256::from(ETH / 2),
@@ -671,5 +711,59 @@ async fn usdt_is_deposited_and_withdrawn_as_a_token_whose_gas_the_gas_wallet_pay
         (t.accounts(&bob).await["USDT"] == pair("100", "0")).then_some(())
     })
     .await;
+    t.stop().await;
+}
+
+async fn a_withdrawal_whose_block_leaves_the_chain_is_sent_again_and_confirmed_once(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let wallet = funded(&t, &alice, ETH).await;
+    let before = t.chain.snapshot().await.unwrap();
+    let to = outside();
+    let w = withdraw(&t, &alice, "0.3", &to).await;
+    let id = w["id"].as_str().unwrap().to_string();
+    let mined = eventually("the withdrawal is in a block", WAIT, || async {
+        let w = withdrawal(&t, &alice, &id).await;
+        w["block_number"].as_i64().map(|_| w)
+    })
+    .await;
+
+    // A reorg: its block leaves the chain (fewer than its confirmations deep);
+    // other blocks take its place, and more follow, one at a time.
+    t.chain.revert(before).await.unwrap();
+    let done = eventually("the withdrawal is confirmed", WAIT, || async {
+        t.chain.mine(1).await.unwrap();
+        let w = withdrawal(&t, &alice, &id).await;
+        (w["status"] == "confirmed").then_some(w)
+    })
+    .await;
+    assert_eq!(done["tx_hash"], mined["tx_hash"], "the same signed bytes, sent again: {done}");
+    assert!(t.chain.transaction(mined["tx_hash"].as_str().unwrap()).await.unwrap().is_some());
+    assert_eq!(t.chain.nonce(&wallet).await.unwrap(), 1, "one transaction on the chain");
+    assert_eq!(t.chain.balance(&to).await.unwrap(), alloy::primitives::U256::from(3 * ETH / 10), "sent once");
+    eth_balance_becomes(&t, &alice, ("0.6995", "0")).await;
+    t.stop().await;
+}
+
+async fn on_the_dev_stack_a_chain_currency_comes_only_from_the_chain(backend: Backend) {
+    // As `bourse up` runs: no ledger-only top-up of ETH or USDT.
+    let smtp = notify_service::mailer::SmtpSettings::default();
+    let t = TestStack::start_tuned(backend, None, &[], smtp, |o| o.top_up_chain_currencies = false).await;
+    let alice = t.user("alice@example.com").await;
+    for currency in ["ETH", "USDT"] {
+        let path = format!("/api/users/me/accounts/{currency}/top-up");
+        let (status, answer) =
+            t.call("POST", &path, Some(&alice), Some(serde_json::json!({"amount": "1"}))).await;
+        assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("deposit_on_chain")), "{answer}");
+    }
+    t.top_up(&alice, "BTC", "1").await;
+    // The faucet is the dev stack's way: a deposit, credited from the chain.
+    let body = serde_json::json!({"currency": "ETH", "amount": "2"});
+    let (status, sent) = t.call("POST", "/api/users/me/wallets/faucet", Some(&alice), Some(body)).await;
+    assert_eq!(status, 202, "{sent}");
+    t.chain.mine(3).await.unwrap();
+    deposit_reaches(&t, &alice, sent["tx_hash"].as_str().unwrap(), "credited").await;
+    eth_balance_becomes(&t, &alice, ("2", "0")).await;
+    assert_eq!(t.accounts(&alice).await["BTC"], pair("1", "0"));
     t.stop().await;
 }

@@ -98,6 +98,7 @@ impl TestStack {
             // many registrations from one address.
             secrets: stack::StackSecrets::random(),
             faucet: true,
+            top_up_chain_currencies: true,
             auth_limit_per_minute: Some(100_000),
             dev_chain: Some(chain.dev_chain()),
             // chain-service reads the chain often and credits after 3 blocks,
