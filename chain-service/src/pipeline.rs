@@ -34,7 +34,7 @@ use crate::domain::{self, TxPurpose, TxStatus};
 use crate::node::{Broadcast, Node};
 use crate::rounds::{self, RoundError};
 use crate::settings::Settings;
-use crate::storage::{self, TxRow};
+use crate::storage::{self, Intent, TxRow};
 use crate::wallets::Wallets;
 use crate::withdrawals;
 
@@ -236,34 +236,18 @@ impl Pipeline {
         if payments.len() >= 3 {
             return self.fail(tx, TxStatus::Queued, "three gas payments did not cover the gas".into()).await;
         }
-        let now = now_micros();
-        let payment = TxRow {
+        let intent = Intent {
             id: format!("gas:{}:{}", tx.id, payments.len() + 1),
             purpose: TxPurpose::Gas,
             user_id: tx.user_id.clone(),
             from_address: gas_wallet.address().to_checksum(None),
             to_address: tx.from_address.clone(),
-            value: gas_cost.saturating_mul(2).to_string(),
+            value: gas_cost.saturating_mul(2),
             input: String::new(),
-            gas_limit: i64::try_from(domain::NATIVE_TRANSFER_GAS).unwrap_or(21_000),
-            nonce: None,
-            max_fee: None,
-            priority_fee: None,
-            raw: None,
-            tx_hash: None,
-            hashes: String::new(),
-            replacements: 0,
-            status: TxStatus::Queued,
-            error: None,
-            block_number: None,
-            block_hash: None,
-            gas_cost: None,
-            sent_at: None,
-            created_at: now,
-            updated_at: now,
+            gas_limit: domain::NATIVE_TRANSFER_GAS,
             token: None,
-            token_amount: None,
         };
+        let payment = TxRow::queued(intent, now_micros());
         tracing::info!(tx = %payment.id, to = %payment.to_address, wei = %payment.value, "the gas wallet pays a token transfer's gas");
         self.db.write(move |c| storage::insert_tx(c, &payment).map_err(DbError::from)).await?;
         Ok(())

@@ -396,7 +396,57 @@ pub struct TxRow {
     pub token_amount: Option<String>,
 }
 
+/// What a transaction is to do, before the pipeline gives it a nonce.
+#[derive(Debug, Clone)]
+pub struct Intent {
+    pub id: String,
+    pub purpose: TxPurpose,
+    pub user_id: String,
+    pub from_address: String,
+    pub to_address: String,
+    /// Wei sent with it.
+    pub value: u128,
+    /// Calldata, hex (empty for a plain transfer).
+    pub input: String,
+    pub gas_limit: u64,
+    /// A token transfer's contract (lower-case hex) and amount in token units.
+    pub token: Option<(String, u128)>,
+}
+
 impl TxRow {
+    /// `intent`, queued: to be signed.
+    pub fn queued(intent: Intent, now: i64) -> Self {
+        let (token, token_amount) =
+            intent.token.map_or((None, None), |(t, a)| (Some(t), Some(a.to_string())));
+        Self {
+            id: intent.id,
+            purpose: intent.purpose,
+            user_id: intent.user_id,
+            from_address: intent.from_address,
+            to_address: intent.to_address,
+            value: intent.value.to_string(),
+            input: intent.input,
+            gas_limit: i64::try_from(intent.gas_limit).unwrap_or(i64::MAX),
+            nonce: None,
+            max_fee: None,
+            priority_fee: None,
+            raw: None,
+            tx_hash: None,
+            hashes: String::new(),
+            replacements: 0,
+            status: TxStatus::Queued,
+            error: None,
+            block_number: None,
+            block_hash: None,
+            gas_cost: None,
+            sent_at: None,
+            created_at: now,
+            updated_at: now,
+            token,
+            token_amount,
+        }
+    }
+
     pub fn hashes(&self) -> impl Iterator<Item = &str> {
         self.hashes.split_whitespace()
     }

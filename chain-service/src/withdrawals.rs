@@ -26,10 +26,10 @@ use bourse_common::now_micros;
 use bourse_common::outbox::Emitter;
 use uuid::Uuid;
 
-use crate::domain::{self, TxPurpose, TxStatus, WithdrawalStatus};
+use crate::domain::{self, TxPurpose, WithdrawalStatus};
 use crate::node::{self, Erc20};
 use crate::settings::{Asset, Settings};
-use crate::storage::{self, TxRow, WithdrawalRow};
+use crate::storage::{self, Intent, TxRow, WithdrawalRow};
 
 bourse_common::inbound! {
     /// What the queue `chain-service.payments` takes (from payment-service).
@@ -107,41 +107,26 @@ fn intent(
     let units =
         domain::to_units(w.amount.value(), asset.decimals).ok_or_else(|| permanent("no chain amount"))?;
     let to: Address = w.address.parse().map_err(|_| permanent("not an address"))?;
-    let (to, value, input, token, token_amount) = match asset.token {
-        None => (w.address.clone(), units, String::new(), None, None),
+    let (to, value, input, token) = match asset.token {
+        None => (w.address.clone(), units, String::new(), None),
         Some(token) => {
             let call = Erc20::transferCall { to, value: U256::from(units) };
             let input = alloy::hex::encode_prefixed(call.abi_encode());
-            (token.to_checksum(None), 0, input, Some(node::key(&token)), Some(units.to_string()))
+            (token.to_checksum(None), 0, input, Some((node::key(&token), units)))
         }
     };
-    Ok(TxRow {
+    let intent = Intent {
         id: w.id.clone(),
         purpose: TxPurpose::Withdrawal,
         user_id: w.user_id.clone(),
         from_address: wallet.address,
         to_address: to,
-        value: value.to_string(),
+        value,
         input,
-        gas_limit: i64::try_from(asset.transfer_gas).map_err(|e| HandlerError::Permanent(e.into()))?,
-        nonce: None,
-        max_fee: None,
-        priority_fee: None,
-        raw: None,
-        tx_hash: None,
-        hashes: String::new(),
-        replacements: 0,
-        status: TxStatus::Queued,
-        error: None,
-        block_number: None,
-        block_hash: None,
-        gas_cost: None,
-        sent_at: None,
-        created_at: now,
-        updated_at: now,
+        gas_limit: asset.transfer_gas,
         token,
-        token_amount,
-    })
+    };
+    Ok(TxRow::queued(intent, now))
 }
 
 fn withdrawal_of(conn: &mut DbConnection, tx: &TxRow) -> diesel::QueryResult<Option<(Uuid, WithdrawalRow)>> {

@@ -174,12 +174,12 @@ impl Anvil {
 
     /// Waits until the faucet's transaction `hash` is mined (and did not revert).
     async fn mined(&self, hash: &str) -> anyhow::Result<()> {
-        for _ in 0..600 {
+        for _ in 0..3_000 {
             if let Some(receipt) = self.provider.get_transaction_receipt(hash.parse()?).await? {
                 anyhow::ensure!(receipt.status(), "the faucet's transaction {hash} reverted");
                 return Ok(());
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
         anyhow::bail!("the faucet's transaction {hash} was not mined in 30 s")
     }
