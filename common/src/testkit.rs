@@ -46,6 +46,13 @@ impl TestEnv {
         }
     }
 
+    /// What the broker holds in this test's vhost, for a failing test to
+    /// print: each queue with messages ready or unacknowledged (and its
+    /// consumers), and the connections open to the vhost.
+    pub async fn broker_report(&self) -> String {
+        self.broker.report(&self.vhost).await
+    }
+
     /// A fresh, empty database of this test's back end.
     pub fn database(&mut self, name: &str) -> DatabaseConfig {
         let url = match self.backend {
@@ -153,6 +160,39 @@ impl Management {
             .and_then(|r| r.error_for_status())
             .expect("grant guest the vhost");
         self.empty(vhost).await;
+    }
+
+    async fn report(&self, vhost: &str) -> String {
+        let get = |path: String| async move {
+            let answer =
+                self.call(reqwest::Method::GET, &path).send().await.and_then(|r| r.error_for_status());
+            match answer {
+                Ok(response) => response.json::<Vec<serde_json::Value>>().await.unwrap_or_default(),
+                Err(e) => vec![serde_json::json!({"error": e.to_string()})],
+            }
+        };
+        let columns = "name,messages_ready,messages_unacknowledged,consumers";
+        let mut lines: Vec<String> = get(format!("queues/{vhost}?columns={columns}"))
+            .await
+            .iter()
+            .filter(|q| {
+                q["messages_ready"].as_u64() != Some(0) || q["messages_unacknowledged"].as_u64() != Some(0)
+            })
+            .map(|q| {
+                format!(
+                    "queue {}: {} ready, {} unacknowledged, {} consumers",
+                    q["name"], q["messages_ready"], q["messages_unacknowledged"], q["consumers"]
+                )
+            })
+            .collect();
+        let connections: Vec<String> = get("connections?columns=name,vhost,client_properties".into())
+            .await
+            .iter()
+            .filter(|c| c["vhost"] == vhost)
+            .map(|c| c["client_properties"]["connection_name"].as_str().unwrap_or("?").to_string())
+            .collect();
+        lines.push(format!("{} connections: {}", connections.len(), connections.join(", ")));
+        lines.join("\n")
     }
 
     /// Deletes the vhost's queues and its own exchanges (not the `amq.*` ones).

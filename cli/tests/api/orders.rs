@@ -266,7 +266,7 @@ async fn services_crashing_in_a_burst_lose_no_order_and_reserve_nothing_twice(ba
         ids.push(order["id"].as_str().unwrap().to_string());
     }
     for id in &ids {
-        t.order_reaches(&erin, id, "open").await;
+        open_or_explain(&t, &erin, id).await;
     }
     let (_, page) = t.call("GET", "/api/orders?status=open&per_page=100", Some(&erin), None).await;
     assert_eq!(page["total"], 30);
@@ -274,4 +274,66 @@ async fn services_crashing_in_a_burst_lose_no_order_and_reserve_nothing_twice(ba
     let (_, history) = t.call("GET", "/api/history/finance", Some(&erin), None).await;
     assert_eq!(history["total"], 1 + 2 * 30, "one top-up and one reservation per order, nothing twice");
     t.stop().await;
+}
+
+/// Waits until the order is open; if it is not within `WAIT`, fails with
+/// what explains where its saga stands: its messages in the event log, the
+/// outbox rows of order-service and payment-service for it, and what the
+/// broker holds.
+async fn open_or_explain(t: &TestStack, token: &str, id: &str) {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let (_, order) = t.call("GET", &format!("/api/orders/{id}"), Some(token), None).await;
+        if order["status"] == "open" {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let log = eventlog::read(&t.env.amqp_url, StreamOffset::First, 100_000, Duration::from_secs(2))
+                .await
+                .unwrap_or_default();
+            let saga: Vec<String> = log
+                .iter()
+                .filter(|e| e.envelope.correlation_id == id)
+                .map(|e| {
+                    format!(
+                        "{} by {} at {}",
+                        e.envelope.message_type, e.envelope.producer, e.envelope.occurred_at
+                    )
+                })
+                .collect();
+            let mut outboxes = Vec::new();
+            for service in ["order-service", "payment-service"] {
+                let url = t.options.databases[service].clone();
+                let db = bourse_common::db::Db::connect(&bourse_common::config::DatabaseConfig {
+                    url,
+                    pool_size: 1,
+                });
+                let id = id.to_string();
+                let rows = match db {
+                    Ok(db) => db
+                        .read(move |c| bourse_common::outbox::by_correlation(c, &id).map_err(Into::into))
+                        .await
+                        .map(|rows| {
+                            rows.iter()
+                                .map(|r| {
+                                    format!(
+                                        "{} sent {:?} returned {:?}",
+                                        r.message_type, r.sent_at, r.returned_at
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                        .unwrap_or_else(|e: bourse_common::db::DbError| vec![e.to_string()]),
+                    Err(e) => vec![e.to_string()],
+                };
+                outboxes.push(format!("{service} outbox: {rows:?}"));
+            }
+            panic!(
+                "order {id} is {order} after {WAIT:?}\nits saga in the event log: {saga:#?}\n{}\nthe broker:\n{}",
+                outboxes.join("\n"),
+                t.env.broker_report().await
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
