@@ -24,3 +24,31 @@ pub async fn grant(database: &str, email: &str, role: Role) -> anyhow::Result<St
 fn redact(url: &str) -> String {
     bourse_common::config::redact_url(url)
 }
+
+/// `bourse audit`: runs payment-service's audit on its database at
+/// `database` and the event log at `amqp_url`, and keeps the report (a
+/// report with discrepancies raises `audit.failed` through payment-service's
+/// outbox). The settings (fee rates, reference data) are payment-service's
+/// configuration: its defaults, `config` (a TOML file) and `PAYMENT__*`.
+pub async fn audit(
+    database: &str,
+    amqp_url: &str,
+    config: Option<&std::path::Path>,
+) -> anyhow::Result<payment_service::audit::Report> {
+    use bourse_common::service::Service;
+    use payment_service::PaymentService;
+    let defaults = PaymentService::default_config();
+    let config = bourse_common::config::load(&defaults, config, PaymentService::INFO.env_prefix)?;
+    let db = Db::connect(&DatabaseConfig { url: database.to_string(), pool_size: 2 })?;
+    db.migrate(&[&payment_service::MIGRATIONS]).await?;
+    let bus = bourse_common::bus::Bus {
+        producer: PaymentService::INFO.name.to_string(),
+        db,
+        amqp_url: amqp_url.to_string(),
+        config: config.messaging.clone(),
+        faults: Default::default(),
+        metrics: Default::default(),
+    };
+    let auditor = payment_service::audit::Auditor { settings: config.settings, bus };
+    Ok(auditor.audit().await?)
+}

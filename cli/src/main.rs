@@ -97,6 +97,18 @@ enum Command {
         #[command(subcommand)]
         action: AdminAction,
     },
+    /// Run the audit on payment-service's database and the event log: print
+    /// the report (kept with the others, `GET /api/admin/audit`); exit 1 on a
+    /// discrepancy. The fee rates and reference data are the defaults unless
+    /// --config names payment-service's TOML.
+    Audit {
+        /// payment-service's database: a SQLite file or a postgres:// URL.
+        #[arg(long, default_value = "./data/payment-service.db")]
+        database: String,
+        /// payment-service's configuration file (its `[settings]`).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
     /// Outbox rows of a service database that are not published yet.
     Outbox {
         /// The service's database: a SQLite file or a postgres:// URL.
@@ -209,6 +221,16 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Outbox { database, max } => outbox(database, max).await,
+        Command::Audit { database, config } => {
+            let report = bourse_cli::admin::audit(&database, &cli.amqp_url, config.as_deref()).await?;
+            print!("{}", report.table());
+            anyhow::ensure!(
+                report.is_clean(),
+                "the audit found {} discrepancies",
+                report.discrepancies.len()
+            );
+            Ok(())
+        }
         Command::Admin { action: AdminAction::Grant { email, database, revoke } } => {
             let role = if revoke { Role::User } else { Role::Admin };
             let user = bourse_cli::admin::grant(&database, &email, role).await?;

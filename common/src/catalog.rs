@@ -192,6 +192,17 @@ pub struct WithdrawalFailed {
 }
 message!(WithdrawalFailed, "withdrawal.failed", Event);
 
+/// An audit found discrepancies (payment-service): an alert for the
+/// administrators. Correlation: the report id (`GET /api/admin/audit`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditFailed {
+    pub report_id: Uuid,
+    pub discrepancies: u64,
+    /// The checks that failed, each once.
+    pub checks: Vec<String>,
+}
+message!(AuditFailed, "audit.failed", Event);
+
 crate::named_enum! {
     /// Buy or sell.
     #[derive(utoipa::ToSchema)]

@@ -120,6 +120,7 @@ pub const PAYMENT: ServiceInfo = ServiceInfo {
         Route::under("/api/users/me/accounts", User),
         Route::under("/api/history/finance", User),
         Route::under("/api/admin/payments", Admin),
+        Route::under("/api/admin/audit", Admin),
     ],
     api_doc: "/api-docs/payment-service/openapi.json",
 };

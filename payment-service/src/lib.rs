@@ -1,16 +1,15 @@
 //! `payment-service`: accounts per user and currency, the double-entry ledger,
-//! reservations, settlement of trades, top-up and finance history. The audit
-//! job (ledger integrity, conservation per currency, the event log against
-//! the ledger) belongs here too — **not yet**: the gateway routes
-//! `/api/admin/payments/*` to this service, which answers only
-//! `/api/admin/payments/fees` until it is built (`.../audit` is a 404).
+//! reservations, settlement of trades, withdrawals' holds, top-up and finance
+//! history, and the audit (ledger integrity, conservation per currency, the
+//! event log against the ledger).
 //!
 //! | module | owns |
 //! | --- | --- |
 //! | [`domain`] | the rules, pure: money movements and balances, settlement of a trade, the stored words (ledger accounts, entry kinds, reservation states) |
 //! | [`storage`] | accounts, ledger entries, reservations (with their settled fills and their order's end) in the database |
-//! | [`handlers`] | consumed messages: `user.registered`; `deposit.confirmed`; the commands `payment.reserve-funds`, `payment.release-funds`; `trade.executed`, `order.updated` |
-//! | [`routes`] | REST: accounts, top-up, finance history, fees collected |
+//! | [`handlers`] | consumed messages: `user.registered`; `deposit.confirmed`, `withdrawal.confirmed`, `withdrawal.failed`; the commands `payment.reserve-funds`, `payment.release-funds`, `payment.hold-withdrawal`; `trade.executed`, `order.updated` |
+//! | [`audit`] | the audit: its checks (pure), its runs and reports, its job |
+//! | [`routes`] | REST: accounts, top-up, finance history, fees collected, the audit |
 //! | [`settings`] | the service's own settings: top-up switch, reference data, fee rates |
 //!
 //! A library with a thin `main.rs`: [`PaymentService`] is the service as the
@@ -18,6 +17,7 @@
 //! starts it on the configured ports and URLs, so that tests and `bourse up`
 //! start it in-process.
 
+pub mod audit;
 pub mod domain;
 pub mod handlers;
 pub mod routes;
@@ -58,7 +58,14 @@ impl Service for PaymentService {
                 // Trades and order ends in one queue: a trade settles before its order's rest is released.
                 inbox::consume::<handlers::Matching>("payment-service.matching", handlers),
             ],
-            routes: Arc::new(|cfg, _bus| routes::configure(cfg)),
+            routes: {
+                let settings = config.settings.clone();
+                Arc::new(move |cfg, bus| {
+                    let auditor = audit::Auditor { settings: settings.clone(), bus: bus.clone() };
+                    routes::configure(cfg, auditor)
+                })
+            },
+            background: vec![audit::job(config.settings.clone())],
             openapi: routes::Api::openapi(),
             ..Default::default()
         })

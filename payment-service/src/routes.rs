@@ -9,6 +9,7 @@ use bourse_common::now_micros;
 use bourse_common::paging::{Page, PageQuery};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::{Auditor, CurrencyTotals, Discrepancy, Report};
 use crate::settings::Settings;
 use crate::storage::{self, AccountRow, EntryRow};
 
@@ -68,11 +69,14 @@ pub struct TopUp {
     pub amount: Amount,
 }
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/api/users/me/accounts", web::get().to(list_accounts))
+pub fn configure(cfg: &mut web::ServiceConfig, auditor: Auditor) {
+    cfg.app_data(web::Data::new(auditor))
+        .route("/api/users/me/accounts", web::get().to(list_accounts))
         .route("/api/users/me/accounts/{currency}/top-up", web::post().to(top_up))
         .route("/api/history/finance", web::get().to(finance_history))
-        .route("/api/admin/payments/fees", web::get().to(fees));
+        .route("/api/admin/payments/fees", web::get().to(fees))
+        .route("/api/admin/audit", web::get().to(latest_audit))
+        .route("/api/admin/audit", web::post().to(run_audit));
 }
 
 /// What the exchange's fee account holds in one currency.
@@ -253,11 +257,52 @@ pub async fn finance_history(
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(list_accounts, top_up, finance_history, fees),
-    components(schemas(Account, TopUp, FinanceEntry, Page<FinanceEntry>, FeeBalance)),
+    paths(list_accounts, top_up, finance_history, fees, latest_audit, run_audit),
+    components(schemas(Account, TopUp, FinanceEntry, Page<FinanceEntry>, FeeBalance, Report, Discrepancy, CurrencyTotals)),
     tags(
         (name = "accounts", description = "balances, top-ups and the ledger"),
         (name = "admin", description = "for administrators"),
+        (name = "audit", description = "the ledger checked against itself and the event log (administrators)"),
     )
 )]
 pub struct Api;
+
+/// The latest audit's report (administrators only).
+#[utoipa::path(
+    get,
+    path = "/api/admin/audit",
+    tag = "audit",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Report),
+        (status = 403, description = "not an administrator"),
+        (status = 404, description = "no audit has run yet (`no_audit_yet`)"),
+    )
+)]
+pub async fn latest_audit(caller: Caller, db: web::Data<Db>) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let report = db.read(|c| storage::latest_report(c).map_err(DbError::from)).await?;
+    let report = report
+        .ok_or_else(|| ApiError::not_found("no_audit_yet", "no audit has run yet: POST /api/admin/audit"))?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(report))
+}
+
+/// Runs the audit now and answers its report (administrators only); a report
+/// with discrepancies also raises `audit.failed`.
+#[utoipa::path(
+    post,
+    path = "/api/admin/audit",
+    tag = "audit",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Report, description = "the run's report: `discrepancies` empty when clean"),
+        (status = 403, description = "not an administrator"),
+        (status = 503, description = "the database or the event log did not answer"),
+    )
+)]
+pub async fn run_audit(caller: Caller, auditor: web::Data<Auditor>) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let report =
+        auditor.audit().await.map_err(|e| ApiError::unavailable(format!("the audit could not run: {e}")))?;
+    Ok(HttpResponse::Ok().json(report))
+}

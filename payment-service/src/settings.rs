@@ -23,6 +23,11 @@ pub struct Settings {
     /// `bourse up` lists ETH and USDT; the test stacks leave it empty, for speed.
     pub on_chain_currencies: Vec<String>,
     pub reference: ReferenceData,
+    /// How often the audit runs (0: only on demand).
+    pub audit_interval_ms: u64,
+    /// Messages of the event log younger than this are in flight: the audit
+    /// checks them at its next run.
+    pub audit_grace_ms: u64,
     /// Fee of the resting side of a trade, as a fraction of what it receives (`"0.001"` = 0.1%).
     pub maker_fee_rate: Decimal,
     /// Fee of the side that took liquidity.
@@ -36,6 +41,8 @@ impl Default for Settings {
             top_up_max_per_call: Decimal::from(100_000),
             top_up_max_per_day: Decimal::from(1_000_000),
             on_chain_currencies: Vec::new(),
+            audit_interval_ms: 600_000,
+            audit_grace_ms: 10_000,
             reference: ReferenceData::default(),
             maker_fee_rate: Decimal::new(1, 3),
             taker_fee_rate: Decimal::new(2, 3),

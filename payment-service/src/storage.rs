@@ -19,6 +19,15 @@ use crate::domain::{
 bourse_common::stored_as_text!(Kind, ReservationStatus, AccountName, HoldStatus);
 
 diesel::table! {
+    audit_reports (id) {
+        id -> Text,
+        finished_at -> BigInt,
+        discrepancies -> Integer,
+        report -> Text,
+    }
+}
+
+diesel::table! {
     withdrawal_holds (withdrawal_id) {
         withdrawal_id -> Text,
         user_id -> Text,
@@ -519,4 +528,49 @@ pub fn set_hold_status(
         .set((withdrawal_holds::status.eq(status), withdrawal_holds::updated_at.eq(now)))
         .execute(conn)?;
     Ok(())
+}
+
+/// Every ledger entry, in order (the audit's read).
+pub fn all_entries(conn: &mut DbConnection) -> QueryResult<Vec<EntryRow>> {
+    ledger_entries::table.order(ledger_entries::id).select(EntryRow::as_select()).load(conn)
+}
+
+pub fn all_accounts(conn: &mut DbConnection) -> QueryResult<Vec<AccountRow>> {
+    accounts::table.order((accounts::user_id, accounts::currency)).select(AccountRow::as_select()).load(conn)
+}
+
+pub fn all_reservations(conn: &mut DbConnection) -> QueryResult<Vec<ReservationRow>> {
+    reservations::table.select(ReservationRow::as_select()).load(conn)
+}
+
+pub fn all_holds(conn: &mut DbConnection) -> QueryResult<Vec<HoldRow>> {
+    withdrawal_holds::table.select(HoldRow::as_select()).load(conn)
+}
+
+/// Keeps an audit's report (JSON).
+pub fn insert_report(
+    conn: &mut DbConnection,
+    id: &str,
+    finished_at: i64,
+    discrepancies: i32,
+    report: &str,
+) -> QueryResult<()> {
+    diesel::insert_into(audit_reports::table)
+        .values((
+            audit_reports::id.eq(id),
+            audit_reports::finished_at.eq(finished_at),
+            audit_reports::discrepancies.eq(discrepancies),
+            audit_reports::report.eq(report),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
+/// The newest report (JSON), if any.
+pub fn latest_report(conn: &mut DbConnection) -> QueryResult<Option<String>> {
+    audit_reports::table
+        .order((audit_reports::finished_at.desc(), audit_reports::id.desc()))
+        .select(audit_reports::report)
+        .first(conn)
+        .optional()
 }

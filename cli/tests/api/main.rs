@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
+mod audit;
 mod chain;
 mod faults;
 mod helpers;
