@@ -1,4 +1,5 @@
-//! Recipients (kept from `user.registered`) and the record of every e-mail sent.
+//! Recipients (kept from `user.registered`, administrators marked from
+//! `user.role-granted`) and the record of every e-mail sent.
 
 use bourse_common::db::DbConnection;
 use diesel::prelude::*;
@@ -9,6 +10,7 @@ diesel::table! {
         user_id -> Text,
         email -> Text,
         registered_at -> BigInt,
+        administrator -> Bool,
     }
 }
 
@@ -43,6 +45,23 @@ pub fn remember(conn: &mut DbConnection, user: Uuid, email: &str, now: i64) -> Q
 /// The user's e-mail address, if their registration has arrived.
 pub fn recipient(conn: &mut DbConnection, user: Uuid) -> QueryResult<Option<String>> {
     recipients::table.find(user.to_string()).select(recipients::email).first(conn).optional()
+}
+
+/// Marks the user an administrator or not; `false` when their registration has not arrived.
+pub fn set_administrator(conn: &mut DbConnection, user: Uuid, administrator: bool) -> QueryResult<bool> {
+    let changed = diesel::update(recipients::table.find(user.to_string()))
+        .set(recipients::administrator.eq(administrator))
+        .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// The administrators, as `(user, address)`.
+pub fn administrators(conn: &mut DbConnection) -> QueryResult<Vec<(String, String)>> {
+    recipients::table
+        .filter(recipients::administrator.eq(true))
+        .order(recipients::registered_at)
+        .select((recipients::user_id, recipients::email))
+        .load(conn)
 }
 
 /// An e-mail the SMTP server accepted.

@@ -1,8 +1,10 @@
 //! The queue `notify-service.users`: keeps each new user's address, apart
 //! from the e-mails, so that a welcome that cannot be delivered loses no
-//! address. An e-mail goes to the address kept here, never to one its event carries.
+//! address, and who is an administrator (`user.role-granted`). An e-mail goes
+//! to the address kept here, never to one its event carries.
 
-use bourse_common::catalog::UserRegistered;
+use bourse_common::auth::Role;
+use bourse_common::catalog::{RoleGranted, UserRegistered};
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::HandlerError;
@@ -15,6 +17,7 @@ bourse_common::inbound! {
     /// What the queue `notify-service.users` takes.
     pub enum Users {
         Registered(UserRegistered),
+        RoleGranted(RoleGranted),
     }
 }
 
@@ -27,6 +30,17 @@ pub fn handle(
 ) -> Result<(), HandlerError> {
     match message {
         Users::Registered(event) => remember(conn, &event),
+        Users::RoleGranted(event) => {
+            // The registration comes first in this queue (the same producer, in order).
+            if storage::set_administrator(conn, event.user_id, event.role == Role::Admin)? {
+                Ok(())
+            } else {
+                Err(HandlerError::Transient(anyhow::anyhow!(
+                    "no address known yet for user {}",
+                    event.user_id
+                )))
+            }
+        }
     }
 }
 

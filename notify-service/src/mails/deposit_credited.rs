@@ -3,7 +3,7 @@
 use bourse_common::catalog::DepositConfirmed;
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money};
+use super::{Draft, Kind, Site, To, money};
 
 pub const KIND: Kind<DepositConfirmed> = Kind {
     template: "deposit_credited.j2",
@@ -13,7 +13,7 @@ pub const KIND: Kind<DepositConfirmed> = Kind {
 
 fn compose(event: DepositConfirmed, _site: &Site) -> Draft {
     Draft {
-        user_id: event.user_id,
+        to: To::User(event.user_id),
         context: context! {
             amount => money(event.amount, &event.currency),
             tx_hash => event.tx_hash,

@@ -9,8 +9,8 @@
 //! (`user.registration-attempted`), `order_rejected` (`order.rejected`) and
 //! `order_filled` (`funds.settled`), `wallet_created` (`wallet.created`: the
 //! deposit address), `deposit_credited` (`deposit.confirmed`),
-//! `withdrawal_confirmed` (`withdrawal.confirmed`) and `withdrawal_failed`
-//! (`withdrawal.failed`).
+//! `withdrawal_confirmed` (`withdrawal.confirmed`), `withdrawal_failed`
+//! (`withdrawal.failed`), and `audit_failed` (`audit.failed`, to every administrator).
 //!
 //! Each event is decoded once, into [`Mails`]; its kind reads the typed
 //! event into the template's values. Delivery ([`Postman`]) runs inside the
@@ -20,6 +20,7 @@
 //! and that commit. Both copies then carry the same `Message-ID`, derived
 //! from the event id.
 
+pub mod audit_failed;
 pub mod deposit_credited;
 pub mod order_filled;
 pub mod order_rejected;
@@ -31,8 +32,8 @@ pub mod withdrawal_confirmed;
 pub mod withdrawal_failed;
 
 use bourse_common::catalog::{
-    DepositConfirmed, FundsSettled, OrderRejected, PasswordResetRequested, RegistrationAttempted, Side,
-    UserRegistered, WalletCreated, WithdrawalConfirmed, WithdrawalFailed,
+    AuditFailed, DepositConfirmed, FundsSettled, OrderRejected, PasswordResetRequested,
+    RegistrationAttempted, Side, UserRegistered, WalletCreated, WithdrawalConfirmed, WithdrawalFailed,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -50,12 +51,21 @@ use crate::storage;
 use crate::templates::Templates;
 use crate::users;
 
-/// An e-mail about an event, before it is addressed: the recipient is the
-/// address kept for `user_id`, never one the event carries.
+/// An e-mail about an event, before it is addressed: the recipients are the
+/// addresses kept for them, never one the event carries.
 #[derive(Debug)]
 pub struct Draft {
-    pub user_id: Uuid,
+    pub to: To,
     pub context: Value,
+}
+
+/// Whom an e-mail goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum To {
+    /// The user the event is about.
+    User(Uuid),
+    /// Every administrator (from `user.role-granted`), each their own copy.
+    Administrators,
 }
 
 /// What a kind of e-mail knows of the exchange besides the event.
@@ -117,6 +127,7 @@ kinds! {
     DepositCredited(DepositConfirmed) => deposit_credited,
     WithdrawalConfirmed(WithdrawalConfirmed) => withdrawal_confirmed,
     WithdrawalFailed(WithdrawalFailed) => withdrawal_failed,
+    AuditFailed(AuditFailed) => audit_failed,
 }
 
 /// An amount as a person reads it: exact, with its currency (`"0.4995 ETH"`).
@@ -164,36 +175,48 @@ impl Handle<Mails> for Postman {
         }
         let site = Site { url: &self.site_url, reference: &self.reference, reset_key: &self.reset_key };
         let (template, draft) = event.compose(&site);
-        let Some(recipient) = storage::recipient(conn, draft.user_id)? else {
-            // Its registration is on its way (or was lost: the retries end in the dead-letter queue).
-            return Err(HandlerError::Transient(anyhow::anyhow!(
-                "no address known yet for user {}",
-                draft.user_id
-            )));
+        let recipients: Vec<(String, String)> = match draft.to {
+            To::User(user) => match storage::recipient(conn, user)? {
+                Some(address) => vec![(user.to_string(), address)],
+                // Its registration is on its way (or was lost: the retries end in the dead-letter queue).
+                None => {
+                    return Err(HandlerError::Transient(anyhow::anyhow!(
+                        "no address known yet for user {user}"
+                    )));
+                }
+            },
+            To::Administrators => storage::administrators(conn)?,
         };
+        if recipients.is_empty() {
+            tracing::warn!(event = %envelope.message_type, "no administrator to tell: nothing sent");
+        }
         let mail = self
             .templates
             .render(template, &draft.context)
             .map_err(|e| HandlerError::Permanent(anyhow::anyhow!("template {template}: {e:#}")))?;
         let message_id = self.mailer.message_id(envelope.message_id);
-        let reply = self.mailer.send(&message_id, &recipient, &mail).map_err(|e| match e {
-            SendError::Transient(_) => HandlerError::Transient(e.into()),
-            SendError::Permanent(_) => HandlerError::Permanent(e.into()),
-        })?;
-        tracing::info!(to = %recipient, %message_id, subject = %mail.subject, %reply, "e-mail sent");
-        storage::record(
-            conn,
-            &storage::Sent {
-                event_id: envelope.message_id.to_string(),
-                event_type: envelope.message_type.clone(),
-                user_id: draft.user_id.to_string(),
-                recipient,
-                message_id,
-                subject: mail.subject,
-                smtp_reply: reply,
-                sent_at: now_micros(),
-            },
-        )?;
+        // One copy each (a failure sends them all again on the retry: the
+        // same Message-ID lets a mail program show one).
+        for (user_id, recipient) in recipients {
+            let reply = self.mailer.send(&message_id, &recipient, &mail).map_err(|e| match e {
+                SendError::Transient(_) => HandlerError::Transient(e.into()),
+                SendError::Permanent(_) => HandlerError::Permanent(e.into()),
+            })?;
+            tracing::info!(to = %recipient, %message_id, subject = %mail.subject, %reply, "e-mail sent");
+            storage::record(
+                conn,
+                &storage::Sent {
+                    event_id: envelope.message_id.to_string(),
+                    event_type: envelope.message_type.clone(),
+                    user_id,
+                    recipient,
+                    message_id: message_id.clone(),
+                    subject: mail.subject.clone(),
+                    smtp_reply: reply,
+                    sent_at: now_micros(),
+                },
+            )?;
+        }
         Ok(())
     }
 }

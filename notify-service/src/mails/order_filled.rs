@@ -3,7 +3,7 @@
 use bourse_common::catalog::{FundsSettled, Side};
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money, past_tense};
+use super::{Draft, Kind, Site, To, money, past_tense};
 
 pub const KIND: Kind<FundsSettled> =
     Kind { template: "order_filled.j2", source: include_str!("../../templates/order_filled.j2"), compose };
@@ -15,7 +15,7 @@ fn compose(event: FundsSettled, _: &Site) -> Draft {
     };
     let remaining = event.remaining.unwrap_or_default();
     Draft {
-        user_id: event.user_id,
+        to: To::User(event.user_id),
         context: context! {
             order_id => event.order_id.to_string(),
             trade_id => event.trade_id.to_string(),

@@ -3,7 +3,7 @@
 use bourse_common::catalog::{OrderRejected, OrderType, Side};
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money};
+use super::{Draft, Kind, Site, To, money};
 
 pub const KIND: Kind<OrderRejected> = Kind {
     template: "order_rejected.j2",
@@ -18,7 +18,7 @@ fn compose(event: OrderRejected, site: &Site) -> Draft {
     let side = event.side.map_or("-", Side::as_str);
     let quantity = event.quantity.map(|q| money(q, base)).unwrap_or_else(unknown);
     Draft {
-        user_id: event.user_id,
+        to: To::User(event.user_id),
         context: context! {
             order_id => event.order_id.to_string(),
             market => event.market,

@@ -5,7 +5,7 @@
 use bourse_common::catalog::PasswordResetRequested;
 use minijinja::context;
 
-use super::{Draft, Kind, Site};
+use super::{Draft, Kind, Site, To};
 
 pub const KIND: Kind<PasswordResetRequested> = Kind {
     template: "password_reset.j2",
@@ -15,7 +15,7 @@ pub const KIND: Kind<PasswordResetRequested> = Kind {
 
 fn compose(event: PasswordResetRequested, site: &Site) -> Draft {
     Draft {
-        user_id: event.user_id,
+        to: To::User(event.user_id),
         context: context! {
             // Only named in the text: the e-mail goes to the address kept at registration.
             email => event.email,

@@ -5,7 +5,7 @@
 use bourse_common::catalog::RegistrationAttempted;
 use minijinja::context;
 
-use super::{Draft, Kind, Site};
+use super::{Draft, Kind, Site, To};
 
 pub const KIND: Kind<RegistrationAttempted> = Kind {
     template: "registration_attempted.j2",
@@ -14,7 +14,7 @@ pub const KIND: Kind<RegistrationAttempted> = Kind {
 };
 
 fn compose(event: RegistrationAttempted, site: &Site) -> Draft {
-    Draft { user_id: event.user_id, context: context! { email => event.email, site => site.url } }
+    Draft { to: To::User(event.user_id), context: context! { email => event.email, site => site.url } }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use bourse_common::catalog::WalletCreated;
 use minijinja::context;
 
-use super::{Draft, Kind, Site};
+use super::{Draft, Kind, Site, To};
 
 pub const KIND: Kind<WalletCreated> = Kind {
     template: "wallet_created.j2",
@@ -13,7 +13,7 @@ pub const KIND: Kind<WalletCreated> = Kind {
 
 fn compose(event: WalletCreated, _site: &Site) -> Draft {
     Draft {
-        user_id: event.user_id,
+        to: To::User(event.user_id),
         context: context! { address => event.address, chain_id => event.chain_id },
     }
 }

@@ -3,13 +3,13 @@
 use bourse_common::catalog::UserRegistered;
 use minijinja::context;
 
-use super::{Draft, Kind, Site};
+use super::{Draft, Kind, Site, To};
 
 pub const KIND: Kind<UserRegistered> =
     Kind { template: "welcome.j2", source: include_str!("../../templates/welcome.j2"), compose };
 
 fn compose(event: UserRegistered, site: &Site) -> Draft {
-    Draft { user_id: event.user_id, context: context! { email => event.email, site => site.url } }
+    Draft { to: To::User(event.user_id), context: context! { email => event.email, site => site.url } }
 }
 
 #[cfg(test)]

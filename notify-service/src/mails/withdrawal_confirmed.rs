@@ -3,7 +3,7 @@
 use bourse_common::catalog::WithdrawalConfirmed;
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money};
+use super::{Draft, Kind, Site, To, money};
 
 pub const KIND: Kind<WithdrawalConfirmed> = Kind {
     template: "withdrawal_confirmed.j2",
@@ -13,7 +13,7 @@ pub const KIND: Kind<WithdrawalConfirmed> = Kind {
 
 fn compose(event: WithdrawalConfirmed, _site: &Site) -> Draft {
     Draft {
-        user_id: event.user_id,
+        to: To::User(event.user_id),
         context: context! {
             amount => money(event.amount, &event.currency),
             fee => money(event.fee, &event.currency),

@@ -3,7 +3,7 @@
 use bourse_common::catalog::WithdrawalFailed;
 use minijinja::context;
 
-use super::{Draft, Kind, Site, money};
+use super::{Draft, Kind, Site, To, money};
 
 pub const KIND: Kind<WithdrawalFailed> = Kind {
     template: "withdrawal_failed.j2",
@@ -13,7 +13,7 @@ pub const KIND: Kind<WithdrawalFailed> = Kind {
 
 fn compose(event: WithdrawalFailed, _site: &Site) -> Draft {
     Draft {
-        user_id: event.user_id,
+        to: To::User(event.user_id),
         context: context! {
             amount => money(event.amount, &event.currency),
             address => event.address,
