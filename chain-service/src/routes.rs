@@ -6,7 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bourse_common::auth::Caller;
 use bourse_common::catalog::HoldWithdrawal;
-use bourse_common::db::{Db, DbError, is_unique_violation};
+use bourse_common::db::{Db, DbConnection, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::idempotency::IdempotencyKey;
 use bourse_common::money::{Amount, Currency};
@@ -215,6 +215,40 @@ pub async fn wallets(
     Ok(HttpResponse::Ok().json(wallets))
 }
 
+/// Where a page is: its number, its size and how many rows there are in all.
+struct PageOf {
+    page: i64,
+    per_page: i64,
+    total: i64,
+}
+
+impl PageOf {
+    fn with<T>(self, items: Vec<T>) -> Page<T> {
+        Page { items, page: self.page, per_page: self.per_page, total: self.total }
+    }
+}
+
+/// Reads one page of a user's rows (limit, offset): the rows and how many in all.
+type PageReader<R> = fn(&mut DbConnection, Uuid, i64, i64) -> diesel::QueryResult<(Vec<R>, i64)>;
+
+/// One page of `user`'s rows read by `fetch` (limit, offset), with the head
+/// their confirmations count against, read together.
+async fn page_of<R: Send + 'static>(
+    db: &Db,
+    user: Uuid,
+    query: PageQuery,
+    fetch: PageReader<R>,
+) -> Result<(Vec<R>, PageOf, Option<i64>), ApiError> {
+    let (page, per_page, offset) = query.resolve()?;
+    let (rows, total, head) = db
+        .read(move |c| {
+            let (rows, total) = fetch(c, user, per_page, offset)?;
+            Ok::<_, DbError>((rows, total, storage::head(c)?))
+        })
+        .await?;
+    Ok((rows, PageOf { page, per_page, total }, head))
+}
+
 /// The caller's deposits, newest first, with their confirmations.
 #[utoipa::path(
     get,
@@ -230,17 +264,9 @@ pub async fn deposits(
     db: web::Data<Db>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
-    let (page, per_page, offset) = query.into_inner().resolve()?;
-    let user = caller.user_id;
-    let (rows, total, head) = db
-        .read(move |c| {
-            let (rows, total) = storage::deposits_of(c, user, per_page, offset)?;
-            Ok::<_, DbError>((rows, total, storage::head(c)?))
-        })
-        .await?;
-    let required = settings.confirmations;
-    let items = rows.into_iter().map(|r| Deposit::new(r, head, required)).collect();
-    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+    let (rows, page, head) = page_of(&db, caller.user_id, query.into_inner(), storage::deposits_of).await?;
+    let items = rows.into_iter().map(|r| Deposit::new(r, head, settings.confirmations)).collect();
+    Ok(HttpResponse::Ok().json(page.with(items)))
 }
 
 /// Development only: sends ETH from the dev chain's funded account to the
@@ -484,19 +510,13 @@ pub async fn withdrawals(
     db: web::Data<Db>,
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
-    let (page, per_page, offset) = query.into_inner().resolve()?;
-    let user = caller.user_id;
-    let (rows, total, head) = db
-        .read(move |c| {
-            let (rows, total) = storage::withdrawals_of(c, user, per_page, offset)?;
-            Ok::<_, DbError>((rows, total, storage::head(c)?))
-        })
-        .await?;
+    let (rows, page, head) =
+        page_of(&db, caller.user_id, query.into_inner(), storage::withdrawals_of).await?;
     let items = rows
         .into_iter()
         .map(|(w, tx)| Withdrawal::new(w, tx, head, settings.confirmations))
         .collect::<Result<_, _>>()?;
-    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+    Ok(HttpResponse::Ok().json(page.with(items)))
 }
 
 /// One of the caller's withdrawals, with its transaction's hash and confirmations.

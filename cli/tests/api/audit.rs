@@ -225,15 +225,21 @@ async fn the_audit_finds_each_injected_fault_with_its_account_and_amounts(backen
     assert!(log.iter().any(|e| e.envelope.message_type == "audit.failed"), "audit.failed is raised");
     // Every administrator is e-mailed, with the report's id and the checks that failed.
     let alert = eventually("the administrator is told", WAIT, || async {
-        t.mails_to("admin@bourse.local").into_iter().find(|m| {
-            m.text.as_deref().is_some_and(|text| text.contains(report["id"].as_str().unwrap()))
-        })
+        t.mails_to("admin@bourse.local")
+            .into_iter()
+            .find(|m| m.text.as_deref().is_some_and(|text| text.contains(report["id"].as_str().unwrap())))
     })
     .await;
     let (subject, text) = (alert.subject.unwrap_or_default(), alert.text.unwrap_or_default());
     assert!(subject.starts_with("ALERT: the audit found"), "{subject}");
     assert!(text.contains("trade_not_settled_once"), "{text}");
-    assert!(t.mails_to("alice@example.com").iter().all(|m| !m.subject.as_deref().unwrap_or("").starts_with("ALERT")));
+    assert!(
+        t.mails_to("alice@example.com").iter().all(|m| !m
+            .subject
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("ALERT"))
+    );
     let (code, output) = bourse_audit(&t);
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("trade_not_settled_once"), "{output}");
