@@ -31,6 +31,7 @@ pub mod watcher;
 pub mod withdrawals;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bourse_common::config::ServiceConfig;
 use bourse_common::inbox;
@@ -76,10 +77,15 @@ impl Service for ChainService {
             ],
             routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &faucet)),
             openapi: routes::Api::openapi(),
-            background: vec![
-                watcher::task(settings.clone(), node.clone()),
-                pipeline::task(settings.clone(), node, wallets),
-            ],
+            background: {
+                // One instance follows the chain and sends at a time (the `chain` lease).
+                let leader =
+                    Arc::new(rounds::Leader::new(Duration::from_millis(config.messaging.relay_lease_ms)));
+                vec![
+                    watcher::task(settings.clone(), node.clone(), leader.clone()),
+                    pipeline::task(settings.clone(), node, wallets, leader),
+                ]
+            },
             ..Default::default()
         })
     }

@@ -32,7 +32,7 @@ use uuid::Uuid;
 use crate::PRODUCER;
 use crate::domain::{self, TxPurpose, TxStatus};
 use crate::node::{Broadcast, Node};
-use crate::rounds::{self, RoundError};
+use crate::rounds::{self, Leader, RoundError};
 use crate::settings::Settings;
 use crate::storage::{self, Intent, TxRow};
 use crate::wallets::Wallets;
@@ -43,16 +43,17 @@ const BATCH: i64 = 100;
 
 /// The pipeline as a background task of the service; its health is the
 /// `sender` component of the service's readiness.
-pub fn task(settings: Settings, node: Node, wallets: Wallets) -> BackgroundTask {
+pub fn task(settings: Settings, node: Node, wallets: Wallets, leader: Arc<Leader>) -> BackgroundTask {
     Box::new(move |bus, shutdown| {
         // Checked when the service was put together (`Settings::validate_assets`).
         let gas = settings.gas_signer().ok().flatten();
-        let pipeline =
-            Pipeline { settings, node, wallets, gas, db: bus.db.clone(), faults: bus.faults.clone() };
+        let (db, faults) = (bus.db.clone(), bus.faults.clone());
+        let pipeline = Pipeline { settings, node, wallets, gas, db, faults, leader };
         let health = bus.metrics.component("sender");
         Box::pin(async move {
             let interval = Duration::from_millis(pipeline.settings.poll_interval_ms.max(10));
-            rounds::run("transaction pipeline", interval, health, shutdown, || pipeline.round()).await;
+            let leads = (pipeline.leader.as_ref(), &pipeline.db);
+            rounds::run("transaction pipeline", interval, leads, health, shutdown, || pipeline.round()).await;
         })
     })
 }
@@ -65,6 +66,7 @@ struct Pipeline {
     gas: Option<PrivateKeySigner>,
     db: Db,
     faults: Arc<Faults>,
+    leader: Arc<Leader>,
 }
 
 /// What a step tells the transaction's owner (a withdrawal).
@@ -179,10 +181,12 @@ impl Pipeline {
         next.tx_hash = Some(hash);
         next.updated_at = now_micros();
         let row = next.clone();
+        let leader = self.leader.clone();
         let stored = self
             .db
             .write(move |c| {
-                if !storage::update_tx(c, &row, TxStatus::Queued)? {
+                // A nonce is given only by the lease's holder, under its row lock.
+                if !leader.still_holds(c)? || !storage::update_tx(c, &row, TxStatus::Queued)? {
                     return Ok::<_, DbError>(false);
                 }
                 storage::set_next_nonce(c, &row.from_address, row.nonce.unwrap_or(0) + 1)?;

@@ -16,6 +16,7 @@
 //! deposits: the watcher waits and asks again.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -30,13 +31,13 @@ use uuid::Uuid;
 use crate::PRODUCER;
 use crate::domain::{self, DepositStatus};
 use crate::node::{self, Block, Node};
-use crate::rounds::{self, RoundError};
+use crate::rounds::{self, Leader, RoundError};
 use crate::settings::Settings;
 use crate::storage::{self, BlockRow, DepositRow};
 
 /// The watcher as a background task of the service; its health is the
 /// `chain` component of the service's readiness.
-pub fn task(settings: Settings, node: Node) -> BackgroundTask {
+pub fn task(settings: Settings, node: Node, leader: Arc<Leader>) -> BackgroundTask {
     Box::new(move |bus, shutdown| {
         let db = bus.db.clone();
         let health = bus.metrics.component("chain");
@@ -53,7 +54,8 @@ pub fn task(settings: Settings, node: Node) -> BackgroundTask {
         };
         Box::pin(async move {
             let interval = Duration::from_millis(watcher.settings.poll_interval_ms.max(10));
-            rounds::run("deposit watcher", interval, health, shutdown, || watcher.round()).await;
+            let leads = (leader.as_ref(), &watcher.db);
+            rounds::run("deposit watcher", interval, leads, health, shutdown, || watcher.round()).await;
         })
     })
 }

@@ -79,11 +79,10 @@ impl Anvil {
             "no anvil at {} (run `bash scripts/infra.sh ensure_anvil`, or set BOURSE_ANVIL_BIN)",
             bin.display()
         );
-        let port = if port == 0 { free_port()? } else { port };
         let mut command = Command::new(&bin);
         command
             .args(["--host", "127.0.0.1", "--port", &port.to_string(), "--chain-id", &CHAIN_ID.to_string()])
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         if let Some(state) = state {
@@ -92,7 +91,11 @@ impl Anvil {
         if let Some(seconds) = block_seconds {
             command.args(["--block-time", &seconds.to_string()]);
         }
-        let child = command.spawn()?;
+        let mut child = command.spawn()?;
+        let stdout = child.stdout.take().ok_or_else(|| anyhow::anyhow!("anvil's output"))?;
+        // Port 0: anvil binds a free one itself and says which (no other
+        // process can take it between a probe and anvil's bind).
+        let port = listening_port(stdout).await.map_err(|e| anyhow::anyhow!("anvil did not start: {e}"))?;
         let url = format!("http://127.0.0.1:{port}");
         let faucet = Faucet::new(&url, FAUCET_KEY)?;
         let provider = ProviderBuilder::new().connect_http(url.parse()?).erased();
@@ -237,6 +240,22 @@ impl Anvil {
     }
 }
 
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Reads anvil's output until it says where it listens (`Listening on
+/// 127.0.0.1:PORT`), then keeps draining it (a full pipe would stop anvil).
+async fn listening_port(stdout: tokio::process::ChildStdout) -> anyhow::Result<u16> {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut lines = BufReader::new(stdout).lines();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            if let Some(address) = line.trim().strip_prefix("Listening on ") {
+                let port = address.rsplit(':').next().and_then(|p| p.parse().ok());
+                return port.ok_or_else(|| anyhow::anyhow!("no port in `{line}`"));
+            }
+        }
+        anyhow::bail!("it exited before listening (is the port taken?)")
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("it did not say where it listens within 30 s"))??;
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ok(found)
 }

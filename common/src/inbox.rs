@@ -16,6 +16,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use diesel::prelude::*;
 use futures::{FutureExt, StreamExt};
@@ -352,6 +353,29 @@ enum SessionError {
     Crashed,
     #[error("stopped while waiting for the database")]
     Stopped,
+    /// The connection is gone without the consumer being told, or the broker
+    /// did not answer an acknowledgement or a publish in time.
+    #[error("broker: {0}")]
+    Silent(&'static str),
+}
+
+/// How long an acknowledgement or a republish (with its confirm) may take
+/// before the session is given up and connected again.
+const BROKER_ANSWER: Duration = Duration::from_secs(30);
+
+/// How often an idle consumer checks that its connection is still there (a
+/// connection can die without its consumer stream ending).
+const WATCH_EVERY: Duration = Duration::from_secs(5);
+
+/// `operation`, or a [`SessionError::Silent`] after [`BROKER_ANSWER`].
+async fn answered<T, F>(operation: F) -> Result<T, SessionError>
+where
+    F: std::future::Future<Output = Result<T, lapin::Error>>,
+{
+    match tokio::time::timeout(BROKER_ANSWER, operation).await {
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SessionError::Silent("no answer in time")),
+    }
 }
 
 impl SessionEnd for SessionError {
@@ -446,6 +470,12 @@ impl Consumer {
                     return Ok(());
                 }
                 next = deliveries.next() => next,
+                () = tokio::time::sleep(WATCH_EVERY) => {
+                    if !conn.status().connected() || !ch.status().connected() {
+                        return Err(SessionError::Silent("the connection is gone"));
+                    }
+                    continue;
+                }
             };
             let Some(first) = first else {
                 return Err(SessionError::Cancelled);
@@ -487,7 +517,7 @@ impl Consumer {
                         (batch.len() - applied) as u64,
                     );
                     if let Some(last) = batch.last() {
-                        last.acker.ack(BasicAckOptions { multiple: true }).await?;
+                        answered(last.acker.ack(BasicAckOptions { multiple: true })).await?;
                     }
                     return Ok(());
                 }
@@ -537,7 +567,7 @@ impl Consumer {
         if let Some(failure) = failure {
             self.retry_or_park(republish, delivery, failure).await?;
         }
-        delivery.acker.ack(BasicAckOptions::default()).await?;
+        answered(delivery.acker.ack(BasicAckOptions::default())).await?;
         Ok(())
     }
 
@@ -640,16 +670,19 @@ impl Consumer {
             self.spec.retry_queue(config.retry_delay_ms(attempt))
         };
         let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
-        let confirm = republish
-            .basic_publish(
-                "".into(),
-                target.as_str().into(),
-                BasicPublishOptions::default(),
-                &delivery.data,
-                properties,
-            )
-            .await?
-            .await?;
+        let confirm = answered(async {
+            republish
+                .basic_publish(
+                    "".into(),
+                    target.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &delivery.data,
+                    properties,
+                )
+                .await?
+                .await
+        })
+        .await?;
         if confirm.is_nack() {
             return Err(SessionError::Nacked);
         }

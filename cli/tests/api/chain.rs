@@ -27,6 +27,7 @@ on_both_backends!(
     usdt_is_deposited_and_withdrawn_as_a_token_whose_gas_the_gas_wallet_pays,
     a_withdrawal_whose_block_leaves_the_chain_is_sent_again_and_confirmed_once,
     on_the_dev_stack_a_chain_currency_comes_only_from_the_chain,
+    two_chain_service_instances_credit_and_send_once_and_one_takes_over,
 );
 
 const ETH: u128 = 1_000_000_000_000_000_000;
@@ -765,5 +766,37 @@ async fn on_the_dev_stack_a_chain_currency_comes_only_from_the_chain(backend: Ba
     deposit_reaches(&t, &alice, sent["tx_hash"].as_str().unwrap(), "credited").await;
     eth_balance_becomes(&t, &alice, ("2", "0")).await;
     assert_eq!(t.accounts(&alice).await["BTC"], pair("1", "0"));
+    t.stop().await;
+}
+
+async fn two_chain_service_instances_credit_and_send_once_and_one_takes_over(backend: Backend) {
+    let mut t = TestStack::start(backend).await;
+    t.stack.add_instance("chain-service").await.unwrap();
+    let alice = t.user("alice@example.com").await;
+    let wallet = funded(&t, &alice, 2 * ETH).await;
+    let to = outside();
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(withdraw(&t, &alice, "0.1", &to).await["id"].as_str().unwrap().to_string());
+    }
+    let confirmed = async |t: &TestStack, id: &str| {
+        eventually("the withdrawal is confirmed", WAIT, || async {
+            t.chain.mine(1).await.unwrap();
+            (withdrawal(t, &alice, id).await["status"] == "confirmed").then_some(())
+        })
+        .await
+    };
+    for id in &ids {
+        confirmed(&t, id).await;
+    }
+    // The first instance (the one that took the lease) killed: the other takes over.
+    t.stack.crash_and_restart("chain-service").await.unwrap();
+    let last = withdraw(&t, &alice, "0.2", &to).await;
+    confirmed(&t, last["id"].as_str().unwrap()).await;
+
+    assert_eq!(t.chain.nonce(&wallet).await.unwrap(), 4, "one transaction per withdrawal");
+    assert_eq!(t.chain.balance(&to).await.unwrap(), alloy::primitives::U256::from(ETH / 2), "0.5 ETH, once");
+    eth_balance_becomes(&t, &alice, ("1.498", "0")).await;
+    assert_eq!(deposit_entries(&t, &alice).await.len(), 1, "the deposit credited once");
     t.stop().await;
 }

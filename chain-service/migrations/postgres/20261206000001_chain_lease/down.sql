@@ -1,0 +1,1 @@
+DELETE FROM relay_lease WHERE name = 'chain';
