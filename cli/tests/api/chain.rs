@@ -28,6 +28,7 @@ on_both_backends!(
     a_withdrawal_whose_block_leaves_the_chain_is_sent_again_and_confirmed_once,
     on_the_dev_stack_a_chain_currency_comes_only_from_the_chain,
     two_chain_service_instances_credit_and_send_once_and_one_takes_over,
+    the_demo_deposits_trades_and_withdraws_end_to_end,
 );
 
 const ETH: u128 = 1_000_000_000_000_000_000;
@@ -758,7 +759,8 @@ async fn on_the_dev_stack_a_chain_currency_comes_only_from_the_chain(backend: Ba
         assert_eq!((status, answer["error"]["code"].as_str()), (409, Some("deposit_on_chain")), "{answer}");
     }
     t.top_up(&alice, "BTC", "1").await;
-    // The faucet is the dev stack's way: a deposit, credited from the chain.
+    // The faucet is the dev stack's way: a deposit, credited from the chain (once her wallet is made).
+    address(&t, &alice).await;
     let body = serde_json::json!({"currency": "ETH", "amount": "2"});
     let (status, sent) = t.call("POST", "/api/users/me/wallets/faucet", Some(&alice), Some(body)).await;
     assert_eq!(status, 202, "{sent}");
@@ -798,5 +800,35 @@ async fn two_chain_service_instances_credit_and_send_once_and_one_takes_over(bac
     assert_eq!(t.chain.balance(&to).await.unwrap(), alloy::primitives::U256::from(ETH / 2), "0.5 ETH, once");
     eth_balance_becomes(&t, &alice, ("1.498", "0")).await;
     assert_eq!(deposit_entries(&t, &alice).await.len(), 1, "the deposit credited once");
+    t.stop().await;
+}
+
+async fn the_demo_deposits_trades_and_withdraws_end_to_end(backend: Backend) {
+    // As on `bourse up`: ETH and USDT only from the chain; blocks come by themselves.
+    let smtp = notify_service::mailer::SmtpSettings::default();
+    let t = TestStack::start_tuned(backend, None, &[], smtp, |o| o.top_up_chain_currencies = false).await;
+    let mining = tokio::spawn({
+        let url = t.chain.url.clone();
+        async move {
+            let node = alloy::providers::ProviderBuilder::new().connect_http(url.parse().unwrap());
+            loop {
+                use alloy::providers::Provider;
+                let _: Result<serde_json::Value, _> = node.raw_request("evm_mine".into(), ()).await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    });
+    let demo = bourse_cli::demo::run(&t.stack.gateway_url()).await;
+    mining.abort();
+    demo.expect("the demo runs through: deposits, the trade and the withdrawal");
+    // What it did, as its users see it: Alice's USDT deposit credited, Bob's withdrawal confirmed.
+    eventually("the demo's e-mails", WAIT, || async {
+        let subjects: Vec<String> =
+            t.mailbox.received().unwrap().iter().filter_map(|m| m.subject.clone()).collect();
+        let wanted =
+            ["Deposit credited: 10000 USDT", "Deposit credited: 1.5 ETH", "Withdrawal confirmed: 0.25 ETH"];
+        wanted.iter().all(|w| subjects.iter().any(|s| s == w)).then_some(())
+    })
+    .await;
     t.stop().await;
 }
