@@ -108,6 +108,9 @@ pub struct Report {
     pub book_left: usize,
     pub elapsed: Duration,
     pub violations: Vec<String>,
+    /// What the broker held when a failed run ended (each queue with messages
+    /// ready or unacknowledged, and the connections): where a stuck saga waits.
+    pub broker_at_end: Option<String>,
 }
 
 impl Report {
@@ -145,6 +148,12 @@ impl Report {
         row("verdict", if self.violations.is_empty() { "all checks hold".into() } else { "FAILED".into() });
         for v in &self.violations {
             let _ = writeln!(t, "  ! {v}");
+        }
+        if let Some(broker) = &self.broker_at_end {
+            let _ = writeln!(t, "  the broker at the end:");
+            for line in broker.lines() {
+                let _ = writeln!(t, "    {line}");
+            }
         }
         t
     }
@@ -645,6 +654,13 @@ pub async fn run_isolated(
             fee_rates: (payment.maker_fee_rate, payment.taker_fee_rate),
         };
         run(&mut target, options, &admin_token).await
+    };
+    let report = match report {
+        Ok(mut r) if !r.violations.is_empty() => {
+            r.broker_at_end = Some(isolated.env.broker_report().await);
+            Ok(r)
+        }
+        other => other,
     };
     isolated.stop().await;
     report
