@@ -337,6 +337,12 @@ pub async fn faucet_deposit(
     }))
 }
 
+impl From<WithdrawalError> for ApiError {
+    fn from(e: WithdrawalError) -> Self {
+        ApiError::unprocessable(e.code(), e.to_string())
+    }
+}
+
 /// `code`'s currency and where it lives on the chain (422 when it is no
 /// currency, or not on the chain).
 fn on_chain<'a>(settings: &'a Settings, code: &str) -> Result<(&'a Currency, Asset), ApiError> {
@@ -376,14 +382,13 @@ pub async fn request_withdrawal(
     settings: web::Data<Settings>,
 ) -> Result<HttpResponse, ApiError> {
     let request = body.into_inner();
-    let refused = |e: WithdrawalError| ApiError::unprocessable(e.code(), e.to_string());
     let (currency, asset) = on_chain(&settings, &request.currency)?;
     let amount = request.amount.positive_in(currency)?;
     let limits = &settings.withdrawals;
     if let Some(max) = limits.max_amount.get(&currency.code)
         && amount.value() > *max
     {
-        return Err(refused(WithdrawalError::AboveMaximum { max: *max, currency: currency.code.clone() }));
+        return Err(WithdrawalError::AboveMaximum { max: *max, currency: currency.code.clone() }.into());
     }
     domain::to_units(amount.value(), asset.decimals).ok_or_else(|| {
         ApiError::unprocessable("amount_too_large", "the amount does not fit the chain's units")
@@ -430,7 +435,7 @@ pub async fn request_withdrawal(
             if let Err(full) =
                 domain::room_for_another(storage::withdrawals_in_flight(c, user)?, max_in_flight)
             {
-                return Ok(Err(ApiError::unprocessable(full.code(), full.to_string())));
+                return Ok(Err(full.into()));
             }
             storage::insert_withdrawal(c, &row)?;
             let mut out = Emitter::new(PRODUCER);

@@ -129,31 +129,39 @@ fn intent(
     Ok(TxRow::queued(intent, now))
 }
 
-fn withdrawal_of(conn: &mut DbConnection, tx: &TxRow) -> diesel::QueryResult<Option<(Uuid, WithdrawalRow)>> {
+/// Moves the withdrawal of `tx` on to `to` from sending or sent (with
+/// `reason` when it failed); the withdrawal (its id and row) when it moved,
+/// for the caller to say so.
+fn move_on(
+    conn: &mut DbConnection,
+    tx: &TxRow,
+    to: WithdrawalStatus,
+    reason: Option<&str>,
+    now: i64,
+) -> diesel::QueryResult<Option<(Uuid, Uuid, WithdrawalRow)>> {
     let Ok(id) = Uuid::parse_str(&tx.id) else { return Ok(None) };
-    Ok(storage::withdrawal(conn, id)?.map(|w| (id, w)))
-}
-
-fn user_of(w: &WithdrawalRow) -> Uuid {
-    Uuid::parse_str(&w.user_id).unwrap_or_default()
+    let Some(w) = storage::withdrawal(conn, id)? else { return Ok(None) };
+    let from = [WithdrawalStatus::Sending, WithdrawalStatus::Sent];
+    if !storage::set_withdrawal_status(conn, &w.id, &from, to, reason, now)? {
+        return Ok(None);
+    }
+    let user = Uuid::parse_str(&w.user_id).unwrap_or_default();
+    Ok(Some((id, user, w)))
 }
 
 /// The pipeline handed `tx` to the node (again, or a replacement).
 pub fn sent(conn: &mut DbConnection, tx: &TxRow, now: i64, out: &mut Emitter) -> diesel::QueryResult<()> {
-    let Some((id, w)) = withdrawal_of(conn, tx)? else { return Ok(()) };
-    let from = [WithdrawalStatus::Sending, WithdrawalStatus::Sent];
-    if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Sent, None, now)? {
-        out.send(
-            &w.id,
-            &WithdrawalSent {
-                withdrawal_id: id,
-                user_id: user_of(&w),
-                currency: w.currency.clone(),
-                amount: w.amount,
-                address: w.address.clone(),
-                tx_hash: tx.tx_hash.clone().unwrap_or_default(),
-            },
-        );
+    if let Some((withdrawal_id, user_id, w)) = move_on(conn, tx, WithdrawalStatus::Sent, None, now)? {
+        let tx_hash = tx.tx_hash.clone().unwrap_or_default();
+        let event = WithdrawalSent {
+            withdrawal_id,
+            user_id,
+            currency: w.currency,
+            amount: w.amount,
+            address: w.address,
+            tx_hash,
+        };
+        out.send(&w.id, &event);
     }
     Ok(())
 }
@@ -165,44 +173,38 @@ pub fn confirmed(
     now: i64,
     out: &mut Emitter,
 ) -> diesel::QueryResult<()> {
-    let Some((id, w)) = withdrawal_of(conn, tx)? else { return Ok(()) };
-    let from = [WithdrawalStatus::Sending, WithdrawalStatus::Sent];
-    if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Confirmed, None, now)? {
-        out.send(
-            &w.id,
-            &WithdrawalConfirmed {
-                withdrawal_id: id,
-                user_id: user_of(&w),
-                currency: w.currency.clone(),
-                amount: w.amount,
-                fee: w.fee,
-                address: w.address.clone(),
-                tx_hash: tx.tx_hash.clone().unwrap_or_default(),
-                block_number: tx.block_number.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
-            },
-        );
+    if let Some((withdrawal_id, user_id, w)) = move_on(conn, tx, WithdrawalStatus::Confirmed, None, now)? {
+        let event = WithdrawalConfirmed {
+            withdrawal_id,
+            user_id,
+            currency: w.currency,
+            amount: w.amount,
+            fee: w.fee,
+            address: w.address,
+            tx_hash: tx.tx_hash.clone().unwrap_or_default(),
+            block_number: tx.block_number.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+        };
+        out.send(&w.id, &event);
     }
     Ok(())
 }
 
 /// `tx` will never be mined, or reverted (`tx.error` says why).
 pub fn failed(conn: &mut DbConnection, tx: &TxRow, now: i64, out: &mut Emitter) -> diesel::QueryResult<()> {
-    let Some((id, w)) = withdrawal_of(conn, tx)? else { return Ok(()) };
     let reason = tx.error.clone().unwrap_or_else(|| "the transaction failed".into());
-    let from = [WithdrawalStatus::Sending, WithdrawalStatus::Sent];
-    if storage::set_withdrawal_status(conn, &w.id, &from, WithdrawalStatus::Failed, Some(&reason), now)? {
-        out.send(
-            &w.id,
-            &WithdrawalFailed {
-                withdrawal_id: id,
-                user_id: user_of(&w),
-                currency: w.currency.clone(),
-                amount: w.amount,
-                address: w.address.clone(),
-                reason,
-                tx_hash: tx.block_number.and(tx.tx_hash.clone()),
-            },
-        );
+    if let Some((withdrawal_id, user_id, w)) =
+        move_on(conn, tx, WithdrawalStatus::Failed, Some(&reason), now)?
+    {
+        let event = WithdrawalFailed {
+            withdrawal_id,
+            user_id,
+            currency: w.currency,
+            amount: w.amount,
+            address: w.address,
+            reason,
+            tx_hash: tx.block_number.and(tx.tx_hash.clone()),
+        };
+        out.send(&w.id, &event);
     }
     Ok(())
 }
