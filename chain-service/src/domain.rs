@@ -128,9 +128,61 @@ bourse_common::named_enum! {
     /// What an outgoing transaction is for.
     pub enum TxPurpose {
         Withdrawal = "withdrawal",
-        /// The gas wallet sends a user's wallet the ETH a token transfer's gas costs.
+        /// The gas wallet sends a wallet the ETH a token transfer's (or a
+        /// settlement transaction's) gas costs.
         Gas = "gas",
+        /// A settlement window's transfer: a payer's wallet to the clearing
+        /// wallet, or the clearing wallet to a receiver's (or the fee wallet).
+        Settlement = "settlement",
     }
+}
+
+bourse_common::named_enum! {
+    /// Where a settlement window stands.
+    #[derive(utoipa::ToSchema)]
+    pub enum WindowStatus {
+        /// Taking trades.
+        Open = "open",
+        /// Closed: the payers' wallets send their net to the clearing wallet.
+        Collecting = "collecting",
+        /// Collected: the clearing wallet pays the receivers and the fee wallet.
+        Paying = "paying",
+        /// Every transaction of the window confirmed. Final.
+        Settled = "settled",
+        /// A transaction of the window failed (`reason`): the operators step in. Final.
+        Failed = "failed",
+    }
+}
+
+/// Who a settlement leg belongs to besides the users: the exchange's fees.
+pub const FEES_OWNER: &str = "fees";
+
+/// The owner of the clearing wallet's transactions.
+pub const CLEARING_OWNER: &str = "clearing";
+
+/// A window's net per owner and currency (its legs summed; zero nets
+/// dropped): negative, the owner pays the clearing wallet; positive, it is paid.
+pub fn net<'a>(
+    legs: impl IntoIterator<Item = (&'a str, &'a str, Decimal)>,
+) -> std::collections::BTreeMap<(String, String), Decimal> {
+    let mut net = std::collections::BTreeMap::new();
+    for (owner, currency, delta) in legs {
+        *net.entry((owner.to_string(), currency.to_string())).or_insert(Decimal::ZERO) += delta;
+    }
+    net.retain(|_, v| !v.is_zero());
+    net
+}
+
+/// Is a window opened at `opened_at` with `trades` due to close at `now`?
+pub fn window_due(opened_at: i64, trades: u32, now: i64, window_ms: u64, window_trades: u32) -> bool {
+    let age_ms = u64::try_from((now - opened_at) / 1_000).unwrap_or(0);
+    age_ms >= window_ms || trades >= window_trades.max(1)
+}
+
+/// The id of a window's transaction for `owner` in `currency` (one per
+/// wallet and asset per window).
+pub fn settlement_tx_id(window: &str, owner: &str, currency: &str) -> String {
+    format!("settle:{window}:{owner}:{currency}")
 }
 
 /// What is wrong with a withdrawal's address.
@@ -285,6 +337,38 @@ mod tests {
         assert!(room_for_another(4, 5).is_ok());
         let full = room_for_another(5, 5).unwrap_err();
         assert_eq!(full.code(), "too_many_withdrawals");
+    }
+
+    #[test]
+    fn a_window_nets_each_owner_and_currency_and_drops_zeros() {
+        let legs = [
+            ("alice", "USDT", d("-2000")),
+            ("alice", "ETH", d("0.998")),
+            ("bob", "ETH", d("-1")),
+            ("bob", "USDT", d("1998")),
+            ("fees", "ETH", d("0.002")),
+            ("fees", "USDT", d("2")),
+            // Bob buys it back: his ETH nets to zero.
+            ("bob", "ETH", d("1")),
+            ("bob", "USDT", d("-1998")),
+            ("alice", "ETH", d("-0.998")),
+            ("alice", "USDT", d("1998")),
+        ];
+        let net = net(legs);
+        let of = |o: &str, c: &str| net.get(&(o.to_string(), c.to_string())).copied();
+        assert_eq!(of("alice", "USDT"), Some(d("-2")));
+        assert_eq!(of("alice", "ETH"), None, "nets to zero: no transaction");
+        assert_eq!(of("bob", "ETH"), None);
+        assert_eq!(of("fees", "ETH"), Some(d("0.002")));
+        assert_eq!(net.values().copied().sum::<Decimal>(), d("0.002"), "what the fees hold in ETH");
+    }
+
+    #[test]
+    fn a_window_closes_after_its_time_or_its_trades() {
+        assert!(!window_due(0, 3, 999_000, 1_000, 10));
+        assert!(window_due(0, 3, 1_000_000, 1_000, 10));
+        assert!(window_due(0, 10, 1, 1_000, 10));
+        assert!(window_due(0, 1, 1, 1_000, 0), "at least one trade closes it");
     }
 
     #[test]

@@ -9,22 +9,24 @@
 //! | [`watcher`] | following the chain: deposits seen, confirmed (`deposit.confirmed`), reorgs |
 //! | [`withdrawals`] | the withdrawal saga: held by payment-service, sent, confirmed or failed |
 //! | [`pipeline`] | every outgoing transaction: nonce, signed bytes stored, broadcast, replaced, confirmed |
+//! | [`settlement`] | trades mirrored on chain: windows netted per wallet and asset, through the clearing wallet |
+//! | [`holdings`] | each custodial wallet on chain against the ledger, with what is in flight (the audit reads it) |
 //! | [`rounds`] | the loop the watcher and the pipeline run, waiting out a failing node or database |
 //! | [`storage`] | wallets, blocks read, head, deposits, withdrawals, transactions in the database |
 //! | [`routes`] | REST: the caller's wallets, deposits and withdrawals |
-//!
-//! Not yet (issue 13 goes on): ERC-20 (USDT) deposits and withdrawals.
 //!
 //! A library with a thin `main.rs`: [`ChainService::run`](Service::run)
 //! starts it on the configured ports and URLs, so that tests and `bourse up`
 //! start it in-process.
 
 pub mod domain;
+pub mod holdings;
 pub mod node;
 pub mod pipeline;
 pub mod rounds;
 pub mod routes;
 pub mod settings;
+pub mod settlement;
 pub mod storage;
 pub mod wallets;
 pub mod watcher;
@@ -66,16 +68,23 @@ impl Service for ChainService {
             .map(|key| node::Faucet::new(&settings.rpc_url, key.expose()))
             .transpose()?;
         let faucet = actix_web::web::Data::new(faucet);
+        let node_data = actix_web::web::Data::new(node.clone());
+        let shared = Arc::new(settings.clone());
+        let mut consumers = vec![
+            inbox::consume::<wallets::Users>("chain-service.users", wallets.clone()),
+            inbox::consume::<withdrawals::Payments>(
+                "chain-service.payments",
+                withdrawals::Answers { settings: shared.clone() },
+            ),
+        ];
+        if settings.settlement.enabled {
+            let recorder = settlement::Recorder { settings: shared };
+            consumers.push(inbox::consume::<settlement::Trades>("chain-service.settlements", recorder));
+        }
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],
-            consumers: vec![
-                inbox::consume::<wallets::Users>("chain-service.users", wallets.clone()),
-                inbox::consume::<withdrawals::Payments>(
-                    "chain-service.payments",
-                    withdrawals::Answers { settings: Arc::new(settings.clone()) },
-                ),
-            ],
-            routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &faucet)),
+            consumers,
+            routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &faucet, &node_data)),
             openapi: routes::Api::openapi(),
             background: {
                 // One instance follows the chain and sends at a time (the `chain` lease).

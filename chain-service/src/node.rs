@@ -193,18 +193,33 @@ impl Node {
 
     /// `address`'s native balance at the head, in wei.
     pub async fn balance(&self, address: Address) -> Result<u128, NodeError> {
-        let wei = self.provider.get_balance(address).latest().await.map_err(node_error)?;
+        self.balance_at(address, BlockNumberOrTag::Latest).await
+    }
+
+    /// `address`'s native balance at `block`, in wei.
+    pub async fn balance_at(&self, address: Address, block: BlockNumberOrTag) -> Result<u128, NodeError> {
+        let wei = self.provider.get_balance(address).block_id(block.into()).await.map_err(node_error)?;
         u128::try_from(wei).map_err(|_| NodeError(format!("{address}: a balance beyond 128 bits")))
     }
 
-    /// `owner`'s balance of `token`, in token units.
+    /// `owner`'s balance of `token` at the head, in token units.
     pub async fn token_balance(&self, token: Address, owner: Address) -> Result<u128, NodeError> {
+        self.token_balance_at(token, owner, BlockNumberOrTag::Latest).await
+    }
+
+    /// `owner`'s balance of `token` at `block`, in token units.
+    pub async fn token_balance_at(
+        &self,
+        token: Address,
+        owner: Address,
+        block: BlockNumberOrTag,
+    ) -> Result<u128, NodeError> {
         use alloy::network::TransactionBuilder;
         use alloy::sol_types::SolCall;
         let call = Erc20::balanceOfCall { owner };
         let request =
             alloy::rpc::types::TransactionRequest::default().with_to(token).with_input(call.abi_encode());
-        let answer = self.provider.call(request).await.map_err(node_error)?;
+        let answer = self.provider.call(request).block(block.into()).await.map_err(node_error)?;
         let units = Erc20::balanceOfCall::abi_decode_returns(&answer).map_err(node_error)?;
         u128::try_from(units).map_err(|_| NodeError(format!("{token}: a balance beyond 128 bits")))
     }

@@ -22,6 +22,7 @@ use alloy::eips::eip2718::Encodable2718;
 use alloy::network::TxSignerSync;
 use alloy::primitives::{Address, TxKind, U256};
 use alloy::signers::local::PrivateKeySigner;
+use alloy::sol_types::SolCall;
 use bourse_common::db::{Db, DbConnection, DbError};
 use bourse_common::faults::Faults;
 use bourse_common::now_micros;
@@ -31,12 +32,13 @@ use uuid::Uuid;
 
 use crate::PRODUCER;
 use crate::domain::{self, TxPurpose, TxStatus};
-use crate::node::{Broadcast, Node};
+use crate::node::{self, Broadcast, Erc20, Node};
 use crate::rounds::{self, Leader, RoundError};
 use crate::settings::Settings;
 use crate::storage::{self, Intent, TxRow};
 use crate::wallets::Wallets;
-use crate::withdrawals;
+use crate::settings::Asset;
+use crate::{settlement, withdrawals};
 
 /// Transactions taken per status and round.
 const BATCH: i64 = 100;
@@ -47,8 +49,10 @@ pub fn task(settings: Settings, node: Node, wallets: Wallets, leader: Arc<Leader
     Box::new(move |bus, shutdown| {
         // Checked when the service was put together (`Settings::validate_assets`).
         let gas = settings.gas_signer().ok().flatten();
+        let clearing = settings.clearing_signer().ok().flatten();
         let (db, faults) = (bus.db.clone(), bus.faults.clone());
-        let pipeline = Pipeline { settings, node, wallets, gas, db, faults, leader };
+        let settings = Arc::new(settings);
+        let pipeline = Pipeline { settings, node, wallets, gas, clearing, db, faults, leader };
         let health = bus.metrics.component("sender");
         Box::pin(async move {
             let interval = Duration::from_millis(pipeline.settings.poll_interval_ms.max(10));
@@ -59,11 +63,13 @@ pub fn task(settings: Settings, node: Node, wallets: Wallets, leader: Arc<Leader
 }
 
 struct Pipeline {
-    settings: Settings,
+    settings: Arc<Settings>,
     node: Node,
     wallets: Wallets,
-    /// The gas wallet, paying token transfers' gas.
+    /// The gas wallet, paying token transfers' and settlement transactions' gas.
     gas: Option<PrivateKeySigner>,
+    /// The clearing wallet and the fee wallet's address, when trades settle on chain.
+    clearing: Option<(PrivateKeySigner, Address)>,
     db: Db,
     faults: Arc<Faults>,
     leader: Arc<Leader>,
@@ -80,6 +86,11 @@ enum Told {
 
 impl Pipeline {
     async fn round(&self) -> Result<bool, RoundError> {
+        if let Some((clearing, fees)) = &self.clearing {
+            let wallets = settlement::Wallets { clearing: clearing.address(), fees: *fees };
+            let settings = self.settings.clone();
+            self.db.write(move |c| settlement::round(c, &settings, wallets)).await?;
+        }
         for tx in self.load(TxStatus::Queued).await? {
             self.sign(tx).await?;
         }
@@ -113,6 +124,13 @@ impl Pipeline {
                 .clone()
                 .ok_or_else(|| RoundError::Config("no gas wallet (settings.gas_key)".into()));
         }
+        if tx.user_id == domain::CLEARING_OWNER {
+            return self
+                .clearing
+                .as_ref()
+                .map(|(signer, _)| signer.clone())
+                .ok_or_else(|| RoundError::Config("no clearing wallet (settings.settlement.clearing_key)".into()));
+        }
         let user = Uuid::parse_str(&tx.user_id).map_err(|e| RoundError::Config(e.to_string()))?;
         let wallet = self.db.read(move |c| storage::wallet_of(c, user).map_err(DbError::from)).await?;
         let wallet = wallet.ok_or_else(|| RoundError::Config(format!("transaction {}: no wallet", tx.id)))?;
@@ -139,6 +157,10 @@ impl Pipeline {
         let base_fee = self.node.base_fee().await?;
         let (max_fee, tip) = domain::first_fees(base_fee, self.settings.withdrawals.priority_fee_wei.into());
         let gas_cost = u128::from(gas).saturating_mul(max_fee);
+        if tx.purpose == TxPurpose::Settlement && !self.gas_paid(&tx).await? {
+            // Never from what the wallet holds for its user: the chain would fall short of the ledger.
+            return self.pay_gas(tx, gas_cost).await;
+        }
         let eth_held = self.node.balance(address).await?;
         if let (Some(token), Some(amount)) = (&tx.token, &tx.token_amount) {
             let token: Address = token.parse().map_err(|e| RoundError::Config(format!("{e}")))?;
@@ -201,6 +223,13 @@ impl Pipeline {
             return Err(RoundError::Crashed);
         }
         self.broadcast(next).await
+    }
+
+    /// Has the gas wallet's payment for `tx` arrived (in a block)?
+    async fn gas_paid(&self, tx: &TxRow) -> Result<bool, RoundError> {
+        let id = tx.id.clone();
+        let payments = self.db.read(move |c| storage::gas_payments(c, &id).map_err(DbError::from)).await?;
+        Ok(payments.iter().any(|p| matches!(p.status, TxStatus::Mined | TxStatus::Confirmed)))
     }
 
     /// `tx` cannot be paid from its wallet: a final failure, with `why`.
@@ -432,7 +461,8 @@ impl Pipeline {
                 let now = next.updated_at;
                 match (next.purpose, told) {
                     // The gas wallet's payments are followed by the transfer waiting for them.
-                    (TxPurpose::Gas, _) | (_, Told::Nothing) => {}
+                    // A settlement window follows its transactions in its own round.
+                    (TxPurpose::Gas | TxPurpose::Settlement, _) | (_, Told::Nothing) => {}
                     (TxPurpose::Withdrawal, Told::Sent) => withdrawals::sent(c, &next, now, &mut out)?,
                     (TxPurpose::Withdrawal, Told::Confirmed) => {
                         withdrawals::confirmed(c, &next, now, &mut out)?
@@ -444,6 +474,37 @@ impl Pipeline {
             })
             .await?;
         Ok(stored)
+    }
+}
+
+/// The transaction moving `units` of `asset` from `from` to `to`, no nonce
+/// yet: the amount in wei, or a token's `transfer` of it.
+pub fn transfer_intent(
+    id: String,
+    purpose: TxPurpose,
+    user_id: &str,
+    from: Address,
+    asset: &Asset,
+    to: Address,
+    units: u128,
+) -> Intent {
+    let (to, value, input, token) = match asset.token {
+        None => (to, units, String::new(), None),
+        Some(token) => {
+            let call = Erc20::transferCall { to, value: U256::from(units) };
+            (token, 0, alloy::hex::encode_prefixed(call.abi_encode()), Some((node::key(&token), units)))
+        }
+    };
+    Intent {
+        id,
+        purpose,
+        user_id: user_id.to_string(),
+        from_address: from.to_checksum(None),
+        to_address: to.to_checksum(None),
+        value,
+        input,
+        gas_limit: asset.transfer_gas,
+        token,
     }
 }
 

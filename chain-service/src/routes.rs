@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use crate::PRODUCER;
 use crate::domain::{self, WithdrawalError, WithdrawalStatus};
-use crate::node::Faucet;
+use crate::domain::WindowStatus;
+use crate::holdings::{FailedWindow, Holding, Holdings, InFlight};
+use crate::node::{Faucet, Node};
 use crate::settings::{Asset, Settings};
 use crate::storage::{self, DepositRow, TxRow, WithdrawalRow};
 
@@ -163,20 +165,25 @@ impl Withdrawal {
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(wallets, deposits, faucet_deposit, request_withdrawal, withdrawals, withdrawal),
+    paths(wallets, deposits, faucet_deposit, request_withdrawal, withdrawals, withdrawal, holdings, windows),
     components(schemas(
         Wallet, Deposit, Page<Deposit>, FaucetRequest, FaucetTransfer, WithdrawalRequest, Withdrawal,
-        Page<Withdrawal>, WithdrawalStatus
+        Page<Withdrawal>, WithdrawalStatus, Holdings, Holding, InFlight, FailedWindow, Window, WindowTx, Page<Window>,
+        WindowStatus
     )),
     tags(
         (name = "wallets", description = "deposit addresses and deposits on the chain"),
         (name = "withdrawals", description = "withdrawals to addresses on the chain"),
+        (name = "admin", description = "the custodial wallets on chain against the ledger; settlement windows"),
     )
 )]
 pub struct Api;
 
-pub fn configure(cfg: &mut web::ServiceConfig, faucet: &web::Data<Option<Faucet>>) {
+pub fn configure(cfg: &mut web::ServiceConfig, faucet: &web::Data<Option<Faucet>>, node: &web::Data<Node>) {
     cfg.app_data(faucet.clone())
+        .app_data(node.clone())
+        .route("/api/admin/chain/holdings", web::get().to(holdings))
+        .route("/api/admin/chain/settlements", web::get().to(windows))
         .route("/api/users/me/wallets", web::get().to(wallets))
         .route("/api/users/me/wallets/faucet", web::post().to(faucet_deposit))
         .route("/api/users/me/deposits", web::get().to(deposits))
@@ -552,4 +559,112 @@ pub async fn withdrawal(
         .await?;
     let (w, tx, head) = found.ok_or_else(not_found)?;
     Ok(HttpResponse::Ok().json(Withdrawal::new(w, tx, head, settings.confirmations)?))
+}
+
+/// Every custodial wallet's balance on chain, per asset, at the block the
+/// watcher last read, with what is in flight between it and the ledger (the
+/// audit compares it with the ledger: `on_chain = ledger + in_flight`).
+#[utoipa::path(
+    get,
+    path = "/api/admin/chain/holdings",
+    tag = "admin",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Holdings),
+        (status = 403, description = "not an administrator", body = bourse_common::error::ErrorBody),
+        (status = 503, description = "no block read yet, or the node does not answer", body = bourse_common::error::ErrorBody),
+    )
+)]
+pub async fn holdings(
+    caller: Caller,
+    db: web::Data<Db>,
+    node: web::Data<Node>,
+    settings: web::Data<Settings>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let holdings = crate::holdings::read(&db, &node, &settings)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("the holdings cannot be read now: {e}")))?;
+    Ok(HttpResponse::Ok().json(holdings))
+}
+
+/// A settlement window: its trades, where it stands, and its transactions.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Window {
+    pub id: String,
+    pub status: WindowStatus,
+    pub trades: i32,
+    /// Why it failed.
+    pub reason: Option<String>,
+    pub opened_at: chrono::DateTime<chrono::Utc>,
+    pub closed_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub settled_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Its transactions: `settle:<window>:<owner>:<currency>`, status and hash.
+    pub transactions: Vec<WindowTx>,
+}
+
+/// One transaction of a window.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct WindowTx {
+    pub id: String,
+    pub from: String,
+    pub status: String,
+    pub tx_hash: Option<String>,
+    pub block_number: Option<i64>,
+}
+
+/// The settlement windows, newest first (administrators).
+#[utoipa::path(
+    get,
+    path = "/api/admin/chain/settlements",
+    tag = "admin",
+    params(PageQuery),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Page<Window>),
+        (status = 403, description = "not an administrator", body = bourse_common::error::ErrorBody),
+    )
+)]
+pub async fn windows(
+    caller: Caller,
+    db: web::Data<Db>,
+    page: web::Query<PageQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    let (number, per_page, offset) = page.into_inner().resolve()?;
+    let (rows, total) = db
+        .read(move |c| {
+            let (windows, total) = storage::windows_page(c, per_page, offset)?;
+            let mut out = Vec::new();
+            for w in windows {
+                let txs = storage::window_txs(c, &w.id)?;
+                out.push((w, txs));
+            }
+            Ok::<_, DbError>((out, total))
+        })
+        .await?;
+    let at = |t: Option<i64>| t.map(bourse_common::micros_to_time);
+    let items = rows
+        .into_iter()
+        .map(|(w, txs)| Window {
+            transactions: txs
+                .into_iter()
+                .map(|t| WindowTx {
+                    id: t.id,
+                    from: t.from_address,
+                    status: t.status.to_string(),
+                    tx_hash: t.tx_hash,
+                    block_number: t.block_number,
+                })
+                .collect(),
+            id: w.id,
+            status: w.status,
+            trades: w.trades,
+            reason: w.reason,
+            opened_at: bourse_common::micros_to_time(w.opened_at),
+            closed_at: at(w.closed_at),
+            settled_at: at(w.settled_at),
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(PageOf { page: number, per_page, total }.with(items)))
 }

@@ -47,7 +47,34 @@ pub struct Settings {
     /// The most one faucet call sends, per currency (a chain currency missing here: none).
     pub faucet_max: BTreeMap<String, Decimal>,
     pub withdrawals: WithdrawalSettings,
+    pub settlement: SettlementSettings,
     pub reference: ReferenceData,
+}
+
+/// Trades mirrored on the chain (`CHAIN__SETTINGS__SETTLEMENT__*`): each
+/// window's net per wallet and asset moves through the clearing wallet.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SettlementSettings {
+    /// Off: trades settle in the ledger alone (a stack whose chain
+    /// currencies also come from ledger top-ups cannot mirror them).
+    pub enabled: bool,
+    /// A window closes this long after its first trade...
+    pub window_ms: u64,
+    /// ... or at this many trades, whichever comes first.
+    pub window_trades: u32,
+    /// The clearing wallet: collects what each window's payers owe, then pays
+    /// the receivers and the fee wallet. Required when enabled.
+    pub clearing_key: Option<Secret>,
+    /// Where the trading fees go on chain (a wallet of the treasury; only its
+    /// address is needed here). Required when enabled.
+    pub fee_address: Option<Address>,
+}
+
+impl Default for SettlementSettings {
+    fn default() -> Self {
+        Self { enabled: false, window_ms: 10_000, window_trades: 500, clearing_key: None, fee_address: None }
+    }
 }
 
 /// An ERC-20 token on the chain, held in the ledger as `currency` (a new
@@ -144,6 +171,7 @@ impl Default for Settings {
                 ("USDT".into(), Decimal::from(100_000)),
             ]),
             withdrawals: WithdrawalSettings::default(),
+            settlement: SettlementSettings::default(),
             reference: ReferenceData::default(),
         }
     }
@@ -199,7 +227,29 @@ impl Settings {
             );
         }
         self.gas_signer()?;
+        self.clearing_signer()?;
         Ok(())
+    }
+
+    /// The clearing wallet's signer and the fee wallet's address, when
+    /// settlement on chain is on (both required then, with a gas wallet).
+    pub fn clearing_signer(&self) -> anyhow::Result<Option<(PrivateKeySigner, Address)>> {
+        let s = &self.settlement;
+        if !s.enabled {
+            return Ok(None);
+        }
+        let key = s.clearing_key.as_ref().ok_or_else(|| {
+            anyhow::anyhow!("settings.settlement.clearing_key is required when settlement is enabled")
+        })?;
+        let signer = key.expose().parse().map_err(|e| anyhow::anyhow!("settings.settlement.clearing_key: {e}"))?;
+        let fees = s.fee_address.ok_or_else(|| {
+            anyhow::anyhow!("settings.settlement.fee_address is required when settlement is enabled")
+        })?;
+        anyhow::ensure!(
+            self.gas_key.is_some(),
+            "settlement on chain needs a gas wallet (settings.gas_key): it pays every settlement transaction's gas"
+        );
+        Ok(Some((signer, fees)))
     }
 
     /// The master key, or why the service cannot start without one.

@@ -7,9 +7,9 @@ use bourse_common::money::Amount;
 use diesel::prelude::*;
 use uuid::Uuid;
 
-use crate::domain::{DepositStatus, TxPurpose, TxStatus, WithdrawalStatus};
+use crate::domain::{DepositStatus, TxPurpose, TxStatus, WindowStatus, WithdrawalStatus};
 
-bourse_common::stored_as_text!(DepositStatus, WithdrawalStatus, TxStatus, TxPurpose);
+bourse_common::stored_as_text!(DepositStatus, WithdrawalStatus, TxStatus, TxPurpose, WindowStatus);
 
 diesel::table! {
     wallets (user_id) {
@@ -104,6 +104,30 @@ diesel::table! {
     chain_nonces (address) {
         address -> Text,
         next_nonce -> BigInt,
+    }
+}
+
+diesel::table! {
+    settlement_windows (id) {
+        id -> Text,
+        status -> Text,
+        trades -> Integer,
+        reason -> Nullable<Text>,
+        opened_at -> BigInt,
+        closed_at -> Nullable<BigInt>,
+        settled_at -> Nullable<BigInt>,
+        updated_at -> BigInt,
+    }
+}
+
+diesel::table! {
+    settlement_legs (trade_id, order_id, owner, currency) {
+        trade_id -> Text,
+        order_id -> Text,
+        owner -> Text,
+        currency -> Text,
+        delta -> Text,
+        window_id -> Text,
     }
 }
 
@@ -517,4 +541,173 @@ pub fn set_next_nonce(conn: &mut DbConnection, address: &str, next: i64) -> Quer
             .execute(c))?;
     }
     Ok(())
+}
+
+/// Every transaction `from` or `to` one of the addresses, in a block at or
+/// before `block` (mined, confirmed, or reverted there): what the chain moved.
+pub fn txs_mined_up_to(conn: &mut DbConnection, block: i64) -> QueryResult<Vec<TxRow>> {
+    chain_txs::table
+        .filter(chain_txs::block_number.le(block))
+        .filter(chain_txs::status.eq_any([TxStatus::Mined, TxStatus::Confirmed, TxStatus::Failed]))
+        .select(TxRow::as_select())
+        .load(conn)
+}
+
+/// Every deposit in a block at or before `block`, whatever its status.
+pub fn deposits_up_to(conn: &mut DbConnection, block: i64) -> QueryResult<Vec<DepositRow>> {
+    deposits::table.filter(deposits::block_number.le(block)).select(DepositRow::as_select()).load(conn)
+}
+
+/// Every withdrawal (few: an audit reads them all).
+pub fn all_withdrawals(conn: &mut DbConnection) -> QueryResult<Vec<WithdrawalRow>> {
+    withdrawals::table.select(WithdrawalRow::as_select()).load(conn)
+}
+
+/// A settlement window as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = settlement_windows, treat_none_as_null = true)]
+pub struct WindowRow {
+    pub id: String,
+    pub status: WindowStatus,
+    pub trades: i32,
+    pub reason: Option<String>,
+    pub opened_at: i64,
+    pub closed_at: Option<i64>,
+    pub settled_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// One side of a settled trade in one chain currency (`owner`: a user's id, or `fees`).
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable)]
+#[diesel(table_name = settlement_legs)]
+pub struct LegRow {
+    pub trade_id: String,
+    pub order_id: String,
+    pub owner: String,
+    pub currency: String,
+    pub delta: Amount,
+    pub window_id: String,
+}
+
+/// Makes the calling transaction the only one adding legs to, or closing, windows.
+pub fn lock_windows(conn: &mut DbConnection) -> QueryResult<()> {
+    /// "sttl" in ASCII.
+    const WINDOWS: i32 = 0x7374_746c;
+    bourse_common::db::lock_key(conn, WINDOWS, "windows")
+}
+
+/// The window taking trades, if one is open.
+pub fn open_window(conn: &mut DbConnection) -> QueryResult<Option<WindowRow>> {
+    settlement_windows::table
+        .filter(settlement_windows::status.eq(WindowStatus::Open))
+        .order(settlement_windows::opened_at)
+        .select(WindowRow::as_select())
+        .first(conn)
+        .optional()
+}
+
+pub fn insert_window(conn: &mut DbConnection, row: &WindowRow) -> QueryResult<()> {
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(settlement_windows::table).values(row).execute(c))?;
+    Ok(())
+}
+
+pub fn window(conn: &mut DbConnection, id: &str) -> QueryResult<Option<WindowRow>> {
+    settlement_windows::table.find(id).select(WindowRow::as_select()).first(conn).optional()
+}
+
+/// The windows in `statuses`, oldest first.
+pub fn windows_in(conn: &mut DbConnection, statuses: &[WindowStatus]) -> QueryResult<Vec<WindowRow>> {
+    settlement_windows::table
+        .filter(settlement_windows::status.eq_any(statuses))
+        .order((settlement_windows::opened_at, settlement_windows::id))
+        .select(WindowRow::as_select())
+        .load(conn)
+}
+
+/// Every window, newest first, and how many there are.
+pub fn windows_page(conn: &mut DbConnection, limit: i64, offset: i64) -> QueryResult<(Vec<WindowRow>, i64)> {
+    let total = settlement_windows::table.count().get_result(conn)?;
+    let rows = settlement_windows::table
+        .order((settlement_windows::opened_at.desc(), settlement_windows::id.desc()))
+        .limit(limit)
+        .offset(offset)
+        .select(WindowRow::as_select())
+        .load(conn)?;
+    Ok((rows, total))
+}
+
+/// Moves a window on from `from` (`false`: it is elsewhere, nothing written).
+pub fn set_window_status(
+    conn: &mut DbConnection,
+    id: &str,
+    from: WindowStatus,
+    to: WindowStatus,
+    reason: Option<&str>,
+    now: i64,
+) -> QueryResult<bool> {
+    let closed = (to == WindowStatus::Collecting).then_some(now);
+    let settled = (to == WindowStatus::Settled).then_some(now);
+    let changed = diesel::update(
+        settlement_windows::table.find(id).filter(settlement_windows::status.eq(from)),
+    )
+    .set((
+        settlement_windows::status.eq(to),
+        settlement_windows::reason.eq(reason),
+        settlement_windows::updated_at.eq(now),
+    ))
+    .execute(conn)?;
+    if let Some(at) = closed {
+        diesel::update(settlement_windows::table.find(id)).set(settlement_windows::closed_at.eq(at)).execute(conn)?;
+    }
+    if let Some(at) = settled {
+        diesel::update(settlement_windows::table.find(id)).set(settlement_windows::settled_at.eq(at)).execute(conn)?;
+    }
+    Ok(changed == 1)
+}
+
+/// Adds a trade side's legs to `window` (a side already recorded is left as
+/// it is: `false`) and counts the trade once.
+pub fn insert_legs(conn: &mut DbConnection, window: &str, legs: &[LegRow]) -> QueryResult<bool> {
+    let Some(first) = legs.first() else { return Ok(false) };
+    let recorded: i64 = settlement_legs::table
+        .filter(settlement_legs::trade_id.eq(&first.trade_id))
+        .filter(settlement_legs::order_id.eq(&first.order_id))
+        .count()
+        .get_result(conn)?;
+    if recorded > 0 {
+        return Ok(false);
+    }
+    let new_trade: i64 =
+        settlement_legs::table.filter(settlement_legs::trade_id.eq(&first.trade_id)).count().get_result(conn)?;
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(settlement_legs::table).values(legs).execute(c))?;
+    if new_trade == 0 {
+        diesel::update(settlement_windows::table.find(window))
+            .set(settlement_windows::trades.eq(settlement_windows::trades + 1))
+            .execute(conn)?;
+    }
+    Ok(true)
+}
+
+/// The legs of `window`.
+pub fn legs_of(conn: &mut DbConnection, window: &str) -> QueryResult<Vec<LegRow>> {
+    settlement_legs::table.filter(settlement_legs::window_id.eq(window)).select(LegRow::as_select()).load(conn)
+}
+
+/// Every leg (an audit reads them).
+pub fn all_legs(conn: &mut DbConnection) -> QueryResult<Vec<LegRow>> {
+    settlement_legs::table.select(LegRow::as_select()).load(conn)
+}
+
+/// The transactions of a window (ids `settle:<window>:...`).
+pub fn window_txs(conn: &mut DbConnection, window: &str) -> QueryResult<Vec<TxRow>> {
+    chain_txs::table
+        .filter(chain_txs::purpose.eq(TxPurpose::Settlement))
+        .filter(chain_txs::id.like(format!("settle:{window}:%")))
+        .select(TxRow::as_select())
+        .load(conn)
+}
+
+/// Every settlement transaction.
+pub fn settlement_txs(conn: &mut DbConnection) -> QueryResult<Vec<TxRow>> {
+    chain_txs::table.filter(chain_txs::purpose.eq(TxPurpose::Settlement)).select(TxRow::as_select()).load(conn)
 }

@@ -6,7 +6,7 @@
 //! chain (else a reorg: go back to the fork and forget what was read above
 //! it); read the next blocks, each in one transaction with the deposits to
 //! users' wallets in it (`pending`: native transfers, and `Transfer` logs of
-//! the configured tokens; not the gas wallet's payments of gas); then credit, in one transaction with
+//! the configured tokens; not what the gas or clearing wallet sends); then credit, in one transaction with
 //! its `deposit.confirmed`, every pending deposit with its confirmations.
 //!
 //! A reorg forgets the blocks above the fork: their pending deposits are
@@ -42,13 +42,15 @@ pub fn task(settings: Settings, node: Node, leader: Arc<Leader>) -> BackgroundTa
         let db = bus.db.clone();
         let health = bus.metrics.component("chain");
         let tokens = settings.tokens.iter().map(|t| t.address).collect();
-        let gas_wallet = settings.gas_signer().ok().flatten().map(|s| node::key(&s.address()));
+        let gas = settings.gas_signer().ok().flatten().map(|s| s.address());
+        let clearing = settings.clearing_signer().ok().flatten().map(|(s, _)| s.address());
+        let exchange = gas.into_iter().chain(clearing).map(|a| node::key(&a)).collect();
         let watcher = Watcher {
             settings,
             node,
             db,
             tokens,
-            gas_wallet,
+            exchange,
             chain_checked: AtomicBool::new(false),
             credited_at: AtomicU64::new(u64::MAX),
         };
@@ -66,8 +68,9 @@ struct Watcher {
     db: Db,
     /// The tokens' contracts, whose `Transfer` logs are read.
     tokens: Vec<alloy::primitives::Address>,
-    /// The gas wallet's address (lower-case hex): what it sends is not a deposit.
-    gas_wallet: Option<String>,
+    /// The exchange's own sending wallets (gas, clearing; lower-case hex):
+    /// what they send a user's wallet is the exchange's gas or a settlement, not a deposit.
+    exchange: Vec<String>,
     /// The node serves the configured chain (asked once per run).
     chain_checked: AtomicBool,
     /// The head the last credit pass ran at: another pass at the same head
@@ -153,8 +156,7 @@ impl Watcher {
         let mut deposits = Vec::new();
         for t in &block.transfers {
             let Some(user) = watched.get(&t.to) else { continue };
-            if t.token.is_none() && self.gas_wallet.as_deref() == Some(t.from.as_str()) {
-                // The gas wallet paying a token withdrawal's gas: the exchange's ETH, not a deposit.
+            if self.exchange.contains(&t.from) {
                 continue;
             }
             let asset = match &t.token {

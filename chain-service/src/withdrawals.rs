@@ -14,8 +14,7 @@
 
 use std::sync::Arc;
 
-use alloy::primitives::{Address, U256};
-use alloy::sol_types::SolCall;
+use alloy::primitives::Address;
 use bourse_common::catalog::{
     WithdrawalConfirmed, WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
@@ -27,9 +26,9 @@ use bourse_common::outbox::Emitter;
 use uuid::Uuid;
 
 use crate::domain::{self, TxPurpose, WithdrawalStatus};
-use crate::node::{self, Erc20};
+use crate::pipeline::transfer_intent;
 use crate::settings::{Asset, Settings};
-use crate::storage::{self, Intent, TxRow, WithdrawalRow};
+use crate::storage::{self, TxRow, WithdrawalRow};
 
 bourse_common::inbound! {
     /// What the queue `chain-service.payments` takes (from payment-service).
@@ -107,25 +106,8 @@ fn intent(
     let units =
         domain::to_units(w.amount.value(), asset.decimals).ok_or_else(|| permanent("no chain amount"))?;
     let to: Address = w.address.parse().map_err(|_| permanent("not an address"))?;
-    let (to, value, input, token) = match asset.token {
-        None => (w.address.clone(), units, String::new(), None),
-        Some(token) => {
-            let call = Erc20::transferCall { to, value: U256::from(units) };
-            let input = alloy::hex::encode_prefixed(call.abi_encode());
-            (token.to_checksum(None), 0, input, Some((node::key(&token), units)))
-        }
-    };
-    let intent = Intent {
-        id: w.id.clone(),
-        purpose: TxPurpose::Withdrawal,
-        user_id: w.user_id.clone(),
-        from_address: wallet.address,
-        to_address: to,
-        value,
-        input,
-        gas_limit: asset.transfer_gas,
-        token,
-    };
+    let from: Address = wallet.address.parse().map_err(|_| permanent("the wallet's address"))?;
+    let intent = transfer_intent(w.id.clone(), TxPurpose::Withdrawal, &w.user_id, from, asset, to, units);
     Ok(TxRow::queued(intent, now))
 }
 

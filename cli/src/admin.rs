@@ -28,8 +28,9 @@ fn redact(url: &str) -> String {
 /// `bourse audit`: runs payment-service's audit on its database at
 /// `database` and the event log at `amqp_url`, and keeps the report (a
 /// report with discrepancies raises `audit.failed` through payment-service's
-/// outbox). The settings (fee rates, reference data) are payment-service's
-/// configuration: its defaults, `config` (a TOML file) and `PAYMENT__*`.
+/// outbox). The settings (fee rates, reference data, `chain_service_url`
+/// with `security.internal_secret` to reconcile the chain) are
+/// payment-service's configuration: its defaults, `config` (a TOML file) and `PAYMENT__*`.
 pub async fn audit(
     database: &str,
     amqp_url: &str,
@@ -49,6 +50,7 @@ pub async fn audit(
         faults: Default::default(),
         metrics: Default::default(),
     };
-    let auditor = payment_service::audit::Auditor { settings: config.settings, bus };
+    let chain = payment_service::audit::ChainSource::of(&config);
+    let auditor = payment_service::audit::Auditor { settings: config.settings, bus, chain };
     Ok(auditor.audit().await?)
 }

@@ -27,6 +27,14 @@ use order_service::OrderService;
 use payment_service::PaymentService;
 use serde::{Deserialize, Serialize};
 
+impl StackOptions {
+    /// Chain currencies only from the dev chain (no ledger top-ups of them):
+    /// trades settle on chain, and the audit reconciles the wallets.
+    pub fn settles_on_chain(&self) -> bool {
+        self.dev_chain.is_some() && !self.top_up_chain_currencies
+    }
+}
+
 /// Where the stack keeps its data and finds its broker.
 #[derive(Debug, Clone)]
 pub struct StackOptions {
@@ -72,6 +80,13 @@ pub struct StackSecrets {
     /// file written before it existed, and kept from then on.
     #[serde(default)]
     pub wallet_master_key: Option<Secret>,
+    /// The clearing wallet's key (settlement on chain), added likewise.
+    #[serde(default)]
+    pub clearing_key: Option<Secret>,
+    /// The fee wallet's key: the trading fees arrive at its address (only
+    /// the address is given to chain-service), added likewise.
+    #[serde(default)]
+    pub fee_wallet_key: Option<Secret>,
 }
 
 /// Where `bourse up` keeps its secrets, in its data folder.
@@ -85,7 +100,15 @@ impl StackSecrets {
             password_reset_key: Secret::random(),
             internal_secret: Secret::random(),
             wallet_master_key: Some(Secret::random()),
+            clearing_key: Some(Secret::random()),
+            fee_wallet_key: Some(Secret::random()),
         }
+    }
+
+    /// The fee wallet's address.
+    pub fn fee_address(&self) -> Option<alloy::primitives::Address> {
+        let key = self.fee_wallet_key.as_ref()?;
+        key.expose().parse::<alloy::signers::local::PrivateKeySigner>().ok().map(|s| s.address())
     }
 
     /// The secrets kept in `dir` ([`SECRETS_FILE`], readable by its owner
@@ -97,8 +120,16 @@ impl StackSecrets {
             Ok(bytes) => {
                 let mut secrets: Self = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{} does not hold the stack's secrets", path.display()))?;
-                if secrets.wallet_master_key.is_none() {
-                    secrets.wallet_master_key = Some(Secret::random());
+                let missing = [
+                    &mut secrets.wallet_master_key,
+                    &mut secrets.clearing_key,
+                    &mut secrets.fee_wallet_key,
+                ]
+                .into_iter()
+                .filter(|s| s.is_none())
+                .map(|s| *s = Some(Secret::random()))
+                .count();
+                if missing > 0 {
                     secrets.write(&path, false)?;
                 }
                 Ok(secrets)
@@ -278,20 +309,6 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     let mut stack = Starting::default();
     stack.start::<OrderService>(options, |_| {}).await?;
     stack
-        .start::<PaymentService>(options, |c| {
-            if options.faucet {
-                c.settings.top_up_enabled = true;
-            }
-            if options.dev_chain.is_some()
-                && !options.top_up_chain_currencies
-                && c.settings.on_chain_currencies.is_empty()
-            {
-                c.settings.on_chain_currencies = vec!["ETH".into(), "USDT".into()];
-            }
-        })
-        .await?;
-    stack.start::<MatchingService>(options, |_| {}).await?;
-    stack
         .start::<ChainService>(options, |c| {
             if let Some(chain) = &options.dev_chain {
                 c.settings.rpc_url = chain.rpc_url.clone();
@@ -309,8 +326,31 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
             if c.settings.wallet_master_key.is_none() {
                 c.settings.wallet_master_key = options.secrets.wallet_master_key.clone();
             }
+            if options.settles_on_chain() {
+                // ETH and USDT come only from the chain: trades follow them there.
+                let s = &mut c.settings.settlement;
+                s.enabled = true;
+                s.clearing_key = s.clearing_key.take().or_else(|| options.secrets.clearing_key.clone());
+                s.fee_address = s.fee_address.or_else(|| options.secrets.fee_address());
+            }
         })
         .await?;
+    let chain_url = stack.services.last().map(|s| s.url()).unwrap_or_default();
+    stack
+        .start::<PaymentService>(options, |c| {
+            if options.faucet {
+                c.settings.top_up_enabled = true;
+            }
+            if options.settles_on_chain() {
+                if c.settings.on_chain_currencies.is_empty() {
+                    c.settings.on_chain_currencies = vec!["ETH".into(), "USDT".into()];
+                }
+                // The audit reconciles the wallets on chain with the ledger.
+                c.settings.chain_service_url.get_or_insert(chain_url);
+            }
+        })
+        .await?;
+    stack.start::<MatchingService>(options, |_| {}).await?;
     stack
         .start::<NotifyService>(options, |c| {
             if let Some(smtp) = &options.smtp {

@@ -108,6 +108,27 @@ impl InternalSecret {
         self.mac(fields).map(|m| hex(&m.finalize().into_bytes())).unwrap_or_default()
     }
 
+    /// The headers of a request one service makes to another as an
+    /// administrator (the audit reading chain-service's holdings): the nil
+    /// user, the admin role, and the proof the gateway would give it.
+    pub fn admin_headers(&self, method: &str, path_and_query: &str) -> Vec<(&'static str, String)> {
+        let user = Uuid::nil().to_string();
+        let request_id = Uuid::now_v7().to_string();
+        let fields = ProofFields {
+            method,
+            path_and_query,
+            user: &user,
+            role: Role::Admin.as_str(),
+            request_id: &request_id,
+            timestamp: chrono::Utc::now().timestamp(),
+        };
+        let proof = GatewayProof::headers(self, &fields);
+        let mut headers =
+            vec![(USER_ID_HEADER, user.clone()), (ROLE_HEADER, Role::Admin.to_string()), (REQUEST_ID_HEADER, request_id.clone())];
+        headers.extend(proof);
+        headers
+    }
+
     /// Whether `signature` is this secret's MAC of `fields` (constant time).
     pub fn verify(&self, fields: &ProofFields<'_>, signature: &str) -> bool {
         use blake2::digest::Mac;

@@ -192,6 +192,29 @@ pub struct WithdrawalFailed {
 }
 message!(WithdrawalFailed, "withdrawal.failed", Event);
 
+/// A user's part of a settlement window is confirmed on chain (chain-service):
+/// their trades of the window, netted per currency, moved between their
+/// custodial wallet and the clearing wallet. Correlation: the window id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettlementConfirmed {
+    pub window_id: Uuid,
+    pub user_id: Uuid,
+    /// The user's trades in the window.
+    pub trades: u32,
+    pub legs: Vec<SettlementLeg>,
+}
+message!(SettlementConfirmed, "settlement.confirmed", Event);
+
+/// One currency of a user's settlement: the net the wallet sent (negative)
+/// or received (positive), in its transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SettlementLeg {
+    pub currency: String,
+    pub amount: Amount,
+    pub tx_hash: String,
+    pub block_number: u64,
+}
+
 /// An audit found discrepancies (payment-service): an alert for the
 /// administrators. Correlation: the report id (`GET /api/admin/audit`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

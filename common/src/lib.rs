@@ -42,6 +42,7 @@ pub mod error;
 pub mod eventlog;
 pub mod faults;
 pub mod feed;
+pub mod holdings;
 pub mod idempotency;
 pub mod inbox;
 pub mod lease;

@@ -145,6 +145,7 @@ pub const CHAIN: ServiceInfo = ServiceInfo {
         Route::under("/api/users/me/wallets", User),
         Route::under("/api/users/me/deposits", User),
         Route::under("/api/withdrawals", User),
+        Route::under("/api/admin/chain", Admin),
     ],
     api_doc: "/api-docs/chain-service/openapi.json",
 };

@@ -8,7 +8,7 @@
 //! (each candle as matching-service computed it after a trade, `market.candle`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
 //! where quantity `"0"` removes a level), and with a token `orders`,
-//! `balances` and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed). Books and balances are read from the service that owns their
+//! `balances` and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed; a settlement of their trades confirmed on chain). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
 //!
@@ -29,7 +29,7 @@ use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
-    Interval, MarketTrade, OrderUpdated, TradeExecuted, WithdrawalConfirmed, WithdrawalFailed,
+    Interval, MarketTrade, OrderUpdated, SettlementConfirmed, TradeExecuted, WithdrawalConfirmed, WithdrawalFailed,
     WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
 use bourse_common::config::MessagingConfig;
@@ -70,6 +70,7 @@ bourse_common::inbound! {
         WithdrawalSent(WithdrawalSent),
         WithdrawalConfirmed(WithdrawalConfirmed),
         WithdrawalFailed(WithdrawalFailed),
+        SettlementConfirmed(SettlementConfirmed),
     }
 }
 
@@ -368,6 +369,16 @@ impl Hub {
                     "amount": w.amount, "address": w.address, "reason": w.reason, "tx_hash": w.tx_hash,
                 });
                 self.publish("transfers", Some(w.user_id), &data);
+            }
+            FeedMessage::SettlementConfirmed(s) => {
+                let data = json!({
+                    "kind": "settlement", "status": "confirmed", "id": s.window_id, "trades": s.trades,
+                    "legs": s.legs.iter().map(|l| json!({
+                        "currency": l.currency, "amount": l.amount, "tx_hash": l.tx_hash,
+                        "block_number": l.block_number,
+                    })).collect::<Vec<_>>(),
+                });
+                self.publish("transfers", Some(s.user_id), &data);
             }
         }
     }

@@ -17,8 +17,16 @@
 //!    withdrawal in the ledger that the log does not have. Messages younger
 //!    than `audit_grace_ms` are in flight and not checked yet.
 //!
-//! Not yet: the chain's balances against the ledger (settlement on chain
-//! comes first).
+//! 4. **the chain against the ledger** (when `chain_service_url` is set):
+//!    for every custodial wallet and chain asset, its balance on chain at
+//!    the block chain-service names equals its owner's ledger balance
+//!    (available + reserved; the fee wallet: the `fees` account) plus what is
+//!    in flight between them (deposits not credited, withdrawals not
+//!    debited, settlement not on chain yet, the gas float); the clearing
+//!    wallet holds only what is in flight. A settlement window that failed
+//!    is a discrepancy of its own. The two sides are read a moment apart: a
+//!    difference is checked again (up to [`CHAIN_ATTEMPTS`] times, a second
+//!    apart) before it is reported.
 //!
 //! Each discrepancy names its check, the account, the expected and found
 //! values and the messages involved. The checks are pure ([`check`]); the
@@ -27,7 +35,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
+use bourse_common::auth::InternalSecret;
 use bourse_common::bus::Bus;
+use bourse_common::holdings::Holdings;
 use bourse_common::catalog::{AuditFailed, DepositConfirmed, Side, TradeExecuted, WithdrawalConfirmed};
 use bourse_common::db::{Db, DbError};
 use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
@@ -49,7 +59,8 @@ pub struct Discrepancy {
     /// `ledger_transaction_unbalanced`, `balance_differs_from_entries`,
     /// `reserved_differs_from_holds`, `currency_not_conserved`,
     /// `trade_not_settled_once`, `deposit_not_credited_once`,
-    /// `withdrawal_not_debited_once`, `ledger_movement_without_message`.
+    /// `withdrawal_not_debited_once`, `ledger_movement_without_message`,
+    /// `chain_differs_from_ledger`, `settlement_window_failed`.
     pub check: String,
     /// The account (`user:<id>:<currency>:available`, `fees:USDT`), the
     /// currency, or the ledger transaction.
@@ -89,6 +100,11 @@ pub struct Report {
     pub accounts: usize,
     pub messages: usize,
     pub totals: Vec<CurrencyTotals>,
+    /// The block the chain was read at (check 4); `None`: not reconciled
+    /// with the chain (no `chain_service_url`).
+    pub chain_block: Option<u64>,
+    /// Wallet holdings compared with the ledger (one per wallet and asset).
+    pub wallets_checked: usize,
     pub discrepancies: Vec<Discrepancy>,
 }
 
@@ -116,6 +132,13 @@ impl Report {
                 "{:<6} {:>20} {:>16} {:>20} {:>20} {:>16}\n",
                 t.currency, t.users, t.fees, t.top_ups, t.deposits, t.withdrawals
             ));
+        }
+        match self.chain_block {
+            Some(block) => out.push_str(&format!(
+                "chain: {} wallet holdings reconciled with the ledger at block {block}\n",
+                self.wallets_checked
+            )),
+            None => out.push_str("chain: not reconciled (no chain_service_url)\n"),
         }
         if self.is_clean() {
             out.push_str("clean: every check holds\n");
@@ -458,6 +481,8 @@ pub enum AuditError {
     Db(#[from] DbError),
     #[error("the event log: {0}")]
     EventLog(anyhow::Error),
+    #[error("the chain's holdings: {0}")]
+    Chain(String),
 }
 
 impl From<diesel::result::Error> for AuditError {
@@ -466,8 +491,125 @@ impl From<diesel::result::Error> for AuditError {
     }
 }
 
-/// Reads, checks, and returns the report (not stored: see [`record`]).
-pub async fn run(db: &Db, amqp_url: &str, settings: &Settings) -> Result<Report, AuditError> {
+/// How often a difference between the chain and the ledger is read again
+/// before it is reported (the two are read a moment apart).
+pub const CHAIN_ATTEMPTS: usize = 4;
+
+/// Where the audit reads the custodial wallets' holdings: chain-service,
+/// asked as an administrator with the stack's internal secret.
+#[derive(Debug, Clone)]
+pub struct ChainSource {
+    pub url: String,
+    pub secret: InternalSecret,
+}
+
+impl ChainSource {
+    /// From payment-service's configuration: `None` without a `chain_service_url`.
+    pub fn of(config: &crate::Config) -> Option<Self> {
+        let url = config.settings.chain_service_url.clone()?;
+        let secret = config.security.internal_secret.clone()?;
+        Some(Self { url, secret })
+    }
+
+    async fn holdings(&self) -> Result<Holdings, AuditError> {
+        const PATH: &str = "/api/admin/chain/holdings";
+        let client = reqwest::Client::new();
+        let mut request = client.get(format!("{}{PATH}", self.url.trim_end_matches('/'))).timeout(Duration::from_secs(30));
+        for (name, value) in self.secret.admin_headers("GET", PATH) {
+            request = request.header(name, value);
+        }
+        let chain = |e: String| AuditError::Chain(format!("chain-service at {}: {e}", self.url));
+        let answer = request.send().await.map_err(|e| chain(e.to_string()))?;
+        if !answer.status().is_success() {
+            let status = answer.status();
+            return Err(chain(format!("{status}: {}", answer.text().await.unwrap_or_default())));
+        }
+        answer.json().await.map_err(|e| chain(e.to_string()))
+    }
+}
+
+/// Check 4, pure: each wallet's holding against its owner's ledger balance
+/// (`accounts`: user -> currency -> available + reserved; `fees`: the fees
+/// account per currency), and the failed settlement windows.
+pub fn check_chain(
+    holdings: &Holdings,
+    accounts: &HashMap<(String, String), Decimal>,
+    fees: &HashMap<String, Decimal>,
+) -> Vec<Discrepancy> {
+    let mut found = Vec::new();
+    for h in &holdings.holdings {
+        let ledger = match h.owner.as_str() {
+            "clearing" => Decimal::ZERO,
+            "fees" => fees.get(&h.currency).copied().unwrap_or_default(),
+            user => accounts.get(&(user.to_string(), h.currency.clone())).copied().unwrap_or_default(),
+        };
+        let expected = ledger + h.in_flight.total();
+        if expected != h.on_chain {
+            let f = &h.in_flight;
+            found.push(Discrepancy {
+                check: "chain_differs_from_ledger".into(),
+                account: format!("wallet {} ({}) {}", h.address, h.owner, h.currency),
+                expected,
+                found: h.on_chain,
+                messages: vec![
+                    format!("block {}", holdings.block),
+                    format!("ledger {ledger}"),
+                    format!(
+                        "in flight: deposits {}, withdrawals {}, settlement {}, gas {}",
+                        f.deposits, f.withdrawals, f.settlement, f.gas
+                    ),
+                ],
+            });
+        }
+    }
+    for w in &holdings.failed_windows {
+        found.push(Discrepancy {
+            check: "settlement_window_failed".into(),
+            account: format!("settlement window {}", w.id),
+            expected: Decimal::ZERO,
+            found: Decimal::ZERO,
+            messages: w.reason.iter().cloned().collect(),
+        });
+    }
+    found
+}
+
+/// The ledger side of check 4: each user's balance per currency, and the fees account's.
+fn ledger_balances(ledger: &Ledger) -> (HashMap<(String, String), Decimal>, HashMap<String, Decimal>) {
+    let accounts = ledger
+        .accounts
+        .iter()
+        .map(|a| ((a.user_id.clone(), a.currency.clone()), a.available.value() + a.reserved.value()))
+        .collect();
+    let mut fees: HashMap<String, Decimal> = HashMap::new();
+    for e in ledger.entries.iter().filter(|e| e.account == LedgerAccount::Fees) {
+        *fees.entry(e.currency.clone()).or_default() += e.amount.value();
+    }
+    (accounts, fees)
+}
+
+/// Reads the ledger under its lock: one consistent picture.
+async fn read_ledger(db: &Db) -> Result<Ledger, AuditError> {
+    db.write(|c| {
+        // Under the ledger's lock: no money moves while it is read.
+        storage::lock_ledger(c)?;
+        Ok::<_, AuditError>(Ledger {
+            entries: storage::all_entries(c)?,
+            accounts: storage::all_accounts(c)?,
+            reservations: storage::all_reservations(c)?,
+            holds: storage::all_holds(c)?,
+        })
+    })
+    .await
+}
+
+/// Reads, checks, and returns the report (not stored: see [`Auditor::audit`]).
+pub async fn run(
+    db: &Db,
+    amqp_url: &str,
+    settings: &Settings,
+    chain: Option<&ChainSource>,
+) -> Result<Report, AuditError> {
     let started_at = Utc::now();
     // Messages older than the grace have had their effect, unless something is wrong.
     let settled_before = started_at - chrono::Duration::milliseconds(settings.audit_grace_ms as i64);
@@ -475,19 +617,25 @@ pub async fn run(db: &Db, amqp_url: &str, settings: &Settings) -> Result<Report,
         .await
         .map_err(AuditError::EventLog)?;
     let log = Log::of(&messages, settled_before);
-    let ledger = db
-        .write(|c| {
-            // Under the ledger's lock: no money moves while it is read.
-            storage::lock_ledger(c)?;
-            Ok::<_, AuditError>(Ledger {
-                entries: storage::all_entries(c)?,
-                accounts: storage::all_accounts(c)?,
-                reservations: storage::all_reservations(c)?,
-                holds: storage::all_holds(c)?,
-            })
-        })
-        .await?;
-    let (totals, discrepancies) = check(&ledger, &log, settings);
+    let mut ledger = read_ledger(db).await?;
+    let (mut chain_block, mut wallets_checked, mut chain_found) = (None, 0, Vec::new());
+    if let Some(chain) = chain {
+        for attempt in 1..=CHAIN_ATTEMPTS {
+            let holdings = chain.holdings().await?;
+            if attempt > 1 {
+                ledger = read_ledger(db).await?;
+            }
+            let (accounts, fees) = ledger_balances(&ledger);
+            chain_found = check_chain(&holdings, &accounts, &fees);
+            (chain_block, wallets_checked) = (Some(holdings.block), holdings.holdings.len());
+            if chain_found.is_empty() || attempt == CHAIN_ATTEMPTS {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    let (totals, mut discrepancies) = check(&ledger, &log, settings);
+    discrepancies.extend(chain_found);
     Ok(Report {
         id: Uuid::now_v7(),
         started_at,
@@ -496,6 +644,8 @@ pub async fn run(db: &Db, amqp_url: &str, settings: &Settings) -> Result<Report,
         accounts: ledger.accounts.len(),
         messages: messages.len(),
         totals,
+        chain_block,
+        wallets_checked,
         discrepancies,
     })
 }
@@ -505,6 +655,7 @@ pub async fn run(db: &Db, amqp_url: &str, settings: &Settings) -> Result<Report,
 pub struct Auditor {
     pub settings: Settings,
     pub bus: Bus,
+    pub chain: Option<ChainSource>,
 }
 
 impl Auditor {
@@ -512,7 +663,7 @@ impl Auditor {
     /// in the same transaction), and sets the gauges
     /// `bourse_audit_discrepancies` and `bourse_audit_last_clean_seconds`.
     pub async fn audit(&self) -> Result<Report, AuditError> {
-        let report = run(&self.bus.db, &self.bus.amqp_url, &self.settings).await?;
+        let report = run(&self.bus.db, &self.bus.amqp_url, &self.settings, self.chain.as_ref()).await?;
         let json = serde_json::to_string(&report).map_err(|e| AuditError::EventLog(e.into()))?;
         let (id, finished) = (report.id, report.finished_at.timestamp_micros());
         let count = report.discrepancies.len();
@@ -554,10 +705,10 @@ impl Auditor {
 }
 
 /// The audit as a background job of the service: every `audit_interval_ms`.
-pub fn job(settings: Settings) -> BackgroundTask {
+pub fn job(settings: Settings, chain: Option<ChainSource>) -> BackgroundTask {
     Box::new(move |bus, shutdown| {
         let interval = Duration::from_millis(settings.audit_interval_ms);
-        let auditor = Auditor { settings, bus: bus.clone() };
+        let auditor = Auditor { settings, bus: bus.clone(), chain };
         Box::pin(async move {
             if interval.is_zero() {
                 return;

@@ -59,13 +59,14 @@ impl Service for PaymentService {
                 inbox::consume::<handlers::Matching>("payment-service.matching", handlers),
             ],
             routes: {
-                let settings = config.settings.clone();
+                let (settings, chain) = (config.settings.clone(), audit::ChainSource::of(config));
                 Arc::new(move |cfg, bus| {
-                    let auditor = audit::Auditor { settings: settings.clone(), bus: bus.clone() };
+                    let auditor =
+                        audit::Auditor { settings: settings.clone(), bus: bus.clone(), chain: chain.clone() };
                     routes::configure(cfg, auditor)
                 })
             },
-            background: vec![audit::job(config.settings.clone())],
+            background: vec![audit::job(config.settings.clone(), audit::ChainSource::of(config))],
             openapi: routes::Api::openapi(),
             ..Default::default()
         })

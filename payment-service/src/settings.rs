@@ -28,6 +28,12 @@ pub struct Settings {
     /// Messages of the event log younger than this are in flight: the audit
     /// checks them at its next run.
     pub audit_grace_ms: u64,
+    /// chain-service's base URL (`http://127.0.0.1:8084`): the audit
+    /// reconciles each custodial wallet on chain with the ledger through its
+    /// holdings (`GET /api/admin/chain/holdings`, asked with the internal
+    /// secret). Unset: that check is skipped (a stack whose chain currencies
+    /// also come from top-ups cannot reconcile); `bourse up` sets it.
+    pub chain_service_url: Option<String>,
     /// Fee of the resting side of a trade, as a fraction of what it receives (`"0.001"` = 0.1%).
     pub maker_fee_rate: Decimal,
     /// Fee of the side that took liquidity.
@@ -43,6 +49,7 @@ impl Default for Settings {
             on_chain_currencies: Vec::new(),
             audit_interval_ms: 600_000,
             audit_grace_ms: 10_000,
+            chain_service_url: None,
             reference: ReferenceData::default(),
             maker_fee_rate: Decimal::new(1, 3),
             taker_fee_rate: Decimal::new(2, 3),

@@ -26,6 +26,7 @@ pub mod order_filled;
 pub mod order_rejected;
 pub mod password_reset;
 pub mod registration_attempted;
+pub mod settlement_confirmed;
 pub mod wallet_created;
 pub mod welcome;
 pub mod withdrawal_confirmed;
@@ -33,7 +34,7 @@ pub mod withdrawal_failed;
 
 use bourse_common::catalog::{
     AuditFailed, DepositConfirmed, FundsSettled, OrderRejected, PasswordResetRequested,
-    RegistrationAttempted, Side, UserRegistered, WalletCreated, WithdrawalConfirmed, WithdrawalFailed,
+    RegistrationAttempted, SettlementConfirmed, Side, UserRegistered, WalletCreated, WithdrawalConfirmed, WithdrawalFailed,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -127,6 +128,7 @@ kinds! {
     DepositCredited(DepositConfirmed) => deposit_credited,
     WithdrawalConfirmed(WithdrawalConfirmed) => withdrawal_confirmed,
     WithdrawalFailed(WithdrawalFailed) => withdrawal_failed,
+    SettlementConfirmed(SettlementConfirmed) => settlement_confirmed,
     AuditFailed(AuditFailed) => audit_failed,
 }
 

@@ -1,0 +1,2 @@
+DROP TABLE settlement_legs;
+DROP TABLE settlement_windows;
