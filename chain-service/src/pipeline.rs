@@ -168,6 +168,9 @@ impl Pipeline {
             if held < amount {
                 let asset = self.settings.token(&token);
                 let (currency, decimals) = asset.map_or(("tokens".into(), 0), |a| (a.currency, a.decimals));
+                if self.awaits_settlement(&tx, &currency).await? {
+                    return Ok(());
+                }
                 let why = format!(
                     "the wallet holds {} {currency} on the chain; {} are needed",
                     exact(held, decimals),
@@ -179,6 +182,9 @@ impl Pipeline {
                 return self.pay_gas(tx, gas_cost).await;
             }
         } else if eth_held < value.saturating_add(gas_cost) {
+            if self.awaits_settlement(&tx, &self.settings.native_currency).await? {
+                return Ok(());
+            }
             let why = format!(
                 "the wallet holds {} ETH on the chain; {} ETH are needed with the gas",
                 eth(eth_held),
@@ -223,6 +229,17 @@ impl Pipeline {
             return Err(RoundError::Crashed);
         }
         self.broadcast(next).await
+    }
+
+    /// A withdrawal whose wallet holds too little on chain while a window
+    /// owes its user `currency` waits for that window (the ledger has the
+    /// funds; the chain follows) instead of failing.
+    async fn awaits_settlement(&self, tx: &TxRow, currency: &str) -> Result<bool, RoundError> {
+        if tx.purpose != TxPurpose::Withdrawal || self.clearing.is_none() {
+            return Ok(false);
+        }
+        let (user, currency) = (tx.user_id.clone(), currency.to_string());
+        Ok(self.db.read(move |c| storage::owed_by_a_window(c, &user, &currency).map_err(DbError::from)).await?)
     }
 
     /// Has the gas wallet's payment for `tx` arrived (in a block)?

@@ -711,3 +711,19 @@ pub fn window_txs(conn: &mut DbConnection, window: &str) -> QueryResult<Vec<TxRo
 pub fn settlement_txs(conn: &mut DbConnection) -> QueryResult<Vec<TxRow>> {
     chain_txs::table.filter(chain_txs::purpose.eq(TxPurpose::Settlement)).select(TxRow::as_select()).load(conn)
 }
+
+/// Does a window not settled yet owe `owner` some `currency` (a net it receives)?
+pub fn owed_by_a_window(conn: &mut DbConnection, owner: &str, currency: &str) -> QueryResult<bool> {
+    let live = [WindowStatus::Open, WindowStatus::Collecting, WindowStatus::Paying];
+    let windows: Vec<String> = settlement_windows::table
+        .filter(settlement_windows::status.eq_any(live))
+        .select(settlement_windows::id)
+        .load(conn)?;
+    let legs: Vec<Amount> = settlement_legs::table
+        .filter(settlement_legs::owner.eq(owner))
+        .filter(settlement_legs::currency.eq(currency))
+        .filter(settlement_legs::window_id.eq_any(windows))
+        .select(settlement_legs::delta)
+        .load(conn)?;
+    Ok(legs.iter().map(|d| d.value()).sum::<rust_decimal::Decimal>() > rust_decimal::Decimal::ZERO)
+}

@@ -234,6 +234,34 @@ impl Anvil {
         Ok(())
     }
 
+    /// What the mined transaction `hash` burnt in gas (gas used times its price), in wei.
+    pub async fn gas_cost(&self, hash: &str) -> anyhow::Result<u128> {
+        let receipt = self
+            .provider
+            .get_transaction_receipt(hash.parse()?)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("{hash} is not mined"))?;
+        Ok(u128::from(receipt.gas_used).saturating_mul(receipt.effective_gas_price))
+    }
+
+    /// Sends `wei` out of `from` without its key (anvil impersonates the
+    /// address): a transfer the exchange does not know about, as a thief with
+    /// a leaked key would make. Returns the hash once mined.
+    pub async fn transfer_out_of(&self, from: &str, to: &str, wei: u128) -> anyhow::Result<String> {
+        use alloy::network::TransactionBuilder;
+        let (from, to): (Address, Address) = (from.parse()?, to.parse()?);
+        let _: serde_json::Value = self.provider.raw_request("anvil_impersonateAccount".into(), (from,)).await?;
+        let request = alloy::rpc::types::TransactionRequest::default()
+            .with_from(from)
+            .with_to(to)
+            .with_value(U256::from(wei));
+        let hash = format!("{:#x}", self.provider.send_transaction(request).await?.tx_hash());
+        let _: serde_json::Value =
+            self.provider.raw_request("anvil_stopImpersonatingAccount".into(), (from,)).await?;
+        self.mined(&hash).await?;
+        Ok(hash)
+    }
+
     /// The transaction `hash` as the node has it (`None`: unknown to it).
     pub async fn transaction(&self, hash: &str) -> anyhow::Result<Option<serde_json::Value>> {
         Ok(self.provider.raw_request("eth_getTransactionByHash".into(), (hash,)).await?)

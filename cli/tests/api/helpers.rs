@@ -64,6 +64,18 @@ impl TestStack {
         Self::launch(backend, messaging, mailbox_args, smtp, &[], tune).await
     }
 
+    /// As `bourse up` runs: ETH and USDT only from the chain, trades settled
+    /// on chain (chain-service configured by `chain_toml`), the audit
+    /// reconciling the wallets; payment-service's audit on demand, no grace.
+    pub async fn start_settling(backend: Backend, chain_toml: &str) -> Self {
+        let payment = "[settings]\naudit_grace_ms = 0\naudit_interval_ms = 0\n";
+        let configs = [("chain-service", chain_toml), ("payment-service", payment)];
+        Self::launch(backend, None, &[], SmtpSettings::default(), &configs, |o| {
+            o.top_up_chain_currencies = false;
+        })
+        .await
+    }
+
     /// With a TOML configuration for some services: `(service name, TOML)`,
     /// read as that service's `--config` (e.g. `("order-service", "[settings]\nmax_open_orders = 3")`).
     pub async fn start_configured(backend: Backend, configs: &[(&str, &str)]) -> Self {

@@ -14,6 +14,7 @@ mod notify;
 mod order_tolerance;
 mod orders;
 mod security_edge;
+mod settlement;
 mod security_identity;
 mod security_reads;
 mod security_trades;
