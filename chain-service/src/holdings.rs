@@ -26,7 +26,9 @@ use bourse_common::db::{Db, DbError};
 pub use bourse_common::holdings::{FailedWindow, Holding, Holdings, InFlight};
 use rust_decimal::Decimal;
 
-use crate::domain::{self, CLEARING_OWNER, DepositStatus, FEES_OWNER, TxPurpose, TxStatus, WindowStatus, WithdrawalStatus};
+use crate::domain::{
+    self, CLEARING_OWNER, DepositStatus, FEES_OWNER, TxPurpose, TxStatus, WindowStatus, WithdrawalStatus,
+};
 use crate::node::{self, Node};
 use crate::rounds::RoundError;
 use crate::settings::{Asset, Settings};
@@ -64,9 +66,14 @@ pub async fn read(db: &Db, node: &Node, settings: &Settings) -> Result<Holdings,
     let at = BlockNumberOrTag::Number(u64::try_from(number).unwrap_or(0));
     let mut wallets: Vec<(String, Address)> = Vec::new();
     for (address, user) in &records.wallets {
-        wallets.push((user.clone(), address.parse().map_err(|e| RoundError::Config(format!("{address}: {e}")))?));
+        wallets.push((
+            user.clone(),
+            address.parse().map_err(|e| RoundError::Config(format!("{address}: {e}")))?,
+        ));
     }
-    if let Some((clearing, fees)) = settings.clearing_signer().map_err(|e| RoundError::Config(e.to_string()))? {
+    if let Some((clearing, fees)) =
+        settings.clearing_signer().map_err(|e| RoundError::Config(e.to_string()))?
+    {
         wallets.push((FEES_OWNER.into(), fees));
         wallets.push((CLEARING_OWNER.into(), clearing.address()));
     }
@@ -132,7 +139,9 @@ fn in_flight(records: &Records, owner: &str, address: Address, asset: &Asset) ->
     let withdrawals: BTreeMap<&str, &WithdrawalRow> =
         records.withdrawals.iter().map(|w| (w.id.as_str(), w)).collect();
     for tx in records.txs.iter().filter(|t| t.purpose == TxPurpose::Withdrawal && mined(t)) {
-        let Some(w) = withdrawals.get(tx.id.as_str()).filter(|w| w.currency == asset.currency) else { continue };
+        let Some(w) = withdrawals.get(tx.id.as_str()).filter(|w| w.currency == asset.currency) else {
+            continue;
+        };
         let debited = w.status == WithdrawalStatus::Confirmed;
         if is_me(&tx.from_address) {
             f.withdrawals += if debited { w.fee.value() } else { -w.amount.value() };

@@ -34,10 +34,10 @@ use crate::PRODUCER;
 use crate::domain::{self, TxPurpose, TxStatus};
 use crate::node::{self, Broadcast, Erc20, Node};
 use crate::rounds::{self, Leader, RoundError};
+use crate::settings::Asset;
 use crate::settings::Settings;
 use crate::storage::{self, Intent, TxRow};
 use crate::wallets::Wallets;
-use crate::settings::Asset;
 use crate::{settlement, withdrawals};
 
 /// Transactions taken per status and round.
@@ -125,11 +125,9 @@ impl Pipeline {
                 .ok_or_else(|| RoundError::Config("no gas wallet (settings.gas_key)".into()));
         }
         if tx.user_id == domain::CLEARING_OWNER {
-            return self
-                .clearing
-                .as_ref()
-                .map(|(signer, _)| signer.clone())
-                .ok_or_else(|| RoundError::Config("no clearing wallet (settings.settlement.clearing_key)".into()));
+            return self.clearing.as_ref().map(|(signer, _)| signer.clone()).ok_or_else(|| {
+                RoundError::Config("no clearing wallet (settings.settlement.clearing_key)".into())
+            });
         }
         let user = Uuid::parse_str(&tx.user_id).map_err(|e| RoundError::Config(e.to_string()))?;
         let wallet = self.db.read(move |c| storage::wallet_of(c, user).map_err(DbError::from)).await?;
@@ -239,7 +237,10 @@ impl Pipeline {
             return Ok(false);
         }
         let (user, currency) = (tx.user_id.clone(), currency.to_string());
-        Ok(self.db.read(move |c| storage::owed_by_a_window(c, &user, &currency).map_err(DbError::from)).await?)
+        Ok(self
+            .db
+            .read(move |c| storage::owed_by_a_window(c, &user, &currency).map_err(DbError::from))
+            .await?)
     }
 
     /// Has the gas wallet's payment for `tx` arrived (in a block)?

@@ -17,8 +17,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::PRODUCER;
-use crate::domain::{self, WithdrawalError, WithdrawalStatus};
 use crate::domain::WindowStatus;
+use crate::domain::{self, WithdrawalError, WithdrawalStatus};
 use crate::holdings::{FailedWindow, Holding, Holdings, InFlight};
 use crate::node::{Faucet, Node};
 use crate::settings::{Asset, Settings};

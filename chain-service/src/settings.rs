@@ -241,7 +241,8 @@ impl Settings {
         let key = s.clearing_key.as_ref().ok_or_else(|| {
             anyhow::anyhow!("settings.settlement.clearing_key is required when settlement is enabled")
         })?;
-        let signer = key.expose().parse().map_err(|e| anyhow::anyhow!("settings.settlement.clearing_key: {e}"))?;
+        let signer =
+            key.expose().parse().map_err(|e| anyhow::anyhow!("settings.settlement.clearing_key: {e}"))?;
         let fees = s.fee_address.ok_or_else(|| {
             anyhow::anyhow!("settings.settlement.fee_address is required when settlement is enabled")
         })?;

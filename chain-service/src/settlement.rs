@@ -23,10 +23,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::rounds::RoundError;
 use alloy::primitives::Address;
 use bourse_common::catalog::{FundsSettled, SettlementConfirmed, SettlementLeg};
 use bourse_common::db::{DbConnection, DbError};
-use crate::rounds::RoundError;
 use bourse_common::envelope::Envelope;
 use bourse_common::inbox::{Handle, HandlerError};
 use bourse_common::now_micros;
@@ -62,7 +62,8 @@ impl Handle<Trades> for Recorder {
     ) -> Result<(), HandlerError> {
         let Trades::Settled(side) = message;
         let on_chain = |currency: &str| self.settings.asset(currency).is_some();
-        let (trade, order, user) = (side.trade_id.to_string(), side.order_id.to_string(), side.user_id.to_string());
+        let (trade, order, user) =
+            (side.trade_id.to_string(), side.order_id.to_string(), side.user_id.to_string());
         let mut legs = Vec::new();
         let mut leg = |owner: &str, currency: &str, delta: rust_decimal::Decimal| {
             if on_chain(currency) && !delta.is_zero() {
@@ -126,7 +127,14 @@ pub fn round(conn: &mut DbConnection, settings: &Settings, wallets: Wallets) -> 
     if let Some(open) = storage::open_window(conn)? {
         let trades = u32::try_from(open.trades).unwrap_or(0);
         if domain::window_due(open.opened_at, trades, now, s.window_ms, s.window_trades)
-            && storage::set_window_status(conn, &open.id, WindowStatus::Open, WindowStatus::Collecting, None, now)?
+            && storage::set_window_status(
+                conn,
+                &open.id,
+                WindowStatus::Open,
+                WindowStatus::Collecting,
+                None,
+                now,
+            )?
         {
             let queued = queue(conn, settings, wallets, &open.id, Step::Collect)?;
             tracing::info!(window = %open.id, trades, transactions = queued, "settlement window closed");
@@ -141,8 +149,22 @@ pub fn round(conn: &mut DbConnection, settings: &Settings, wallets: Wallets) -> 
             continue;
         } else if w.status == WindowStatus::Collecting {
             queue(conn, settings, wallets, &w.id, Step::Pay)?;
-            storage::set_window_status(conn, &w.id, WindowStatus::Collecting, WindowStatus::Paying, None, now)?;
-        } else if storage::set_window_status(conn, &w.id, WindowStatus::Paying, WindowStatus::Settled, None, now)? {
+            storage::set_window_status(
+                conn,
+                &w.id,
+                WindowStatus::Collecting,
+                WindowStatus::Paying,
+                None,
+                now,
+            )?;
+        } else if storage::set_window_status(
+            conn,
+            &w.id,
+            WindowStatus::Paying,
+            WindowStatus::Settled,
+            None,
+            now,
+        )? {
             tracing::info!(window = %w.id, transactions = txs.len(), "settlement window settled on chain");
             tell_users(conn, &w, &txs)?;
         }
@@ -194,7 +216,8 @@ fn queue(
                 .and_then(|w| w.address.parse::<Address>().ok()),
         };
         let Some(wallet) = wallet else {
-            let w = storage::window(conn, id)?.ok_or_else(|| RoundError::Config(format!("no window {id}")))?;
+            let w =
+                storage::window(conn, id)?.ok_or_else(|| RoundError::Config(format!("no window {id}")))?;
             fail(conn, &w, &format!("{owner} has no wallet to settle {currency} with"), now)?;
             return Ok(0);
         };
@@ -206,7 +229,10 @@ fn queue(
             Step::Pay => (CLEARING_OWNER, wallets.clearing, wallet),
         };
         let tx_id = domain::settlement_tx_id(id, owner, currency);
-        txs.push(TxRow::queued(transfer_intent(tx_id, TxPurpose::Settlement, user, from, &asset, to, units), now));
+        txs.push(TxRow::queued(
+            transfer_intent(tx_id, TxPurpose::Settlement, user, from, &asset, to, units),
+            now,
+        ));
     }
     for tx in &txs {
         storage::insert_tx(conn, tx)?;

@@ -607,7 +607,9 @@ pub fn open_window(conn: &mut DbConnection) -> QueryResult<Option<WindowRow>> {
 }
 
 pub fn insert_window(conn: &mut DbConnection, row: &WindowRow) -> QueryResult<()> {
-    bourse_common::on_backend!(conn, |c| diesel::insert_into(settlement_windows::table).values(row).execute(c))?;
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(settlement_windows::table)
+        .values(row)
+        .execute(c))?;
     Ok(())
 }
 
@@ -647,20 +649,23 @@ pub fn set_window_status(
 ) -> QueryResult<bool> {
     let closed = (to == WindowStatus::Collecting).then_some(now);
     let settled = (to == WindowStatus::Settled).then_some(now);
-    let changed = diesel::update(
-        settlement_windows::table.find(id).filter(settlement_windows::status.eq(from)),
-    )
-    .set((
-        settlement_windows::status.eq(to),
-        settlement_windows::reason.eq(reason),
-        settlement_windows::updated_at.eq(now),
-    ))
-    .execute(conn)?;
+    let changed =
+        diesel::update(settlement_windows::table.find(id).filter(settlement_windows::status.eq(from)))
+            .set((
+                settlement_windows::status.eq(to),
+                settlement_windows::reason.eq(reason),
+                settlement_windows::updated_at.eq(now),
+            ))
+            .execute(conn)?;
     if let Some(at) = closed {
-        diesel::update(settlement_windows::table.find(id)).set(settlement_windows::closed_at.eq(at)).execute(conn)?;
+        diesel::update(settlement_windows::table.find(id))
+            .set(settlement_windows::closed_at.eq(at))
+            .execute(conn)?;
     }
     if let Some(at) = settled {
-        diesel::update(settlement_windows::table.find(id)).set(settlement_windows::settled_at.eq(at)).execute(conn)?;
+        diesel::update(settlement_windows::table.find(id))
+            .set(settlement_windows::settled_at.eq(at))
+            .execute(conn)?;
     }
     Ok(changed == 1)
 }
@@ -677,9 +682,13 @@ pub fn insert_legs(conn: &mut DbConnection, window: &str, legs: &[LegRow]) -> Qu
     if recorded > 0 {
         return Ok(false);
     }
-    let new_trade: i64 =
-        settlement_legs::table.filter(settlement_legs::trade_id.eq(&first.trade_id)).count().get_result(conn)?;
-    bourse_common::on_backend!(conn, |c| diesel::insert_into(settlement_legs::table).values(legs).execute(c))?;
+    let new_trade: i64 = settlement_legs::table
+        .filter(settlement_legs::trade_id.eq(&first.trade_id))
+        .count()
+        .get_result(conn)?;
+    bourse_common::on_backend!(conn, |c| diesel::insert_into(settlement_legs::table)
+        .values(legs)
+        .execute(c))?;
     if new_trade == 0 {
         diesel::update(settlement_windows::table.find(window))
             .set(settlement_windows::trades.eq(settlement_windows::trades + 1))
@@ -690,7 +699,10 @@ pub fn insert_legs(conn: &mut DbConnection, window: &str, legs: &[LegRow]) -> Qu
 
 /// The legs of `window`.
 pub fn legs_of(conn: &mut DbConnection, window: &str) -> QueryResult<Vec<LegRow>> {
-    settlement_legs::table.filter(settlement_legs::window_id.eq(window)).select(LegRow::as_select()).load(conn)
+    settlement_legs::table
+        .filter(settlement_legs::window_id.eq(window))
+        .select(LegRow::as_select())
+        .load(conn)
 }
 
 /// Every leg (an audit reads them).
@@ -709,7 +721,10 @@ pub fn window_txs(conn: &mut DbConnection, window: &str) -> QueryResult<Vec<TxRo
 
 /// Every settlement transaction.
 pub fn settlement_txs(conn: &mut DbConnection) -> QueryResult<Vec<TxRow>> {
-    chain_txs::table.filter(chain_txs::purpose.eq(TxPurpose::Settlement)).select(TxRow::as_select()).load(conn)
+    chain_txs::table
+        .filter(chain_txs::purpose.eq(TxPurpose::Settlement))
+        .select(TxRow::as_select())
+        .load(conn)
 }
 
 /// Does a window not settled yet owe `owner` some `currency` (a net it receives)?

@@ -250,7 +250,8 @@ impl Anvil {
     pub async fn transfer_out_of(&self, from: &str, to: &str, wei: u128) -> anyhow::Result<String> {
         use alloy::network::TransactionBuilder;
         let (from, to): (Address, Address) = (from.parse()?, to.parse()?);
-        let _: serde_json::Value = self.provider.raw_request("anvil_impersonateAccount".into(), (from,)).await?;
+        let _: serde_json::Value =
+            self.provider.raw_request("anvil_impersonateAccount".into(), (from,)).await?;
         let request = alloy::rpc::types::TransactionRequest::default()
             .with_from(from)
             .with_to(to)

@@ -120,15 +120,12 @@ impl StackSecrets {
             Ok(bytes) => {
                 let mut secrets: Self = serde_json::from_slice(&bytes)
                     .with_context(|| format!("{} does not hold the stack's secrets", path.display()))?;
-                let missing = [
-                    &mut secrets.wallet_master_key,
-                    &mut secrets.clearing_key,
-                    &mut secrets.fee_wallet_key,
-                ]
-                .into_iter()
-                .filter(|s| s.is_none())
-                .map(|s| *s = Some(Secret::random()))
-                .count();
+                let missing =
+                    [&mut secrets.wallet_master_key, &mut secrets.clearing_key, &mut secrets.fee_wallet_key]
+                        .into_iter()
+                        .filter(|s| s.is_none())
+                        .map(|s| *s = Some(Secret::random()))
+                        .count();
                 if missing > 0 {
                     secrets.write(&path, false)?;
                 }

@@ -123,8 +123,11 @@ impl InternalSecret {
             timestamp: chrono::Utc::now().timestamp(),
         };
         let proof = GatewayProof::headers(self, &fields);
-        let mut headers =
-            vec![(USER_ID_HEADER, user.clone()), (ROLE_HEADER, Role::Admin.to_string()), (REQUEST_ID_HEADER, request_id.clone())];
+        let mut headers = vec![
+            (USER_ID_HEADER, user.clone()),
+            (ROLE_HEADER, Role::Admin.to_string()),
+            (REQUEST_ID_HEADER, request_id.clone()),
+        ];
         headers.extend(proof);
         headers
     }

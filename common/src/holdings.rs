@@ -52,4 +52,3 @@ pub struct Holdings {
     pub holdings: Vec<Holding>,
     pub failed_windows: Vec<FailedWindow>,
 }
-

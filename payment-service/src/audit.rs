@@ -37,10 +37,10 @@ use std::time::Duration;
 
 use bourse_common::auth::InternalSecret;
 use bourse_common::bus::Bus;
-use bourse_common::holdings::Holdings;
 use bourse_common::catalog::{AuditFailed, DepositConfirmed, Side, TradeExecuted, WithdrawalConfirmed};
 use bourse_common::db::{Db, DbError};
 use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
+use bourse_common::holdings::Holdings;
 use bourse_common::outbox::Emitter;
 use bourse_common::reference::ReferenceData;
 use bourse_common::service::BackgroundTask;
@@ -514,7 +514,8 @@ impl ChainSource {
     async fn holdings(&self) -> Result<Holdings, AuditError> {
         const PATH: &str = "/api/admin/chain/holdings";
         let client = reqwest::Client::new();
-        let mut request = client.get(format!("{}{PATH}", self.url.trim_end_matches('/'))).timeout(Duration::from_secs(30));
+        let mut request =
+            client.get(format!("{}{PATH}", self.url.trim_end_matches('/'))).timeout(Duration::from_secs(30));
         for (name, value) in self.secret.admin_headers("GET", PATH) {
             request = request.header(name, value);
         }

@@ -27,7 +27,9 @@ const USDT: u128 = 1_000_000;
 
 /// chain-service as in the other chain tests, with windows of `window_ms` or `window_trades`.
 fn chain_toml(window_ms: u64, window_trades: u32) -> String {
-    format!("{CHAIN_SETTINGS}[settings.settlement]\nwindow_ms = {window_ms}\nwindow_trades = {window_trades}\n")
+    format!(
+        "{CHAIN_SETTINGS}[settings.settlement]\nwindow_ms = {window_ms}\nwindow_trades = {window_trades}\n"
+    )
 }
 
 /// Blocks come by themselves (a block every 100 ms), as on a chain.
@@ -110,11 +112,14 @@ async fn gas_float(t: &TestStack, wallet: &str, windows: &[Value]) -> i128 {
         }
         float -= t.chain.gas_cost(tx["tx_hash"].as_str().unwrap()).await.unwrap() as i128;
         let id = tx["id"].as_str().unwrap().to_string();
-        let payments =
-            db.read(move |c| chain_service::storage::gas_payments(c, &id).map_err(DbError::from)).await.unwrap();
+        let payments = db
+            .read(move |c| chain_service::storage::gas_payments(c, &id).map_err(DbError::from))
+            .await
+            .unwrap();
         for p in payments.iter().filter(|p| p.block_number.is_some()) {
             let sent = t.chain.transaction(p.tx_hash.as_deref().unwrap()).await.unwrap().unwrap();
-            let value = u128::from_str_radix(sent["value"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+            let value =
+                u128::from_str_radix(sent["value"].as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
             float += value as i128;
         }
     }
@@ -135,6 +140,28 @@ async fn audit(t: &TestStack, admin: &str) -> Value {
     report
 }
 
+/// `bourse audit` on this stack, reconciling the chain through chain-service
+/// (its URL and the stack's internal secret in the configuration): its exit
+/// code and what it printed.
+fn bourse_audit(t: &TestStack) -> (i32, String) {
+    let config = t.env.tmp_dir().join("audit-chain.toml");
+    let toml = format!(
+        "[settings]\naudit_grace_ms = 0\naudit_interval_ms = 0\nchain_service_url = \"{}\"\n[security]\ninternal_secret = \"{}\"\n",
+        t.stack.service("chain-service").unwrap().url(),
+        t.options.secrets.internal_secret.expose()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bourse"))
+        .args(["audit", "--database", &t.options.databases["payment-service"], "--amqp-url", &t.env.amqp_url])
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
 fn dec(v: &Value) -> Decimal {
     v.as_str().unwrap().parse().unwrap()
 }
@@ -149,7 +176,8 @@ async fn a_trade_settles_on_chain_one_transaction_per_wallet_and_asset_and_the_a
     let (bob, bob_wallet) = funded(&t, "bob@example.com", "ETH", "5").await;
     let (clearing, fee_wallet) = addresses(&t);
 
-    let sell = json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
+    let sell =
+        json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
     let sell = t.place(&bob, sell).await;
     t.order_reaches(&bob, sell["id"].as_str().unwrap(), "open").await;
     let buy = t.place(&alice, limit_buy("ETH-USDT", "2000", "1")).await;
@@ -211,19 +239,34 @@ async fn a_trade_settles_on_chain_one_transaction_per_wallet_and_asset_and_the_a
     let report = audit(&t, &admin).await;
     assert_eq!(report["discrepancies"], json!([]), "{report:#}");
     assert!(report["chain_block"].as_u64().is_some(), "{report:#}");
-    assert_eq!(report["wallets_checked"], 10, "the admin, Alice, Bob, fees, clearing; ETH and USDT: {report:#}");
+    assert_eq!(
+        report["wallets_checked"], 10,
+        "the admin, Alice, Bob, fees, clearing; ETH and USDT: {report:#}"
+    );
+
+    let (code, printed) = bourse_audit(&t);
+    println!("{printed}");
+    assert_eq!(code, 0, "{printed}");
+    assert!(printed.contains("wallet holdings reconciled with the ledger at block"), "{printed}");
 
     // A transfer out of Bob's wallet that the ledger does not know about.
     let thief = PrivateKeySigner::random().address().to_checksum(None);
     let stolen = t.chain.transfer_out_of(b, &thief, ETH / 10).await.unwrap();
     let burnt = t.chain.gas_cost(&stolen).await.unwrap();
     t.chain.mine(1).await.unwrap();
+    let (code, printed) = bourse_audit(&t);
+    println!("{printed}");
+    assert_eq!(code, 1, "{printed}");
+    assert!(printed.contains(&format!("chain_differs_from_ledger wallet {b}")), "{printed}");
     let report = audit(&t, &admin).await;
     let found: Vec<&Value> = report["discrepancies"].as_array().unwrap().iter().collect();
     assert_eq!(found.len(), 1, "{report:#}");
     let d = found[0];
     assert_eq!(d["check"], "chain_differs_from_ledger", "{d}");
-    assert!(d["account"].as_str().unwrap().contains(b) && d["account"].as_str().unwrap().ends_with("ETH"), "{d}");
+    assert!(
+        d["account"].as_str().unwrap().contains(b) && d["account"].as_str().unwrap().ends_with("ETH"),
+        "{d}"
+    );
     let missing = dec(&d["expected"]) - dec(&d["found"]);
     assert_eq!(missing, Decimal::from_i128_with_scale((ETH / 10 + burnt) as i128, 18), "{d}");
     t.stop().await;
@@ -275,7 +318,8 @@ async fn two_hundred_trades_settle_in_a_few_windows_with_transactions_bounded_by
     // the gas float the gas wallet sent their wallet.
     for (token, address) in sellers.iter().chain(&buyers) {
         let accounts = t.accounts(token).await;
-        let ledger = |c: &str| -> Decimal { accounts.get(c).map_or(Decimal::ZERO, |(a, _)| a.parse().unwrap()) };
+        let ledger =
+            |c: &str| -> Decimal { accounts.get(c).map_or(Decimal::ZERO, |(a, _)| a.parse().unwrap()) };
         let on_chain_usdt = Decimal::from_i128_with_scale(usdt(&t, address).await as i128, 6);
         assert_eq!(on_chain_usdt, ledger("USDT"), "{address}");
         let float = gas_float(&t, address, &windows).await;
@@ -285,8 +329,12 @@ async fn two_hundred_trades_settle_in_a_few_windows_with_transactions_bounded_by
     let report = audit(&t, &admin).await;
     assert_eq!(report["discrepancies"], json!([]), "{report:#}");
     assert_eq!(report["wallets_checked"], 26, "ten users, the admin, fees, clearing; two assets: {report:#}");
-    let totals: BTreeMap<String, Value> =
-        report["totals"].as_array().unwrap().iter().map(|t| (t["currency"].as_str().unwrap().into(), t.clone())).collect();
+    let totals: BTreeMap<String, Value> = report["totals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["currency"].as_str().unwrap().into(), t.clone()))
+        .collect();
     assert_eq!(dec(&totals["ETH"]["deposits"]), Decimal::from(50));
     t.stop().await;
 }
@@ -304,7 +352,8 @@ async fn chain_service_killed_mid_window_sends_each_transaction_once_and_the_win
     // Killed after its second broadcast of the window (a gas payment, then
     // the first collection), before recording it.
     t.stack.service("chain-service").unwrap().bus.faults.crash_sender_after_broadcast(2);
-    let sell = json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
+    let sell =
+        json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
     let sell = t.place(&bob, sell).await;
     t.order_reaches(&bob, sell["id"].as_str().unwrap(), "open").await;
     let buy = t.place(&alice, limit_buy("ETH-USDT", "2000", "1")).await;
