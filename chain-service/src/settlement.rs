@@ -88,16 +88,7 @@ impl Handle<Trades> for Recorder {
         let window = match storage::open_window(conn)? {
             Some(w) => w.id,
             None => {
-                let w = WindowRow {
-                    id: Uuid::now_v7().to_string(),
-                    status: WindowStatus::Open,
-                    trades: 0,
-                    reason: None,
-                    opened_at: now,
-                    closed_at: None,
-                    settled_at: None,
-                    updated_at: now,
-                };
+                let w = new_window(now);
                 storage::insert_window(conn, &w)?;
                 w.id
             }
@@ -127,6 +118,7 @@ pub fn round(conn: &mut DbConnection, settings: &Settings, wallets: Wallets) -> 
     if let Some(open) = storage::open_window(conn)? {
         let trades = u32::try_from(open.trades).unwrap_or(0);
         if domain::window_due(open.opened_at, trades, now, s.window_ms, s.window_trades)
+            && whole_trades_only(conn, &open, now)?
             && storage::set_window_status(
                 conn,
                 &open.id,
@@ -170,6 +162,43 @@ pub fn round(conn: &mut DbConnection, settings: &Settings, wallets: Wallets) -> 
         }
     }
     Ok(())
+}
+
+/// A window settles whole trades: the side of a trade whose other side has
+/// not arrived yet (each side is its own `funds.settled`) moves on to a new
+/// open window, so that what a window pays out it has collected. `false`:
+/// no whole trade yet, the window stays open.
+fn whole_trades_only(conn: &mut DbConnection, open: &WindowRow, now: i64) -> Result<bool, RoundError> {
+    let legs = storage::legs_of(conn, &open.id)?;
+    let mut sides: BTreeMap<&str, std::collections::BTreeSet<&str>> = BTreeMap::new();
+    for l in &legs {
+        sides.entry(&l.trade_id).or_default().insert(&l.order_id);
+    }
+    let halves: Vec<String> = sides.iter().filter(|(_, s)| s.len() < 2).map(|(t, _)| t.to_string()).collect();
+    if halves.is_empty() {
+        return Ok(true);
+    }
+    if halves.len() == sides.len() {
+        return Ok(false);
+    }
+    let next = new_window(now);
+    storage::insert_window(conn, &next)?;
+    storage::move_trades(conn, &halves, &open.id, &next.id)?;
+    Ok(true)
+}
+
+/// A window opening now.
+fn new_window(now: i64) -> WindowRow {
+    WindowRow {
+        id: Uuid::now_v7().to_string(),
+        status: WindowStatus::Open,
+        trades: 0,
+        reason: None,
+        opened_at: now,
+        closed_at: None,
+        settled_at: None,
+        updated_at: now,
+    }
 }
 
 fn fail(conn: &mut DbConnection, w: &WindowRow, reason: &str, now: i64) -> Result<(), RoundError> {

@@ -697,6 +697,29 @@ pub fn insert_legs(conn: &mut DbConnection, window: &str, legs: &[LegRow]) -> Qu
     Ok(true)
 }
 
+/// Moves the legs of `trades` from window `from` to `to`, and counts each
+/// window's trades again.
+pub fn move_trades(conn: &mut DbConnection, trades: &[String], from: &str, to: &str) -> QueryResult<()> {
+    diesel::update(
+        settlement_legs::table
+            .filter(settlement_legs::window_id.eq(from))
+            .filter(settlement_legs::trade_id.eq_any(trades)),
+    )
+    .set(settlement_legs::window_id.eq(to))
+    .execute(conn)?;
+    for window in [from, to] {
+        let trades: Vec<String> = settlement_legs::table
+            .filter(settlement_legs::window_id.eq(window))
+            .select(settlement_legs::trade_id)
+            .distinct()
+            .load(conn)?;
+        diesel::update(settlement_windows::table.find(window))
+            .set(settlement_windows::trades.eq(i32::try_from(trades.len()).unwrap_or(i32::MAX)))
+            .execute(conn)?;
+    }
+    Ok(())
+}
+
 /// The legs of `window`.
 pub fn legs_of(conn: &mut DbConnection, window: &str) -> QueryResult<Vec<LegRow>> {
     settlement_legs::table

@@ -326,8 +326,29 @@ async fn two_hundred_trades_settle_in_a_few_windows_with_transactions_bounded_by
         let on_chain_eth = Decimal::from_i128_with_scale(eth(&t, address).await as i128, 18);
         assert_eq!(on_chain_eth, ledger("ETH") + Decimal::from_i128_with_scale(float, 18), "{address}");
     }
-    let report = audit(&t, &admin).await;
-    assert_eq!(report["discrepancies"], json!([]), "{report:#}");
+    // Then withdrawals out of the settled wallets: the audit is clean after all of it.
+    let to = PrivateKeySigner::random().address().to_checksum(None);
+    let mut withdrawn = Vec::new();
+    for ((token, _), (currency, amount)) in [(&sellers[0], ("ETH", "0.5")), (&buyers[0], ("USDT", "100"))] {
+        let body = json!({"currency": currency, "amount": amount, "address": to});
+        let (status, w) = t.call("POST", "/api/withdrawals", Some(token), Some(body)).await;
+        assert_eq!(status, 202, "{w}");
+        withdrawn.push((token.clone(), w["id"].as_str().unwrap().to_string()));
+    }
+    for (token, id) in &withdrawn {
+        eventually("the withdrawal is confirmed", WAIT, || async {
+            let (_, w) = t.call("GET", &format!("/api/withdrawals/{id}"), Some(token), None).await;
+            (w["status"] == "confirmed").then_some(())
+        })
+        .await;
+    }
+    assert_eq!(eth(&t, &to).await, ETH / 2);
+    assert_eq!(usdt(&t, &to).await, 100 * USDT);
+    let report = eventually("the withdrawals debited and the audit clean", WAIT, || async {
+        let report = audit(&t, &admin).await;
+        (report["discrepancies"] == json!([])).then_some(report)
+    })
+    .await;
     assert_eq!(report["wallets_checked"], 26, "ten users, the admin, fees, clearing; two assets: {report:#}");
     let totals: BTreeMap<String, Value> = report["totals"]
         .as_array()
