@@ -207,6 +207,11 @@ fn fail(conn: &mut DbConnection, w: &WindowRow, reason: &str, now: i64) -> Resul
     Ok(())
 }
 
+/// A window's net per owner and currency, from its legs.
+fn nets(legs: &[LegRow]) -> BTreeMap<(String, String), rust_decimal::Decimal> {
+    domain::net(legs.iter().map(|l| (l.owner.as_str(), l.currency.as_str(), l.delta.value())))
+}
+
 /// The two steps of a window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Step {
@@ -225,8 +230,7 @@ fn queue(
     id: &str,
     step: Step,
 ) -> Result<usize, RoundError> {
-    let legs = storage::legs_of(conn, id)?;
-    let nets = domain::net(legs.iter().map(|l| (l.owner.as_str(), l.currency.as_str(), l.delta.value())));
+    let nets = nets(&storage::legs_of(conn, id)?);
     let now = now_micros();
     let mut txs = Vec::new();
     for ((owner, currency), amount) in &nets {
@@ -277,7 +281,7 @@ fn tell_users(conn: &mut DbConnection, w: &WindowRow, txs: &[TxRow]) -> Result<(
     for l in legs.iter().filter(|l| l.owner != FEES_OWNER) {
         trades.entry(&l.owner).or_default().insert(&l.trade_id);
     }
-    let nets = domain::net(legs.iter().map(|l| (l.owner.as_str(), l.currency.as_str(), l.delta.value())));
+    let nets = nets(&legs);
     let Ok(window_id) = Uuid::parse_str(&w.id) else { return Ok(()) };
     let mut out = Emitter::new(PRODUCER);
     for (user, trades) in trades {

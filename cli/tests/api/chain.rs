@@ -115,13 +115,13 @@ async fn registration_gives_a_wallet_whose_key_only_the_master_key_opens(backend
 }
 
 /// A user's `transfers` channel on the gateway's feed.
-struct Transfers {
+pub(crate) struct Transfers {
     ws: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
 }
 
 impl Transfers {
     /// Subscribed, once the book's snapshot says the subscription is in place.
-    async fn open(t: &TestStack, token: &str) -> Self {
+    pub(crate) async fn open(t: &TestStack, token: &str) -> Self {
         use futures::SinkExt;
         use tokio_tungstenite::tungstenite::Message;
         let url = t.url("/ws").replace("http://", "ws://");
@@ -146,7 +146,7 @@ impl Transfers {
     }
 
     /// The next message of the `transfers` channel.
-    async fn next(&mut self) -> Value {
+    pub(crate) async fn next(&mut self) -> Value {
         loop {
             let message = self.message().await;
             if message["channel"] == "transfers" {

@@ -14,6 +14,7 @@ use bourse_common::testkit::eventually;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
+use crate::chain::Transfers;
 use crate::helpers::{CHAIN_SETTINGS, TestStack, WAIT, limit_buy, pair, settled};
 
 on_both_backends!(
@@ -176,6 +177,7 @@ async fn a_trade_settles_on_chain_one_transaction_per_wallet_and_asset_and_the_a
     let (bob, bob_wallet) = funded(&t, "bob@example.com", "ETH", "5").await;
     let (clearing, fee_wallet) = addresses(&t);
 
+    let mut feed = Transfers::open(&t, &alice).await;
     let sell =
         json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
     let sell = t.place(&bob, sell).await;
@@ -221,7 +223,32 @@ async fn a_trade_settles_on_chain_one_transaction_per_wallet_and_asset_and_the_a
     assert_eq!(eth(&t, a).await as i128, (998 * ETH / 1_000) as i128 + alice_float);
     assert_eq!(eth(&t, b).await as i128, (4 * ETH) as i128 + bob_float);
 
-    // Each user is told, with the transactions.
+    // Each user is told, with the transactions: on the `transfers` channel...
+    let told = loop {
+        let message = feed.next().await;
+        if message["data"]["kind"] == "settlement" {
+            break message["data"].clone();
+        }
+    };
+    assert_eq!(
+        (told["status"].as_str(), told["id"].as_str(), told["trades"].as_u64()),
+        (Some("confirmed"), Some(id), Some(1)),
+        "{told}"
+    );
+    let legs: BTreeMap<&str, (&str, &str)> = told["legs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (l["currency"].as_str().unwrap(), (l["amount"].as_str().unwrap(), l["tx_hash"].as_str().unwrap()))
+        })
+        .collect();
+    assert_eq!(legs["ETH"].0, "0.998", "{told}");
+    assert_eq!(legs["USDT"].0, "-2000", "{told}");
+    for (_, hash) in legs.values() {
+        assert!(txs.iter().any(|tx| tx["tx_hash"] == *hash), "{told}");
+    }
+    // ... and by e-mail.
     let mail = eventually("Alice's settlement e-mail", WAIT, || async {
         t.all_mails_to("alice@example.com")
             .into_iter()
