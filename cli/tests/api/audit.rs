@@ -56,22 +56,6 @@ fn discrepancies(report: &Value) -> Vec<(String, String, String, String)> {
         .collect()
 }
 
-/// `bourse audit` on this stack's payment-service database, with the
-/// stack's payment settings: its exit code and output.
-fn bourse_audit(t: &TestStack) -> (i32, String) {
-    let config = t.env.tmp_dir().join("audit-payment.toml");
-    std::fs::write(&config, PAYMENT_SETTINGS).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args(["audit", "--database", &t.options.databases["payment-service"], "--amqp-url", &t.env.amqp_url])
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), text)
-}
-
 async fn payment_db(t: &TestStack) -> Db {
     let url = t.options.databases["payment-service"].clone();
     Db::connect(&DatabaseConfig { url, pool_size: 1 }).unwrap()
@@ -143,7 +127,7 @@ async fn the_audit_is_clean_after_trades_deposits_and_withdrawals(backend: Backe
     assert_eq!(latest["id"], report["id"]);
     let (status, _) = t.call("POST", "/api/admin/audit", Some(&alice), None).await;
     assert_eq!(status, 403);
-    let (code, output) = bourse_audit(&t);
+    let (code, output) = t.bourse_audit(PAYMENT_SETTINGS);
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("clean: every check holds"), "{output}");
     t.stop().await;
@@ -240,7 +224,7 @@ async fn the_audit_finds_each_injected_fault_with_its_account_and_amounts(backen
             .unwrap_or("")
             .starts_with("ALERT"))
     );
-    let (code, output) = bourse_audit(&t);
+    let (code, output) = t.bourse_audit(PAYMENT_SETTINGS);
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("trade_not_settled_once"), "{output}");
     t.stop().await;

@@ -136,6 +136,23 @@ impl TestStack {
         self.env.cleanup().await;
     }
 
+    /// `bourse audit` on this stack's payment-service database with `config`
+    /// (payment-service's TOML): its exit code and what it printed.
+    pub fn bourse_audit(&self, config: &str) -> (i32, String) {
+        let file = self.env.tmp_dir().join("bourse-audit.toml");
+        std::fs::write(&file, config).unwrap();
+        let payment = &self.options.databases["payment-service"];
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bourse"))
+            .args(["audit", "--database", payment, "--amqp-url", &self.env.amqp_url])
+            .arg("--config")
+            .arg(&file)
+            .output()
+            .unwrap();
+        let text =
+            format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+        (output.status.code().unwrap_or(-1), text)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.stack.gateway_url())
     }

@@ -127,6 +127,16 @@ async fn gas_float(t: &TestStack, wallet: &str, windows: &[Value]) -> i128 {
     float
 }
 
+/// Bob sells Alice 1 ETH at 2000 USDT (he rests, she takes); once her order is filled.
+async fn bob_sells_alice_buys_one_eth(t: &TestStack, alice: &str, bob: &str) {
+    let sell =
+        json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
+    let sell = t.place(bob, sell).await;
+    t.order_reaches(bob, sell["id"].as_str().unwrap(), "open").await;
+    let buy = t.place(alice, limit_buy("ETH-USDT", "2000", "1")).await;
+    t.order_reaches(alice, buy["id"].as_str().unwrap(), "filled").await;
+}
+
 async fn eth(t: &TestStack, address: &str) -> u128 {
     t.chain.balance(address).await.unwrap().to::<u128>()
 }
@@ -142,25 +152,13 @@ async fn audit(t: &TestStack, admin: &str) -> Value {
 }
 
 /// `bourse audit` on this stack, reconciling the chain through chain-service
-/// (its URL and the stack's internal secret in the configuration): its exit
-/// code and what it printed.
+/// (its URL and the stack's internal secret in the configuration).
 fn bourse_audit(t: &TestStack) -> (i32, String) {
-    let config = t.env.tmp_dir().join("audit-chain.toml");
-    let toml = format!(
+    t.bourse_audit(&format!(
         "[settings]\naudit_grace_ms = 0\naudit_interval_ms = 0\nchain_service_url = \"{}\"\n[security]\ninternal_secret = \"{}\"\n",
         t.stack.service("chain-service").unwrap().url(),
         t.options.secrets.internal_secret.expose()
-    );
-    std::fs::write(&config, toml).unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_bourse"))
-        .args(["audit", "--database", &t.options.databases["payment-service"], "--amqp-url", &t.env.amqp_url])
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .unwrap();
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    (output.status.code().unwrap_or(-1), text)
+    ))
 }
 
 fn dec(v: &Value) -> Decimal {
@@ -178,12 +176,7 @@ async fn a_trade_settles_on_chain_one_transaction_per_wallet_and_asset_and_the_a
     let (clearing, fee_wallet) = addresses(&t);
 
     let mut feed = Transfers::open(&t, &alice).await;
-    let sell =
-        json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
-    let sell = t.place(&bob, sell).await;
-    t.order_reaches(&bob, sell["id"].as_str().unwrap(), "open").await;
-    let buy = t.place(&alice, limit_buy("ETH-USDT", "2000", "1")).await;
-    t.order_reaches(&alice, buy["id"].as_str().unwrap(), "filled").await;
+    bob_sells_alice_buys_one_eth(&t, &alice, &bob).await;
     // In the ledger at once: maker 0.1 %, taker 0.2 %, each in what it receives.
     settled(&t, &alice, "ETH", pair("0.998", "0")).await;
     settled(&t, &bob, "USDT", pair("1998", "0")).await;
@@ -400,12 +393,7 @@ async fn chain_service_killed_mid_window_sends_each_transaction_once_and_the_win
     // Killed after its second broadcast of the window (a gas payment, then
     // the first collection), before recording it.
     t.stack.service("chain-service").unwrap().bus.faults.crash_sender_after_broadcast(2);
-    let sell =
-        json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2000", "quantity": "1"});
-    let sell = t.place(&bob, sell).await;
-    t.order_reaches(&bob, sell["id"].as_str().unwrap(), "open").await;
-    let buy = t.place(&alice, limit_buy("ETH-USDT", "2000", "1")).await;
-    t.order_reaches(&alice, buy["id"].as_str().unwrap(), "filled").await;
+    bob_sells_alice_buys_one_eth(&t, &alice, &bob).await;
     eventually("a collection is on chain", WAIT, || async {
         let sent = t.chain.nonce(&alice_wallet).await.unwrap() + t.chain.nonce(&bob_wallet).await.unwrap();
         (sent >= 1).then_some(())
