@@ -657,15 +657,14 @@ pub fn set_window_status(
                 settlement_windows::updated_at.eq(now),
             ))
             .execute(conn)?;
-    if let Some(at) = closed {
-        diesel::update(settlement_windows::table.find(id))
-            .set(settlement_windows::closed_at.eq(at))
-            .execute(conn)?;
-    }
-    if let Some(at) = settled {
-        diesel::update(settlement_windows::table.find(id))
-            .set(settlement_windows::settled_at.eq(at))
-            .execute(conn)?;
+    if changed == 1 && (closed.is_some() || settled.is_some()) {
+        let window = settlement_windows::table.find(id);
+        if let Some(at) = closed {
+            diesel::update(window).set(settlement_windows::closed_at.eq(at)).execute(conn)?;
+        }
+        if let Some(at) = settled {
+            diesel::update(window).set(settlement_windows::settled_at.eq(at)).execute(conn)?;
+        }
     }
     Ok(changed == 1)
 }
