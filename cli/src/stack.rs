@@ -304,7 +304,14 @@ impl Starting {
 pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
     std::fs::create_dir_all(&options.data_dir)?;
     let mut stack = Starting::default();
-    stack.start::<OrderService>(options, |_| {}).await?;
+    stack.start::<MatchingService>(options, |_| {}).await?;
+    let matching_url = stack.services.last().map(|s| s.url()).unwrap_or_default();
+    stack
+        .start::<OrderService>(options, |c| {
+            // Triggers are checked against their market's last price when placed.
+            c.settings.matching_service_url.get_or_insert(matching_url);
+        })
+        .await?;
     stack
         .start::<ChainService>(options, |c| {
             if let Some(chain) = &options.dev_chain {
@@ -347,7 +354,6 @@ pub async fn start(options: &StackOptions) -> anyhow::Result<Stack> {
             }
         })
         .await?;
-    stack.start::<MatchingService>(options, |_| {}).await?;
     stack
         .start::<NotifyService>(options, |c| {
             if let Some(smtp) = &options.smtp {

@@ -2,6 +2,7 @@
 //! `type`. A payload changes only compatibly (new optional fields); anything
 //! else is a new `VERSION`. Amounts are decimal strings, ids are UUIDs.
 
+use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -526,3 +527,227 @@ pub struct CandleUpdated {
     pub volume: Amount,
 }
 message!(CandleUpdated, "market.candle", Market);
+
+crate::named_enum! {
+    /// What a price trigger is (`POST /api/triggers`' `kind`).
+    #[derive(utoipa::ToSchema)]
+    pub enum TriggerKind {
+        /// Stop-market: a market order when the price reaches the stop (a sell as it falls, a buy as it rises).
+        Stop = "stop",
+        /// Stop-limit: a limit order at `limit_price` when the price reaches the stop.
+        StopLimit = "stop_limit",
+        /// Take-profit (market): a sell as the price rises to the level, a buy as it falls.
+        TakeProfit = "take_profit",
+        /// Take-profit with a limit order.
+        TakeProfitLimit = "take_profit_limit",
+        /// A stop that follows the best price seen since placement by an amount or a percentage.
+        TrailingStop = "trailing_stop",
+        /// One-cancels-the-other: a limit order and a stop, linked.
+        Oco = "oco",
+    }
+}
+
+crate::named_enum! {
+    /// Which way the price must move to fire a trigger.
+    pub enum PriceMove {
+        /// Fires on a trade at or below the stop.
+        Falls = "falls",
+        /// Fires on a trade at or above the stop.
+        Rises = "rises",
+    }
+}
+
+impl PriceMove {
+    /// Does a trade at `price` fire a trigger with `stop` that fires as the price moves this way?
+    pub fn crosses(self, stop: Decimal, price: Decimal) -> bool {
+        match self {
+            Self::Falls => price <= stop,
+            Self::Rises => price >= stop,
+        }
+    }
+
+    /// The better for a trailing stop of its best price and a trade's: the
+    /// higher when it fires as the price falls, the lower when it rises.
+    pub fn better(self, best: Decimal, price: Decimal) -> Decimal {
+        match self {
+            Self::Falls => best.max(price),
+            Self::Rises => best.min(price),
+        }
+    }
+}
+
+/// How far a trailing stop stays behind the best price seen since it was armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trail {
+    /// A distance in price units.
+    Amount(Decimal),
+    /// A percentage of the best price: `5` is 5 %.
+    Percent(Decimal),
+}
+
+impl Trail {
+    /// The stop of a trailing trigger that fires as the price `moves`, `best` the best price seen:
+    /// `best - amount` or `best * (1 - pct/100)` as it falls, `best + amount` or `best * (1 + pct/100)` as it rises.
+    /// Exact (no rounding but `Decimal`'s 28 places); saturates at its bounds instead of panicking.
+    pub fn stop(self, moves: PriceMove, best: Decimal) -> Decimal {
+        match (self, moves) {
+            (Self::Amount(a), PriceMove::Falls) => best.saturating_sub(a),
+            (Self::Amount(a), PriceMove::Rises) => best.saturating_add(a),
+            (Self::Percent(p), PriceMove::Falls) => best.saturating_mul(Decimal::ONE.saturating_sub(hundredth(p))),
+            (Self::Percent(p), PriceMove::Rises) => best.saturating_mul(Decimal::ONE.saturating_add(hundredth(p))),
+        }
+    }
+}
+
+/// `x / 100`, by moving the decimal point when `Decimal` has room for two
+/// more places (a trailing stop is computed on every new best price: division is slow).
+fn hundredth(x: Decimal) -> Decimal {
+    let mut y = x;
+    match y.set_scale(x.scale() + 2) {
+        Ok(()) => y,
+        Err(_) => x / Decimal::ONE_HUNDRED,
+    }
+}
+
+impl TriggerKind {
+    /// The way the price must move to fire a trigger of this kind on `side`:
+    /// a stop sells as the price falls and buys as it rises; a take-profit the reverse.
+    pub fn fires_when(self, side: Side) -> PriceMove {
+        let stop_like = !matches!(self, Self::TakeProfit | Self::TakeProfitLimit);
+        match (stop_like, side) {
+            (true, Side::Sell) | (false, Side::Buy) => PriceMove::Falls,
+            (true, Side::Buy) | (false, Side::Sell) => PriceMove::Rises,
+        }
+    }
+}
+
+/// Arm a funded trigger in its market's book (order-service -> matching-service).
+/// Correlation: the trigger id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmTrigger {
+    pub trigger_id: Uuid,
+    pub user_id: Uuid,
+    /// The order it places when it fires: its funds are reserved under this id.
+    pub order_id: Uuid,
+    pub kind: TriggerKind,
+    pub fires_when: PriceMove,
+    /// A fixed stop (none for a trailing stop).
+    pub stop_price: Option<Amount>,
+    /// A trailing stop's distance from the best price: an amount, or a percentage.
+    pub trail_amount: Option<Amount>,
+    pub trail_percent: Option<Amount>,
+    /// After this it never fires.
+    pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The order it places (on the wire as fields of the command: `market`, `side`, ...).
+    #[serde(flatten)]
+    pub terms: OrderTerms,
+}
+message!(ArmTrigger, "matching.arm-trigger", Command);
+
+crate::named_enum! {
+    /// Why a trigger left its book without firing.
+    pub enum DisarmReason {
+        /// Its user cancelled it.
+        Cancelled = "cancelled",
+        /// Its `expires_at` passed.
+        Expired = "expired",
+        /// The price had already crossed its stop when it was armed.
+        Invalid = "invalid",
+    }
+}
+
+/// Take a trigger out of its book (order-service -> matching-service):
+/// cancelled or expired. Correlation: the trigger id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DisarmTrigger {
+    pub trigger_id: Uuid,
+    pub user_id: Uuid,
+    pub order_id: Uuid,
+    pub market: String,
+    pub reason: DisarmReason,
+}
+message!(DisarmTrigger, "matching.disarm-trigger", Command);
+
+/// A trigger fired on a trade (matching-service): its order is in the book
+/// already, placed in the same transaction. Correlation: the trigger id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerFired {
+    pub trigger_id: Uuid,
+    pub user_id: Uuid,
+    pub order_id: Uuid,
+    pub kind: TriggerKind,
+    /// Its stop when it fired (a trailing stop's as it had moved).
+    pub stop_price: Amount,
+    /// The price of the trade that fired it.
+    pub trade_price: Amount,
+    pub fired_at: chrono::DateTime<chrono::Utc>,
+    /// The order it placed.
+    #[serde(flatten)]
+    pub terms: OrderTerms,
+}
+message!(TriggerFired, "trigger.fired", Event);
+
+/// A trigger left its book without firing (matching-service): cancelled,
+/// expired, or refused when armed. Correlation: the trigger id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerDisarmed {
+    pub trigger_id: Uuid,
+    pub user_id: Uuid,
+    pub order_id: Uuid,
+    pub market: String,
+    pub reason: DisarmReason,
+    /// In words, for the user (`invalid`: what the price was).
+    pub detail: Option<String>,
+}
+message!(TriggerDisarmed, "trigger.disarmed", Event);
+
+/// A trigger's status changed (order-service), as its user sees it: the
+/// live `triggers` channel. Correlation: the trigger id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TriggerUpdated {
+    pub trigger_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+    pub kind: TriggerKind,
+    pub side: Side,
+    /// `active`, `fired`, `cancelled`, `expired` or `rejected`.
+    pub status: String,
+    /// The order it placed (`fired`).
+    pub order_id: Option<Uuid>,
+    /// Why it was rejected (`rejected`).
+    pub reason: Option<String>,
+}
+message!(TriggerUpdated, "trigger.updated", Event);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn a_trigger_fires_at_its_stop_inclusive_in_its_direction() {
+        assert!(PriceMove::Falls.crosses(d("100"), d("100")));
+        assert!(PriceMove::Falls.crosses(d("100"), d("99.99")));
+        assert!(!PriceMove::Falls.crosses(d("100"), d("100.01")));
+        assert!(PriceMove::Rises.crosses(d("100"), d("100.00")));
+        assert!(!PriceMove::Rises.crosses(d("100"), d("99.99")));
+        assert_eq!(TriggerKind::Stop.fires_when(Side::Sell), PriceMove::Falls);
+        assert_eq!(TriggerKind::TakeProfit.fires_when(Side::Sell), PriceMove::Rises);
+        assert_eq!(TriggerKind::TrailingStop.fires_when(Side::Buy), PriceMove::Rises);
+        assert_eq!(TriggerKind::TakeProfitLimit.fires_when(Side::Buy), PriceMove::Falls);
+    }
+
+    #[test]
+    fn a_trailing_stop_is_its_trail_away_from_the_best_price_exactly() {
+        assert_eq!(Trail::Amount(d("5")).stop(PriceMove::Falls, d("110")), d("105"));
+        assert_eq!(Trail::Amount(d("5")).stop(PriceMove::Rises, d("110")), d("115"));
+        assert_eq!(Trail::Percent(d("10")).stop(PriceMove::Falls, d("200")), d("180"));
+        assert_eq!(Trail::Percent(d("2.5")).stop(PriceMove::Rises, d("200")), d("205"));
+        assert_eq!(hundredth(d("12.5")), d("0.125"));
+        let tiny = d("0.0000000000000000000000000123");
+        assert_eq!(hundredth(tiny), tiny / Decimal::ONE_HUNDRED);
+    }
+}

@@ -179,6 +179,9 @@ crate::stored_as_text!(
     crate::catalog::TimeInForce,
     crate::catalog::BookStatus,
     crate::catalog::Interval,
+    crate::catalog::TriggerKind,
+    crate::catalog::PriceMove,
+    crate::catalog::DisarmReason,
     crate::auth::Role,
 );
 

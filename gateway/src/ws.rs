@@ -8,7 +8,7 @@
 //! (each candle as matching-service computed it after a trade, `market.candle`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
 //! where quantity `"0"` removes a level), and with a token `orders`,
-//! `balances` and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed; a settlement of their trades confirmed on chain). Books and balances are read from the service that owns their
+//! `balances`, `triggers` (a price trigger active, fired with its order id, cancelled, expired or rejected) and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed; a settlement of their trades confirmed on chain). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
 //!
@@ -29,7 +29,7 @@ use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
-    Interval, MarketTrade, OrderUpdated, SettlementConfirmed, TradeExecuted, WithdrawalConfirmed,
+    Interval, MarketTrade, OrderUpdated, SettlementConfirmed, TradeExecuted, TriggerUpdated, WithdrawalConfirmed,
     WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
 use bourse_common::config::MessagingConfig;
@@ -71,6 +71,7 @@ bourse_common::inbound! {
         WithdrawalConfirmed(WithdrawalConfirmed),
         WithdrawalFailed(WithdrawalFailed),
         SettlementConfirmed(SettlementConfirmed),
+        Trigger(TriggerUpdated),
     }
 }
 
@@ -150,7 +151,7 @@ struct Subscriber {
 }
 
 /// Channels only a token opens.
-const PRIVATE: [&str; 3] = ["orders", "balances", "transfers"];
+const PRIVATE: [&str; 4] = ["orders", "balances", "transfers", "triggers"];
 
 /// A client's place among its address's connections, given back when dropped.
 struct Admitted {
@@ -379,6 +380,13 @@ impl Hub {
                     })).collect::<Vec<_>>(),
                 });
                 self.publish("transfers", Some(s.user_id), &data);
+            }
+            FeedMessage::Trigger(t) => {
+                let data = json!({
+                    "id": t.trigger_id, "market": t.market, "kind": t.kind, "side": t.side,
+                    "status": t.status, "order_id": t.order_id, "reason": t.reason,
+                });
+                self.publish("triggers", Some(t.user_id), &data);
             }
         }
     }

@@ -13,11 +13,12 @@
 //! cancel in the usual order does. The engine stays pure: the tombstone is
 //! checked and stored here, around it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bourse_common::catalog::{
-    BookChanged, CancelOrder, MarketTrade, OrderUpdated, SubmitOrder, TradeExecuted,
+    ArmTrigger, BookChanged, CancelOrder, DisarmReason, DisarmTrigger, MarketTrade, OrderUpdated, SubmitOrder,
+    TradeExecuted, TriggerDisarmed, TriggerFired,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -29,12 +30,19 @@ use uuid::Uuid;
 use crate::candles::{Candle, Interval, Live, Tick};
 use crate::engine::{Book, CancelReason, NewOrder, Outcome};
 use crate::storage;
+use crate::trigger_storage::{self, TriggerRow};
+use crate::triggers::{Armed, Level, TriggerBook};
+use bourse_common::catalog::Trail;
+use bourse_common::catalog::PriceMove;
+use rust_decimal::Decimal;
 
 bourse_common::inbound! {
     /// What the orders queue takes (from order-service).
     pub enum Orders {
         Submit(SubmitOrder),
         Cancel(CancelOrder),
+        Arm(ArmTrigger),
+        Disarm(DisarmTrigger),
     }
 }
 
@@ -46,6 +54,61 @@ struct Market {
     book: Book,
     /// `None` until the first trade after a load: rebuilt from storage then.
     candles: Option<Live>,
+    triggers: Triggers,
+}
+
+/// A market's armed price triggers: the index a trade is evaluated against,
+/// each one's stored row (the order it places), and the last trade's price.
+#[derive(Debug, Default)]
+struct Triggers {
+    book: TriggerBook,
+    rows: HashMap<Uuid, TriggerRow>,
+    next_seq: i64,
+    last_price: Option<Decimal>,
+}
+
+impl Triggers {
+    /// The market's armed triggers as stored, a trailing stop's best price
+    /// brought up to date with the trades made since it was armed.
+    fn load(conn: &mut DbConnection, market: &str) -> Result<Self, HandlerError> {
+        let rows = trigger_storage::load_armed(conn, market)?;
+        let mut triggers = Triggers {
+            next_seq: trigger_storage::next_seq(conn, market)?,
+            last_price: trigger_storage::last_price(conn, market)?,
+            ..Default::default()
+        };
+        let oldest_trailing = rows.iter().filter(|r| r.best.is_some()).map(|r| r.armed_version).min();
+        let since = match oldest_trailing {
+            Some(version) => trigger_storage::prices_after(conn, market, version)?,
+            None => Vec::new(),
+        };
+        for row in rows {
+            let (id, _, _) = row.ids()?;
+            let mut level = level_of(&row).map_err(HandlerError::Permanent)?;
+            if let Level::Trailing { best, .. } = &mut level {
+                let later = since.iter().filter(|(v, _)| *v > row.armed_version).map(|(_, p)| p.value());
+                *best = later.fold(*best, |b, p| row.fires_when.better(b, p));
+            }
+            let seq = u64::try_from(row.seq).map_err(|e| HandlerError::Permanent(e.into()))?;
+            triggers.book.insert(Armed { id, seq, direction: row.fires_when, level });
+            triggers.rows.insert(id, row);
+        }
+        Ok(triggers)
+    }
+}
+
+/// A stored trigger's stop: fixed, or trailing from its best price when armed.
+fn level_of(row: &TriggerRow) -> anyhow::Result<Level> {
+    let trail = match (row.trail_amount, row.trail_percent) {
+        (Some(a), _) => Some(Trail::Amount(a.value())),
+        (None, Some(p)) => Some(Trail::Percent(p.value())),
+        (None, None) => None,
+    };
+    match (row.stop_price, trail, row.best) {
+        (Some(stop), _, _) => Ok(Level::Fixed(stop.value())),
+        (None, Some(trail), Some(best)) => Ok(Level::Trailing { trail, best: best.value() }),
+        _ => Err(anyhow::anyhow!("trigger {}: neither a stop nor a trail from a best price", row.trigger_id)),
+    }
 }
 
 /// The books of every market, with the version each was loaded at.
@@ -78,21 +141,33 @@ impl Matcher {
         let market_id = match &message {
             Orders::Submit(cmd) => cmd.terms.market.clone(),
             Orders::Cancel(cmd) => cmd.market.clone(),
+            Orders::Arm(cmd) => cmd.terms.market.clone(),
+            Orders::Disarm(cmd) => cmd.market.clone(),
         };
         let mut markets = self.markets.lock().unwrap_or_else(|p| p.into_inner());
         let stored = storage::version(conn, &market_id)?;
-        let market = markets.entry(market_id.clone()).or_insert_with(|| Market {
-            version: None,
-            book: Book::default(),
-            candles: None,
-        });
-        if market.version != Some(stored) {
-            let resting = storage::load_book(conn, &market_id)?;
-            *market = Market { version: Some(stored), book: Book::from_resting(resting), candles: None };
-        }
+        let market = match markets.entry(market_id.clone()) {
+            std::collections::hash_map::Entry::Occupied(e) if e.get().version == Some(stored) => e.into_mut(),
+            entry => {
+                let loaded = Market {
+                    version: Some(stored),
+                    book: Book::from_resting(storage::load_book(conn, &market_id)?),
+                    candles: None,
+                    triggers: Triggers::load(conn, &market_id)?,
+                };
+                match entry {
+                    std::collections::hash_map::Entry::Occupied(mut e) => {
+                        e.insert(loaded);
+                        e.into_mut()
+                    }
+                    std::collections::hash_map::Entry::Vacant(e) => e.insert(loaded),
+                }
+            }
+        };
         // From here the cache runs ahead of the database until commit; the
         // version check above repairs it if the transaction rolls back.
         market.version = None;
+        let version = stored + 1;
         let outcome = match message {
             Orders::Submit(cmd) => {
                 let order = NewOrder::from(cmd);
@@ -110,11 +185,172 @@ impl Matcher {
                 }
                 outcome
             }
+            Orders::Arm(cmd) => {
+                arm(conn, &mut market.triggers, &cmd, version, now, out)?;
+                Outcome::default()
+            }
+            Orders::Disarm(cmd) => {
+                disarm(conn, &mut market.triggers, &cmd, now, out)?;
+                Outcome::default()
+            }
         };
-        record(conn, &market_id, market, &outcome, now, out)?;
+        // Each outcome's trades are evaluated against the triggers in the
+        // order they were made; the orders they fire are placed in firing
+        // order, and their own trades evaluated after.
+        let mut outcomes = VecDeque::from([outcome]);
+        while let Some(outcome) = outcomes.pop_front() {
+            record(conn, &market_id, market, &outcome, now, version, out)?;
+            for fill in &outcome.fills {
+                market.triggers.last_price = Some(fill.price);
+                for fired in market.triggers.book.trade(fill.price) {
+                    let Some(row) = market.triggers.rows.remove(&fired.id) else { continue };
+                    if let Some(order) = fire(conn, &row, fired.stop, fill.price, now, out)? {
+                        outcomes.push_back(market.book.submit(&order));
+                    }
+                }
+            }
+        }
         market.version = Some(storage::bump_version(conn, &market_id, stored)?);
         Ok(())
     }
+}
+
+/// `matching.arm-trigger`: stored and armed, unless it was armed before (the
+/// command came twice), its disarm came first (a cancel tombstone under its
+/// order id), or the last price has already crossed its stop (`invalid`).
+fn arm(
+    conn: &mut DbConnection,
+    triggers: &mut Triggers,
+    cmd: &ArmTrigger,
+    version: i64,
+    now: i64,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    if trigger_storage::status(conn, cmd.trigger_id)?.is_some() {
+        return Ok(());
+    }
+    let seq = triggers.next_seq;
+    let mut row = TriggerRow::armed(cmd, triggers.last_price, version, seq, trigger_storage::ARMED);
+    let refusal = if storage::has_tombstone(conn, cmd.order_id)? {
+        Some((DisarmReason::Cancelled, None))
+    } else if cmd.expires_at.is_some_and(|at| at.timestamp_micros() <= now) {
+        Some((DisarmReason::Expired, None))
+    } else {
+        match (level_of(&row), triggers.last_price) {
+            (Err(_), _) => Some((DisarmReason::Invalid, Some("the market has no trade yet to trail".to_string()))),
+            (Ok(level), Some(last)) if cmd.fires_when.crosses(stop_of(level, cmd.fires_when), last) => Some((
+                DisarmReason::Invalid,
+                Some(format!("the last price {last} had already crossed its stop {}", stop_of(level, cmd.fires_when))),
+            )),
+            (Ok(_), _) => None,
+        }
+    };
+    let disarmed = |reason, detail| TriggerDisarmed {
+        trigger_id: cmd.trigger_id,
+        user_id: cmd.user_id,
+        order_id: cmd.order_id,
+        market: cmd.terms.market.clone(),
+        reason,
+        detail,
+    };
+    if let Some((reason, detail)) = refusal {
+        row.status = trigger_storage::DISARMED.to_string();
+        trigger_storage::insert(conn, &row)?;
+        out.send(&cmd.trigger_id.to_string(), &disarmed(reason, detail));
+        return Ok(());
+    }
+    trigger_storage::insert(conn, &row)?;
+    let level = level_of(&row).map_err(HandlerError::Permanent)?;
+    let seq = u64::try_from(seq).map_err(|e| HandlerError::Permanent(e.into()))?;
+    triggers.book.insert(Armed { id: cmd.trigger_id, seq, direction: cmd.fires_when, level });
+    triggers.rows.insert(cmd.trigger_id, row);
+    triggers.next_seq += 1;
+    Ok(())
+}
+
+/// A level's stop as it stands, for a trigger that fires as the price `moves`.
+fn stop_of(level: Level, moves: PriceMove) -> Decimal {
+    match level {
+        Level::Fixed(stop) => stop,
+        Level::Trailing { trail, best } => trail.stop(moves, best),
+    }
+}
+
+/// `matching.disarm-trigger`: out of the book, unless it fired first (it
+/// stays fired: its order is in the book) or was never armed here (its arm
+/// will find the tombstone and be refused).
+fn disarm(
+    conn: &mut DbConnection,
+    triggers: &mut Triggers,
+    cmd: &DisarmTrigger,
+    now: i64,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    match trigger_storage::status(conn, cmd.trigger_id)?.as_deref() {
+        Some(trigger_storage::ARMED) => {
+            triggers.book.remove(cmd.trigger_id);
+            triggers.rows.remove(&cmd.trigger_id);
+            trigger_storage::set_status(conn, cmd.trigger_id, trigger_storage::DISARMED)?;
+            out.send(
+                &cmd.trigger_id.to_string(),
+                &TriggerDisarmed {
+                    trigger_id: cmd.trigger_id,
+                    user_id: cmd.user_id,
+                    order_id: cmd.order_id,
+                    market: cmd.market.clone(),
+                    reason: cmd.reason,
+                    detail: None,
+                },
+            );
+        }
+        Some(_) => {}
+        None => storage::leave_tombstone(conn, cmd.order_id, &cmd.market, cmd.user_id, now)?,
+    }
+    Ok(())
+}
+
+/// A trigger a trade at `price` crossed: past its expiry it is disarmed
+/// (`expired`); else it is `fired` and its order returned, to be placed now.
+fn fire(
+    conn: &mut DbConnection,
+    row: &TriggerRow,
+    stop: Decimal,
+    price: Decimal,
+    now: i64,
+    out: &mut Emitter,
+) -> Result<Option<NewOrder>, HandlerError> {
+    let (trigger_id, user_id, order_id) = row.ids()?;
+    if row.expires_at.is_some_and(|at| at <= now) {
+        trigger_storage::set_status(conn, trigger_id, trigger_storage::DISARMED)?;
+        out.send(
+            &row.trigger_id,
+            &TriggerDisarmed {
+                trigger_id,
+                user_id,
+                order_id,
+                market: row.market.clone(),
+                reason: DisarmReason::Expired,
+                detail: None,
+            },
+        );
+        return Ok(None);
+    }
+    trigger_storage::set_status(conn, trigger_id, trigger_storage::FIRED)?;
+    let terms = row.terms();
+    out.send(
+        &row.trigger_id,
+        &TriggerFired {
+            trigger_id,
+            user_id,
+            order_id,
+            kind: row.kind,
+            stop_price: stop.into(),
+            trade_price: price.into(),
+            fired_at: micros_to_time(now),
+            terms: terms.clone(),
+        },
+    );
+    Ok(Some(NewOrder { id: order_id, user: user_id, terms }))
 }
 
 /// Stores the book change and the trades, and emits their events.
@@ -124,11 +360,12 @@ fn record(
     market: &mut Market,
     outcome: &Outcome,
     now: i64,
+    version: i64,
     out: &mut Emitter,
 ) -> Result<(), HandlerError> {
     for fill in &outcome.fills {
         let trade_id = Uuid::now_v7();
-        storage::insert_trade(conn, trade_id, market_id, fill, now)?;
+        storage::insert_trade(conn, trade_id, market_id, fill, now, version)?;
         out.send(
             market_id,
             &MarketTrade {

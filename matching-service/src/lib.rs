@@ -6,7 +6,9 @@
 //! | [`engine`] | the order book and its matching rules, pure and deterministic |
 //! | [`candles`] | candles from trades, pure: the history's and the live feed's, one fold |
 //! | [`storage`] | resting orders, book versions, trades and cancel tombstones in the service's database |
-//! | [`handlers`] | the orders queue: `matching.submit-order`, `matching.cancel-order` (a cancel that comes first leaves a tombstone the submit honours) |
+//! | [`triggers`] | the armed price triggers of a market, pure: what a trade fires, in which order, never scanning them all |
+//! | [`trigger_storage`] | armed triggers in the database |
+//! | [`handlers`] | the orders queue: `matching.submit-order`, `matching.cancel-order` (a cancel that comes first leaves a tombstone the submit honours), `matching.arm-trigger`, `matching.disarm-trigger`; every trade evaluated against the market's triggers, a fired one's order placed in the same transaction |
 //! | [`routes`] | REST: the book, the trades and the candles of a market |
 //! | [`settings`] | the service's own settings: the markets |
 //!
@@ -27,6 +29,8 @@ pub mod handlers;
 pub mod routes;
 pub mod settings;
 pub mod storage;
+pub mod trigger_storage;
+pub mod triggers;
 
 use std::sync::Arc;
 

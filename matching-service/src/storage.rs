@@ -41,6 +41,7 @@ diesel::table! {
         taker_order_id -> Text,
         maker_order_id -> Text,
         executed_at -> BigInt,
+        book_version -> Nullable<BigInt>,
     }
 }
 
@@ -204,14 +205,17 @@ struct TradeForm<'a> {
     taker_order_id: String,
     maker_order_id: String,
     executed_at: i64,
+    book_version: Option<i64>,
 }
 
+/// Stores a trade made at `at` by the command that moves its market's book to `version`.
 pub fn insert_trade(
     conn: &mut DbConnection,
     id: Uuid,
     market: &str,
     fill: &Fill,
     at: i64,
+    version: i64,
 ) -> QueryResult<()> {
     let form = TradeForm {
         id: id.to_string(),
@@ -222,6 +226,7 @@ pub fn insert_trade(
         taker_order_id: fill.taker_order.to_string(),
         maker_order_id: fill.maker_order.to_string(),
         executed_at: at,
+        book_version: Some(version),
     };
     bourse_common::on_backend!(conn, |c| diesel::insert_into(trades::table).values(&form).execute(c))?;
     Ok(())

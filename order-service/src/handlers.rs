@@ -11,10 +11,18 @@
 //! | `funds.rejected` | payment-service | `pending` or `cancel_requested` -> `rejected` with the reason, publishes `order.rejected` |
 //! | `funds.released` | payment-service | `cancel_requested` -> `cancelled`, publishes `order.cancelled`; while the book's last word is still to come, only remembered (`sent_released`) |
 //! | `order.updated` | matching-service | records its filled quantity (it only grows); `open` -> `partially_filled`, -> `filled`, or out of the book -> `cancel_requested` until its funds are released (`cancelled` at once if they were) |
+//! | `trigger.fired` | matching-service | the trigger `fired`; its order (in the book already) is stored `open` |
+//! | `trigger.disarmed` | matching-service | the trigger `cancelled`, `expired` or `rejected`; its funds released |
+//!
+//! A price trigger's funds are reserved under the id of the order it will
+//! place, so `funds.*` for an id with no order is its trigger's: the table
+//! is [`TriggerState::after`](crate::triggers::TriggerState::after). Once it
+//! fired (`trigger.fired`, or the first word of its order if a retry brings
+//! that first), the id is its order's, which the saga moves as any other.
 
 use bourse_common::catalog::{
-    FundsRejected, FundsReleased, FundsReserved, OrderCancelled, OrderRejected, OrderUpdated, ReleaseFunds,
-    SubmitOrder,
+    ArmTrigger, DisarmTrigger, FundsRejected, FundsReleased, FundsReserved, OrderCancelled, OrderRejected,
+    OrderUpdated, ReleaseFunds, SubmitOrder, TriggerDisarmed, TriggerFired, TriggerUpdated,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -25,6 +33,8 @@ use uuid::Uuid;
 
 use crate::domain::{self, Effect, Step};
 use crate::storage::{self, Cause, OrderRow};
+use crate::trigger_storage::{self, TriggerRow};
+use crate::triggers::{TriggerEffect, TriggerStatus, TriggerStep};
 
 /// The queue of the saga's events.
 pub const QUEUE: &str = "order-service.saga";
@@ -36,6 +46,8 @@ bourse_common::inbound! {
         FundsRejected(FundsRejected),
         FundsReleased(FundsReleased),
         OrderUpdated(OrderUpdated),
+        TriggerFired(TriggerFired),
+        TriggerDisarmed(TriggerDisarmed),
     }
 }
 
@@ -51,8 +63,35 @@ pub fn handle(
         Saga::FundsRejected(event) => (event.order_id, Step::FundsRejected, Some(event)),
         Saga::FundsReleased(event) => (event.order_id, Step::FundsReleased, None),
         Saga::OrderUpdated(event) => (event.order_id, Step::Book(event.status), None),
+        Saga::TriggerFired(event) => return trigger_fired(conn, event, envelope, out),
+        Saga::TriggerDisarmed(event) => {
+            let trigger = trigger(conn, event.trigger_id)?;
+            let step = TriggerStep::Disarmed(event.reason);
+            return Ok(trigger_step(conn, &trigger, step, event.detail.as_deref(), out)?);
+        }
     };
-    let order = order(conn, order_id)?;
+    let order = match storage::lock(conn, order_id)? {
+        Some(order) => order,
+        None => match trigger_storage::lock_by_order(conn, order_id)? {
+            // Funds of a trigger not fired: its own step.
+            Some(trigger) if trigger.status != TriggerStatus::Fired => match &message {
+                Saga::FundsReserved(_) => {
+                    return Ok(trigger_step(conn, &trigger, TriggerStep::FundsReserved, None, out)?);
+                }
+                Saga::FundsRejected(e) => {
+                    let step = TriggerStep::FundsRejected;
+                    return Ok(trigger_step(conn, &trigger, step, Some(&e.reason), out)?);
+                }
+                // Released after it was cancelled, expired or refused: nothing more.
+                Saga::FundsReleased(_) if trigger.status.is_final() => return Ok(()),
+                // Its order's word came before `trigger.fired` (a retry): it fired.
+                _ => placed_order(conn, &trigger, envelope, out)?,
+            },
+            Some(trigger) => placed_order(conn, &trigger, envelope, out)?,
+            // The order commits before its command is published: a miss is a bug, not a race.
+            None => return Err(HandlerError::Permanent(anyhow::anyhow!("no order {order_id}"))),
+        },
+    };
     if let Saga::OrderUpdated(event) = &message {
         // The book's filled quantity, final order or not: it only grows.
         if let Some(filled) = domain::filled_after(order.filled_quantity, event.filled_quantity) {
@@ -62,10 +101,132 @@ pub fn handle(
     advance(conn, &order, step, rejection, envelope, out)
 }
 
-fn order(conn: &mut DbConnection, id: Uuid) -> Result<OrderRow, HandlerError> {
-    let found = storage::lock(conn, id)?;
-    // The order commits before its command is published: a miss is a bug, not a race.
-    found.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no order {id}")))
+fn trigger(conn: &mut DbConnection, id: Uuid) -> Result<TriggerRow, HandlerError> {
+    let found = trigger_storage::lock(conn, id)?;
+    found.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no trigger {id}")))
+}
+
+/// `trigger.fired`: the trigger is `fired`, with what fired it; its order is stored.
+fn trigger_fired(
+    conn: &mut DbConnection,
+    event: &TriggerFired,
+    envelope: &Envelope,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    let trigger = trigger(conn, event.trigger_id)?;
+    if trigger.fired_at.is_none() {
+        let at = event.fired_at.timestamp_micros();
+        trigger_storage::set_fired(conn, &trigger, event.stop_price, event.trade_price, at)?;
+    }
+    placed_order(conn, &trigger, envelope, out)?;
+    Ok(())
+}
+
+/// The order `trigger` placed, stored `open` (it is in its book) the first
+/// time its firing is heard of, the trigger `fired` with it.
+fn placed_order(
+    conn: &mut DbConnection,
+    trigger: &TriggerRow,
+    envelope: &Envelope,
+    out: &mut Emitter,
+) -> Result<OrderRow, HandlerError> {
+    let (_, _, order_id) = trigger.ids().map_err(|e| HandlerError::Permanent(e.into()))?;
+    if let Some(order) = storage::lock(conn, order_id)? {
+        return Ok(order);
+    }
+    if trigger.status != TriggerStatus::Active && trigger.status != TriggerStatus::Fired {
+        return Err(HandlerError::Permanent(anyhow::anyhow!(
+            "trigger {} is {}: it cannot have fired",
+            trigger.id,
+            trigger.status
+        )));
+    }
+    trigger_step(conn, trigger, TriggerStep::Fired, None, out)?;
+    let order = OrderRow::placed_by(trigger, now_micros());
+    storage::insert(conn, &order, &cause(envelope))?;
+    Ok(order)
+}
+
+/// Moves the (locked) trigger on `step` as its table says: stores its new
+/// state, tells its user, sends what the step sends.
+fn trigger_step(
+    conn: &mut DbConnection,
+    trigger: &TriggerRow,
+    step: TriggerStep,
+    reason: Option<&str>,
+    out: &mut Emitter,
+) -> diesel::QueryResult<()> {
+    let before = trigger.state();
+    let (after, effect) = before.after(step);
+    if after == before {
+        return Ok(());
+    }
+    let reason = reason.filter(|_| after.status == TriggerStatus::Rejected);
+    trigger_storage::set_state(conn, trigger, after, reason, now_micros())?;
+    let (trigger_id, user_id, order_id) =
+        trigger.ids().map_err(|e| diesel::result::Error::DeserializationError(Box::new(e)))?;
+    if after.status != before.status {
+        out.send(
+            &trigger.id,
+            &TriggerUpdated {
+                trigger_id,
+                user_id,
+                market: trigger.market.clone(),
+                kind: trigger.kind,
+                side: trigger.side,
+                status: after.status.to_string(),
+                order_id: (after.status == TriggerStatus::Fired).then_some(order_id),
+                reason: reason.map(str::to_string),
+            },
+        );
+    }
+    match effect {
+        None => {}
+        Some(TriggerEffect::Arm) => {
+            out.send(&trigger.id, &arm(trigger, trigger_id, user_id, order_id));
+        }
+        Some(TriggerEffect::Disarm) => {
+            let reason = match after.ending {
+                Some(crate::triggers::Ending::Expiry) => bourse_common::catalog::DisarmReason::Expired,
+                _ => bourse_common::catalog::DisarmReason::Cancelled,
+            };
+            out.send(
+                &trigger.id,
+                &DisarmTrigger { trigger_id, user_id, order_id, market: trigger.market.clone(), reason },
+            );
+        }
+        Some(TriggerEffect::Release) => {
+            out.send(&trigger.id, &ReleaseFunds { order_id, user_id });
+        }
+    }
+    Ok(())
+}
+
+/// The command that arms `trigger` in its book.
+fn arm(trigger: &TriggerRow, trigger_id: Uuid, user_id: Uuid, order_id: Uuid) -> ArmTrigger {
+    ArmTrigger {
+        trigger_id,
+        user_id,
+        order_id,
+        kind: trigger.kind,
+        fires_when: trigger.kind.fires_when(trigger.side),
+        stop_price: trigger.stop_price,
+        trail_amount: trigger.trail_amount,
+        trail_percent: trigger.trail_percent,
+        expires_at: trigger.expires_at.map(bourse_common::micros_to_time),
+        terms: trigger.order_terms(),
+    }
+}
+
+/// A cancel request or an expiry for a trigger: the route's and the sweep's
+/// step, inside their transaction.
+pub fn end_trigger(
+    conn: &mut DbConnection,
+    trigger: &TriggerRow,
+    ending: crate::triggers::Ending,
+    out: &mut Emitter,
+) -> diesel::QueryResult<()> {
+    trigger_step(conn, trigger, TriggerStep::End(ending), None, out)
 }
 
 fn cause(envelope: &Envelope) -> Cause {

@@ -17,6 +17,7 @@ use uuid::Uuid;
 use bourse_common::idempotency::IdempotencyKey;
 
 use crate::domain::{BookStage, NewOrder, SagaState, Status};
+use crate::trigger_storage::TriggerRow;
 
 bourse_common::stored_as_text!(Status, BookStage);
 
@@ -42,6 +43,7 @@ diesel::table! {
         created_at -> BigInt,
         updated_at -> BigInt,
         book_stage -> Text,
+        trigger_id -> Nullable<Text>,
     }
 }
 
@@ -79,6 +81,8 @@ pub struct OrderRow {
     pub updated_at: i64,
     /// How far it got with its book, as the saga knows it.
     pub book_stage: BookStage,
+    /// The trigger that placed it, if one did.
+    pub trigger_id: Option<String>,
 }
 
 impl OrderRow {
@@ -107,6 +111,32 @@ impl OrderRow {
             created_at: now,
             updated_at: now,
             book_stage: BookStage::Unsent,
+            trigger_id: None,
+        }
+    }
+
+    /// The order a trigger placed when it fired: matching-service put it in
+    /// its book in the same transaction, its funds reserved since the trigger's placement.
+    pub fn placed_by(trigger: &TriggerRow, now: i64) -> Self {
+        let terms = trigger.order_terms();
+        Self {
+            id: trigger.order_id.clone(),
+            user_id: trigger.user_id.clone(),
+            market: terms.market,
+            side: terms.side,
+            order_type: terms.order_type,
+            price: terms.price,
+            quantity: terms.quantity,
+            filled_quantity: Amount::ZERO,
+            status: Status::Open,
+            time_in_force: terms.time_in_force,
+            reject_reason: None,
+            idempotency_key: None,
+            request_body: None,
+            created_at: now,
+            updated_at: now,
+            book_stage: BookStage::Sent,
+            trigger_id: Some(trigger.id.clone()),
         }
     }
 
@@ -130,7 +160,7 @@ impl OrderRow {
     /// The order's id and its user's.
     pub fn ids(&self) -> Result<(Uuid, Uuid), CorruptOrder> {
         let parse = |s: &str| {
-            Uuid::parse_str(s).map_err(|e| CorruptOrder { id: self.id.clone(), reason: e.to_string() })
+            Uuid::parse_str(s).map_err(|e| CorruptOrder::new(&self.id, e))
         };
         Ok((parse(&self.id)?, parse(&self.user_id)?))
     }
@@ -138,10 +168,16 @@ impl OrderRow {
 
 /// A stored order whose ids do not decode: a bug or a hand-edited row.
 #[derive(Debug, thiserror::Error)]
-#[error("stored order {id} is corrupt: {reason}")]
+#[error("stored order or trigger {id} is corrupt: {reason}")]
 pub struct CorruptOrder {
     id: String,
     reason: String,
+}
+
+impl CorruptOrder {
+    pub fn new(id: &str, reason: impl std::fmt::Display) -> Self {
+        Self { id: id.to_string(), reason: reason.to_string() }
+    }
 }
 
 /// What caused a transition: a message (`funds.reserved` + its id) or a request.

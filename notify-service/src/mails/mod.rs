@@ -27,6 +27,7 @@ pub mod order_rejected;
 pub mod password_reset;
 pub mod registration_attempted;
 pub mod settlement_confirmed;
+pub mod trigger_fired;
 pub mod wallet_created;
 pub mod welcome;
 pub mod withdrawal_confirmed;
@@ -34,7 +35,7 @@ pub mod withdrawal_failed;
 
 use bourse_common::catalog::{
     AuditFailed, DepositConfirmed, FundsSettled, OrderRejected, PasswordResetRequested,
-    RegistrationAttempted, SettlementConfirmed, Side, UserRegistered, WalletCreated, WithdrawalConfirmed,
+    RegistrationAttempted, SettlementConfirmed, Side, TriggerFired, UserRegistered, WalletCreated, WithdrawalConfirmed,
     WithdrawalFailed,
 };
 use bourse_common::db::DbConnection;
@@ -130,6 +131,7 @@ kinds! {
     WithdrawalConfirmed(WithdrawalConfirmed) => withdrawal_confirmed,
     WithdrawalFailed(WithdrawalFailed) => withdrawal_failed,
     SettlementConfirmed(SettlementConfirmed) => settlement_confirmed,
+    TriggerFired(TriggerFired) => trigger_fired,
     AuditFailed(AuditFailed) => audit_failed,
 }
 

@@ -1,0 +1,2 @@
+ALTER TABLE trades DROP COLUMN book_version;
+DROP TABLE book_triggers;

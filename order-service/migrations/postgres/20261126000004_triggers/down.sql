@@ -1,0 +1,2 @@
+ALTER TABLE orders DROP COLUMN trigger_id;
+DROP TABLE triggers;
