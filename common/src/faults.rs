@@ -75,6 +75,13 @@ impl Faults {
         trip(&self.credit_twice)
     }
 
+    /// A consumer crash armed by [`Faults::crash_consumer_after_commit`] or
+    /// [`Faults::crash_consumer_before_commit`] has not happened yet.
+    pub fn consumer_crash_pending(&self) -> bool {
+        self.consumer_crash_after_commit.load(Ordering::SeqCst) > 0
+            || self.consumer_crash_before_commit.load(Ordering::SeqCst) > 0
+    }
+
     pub(crate) fn relay_should_crash(&self) -> bool {
         trip(&self.relay_crash_after_publish)
     }

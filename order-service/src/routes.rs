@@ -35,6 +35,8 @@ pub struct Order {
     pub status: Status,
     /// Why the order was rejected (`rejected` only).
     pub reject_reason: Option<String>,
+    /// The price trigger that placed it, if one did.
+    pub trigger_id: Option<Uuid>,
     pub created_at: chrono::DateTime<chrono::Utc>,
     pub updated_at: chrono::DateTime<chrono::Utc>,
 }
@@ -50,6 +52,7 @@ impl TryFrom<OrderRow> for Order {
             status: r.status,
             filled_quantity: r.filled_quantity,
             reject_reason: r.reject_reason,
+            trigger_id: r.trigger_id.as_deref().and_then(|t| Uuid::parse_str(t).ok()),
             created_at: micros_to_time(r.created_at),
             updated_at: micros_to_time(r.updated_at),
         })

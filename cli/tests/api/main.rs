@@ -21,3 +21,4 @@ mod security_ws;
 mod settlement;
 mod stack;
 mod trading;
+mod triggers;

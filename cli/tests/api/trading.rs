@@ -223,12 +223,12 @@ async fn a_trade_reaches_websocket_subscribers(backend: Backend) {
 }
 
 /// Does `channel` hold a message whose data satisfies `pred`?
-fn has(seen: &HashMap<String, Vec<Value>>, channel: &str, pred: impl Fn(&Value) -> bool) -> bool {
+pub(crate) fn has(seen: &HashMap<String, Vec<Value>>, channel: &str, pred: impl Fn(&Value) -> bool) -> bool {
     seen.get(channel).is_some_and(|v| v.iter().any(|m| pred(&m["data"])))
 }
 
 /// Reads the feed into `seen` (by channel) until `done`; panics with what came at `deadline`.
-async fn collect_until<S>(
+pub(crate) async fn collect_until<S>(
     ws: &mut S,
     seen: &mut HashMap<String, Vec<Value>>,
     deadline: tokio::time::Instant,
