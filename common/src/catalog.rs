@@ -593,8 +593,12 @@ impl Trail {
         match (self, moves) {
             (Self::Amount(a), PriceMove::Falls) => best.saturating_sub(a),
             (Self::Amount(a), PriceMove::Rises) => best.saturating_add(a),
-            (Self::Percent(p), PriceMove::Falls) => best.saturating_mul(Decimal::ONE.saturating_sub(hundredth(p))),
-            (Self::Percent(p), PriceMove::Rises) => best.saturating_mul(Decimal::ONE.saturating_add(hundredth(p))),
+            (Self::Percent(p), PriceMove::Falls) => {
+                best.saturating_mul(Decimal::ONE.saturating_sub(hundredth(p)))
+            }
+            (Self::Percent(p), PriceMove::Rises) => {
+                best.saturating_mul(Decimal::ONE.saturating_add(hundredth(p)))
+            }
         }
     }
 }

@@ -29,8 +29,8 @@ use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
-    Interval, MarketTrade, OrderUpdated, SettlementConfirmed, TradeExecuted, TriggerUpdated, WithdrawalConfirmed,
-    WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
+    Interval, MarketTrade, OrderUpdated, SettlementConfirmed, TradeExecuted, TriggerUpdated,
+    WithdrawalConfirmed, WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Db;

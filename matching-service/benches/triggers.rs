@@ -10,10 +10,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use criterion::{Criterion, Throughput};
-use rust_decimal::Decimal;
 use bourse_common::catalog::{PriceMove as Direction, Trail};
+use criterion::{Criterion, Throughput};
 use matching_service::triggers::{Armed, Level, TriggerBook};
+use rust_decimal::Decimal;
 use uuid::Uuid;
 
 /// Triggers armed on the market.

@@ -17,8 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bourse_common::catalog::{
-    ArmTrigger, BookChanged, CancelOrder, DisarmReason, DisarmTrigger, MarketTrade, OrderUpdated, SubmitOrder,
-    TradeExecuted, TriggerDisarmed, TriggerFired,
+    ArmTrigger, BookChanged, CancelOrder, DisarmReason, DisarmTrigger, MarketTrade, OrderUpdated,
+    SubmitOrder, TradeExecuted, TriggerDisarmed, TriggerFired,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -32,8 +32,8 @@ use crate::engine::{Book, CancelReason, NewOrder, Outcome};
 use crate::storage;
 use crate::trigger_storage::{self, TriggerRow};
 use crate::triggers::{Armed, Level, TriggerBook};
-use bourse_common::catalog::Trail;
 use bourse_common::catalog::PriceMove;
+use bourse_common::catalog::Trail;
 use rust_decimal::Decimal;
 
 bourse_common::inbound! {
@@ -237,11 +237,18 @@ fn arm(
         Some((DisarmReason::Expired, None))
     } else {
         match (level_of(&row), triggers.last_price) {
-            (Err(_), _) => Some((DisarmReason::Invalid, Some("the market has no trade yet to trail".to_string()))),
-            (Ok(level), Some(last)) if cmd.fires_when.crosses(stop_of(level, cmd.fires_when), last) => Some((
-                DisarmReason::Invalid,
-                Some(format!("the last price {last} had already crossed its stop {}", stop_of(level, cmd.fires_when))),
-            )),
+            (Err(_), _) => {
+                Some((DisarmReason::Invalid, Some("the market has no trade yet to trail".to_string())))
+            }
+            (Ok(level), Some(last)) if cmd.fires_when.crosses(stop_of(level, cmd.fires_when), last) => {
+                Some((
+                    DisarmReason::Invalid,
+                    Some(format!(
+                        "the last price {last} had already crossed its stop {}",
+                        stop_of(level, cmd.fires_when)
+                    )),
+                ))
+            }
             (Ok(_), _) => None,
         }
     };

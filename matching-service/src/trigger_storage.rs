@@ -122,11 +122,7 @@ pub fn insert(conn: &mut DbConnection, row: &TriggerRow) -> QueryResult<()> {
 
 /// The stored status of a trigger (`None`: never armed here).
 pub fn status(conn: &mut DbConnection, trigger_id: Uuid) -> QueryResult<Option<String>> {
-    book_triggers::table
-        .find(trigger_id.to_string())
-        .select(book_triggers::status)
-        .first(conn)
-        .optional()
+    book_triggers::table.find(trigger_id.to_string()).select(book_triggers::status).first(conn).optional()
 }
 
 pub fn set_status(conn: &mut DbConnection, trigger_id: Uuid, status: &str) -> QueryResult<()> {

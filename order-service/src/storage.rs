@@ -159,9 +159,7 @@ impl OrderRow {
 
     /// The order's id and its user's.
     pub fn ids(&self) -> Result<(Uuid, Uuid), CorruptOrder> {
-        let parse = |s: &str| {
-            Uuid::parse_str(s).map_err(|e| CorruptOrder::new(&self.id, e))
-        };
+        let parse = |s: &str| Uuid::parse_str(s).map_err(|e| CorruptOrder::new(&self.id, e));
         Ok((parse(&self.id)?, parse(&self.user_id)?))
     }
 }

@@ -156,12 +156,22 @@ pub async fn place_trigger(
         None => None,
     };
     let unprocessable = |e: triggers::TriggerError| ApiError::unprocessable(e.code(), e.to_string());
-    let valid =
-        request.validate(market, last, chrono::Utc::now(), settings.market_buy_cap_percent).map_err(unprocessable)?;
+    let valid = request
+        .validate(market, last, chrono::Utc::now(), settings.market_buy_cap_percent)
+        .map_err(unprocessable)?;
     let key = IdempotencyKey::of(&req)?;
     let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
     let (id, order_id) = (Uuid::now_v7(), Uuid::now_v7());
-    let row = TriggerRow::new(id, user, order_id, &request, &valid, key.as_ref(), request_body.clone(), now_micros());
+    let row = TriggerRow::new(
+        id,
+        user,
+        order_id,
+        &request,
+        &valid,
+        key.as_ref(),
+        request_body.clone(),
+        now_micros(),
+    );
     let reserve = ReserveFunds {
         order_id,
         user_id: user,

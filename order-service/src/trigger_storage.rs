@@ -182,7 +182,8 @@ pub fn lock_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResu
 
 /// The trigger, if it is the user's.
 pub fn find_for_user(conn: &mut DbConnection, id: Uuid, user: Uuid) -> QueryResult<Option<TriggerRow>> {
-    let found = triggers::table.find(id.to_string()).select(TriggerRow::as_select()).first(conn).optional()?;
+    let found =
+        triggers::table.find(id.to_string()).select(TriggerRow::as_select()).first(conn).optional()?;
     Ok(found.filter(|t| t.user_id == user.to_string()))
 }
 
@@ -218,10 +219,13 @@ pub fn set_state(
     reason: Option<&str>,
     now: i64,
 ) -> QueryResult<()> {
-    let set = (triggers::status.eq(state.status), triggers::ending.eq(state.ending), triggers::updated_at.eq(now));
+    let set =
+        (triggers::status.eq(state.status), triggers::ending.eq(state.ending), triggers::updated_at.eq(now));
     on_backend!(conn, |c| diesel::update(triggers::table.find(&row.id)).set(set).execute(c))?;
     if let Some(reason) = reason {
-        diesel::update(triggers::table.find(&row.id)).set(triggers::reject_reason.eq(reason)).execute(conn)?;
+        diesel::update(triggers::table.find(&row.id))
+            .set(triggers::reject_reason.eq(reason))
+            .execute(conn)?;
     }
     Ok(())
 }

@@ -136,7 +136,8 @@ impl TriggerRequest {
         if kind == TriggerKind::Oco {
             return Err(TriggerError::OcoNotAvailable);
         }
-        let market = market.ok_or_else(|| TriggerError::Order(OrderError::UnknownMarket(self.market.clone())))?;
+        let market =
+            market.ok_or_else(|| TriggerError::Order(OrderError::UnknownMarket(self.market.clone())))?;
         if self.expires_at.is_some_and(|at| at <= now) {
             return Err(TriggerError::ExpiryPassed);
         }
@@ -186,7 +187,9 @@ impl TriggerRequest {
             (false, None, Side::Buy) => first_stop.map(|stop| Amount::new(cap(stop, cap_percent, market))),
         };
         let time_in_force = match (limit, self.time_in_force) {
-            (false, Some(tif)) if tif != TimeInForce::Ioc => return Err(TriggerError::TimeInForceNotAllowed(kind)),
+            (false, Some(tif)) if tif != TimeInForce::Ioc => {
+                return Err(TriggerError::TimeInForceNotAllowed(kind));
+            }
             (_, tif) => tif,
         };
         let order = OrderRequest {
@@ -207,7 +210,8 @@ impl TriggerRequest {
 /// price scale, at most its maximum price.
 fn cap(stop: Decimal, percent: Decimal, market: &Market) -> Decimal {
     let raw = stop * (Decimal::ONE_HUNDRED + percent) / Decimal::ONE_HUNDRED;
-    raw.round_dp_with_strategy(market.price_scale, RoundingStrategy::AwayFromZero).min(market.max_price.value())
+    raw.round_dp_with_strategy(market.price_scale, RoundingStrategy::AwayFromZero)
+        .min(market.max_price.value())
 }
 
 /// A user with `active` triggers not yet ended may place one more only below `max`.
@@ -330,7 +334,9 @@ impl TriggerState {
             }
             (TriggerStep::End(_), _) if self.ending.is_some() => (self, None),
             (TriggerStep::End(end), Pending) => (Self { ending: Some(end), ..self }, None),
-            (TriggerStep::End(end), Active) => (Self { ending: Some(end), ..self }, Some(TriggerEffect::Disarm)),
+            (TriggerStep::End(end), Active) => {
+                (Self { ending: Some(end), ..self }, Some(TriggerEffect::Disarm))
+            }
             _ => (self, None),
         }
     }
@@ -406,13 +412,21 @@ mod tests {
 
     #[test]
     fn a_stop_the_last_price_already_crossed_is_refused() {
-        assert_eq!(code(&request(Side::Sell, TriggerKind::Stop, Some("2000"), None), Some("2000")), "stop_would_fire_now");
-        assert_eq!(code(&request(Side::Buy, TriggerKind::Stop, Some("1999"), None), Some("2000")), "stop_would_fire_now");
+        assert_eq!(
+            code(&request(Side::Sell, TriggerKind::Stop, Some("2000"), None), Some("2000")),
+            "stop_would_fire_now"
+        );
+        assert_eq!(
+            code(&request(Side::Buy, TriggerKind::Stop, Some("1999"), None), Some("2000")),
+            "stop_would_fire_now"
+        );
         assert_eq!(
             code(&request(Side::Sell, TriggerKind::TakeProfit, Some("1999"), None), Some("2000")),
             "stop_would_fire_now"
         );
-        assert!(check(&request(Side::Buy, TriggerKind::TakeProfit, Some("1999"), None), Some("2000")).is_ok());
+        assert!(
+            check(&request(Side::Buy, TriggerKind::TakeProfit, Some("1999"), None), Some("2000")).is_ok()
+        );
         // No trade yet: nothing to compare with.
         assert!(check(&request(Side::Sell, TriggerKind::Stop, Some("2000"), None), None).is_ok());
     }
@@ -423,8 +437,14 @@ mod tests {
         assert_eq!(code(&stop(None), None), "stop_price_required");
         assert_eq!(code(&stop(Some("0")), None), "amount_not_positive");
         assert_eq!(code(&stop(Some("1.001")), None), "amount_scale_exceeded");
-        assert_eq!(code(&request(Side::Sell, TriggerKind::StopLimit, Some("1"), None), None), "limit_price_required");
-        assert_eq!(code(&request(Side::Sell, TriggerKind::Stop, Some("1"), Some("1")), None), "limit_price_not_allowed");
+        assert_eq!(
+            code(&request(Side::Sell, TriggerKind::StopLimit, Some("1"), None), None),
+            "limit_price_required"
+        );
+        assert_eq!(
+            code(&request(Side::Sell, TriggerKind::Stop, Some("1"), Some("1")), None),
+            "limit_price_not_allowed"
+        );
         let mut trailing = request(Side::Sell, TriggerKind::TrailingStop, None, None);
         assert_eq!(code(&trailing, Some("5")), "trail_required");
         trailing.trail_percent = Some("100".parse().unwrap());

@@ -76,7 +76,11 @@ async fn trigger_reaches(t: &TestStack, token: &str, id: &str, status: &str) -> 
     let path = format!("/api/triggers/{id}");
     eventually_or(&format!("trigger {id} {status}"), WAIT, || async {
         let (code, body) = t.call("GET", &path, Some(token), None).await;
-        if code == 200 && body["status"] == status { Ok(body) } else { Err(format!(", last seen: {code} {body}")) }
+        if code == 200 && body["status"] == status {
+            Ok(body)
+        } else {
+            Err(format!(", last seen: {code} {body}"))
+        }
     })
     .await
 }
@@ -124,8 +128,10 @@ async fn a_stop_limit_sell_fires_on_the_first_trade_at_its_stop_and_fills(backen
     // The book's snapshot says the subscriptions are in place.
     let mut seen = HashMap::new();
     let deadline = tokio::time::Instant::now() + WAIT;
-    collect_until(&mut ws, &mut seen, deadline, |seen| has(seen, "book:ETH-USDT", |d| d["type"] == "snapshot"))
-        .await;
+    collect_until(&mut ws, &mut seen, deadline, |seen| {
+        has(seen, "book:ETH-USDT", |d| d["type"] == "snapshot")
+    })
+    .await;
 
     let mut request = stop("stop_limit", "sell", "1900", "1");
     request["limit_price"] = json!("1890");
@@ -149,7 +155,8 @@ async fn a_stop_limit_sell_fires_on_the_first_trade_at_its_stop_and_fills(backen
         (&order["type"], &order["price"], &order["trigger_id"]),
         (&json!("limit"), &json!("1890"), &json!(id))
     );
-    let (_, transitions) = t.call("GET", &format!("/api/orders/{order_id}/transitions"), Some(&alice), None).await;
+    let (_, transitions) =
+        t.call("GET", &format!("/api/orders/{order_id}/transitions"), Some(&alice), None).await;
     assert_eq!(transitions[0]["cause_type"], "trigger.fired", "{transitions}");
     assert_eq!(orders(&t, &alice).await.len(), 1);
 
@@ -201,7 +208,10 @@ async fn a_gap_fires_every_crossed_trigger_once_in_stop_order(backend: Backend) 
 
     for level in ["1950", "1900", "1850"] {
         let fired = trigger_reaches(&t, &alice, &ids[level], "fired").await;
-        assert_eq!((&fired["fired_stop_price"], &fired["fired_trade_price"]), (&json!(level), &json!("1800")));
+        assert_eq!(
+            (&fired["fired_stop_price"], &fired["fired_trade_price"]),
+            (&json!(level), &json!("1800"))
+        );
         t.order_reaches(&alice, fired["order_id"].as_str().unwrap(), "filled").await;
     }
     // Fired highest stop first: 1950 takes the best bid, 1900 the next, 1850 the last,
@@ -220,7 +230,7 @@ async fn a_gap_fires_every_crossed_trigger_once_in_stop_order(backend: Backend) 
 }
 
 async fn a_trailing_stop_follows_the_best_price_and_fires_at_exactly_its_trail(backend: Backend) {
-    let t = TestStack::start(backend).await;
+    let mut t = TestStack::start(backend).await;
     let m = Makers::new(&t).await;
     let alice = t.user("alice@example.com").await;
     t.top_up(&alice, "ETH", "1").await;
@@ -232,8 +242,11 @@ async fn a_trailing_stop_follows_the_best_price_and_fires_at_exactly_its_trail(b
     sell["trail_amount"] = json!("50");
     let id = place(&t, &alice, sell).await;
     trigger_reaches(&t, &alice, &id, "active").await;
-    // Up to 2100 (its stop follows to 2050), back to 2050.01: not yet; 2050: fired.
-    for price in ["2100", "2050.01", "2050"] {
+    // Up to 2100 (its stop follows to 2050), back to 2050.01: not yet; 2050: fired. A restart
+    // of matching-service in between finds its best price again from the trades since it was armed.
+    m.trade_at(&t, "2100", "0.01").await;
+    t.stack.crash_and_restart("matching-service").await.unwrap();
+    for price in ["2050.01", "2050"] {
         m.trade_at(&t, price, "0.01").await;
     }
     let fired = trigger_reaches(&t, &alice, &id, "fired").await;
@@ -390,7 +403,10 @@ async fn bad_triggers_are_refused_with_a_code_and_another_users_is_404(backend: 
         (stop("stop", "sell", "2000", "0.1"), "stop_would_fire_now"),
         (stop("stop", "buy", "1999", "0.1"), "stop_would_fire_now"),
         (stop("take_profit", "sell", "1999", "0.1"), "stop_would_fire_now"),
-        (json!({"market": "ETH-USDT", "side": "sell", "kind": "stop", "quantity": "0.1"}), "stop_price_required"),
+        (
+            json!({"market": "ETH-USDT", "side": "sell", "kind": "stop", "quantity": "0.1"}),
+            "stop_price_required",
+        ),
         (stop("stop", "sell", "1900.001", "0.1"), "amount_scale_exceeded"),
         (stop("stop", "sell", "-1", "0.1"), "amount_not_positive"),
         (stop("stop_limit", "sell", "1900", "0.1"), "limit_price_required"),
@@ -401,9 +417,18 @@ async fn bad_triggers_are_refused_with_a_code_and_another_users_is_404(backend: 
         (trailing(json!({"trail_percent": "100"})), "invalid_trail_percent"),
         (trailing(json!({"trail_amount": "5", "trail_percent": "5"})), "trail_required"),
         (trailing(json!({"trail_amount": "5", "stop_price": "1900"})), "stop_price_not_allowed"),
-        (json!({"market": "DOGE-USDT", "side": "sell", "kind": "stop", "stop_price": "1", "quantity": "1"}), "unknown_market"),
-        (json!({"market": "ETH-USDT", "side": "sell", "kind": "stop", "stop_price": "1900", "quantity": "0.1", "expires_at": past}), "expiry_in_the_past"),
-        (json!({"market": "ETH-USDT", "side": "sell", "kind": "oco", "stop_price": "1900", "quantity": "0.1"}), "kind_not_available"),
+        (
+            json!({"market": "DOGE-USDT", "side": "sell", "kind": "stop", "stop_price": "1", "quantity": "1"}),
+            "unknown_market",
+        ),
+        (
+            json!({"market": "ETH-USDT", "side": "sell", "kind": "stop", "stop_price": "1900", "quantity": "0.1", "expires_at": past}),
+            "expiry_in_the_past",
+        ),
+        (
+            json!({"market": "ETH-USDT", "side": "sell", "kind": "oco", "stop_price": "1900", "quantity": "0.1"}),
+            "kind_not_available",
+        ),
     ];
     for (request, code) in cases {
         let (status, body) = t.call("POST", "/api/triggers", Some(&alice), Some(request.clone())).await;
@@ -422,7 +447,8 @@ async fn bad_triggers_are_refused_with_a_code_and_another_users_is_404(backend: 
     // The same Idempotency-Key: the same trigger; with another body: refused.
     let key = [("Idempotency-Key", "stop-1")];
     let request = stop("stop", "sell", "1900", "0.1");
-    let (status, first) = t.call_with("POST", "/api/triggers", Some(&alice), Some(request.clone()), &key).await;
+    let (status, first) =
+        t.call_with("POST", "/api/triggers", Some(&alice), Some(request.clone()), &key).await;
     assert_eq!(status, 202, "{first}");
     let (_, again) = t.call_with("POST", "/api/triggers", Some(&alice), Some(request), &key).await;
     assert_eq!(again["id"], first["id"]);
@@ -431,7 +457,8 @@ async fn bad_triggers_are_refused_with_a_code_and_another_users_is_404(backend: 
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("idempotency_key_reused")));
     let id = first["id"].as_str().unwrap();
     trigger_reaches(&t, &alice, id, "active").await;
-    let (status, page) = t.call("GET", "/api/triggers?status=active&market=ETH-USDT", Some(&alice), None).await;
+    let (status, page) =
+        t.call("GET", "/api/triggers?status=active&market=ETH-USDT", Some(&alice), None).await;
     assert_eq!((status, page["total"].as_i64()), (200, Some(1)), "{page}");
 
     // Another user sees none of it and cannot cancel it.

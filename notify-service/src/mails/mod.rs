@@ -35,8 +35,8 @@ pub mod withdrawal_failed;
 
 use bourse_common::catalog::{
     AuditFailed, DepositConfirmed, FundsSettled, OrderRejected, PasswordResetRequested,
-    RegistrationAttempted, SettlementConfirmed, Side, TriggerFired, UserRegistered, WalletCreated, WithdrawalConfirmed,
-    WithdrawalFailed,
+    RegistrationAttempted, SettlementConfirmed, Side, TriggerFired, UserRegistered, WalletCreated,
+    WithdrawalConfirmed, WithdrawalFailed,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;

@@ -5,11 +5,8 @@ use minijinja::context;
 
 use super::{Draft, Kind, Site, To, money};
 
-pub const KIND: Kind<TriggerFired> = Kind {
-    template: "trigger_fired.j2",
-    source: include_str!("../../templates/trigger_fired.j2"),
-    compose,
-};
+pub const KIND: Kind<TriggerFired> =
+    Kind { template: "trigger_fired.j2", source: include_str!("../../templates/trigger_fired.j2"), compose };
 
 fn compose(event: TriggerFired, site: &Site) -> Draft {
     let terms = event.terms;
@@ -63,7 +60,8 @@ mod tests {
             },
         });
         assert_eq!(mail.subject, "Your stop-limit sell 2 ETH on ETH-USDT fired");
-        for part in ["1900 USDT", "1899.5 USDT", "limit at 1890 USDT", "00000000-0000-0000-0000-000000000007"] {
+        for part in ["1900 USDT", "1899.5 USDT", "limit at 1890 USDT", "00000000-0000-0000-0000-000000000007"]
+        {
             assert!(mail.text.contains(part), "{part}: {}", mail.text);
         }
     }
