@@ -78,14 +78,57 @@ impl Client {
     }
 
     async fn wait_for(&self, token: &str, id: &str, status: &str) -> anyhow::Result<Value> {
+        self.wait_until(token, &format!("/api/orders/{id}"), status).await
+    }
+
+    /// Reads `path` (an order or a trigger) until its status is `status`.
+    async fn wait_until(&self, token: &str, path: &str, status: &str) -> anyhow::Result<Value> {
         for _ in 0..300 {
-            let order = self.expect(200, "GET", &format!("/api/orders/{id}"), Some(token), None).await?;
-            if order["status"] == status {
-                return Ok(order);
+            let found = self.expect(200, "GET", path, Some(token), None).await?;
+            if found["status"] == status {
+                return Ok(found);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        bail!("order {id} did not become {status} in 15 s")
+        bail!("{path} did not become {status} in 15 s")
+    }
+
+    /// Alice guards 0.8 of her ETH with a stop-loss and a take-profit; a
+    /// trade at 2100 fires the take-profit, she cancels the stop-loss.
+    async fn triggers(&self, alice: &str, bob: &str) -> anyhow::Result<()> {
+        println!("\n10. Alice guards her ETH: a stop-loss at 1900 and a take-profit at 2100, 0.4 ETH each");
+        let mut ids = Vec::new();
+        for (kind, level) in [("stop", "1900"), ("take_profit", "2100")] {
+            let trigger = json!({"market": "ETH-USDT", "side": "sell", "kind": kind, "stop_price": level, "quantity": "0.4"});
+            let placed = self.expect(202, "POST", "/api/triggers", Some(alice), Some(trigger)).await?;
+            let path = format!("/api/triggers/{}", placed["id"].as_str().unwrap_or_default());
+            self.wait_until(alice, &path, "active").await?;
+            println!("  {kind} at {level}: active, 0.4 ETH held from now on");
+            ids.push(path);
+        }
+        self.show_accounts("alice", alice).await?;
+        println!("  Bob bids 0.4 at 2090, then sells 0.01 at 2100 to Alice: a trade at 2100");
+        let bid =
+            json!({"market": "ETH-USDT", "side": "buy", "type": "limit", "price": "2090", "quantity": "0.4"});
+        let bid = self.expect(202, "POST", "/api/orders", Some(bob), Some(bid)).await?;
+        self.wait_for(bob, bid["id"].as_str().unwrap_or_default(), "open").await?;
+        let ask = json!({"market": "ETH-USDT", "side": "sell", "type": "limit", "price": "2100", "quantity": "0.01"});
+        let ask = self.expect(202, "POST", "/api/orders", Some(bob), Some(ask)).await?;
+        self.wait_for(bob, ask["id"].as_str().unwrap_or_default(), "open").await?;
+        let take = json!({"market": "ETH-USDT", "side": "buy", "type": "limit", "price": "2100", "quantity": "0.01"});
+        self.expect(202, "POST", "/api/orders", Some(alice), Some(take)).await?;
+        let fired = self.wait_until(alice, &ids[1], "fired").await?;
+        let order = fired["order_id"].as_str().unwrap_or_default();
+        let sold = self.wait_for(alice, order, "filled").await?;
+        println!(
+            "  the take-profit fired on the trade at {}: its market sell {order} {} (0.4 ETH at 2090)",
+            fired["fired_trade_price"], sold["status"]
+        );
+        self.expect(202, "DELETE", &ids[0], Some(alice), None).await?;
+        self.wait_until(alice, &ids[0], "cancelled").await?;
+        println!("  Alice cancels the stop-loss: its 0.4 ETH are released");
+        tokio::time::sleep(Duration::from_millis(300)).await; // settlement follows the fill
+        self.show_accounts("alice", alice).await
     }
 }
 
@@ -147,7 +190,7 @@ impl Client {
     /// `eth` ETH from the user's wallet to a fresh outside address, followed until confirmed.
     async fn withdraw(&self, token: &str, eth: &str) -> anyhow::Result<()> {
         let to = alloy::signers::local::PrivateKeySigner::random().address().to_checksum(None);
-        println!("\n10. Bob withdraws {eth} ETH to an outside address, {to}");
+        println!("\n11. Bob withdraws {eth} ETH to an outside address, {to}");
         let body = json!({"currency": "ETH", "amount": eth, "address": to});
         let key = Some("demo-bob-withdrawal");
         let (status, w) = self.call_with("POST", "/api/withdrawals", Some(token), Some(body), key).await?;
@@ -260,6 +303,7 @@ pub async fn run(gateway: &str) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(300)).await; // settlement follows the fill
     c.show_accounts("alice", &alice).await?;
     c.show_accounts("bob", &bob).await?;
+    c.triggers(&alice, &bob).await?;
     if on_chain {
         c.withdraw(&bob, "0.25").await?;
         c.show_accounts("bob", &bob).await?;
