@@ -146,24 +146,20 @@ impl Matcher {
         };
         let mut markets = self.markets.lock().unwrap_or_else(|p| p.into_inner());
         let stored = storage::version(conn, &market_id)?;
-        let market = match markets.entry(market_id.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) if e.get().version == Some(stored) => e.into_mut(),
-            entry => {
-                let loaded = Market {
-                    version: Some(stored),
-                    book: Book::from_resting(storage::load_book(conn, &market_id)?),
-                    candles: None,
-                    triggers: Triggers::load(conn, &market_id)?,
-                };
-                match entry {
-                    std::collections::hash_map::Entry::Occupied(mut e) => {
-                        e.insert(loaded);
-                        e.into_mut()
-                    }
-                    std::collections::hash_map::Entry::Vacant(e) => e.insert(loaded),
-                }
-            }
-        };
+        let market = markets.entry(market_id.clone()).or_insert_with(|| Market {
+            version: None,
+            book: Book::default(),
+            candles: None,
+            triggers: Triggers::default(),
+        });
+        if market.version != Some(stored) {
+            *market = Market {
+                version: Some(stored),
+                book: Book::from_resting(storage::load_book(conn, &market_id)?),
+                candles: None,
+                triggers: Triggers::load(conn, &market_id)?,
+            };
+        }
         // From here the cache runs ahead of the database until commit; the
         // version check above repairs it if the transaction rolls back.
         market.version = None;
@@ -252,18 +248,10 @@ fn arm(
             (Ok(_), _) => None,
         }
     };
-    let disarmed = |reason, detail| TriggerDisarmed {
-        trigger_id: cmd.trigger_id,
-        user_id: cmd.user_id,
-        order_id: cmd.order_id,
-        market: cmd.terms.market.clone(),
-        reason,
-        detail,
-    };
     if let Some((reason, detail)) = refusal {
         row.status = trigger_storage::DISARMED.to_string();
         trigger_storage::insert(conn, &row)?;
-        out.send(&cmd.trigger_id.to_string(), &disarmed(reason, detail));
+        out.send(&row.trigger_id, &row.disarmed(reason, detail)?);
         return Ok(());
     }
     trigger_storage::insert(conn, &row)?;
@@ -329,17 +317,7 @@ fn fire(
     let (trigger_id, user_id, order_id) = row.ids()?;
     if row.expires_at.is_some_and(|at| at <= now) {
         trigger_storage::set_status(conn, trigger_id, trigger_storage::DISARMED)?;
-        out.send(
-            &row.trigger_id,
-            &TriggerDisarmed {
-                trigger_id,
-                user_id,
-                order_id,
-                market: row.market.clone(),
-                reason: DisarmReason::Expired,
-                detail: None,
-            },
-        );
+        out.send(&row.trigger_id, &row.disarmed(DisarmReason::Expired, None)?);
         return Ok(None);
     }
     trigger_storage::set_status(conn, trigger_id, trigger_storage::FIRED)?;

@@ -1,7 +1,10 @@
 //! Price triggers armed in the books, in the service's database: each with
 //! the order it places when it fires, and whether it is still armed.
 
-use bourse_common::catalog::{ArmTrigger, OrderTerms, OrderType, PriceMove, Side, TimeInForce, TriggerKind};
+use bourse_common::catalog::{
+    ArmTrigger, DisarmReason, OrderTerms, OrderType, PriceMove, Side, TimeInForce, TriggerDisarmed,
+    TriggerKind,
+};
 use bourse_common::db::DbConnection;
 use bourse_common::money::Amount;
 use bourse_common::on_backend;
@@ -104,6 +107,12 @@ impl TriggerRow {
             quantity: self.quantity,
             time_in_force: self.time_in_force,
         }
+    }
+
+    /// The event that says it left its book without firing, for `reason`.
+    pub fn disarmed(&self, reason: DisarmReason, detail: Option<String>) -> QueryResult<TriggerDisarmed> {
+        let (trigger_id, user_id, order_id) = self.ids()?;
+        Ok(TriggerDisarmed { trigger_id, user_id, order_id, market: self.market.clone(), reason, detail })
     }
 
     /// Its id, its user's and its order's.

@@ -5,7 +5,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::{Caller, REQUEST_ID_HEADER};
 use bourse_common::catalog::{CancelOrder, OrderTerms};
-use bourse_common::db::{Db, DbError, is_unique_violation};
+use bourse_common::db::{Db, DbConnection, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::idempotency::IdempotencyKey;
 use bourse_common::money::{Amount, Currency};
@@ -102,6 +102,89 @@ fn order_not_found(id: Uuid) -> ApiError {
     ApiError::not_found("order_not_found", format!("no order {id}"))
 }
 
+/// A `?status=` filter of a list, as one of `T`'s words; another word is 400 `invalid_status`.
+pub(crate) fn status_filter<T: std::str::FromStr>(status: Option<&str>) -> Result<Option<T>, ApiError> {
+    status
+        .map(|s| {
+            s.parse::<T>().map_err(|_| ApiError::bad_request("invalid_status", format!("unknown status {s}")))
+        })
+        .transpose()
+}
+
+/// A placement (an order, a trigger) stored once per Idempotency-Key.
+pub(crate) trait Placement: Sized + Send + 'static {
+    /// What it is, in words.
+    const WHAT: &'static str;
+    /// The user's placement stored under `key`.
+    fn find_by_key(
+        conn: &mut DbConnection,
+        user: Uuid,
+        key: &IdempotencyKey,
+    ) -> diesel::QueryResult<Option<Self>>;
+    /// The request it was placed by, as received.
+    fn request_body(&self) -> Option<&str>;
+}
+
+impl Placement for OrderRow {
+    const WHAT: &'static str = "order";
+
+    fn find_by_key(
+        conn: &mut DbConnection,
+        user: Uuid,
+        key: &IdempotencyKey,
+    ) -> diesel::QueryResult<Option<Self>> {
+        storage::find_by_idempotency_key(conn, user, key)
+    }
+
+    fn request_body(&self) -> Option<&str> {
+        self.request_body.as_deref()
+    }
+}
+
+/// Stores a placement of `user` once per Idempotency-Key, in one transaction
+/// with the user's placements serialized: the one stored before under `key`,
+/// or what `insert` decides (a refusal, or the row it stored with its
+/// outbox). A key that raced in from another request is read again; a key
+/// used before with another body is 422 `idempotency_key_reused`.
+pub(crate) async fn place_once<R: Placement>(
+    db: &Db,
+    user: Uuid,
+    key: Option<IdempotencyKey>,
+    request_body: &str,
+    insert: impl FnOnce(&mut DbConnection) -> Result<Result<R, ApiError>, DbError> + Send + 'static,
+) -> Result<R, ApiError> {
+    let raced_key = key.clone();
+    let stored = db
+        .write(move |c| {
+            storage::lock_placements(c, user)?;
+            if let Some(key) = &key
+                && let Some(existing) = R::find_by_key(c, user, key)?
+            {
+                return Ok(Ok(existing));
+            }
+            insert(c)
+        })
+        .await;
+    let stored = match stored {
+        Ok(placed) => placed?,
+        // The same key raced in from another request: that one won.
+        Err(DbError::Query(e)) if is_unique_violation(&e) => {
+            let key = raced_key.ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
+            db.read(move |c| R::find_by_key(c, user, &key).map_err(DbError::from))
+                .await?
+                .ok_or_else(|| ApiError::internal("idempotency key vanished"))?
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if stored.request_body() != Some(request_body) {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            format!("this Idempotency-Key was used for a different {}", R::WHAT),
+        ));
+    }
+    Ok(stored)
+}
+
 /// Places an order: it is `pending` until its funds are reserved.
 #[utoipa::path(
     post,
@@ -131,44 +214,18 @@ pub async fn place_order(
     let request_body = serde_json::to_string(&request).map_err(ApiError::internal)?;
     let cause = request_cause(&req, "POST /api/orders");
     let row = OrderRow::new(&order, key.as_ref(), request_body.clone(), now_micros());
-    let raced_key = key.clone();
     let max_open = settings.max_open_orders;
-    let stored = db
-        .write(move |c| {
-            storage::lock_placements(c, user)?;
-            if let Some(key) = &key
-                && let Some(existing) = storage::find_by_idempotency_key(c, user, key)?
-            {
-                return Ok(Ok(existing));
-            }
-            if let Err(full) = domain::room_for_another(storage::count_open(c, user)?, max_open) {
-                return Ok(Err(full));
-            }
-            storage::insert(c, &row, &cause)?;
-            let mut out = Emitter::new(PRODUCER);
-            out.send(&row.id, &order.reserve);
-            out.flush(c)?;
-            Ok::<_, DbError>(Ok(row))
-        })
-        .await;
-    let stored = match stored {
-        Ok(Ok(order)) => order,
-        Ok(Err(refused)) => return Err(ApiError::unprocessable(refused.code(), refused.to_string())),
-        // The same key raced in from another request: that one won.
-        Err(DbError::Query(e)) if is_unique_violation(&e) => {
-            let key = raced_key.ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
-            db.read(move |c| storage::find_by_idempotency_key(c, user, &key).map_err(DbError::from))
-                .await?
-                .ok_or_else(|| ApiError::internal("idempotency key vanished"))?
+    let stored = place_once(&db, user, key, &request_body, move |c| {
+        if let Err(full) = domain::room_for_another(storage::count_open(c, user)?, max_open) {
+            return Ok(Err(ApiError::unprocessable(full.code(), full.to_string())));
         }
-        Err(e) => return Err(e.into()),
-    };
-    if stored.request_body.as_deref() != Some(request_body.as_str()) {
-        return Err(ApiError::unprocessable(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used for a different order",
-        ));
-    }
+        storage::insert(c, &row, &cause)?;
+        let mut out = Emitter::new(PRODUCER);
+        out.send(&row.id, &order.reserve);
+        out.flush(c)?;
+        Ok(Ok(row))
+    })
+    .await?;
     Ok(HttpResponse::Accepted().json(Order::try_from(stored)?))
 }
 
@@ -247,13 +304,7 @@ pub async fn list_orders(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let (page, per_page, offset) = PageQuery { page: q.page, per_page: q.per_page }.resolve()?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            s.parse::<Status>()
-                .map_err(|_| ApiError::bad_request("invalid_status", format!("unknown status {s}")))?,
-        ),
-    };
+    let status = status_filter::<Status>(q.status.as_deref())?;
     let market = q.market;
     let (rows, total) = db
         .read(move |c| {

@@ -4,7 +4,7 @@
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::Caller;
 use bourse_common::catalog::{ReserveFunds, Side, TimeInForce, TriggerKind};
-use bourse_common::db::{Db, DbError, is_unique_violation};
+use bourse_common::db::{Db, DbError};
 use bourse_common::error::ApiError;
 use bourse_common::idempotency::IdempotencyKey;
 use bourse_common::money::Amount;
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::handlers;
-use crate::routes::ListQuery;
+use crate::routes::{ListQuery, Placement, place_once, status_filter};
 use crate::settings::Settings;
 use crate::trigger_storage::{self, TriggerRow};
 use crate::triggers::{self, Ending, TriggerRequest, TriggerStatus};
@@ -82,6 +82,22 @@ impl TryFrom<TriggerRow> for Trigger {
             created_at: micros_to_time(r.created_at),
             updated_at: micros_to_time(r.updated_at),
         })
+    }
+}
+
+impl Placement for TriggerRow {
+    const WHAT: &'static str = "trigger";
+
+    fn find_by_key(
+        conn: &mut bourse_common::db::DbConnection,
+        user: Uuid,
+        key: &IdempotencyKey,
+    ) -> diesel::QueryResult<Option<Self>> {
+        trigger_storage::find_by_idempotency_key(conn, user, key)
+    }
+
+    fn request_body(&self) -> Option<&str> {
+        self.request_body.as_deref()
     }
 }
 
@@ -179,43 +195,18 @@ pub async fn place_trigger(
         amount: valid.order.reserve_amount,
         limit_price: valid.order.terms.price,
     };
-    let raced_key = key.clone();
     let max = settings.max_active_triggers;
-    let stored = db
-        .write(move |c| {
-            crate::storage::lock_placements(c, user)?;
-            if let Some(key) = &key
-                && let Some(existing) = trigger_storage::find_by_idempotency_key(c, user, key)?
-            {
-                return Ok(Ok(existing));
-            }
-            if let Err(full) = triggers::room_for_another(trigger_storage::count_unended(c, user)?, max) {
-                return Ok(Err(full));
-            }
-            trigger_storage::insert(c, &row)?;
-            let mut out = Emitter::new(PRODUCER);
-            out.send(&row.id, &reserve);
-            out.flush(c)?;
-            Ok::<_, DbError>(Ok(row))
-        })
-        .await;
-    let stored = match stored {
-        Ok(Ok(trigger)) => trigger,
-        Ok(Err(refused)) => return Err(unprocessable(refused)),
-        Err(DbError::Query(e)) if is_unique_violation(&e) => {
-            let key = raced_key.ok_or_else(|| ApiError::internal("idempotency key vanished"))?;
-            db.read(move |c| trigger_storage::find_by_idempotency_key(c, user, &key).map_err(DbError::from))
-                .await?
-                .ok_or_else(|| ApiError::internal("idempotency key vanished"))?
+    let stored = place_once(&db, user, key, &request_body, move |c| {
+        if let Err(full) = triggers::room_for_another(trigger_storage::count_unended(c, user)?, max) {
+            return Ok(Err(unprocessable(full)));
         }
-        Err(e) => return Err(e.into()),
-    };
-    if stored.request_body.as_deref() != Some(request_body.as_str()) {
-        return Err(ApiError::unprocessable(
-            "idempotency_key_reused",
-            "this Idempotency-Key was used for a different trigger",
-        ));
-    }
+        trigger_storage::insert(c, &row)?;
+        let mut out = Emitter::new(PRODUCER);
+        out.send(&row.id, &reserve);
+        out.flush(c)?;
+        Ok(Ok(row))
+    })
+    .await?;
     Ok(HttpResponse::Accepted().json(Trigger::try_from(stored)?))
 }
 
@@ -257,13 +248,7 @@ pub async fn list_triggers(
 ) -> Result<HttpResponse, ApiError> {
     let q = query.into_inner();
     let (page, per_page, offset) = PageQuery { page: q.page, per_page: q.per_page }.resolve()?;
-    let status = match q.status.as_deref() {
-        None => None,
-        Some(s) => Some(
-            s.parse::<TriggerStatus>()
-                .map_err(|_| ApiError::bad_request("invalid_status", format!("unknown status {s}")))?,
-        ),
-    };
+    let status = status_filter::<TriggerStatus>(q.status.as_deref())?;
     let market = q.market;
     let (rows, total) = db
         .read(move |c| {
