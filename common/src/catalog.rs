@@ -613,6 +613,18 @@ fn hundredth(x: Decimal) -> Decimal {
     }
 }
 
+impl ArmTrigger {
+    /// An OCO's limit leg, the order it rests in the book until one of its legs executes.
+    pub fn limit_leg(&self) -> Option<OrderTerms> {
+        self.limit_leg_price.map(|price| OrderTerms {
+            order_type: OrderType::Limit,
+            price: Some(price),
+            time_in_force: TimeInForce::Gtc,
+            ..self.terms.clone()
+        })
+    }
+}
+
 impl TriggerKind {
     /// The way the price must move to fire a trigger of this kind on `side`:
     /// a stop sells as the price falls and buys as it rises; a take-profit the reverse.
@@ -642,6 +654,12 @@ pub struct ArmTrigger {
     pub trail_percent: Option<Amount>,
     /// After this it never fires.
     pub expires_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// An OCO's limit leg: a limit order at this price (its side and
+    /// quantity, good till cancelled) put in the book under `order_id` as the
+    /// trigger is armed. When it trades the stop is disarmed (`traded`); when
+    /// the stop fires the order leaves the book and is placed again as
+    /// `terms` say, under the same id and the same reservation.
+    pub limit_leg_price: Option<Amount>,
     /// The order it places (on the wire as fields of the command: `market`, `side`, ...).
     #[serde(flatten)]
     pub terms: OrderTerms,
@@ -657,6 +675,8 @@ crate::named_enum! {
         Expired = "expired",
         /// The price had already crossed its stop when it was armed.
         Invalid = "invalid",
+        /// An OCO whose limit order traded: its stop is off, the order goes on.
+        Traded = "traded",
     }
 }
 
@@ -714,7 +734,7 @@ pub struct TriggerUpdated {
     pub market: String,
     pub kind: TriggerKind,
     pub side: Side,
-    /// `active`, `fired`, `cancelled`, `expired` or `rejected`.
+    /// `active`, `fired`, `traded` (an OCO whose limit order traded), `cancelled`, `expired` or `rejected`.
     pub status: String,
     /// The order it placed (`fired`).
     pub order_id: Option<Uuid>,

@@ -93,6 +93,10 @@ pub enum CancelReason {
     /// Its cancel came before it (a retried submit arrived after its cancel):
     /// it never entered the book.
     BeforeSubmit,
+    /// The limit leg of an OCO whose `expires_at` passed.
+    Expired,
+    /// The limit leg of an OCO whose stop the price had crossed before it was armed.
+    StopCrossed,
 }
 
 impl CancelReason {
@@ -105,6 +109,8 @@ impl CancelReason {
             Self::WouldTake => "post-only: it would have taken liquidity",
             Self::SelfTrade => "self-trade prevented: the next match was your own order",
             Self::BeforeSubmit => "cancelled on request before it reached the book",
+            Self::Expired => "its OCO expired",
+            Self::StopCrossed => "its OCO's stop had already been crossed when it was placed",
         }
     }
 }
@@ -369,9 +375,14 @@ impl Book {
         outcome
     }
 
-    /// Takes a resting order out of the book; nothing if it is not there
-    /// (already filled or cancelled).
+    /// Takes a resting order out of the book on request; nothing if it is
+    /// not there (already filled or cancelled).
     pub fn cancel(&mut self, id: Uuid) -> Outcome {
+        self.cancel_because(id, CancelReason::Requested)
+    }
+
+    /// Takes a resting order out of the book for `reason`; nothing if it is not there.
+    pub fn cancel_because(&mut self, id: Uuid, reason: CancelReason) -> Outcome {
         let mut outcome = Outcome::default();
         let Some((side, price)) = self.index.remove(&id) else { return outcome };
         let levels = self.side_mut(side);
@@ -382,7 +393,7 @@ impl Book {
                     user: order.user,
                     quantity: order.quantity,
                     filled: order.filled,
-                    state: State::Cancelled(CancelReason::Requested),
+                    state: State::Cancelled(reason),
                 });
             }
             if level.is_empty() {

@@ -63,6 +63,8 @@ struct Market {
 struct Triggers {
     book: TriggerBook,
     rows: HashMap<Uuid, TriggerRow>,
+    /// The armed OCOs by the id of the order their limit leg rests under.
+    ocos: HashMap<Uuid, Uuid>,
     next_seq: i64,
     last_price: Option<Decimal>,
 }
@@ -91,9 +93,31 @@ impl Triggers {
             }
             let seq = u64::try_from(row.seq).map_err(|e| HandlerError::Permanent(e.into()))?;
             triggers.book.insert(Armed { id, seq, direction: row.fires_when, level });
-            triggers.rows.insert(id, row);
+            triggers.track(row);
         }
         Ok(triggers)
+    }
+
+    /// Keeps an armed trigger's row, and an OCO's order id.
+    fn track(&mut self, row: TriggerRow) {
+        if let (Some(_), Ok((id, _, order))) = (row.limit_leg_price, row.ids()) {
+            self.ocos.insert(order, id);
+        }
+        if let Ok(id) = Uuid::parse_str(&row.trigger_id) {
+            self.rows.insert(id, row);
+        }
+    }
+
+    /// Takes a trigger out of the index (fired or disarmed): its row.
+    fn untrack(&mut self, id: Uuid) -> Option<TriggerRow> {
+        self.book.remove(id);
+        let row = self.rows.remove(&id)?;
+        if row.limit_leg_price.is_some()
+            && let Ok(order) = Uuid::parse_str(&row.order_id)
+        {
+            self.ocos.remove(&order);
+        }
+        Some(row)
     }
 }
 
@@ -182,26 +206,45 @@ impl Matcher {
                 outcome
             }
             Orders::Arm(cmd) => {
-                arm(conn, &mut market.triggers, &cmd, version, now, out)?;
-                Outcome::default()
+                let armed = arm(conn, &mut market.triggers, &cmd, version, now, out)?;
+                // An OCO's limit leg enters the book with its stop, or is turned away with it.
+                match (cmd.limit_leg(), armed) {
+                    (Some(terms), Some(armed)) => {
+                        let leg = NewOrder { id: cmd.order_id, user: cmd.user_id, terms };
+                        match armed {
+                            Ok(()) => market.book.submit(&leg),
+                            Err(reason) => Outcome::turned_away(&leg, leg_reason(reason)),
+                        }
+                    }
+                    _ => Outcome::default(),
+                }
             }
-            Orders::Disarm(cmd) => {
-                disarm(conn, &mut market.triggers, &cmd, now, out)?;
-                Outcome::default()
-            }
+            Orders::Disarm(cmd) => match disarm(conn, &mut market.triggers, &cmd, now, out)? {
+                Some(row) => take_out_leg(&mut market.book, &row, cmd.reason)?,
+                None => Outcome::default(),
+            },
         };
         // Each outcome's trades are evaluated against the triggers in the
-        // order they were made; the orders they fire are placed in firing
-        // order, and their own trades evaluated after.
+        // order they were made, after the OCOs whose limit order the outcome
+        // traded or ended are disarmed; the orders they fire are placed in
+        // firing order, and their own trades evaluated after.
         let mut outcomes = VecDeque::from([outcome]);
         while let Some(outcome) = outcomes.pop_front() {
             record(conn, &market_id, market, &outcome, now, version, out)?;
+            end_ocos(conn, &mut market.triggers, &outcome, out)?;
             for fill in &outcome.fills {
                 market.triggers.last_price = Some(fill.price);
                 for fired in market.triggers.book.trade(fill.price) {
-                    let Some(row) = market.triggers.rows.remove(&fired.id) else { continue };
-                    if let Some(order) = fire(conn, &row, fired.stop, fill.price, now, out)? {
-                        outcomes.push_back(market.book.submit(&order));
+                    let Some(row) = market.triggers.untrack(fired.id) else { continue };
+                    match fire(conn, &row, fired.stop, fill.price, now, out)? {
+                        Some(order) => {
+                            if row.limit_leg_price.is_some() {
+                                // An OCO's limit leg leaves the book unseen: the same order goes on as its stop says.
+                                market.book.cancel(order.id);
+                            }
+                            outcomes.push_back(market.book.submit(&order));
+                        }
+                        None => outcomes.push_back(take_out_leg(&mut market.book, &row, DisarmReason::Expired)?),
                     }
                 }
             }
@@ -211,9 +254,10 @@ impl Matcher {
     }
 }
 
-/// `matching.arm-trigger`: stored and armed, unless it was armed before (the
-/// command came twice), its disarm came first (a cancel tombstone under its
-/// order id), or the last price has already crossed its stop (`invalid`).
+/// `matching.arm-trigger`: stored and armed (`Ok`), unless its disarm came
+/// first (a cancel tombstone under its order id), its expiry passed, or the
+/// last price has already crossed its stop (`invalid`): refused for that
+/// reason. `None`: it was armed or refused before (the command came twice).
 fn arm(
     conn: &mut DbConnection,
     triggers: &mut Triggers,
@@ -221,9 +265,9 @@ fn arm(
     version: i64,
     now: i64,
     out: &mut Emitter,
-) -> Result<(), HandlerError> {
+) -> Result<Option<Result<(), DisarmReason>>, HandlerError> {
     if trigger_storage::status(conn, cmd.trigger_id)?.is_some() {
-        return Ok(());
+        return Ok(None);
     }
     let seq = triggers.next_seq;
     let mut row = TriggerRow::armed(cmd, triggers.last_price, version, seq, trigger_storage::ARMED);
@@ -252,14 +296,59 @@ fn arm(
         row.status = trigger_storage::DISARMED.to_string();
         trigger_storage::insert(conn, &row)?;
         out.send(&row.trigger_id, &row.disarmed(reason, detail)?);
-        return Ok(());
+        return Ok(Some(Err(reason)));
     }
     trigger_storage::insert(conn, &row)?;
     let level = level_of(&row).map_err(HandlerError::Permanent)?;
     let seq = u64::try_from(seq).map_err(|e| HandlerError::Permanent(e.into()))?;
     triggers.book.insert(Armed { id: cmd.trigger_id, seq, direction: cmd.fires_when, level });
-    triggers.rows.insert(cmd.trigger_id, row);
+    triggers.track(row);
     triggers.next_seq += 1;
+    Ok(Some(Ok(())))
+}
+
+/// Why an OCO's limit leg leaves the book (or never enters it) with its stop.
+fn leg_reason(reason: DisarmReason) -> CancelReason {
+    match reason {
+        DisarmReason::Cancelled => CancelReason::BeforeSubmit,
+        DisarmReason::Expired => CancelReason::Expired,
+        DisarmReason::Invalid => CancelReason::StopCrossed,
+        DisarmReason::Traded => CancelReason::Requested,
+    }
+}
+
+/// An OCO's limit leg out of the book with its stop (cancelled or expired);
+/// nothing for any other trigger, or a leg no longer resting.
+fn take_out_leg(book: &mut Book, row: &TriggerRow, reason: DisarmReason) -> Result<Outcome, HandlerError> {
+    if row.limit_leg_price.is_none() {
+        return Ok(Outcome::default());
+    }
+    let (_, _, order) = row.ids()?;
+    let reason = match reason {
+        DisarmReason::Cancelled => CancelReason::Requested,
+        other => leg_reason(other),
+    };
+    Ok(book.cancel_because(order, reason))
+}
+
+/// The OCOs whose limit order `outcome` traded or took out of the book:
+/// their stop is disarmed (`traded`, or `cancelled` with the order).
+fn end_ocos(
+    conn: &mut DbConnection,
+    triggers: &mut Triggers,
+    outcome: &Outcome,
+    out: &mut Emitter,
+) -> Result<(), HandlerError> {
+    let traded = outcome.fills.iter().flat_map(|f| [f.taker_order, f.maker_order]);
+    let traded = traded.map(|order| (order, DisarmReason::Traded));
+    let ended = outcome.updates.iter().filter(|u| u.reason().is_some());
+    let ended = ended.map(|u| (u.order, DisarmReason::Cancelled));
+    for (order, reason) in traded.chain(ended).collect::<Vec<_>>() {
+        let Some(id) = triggers.ocos.get(&order).copied() else { continue };
+        let Some(row) = triggers.untrack(id) else { continue };
+        trigger_storage::set_status(conn, id, trigger_storage::DISARMED)?;
+        out.send(&row.trigger_id, &row.disarmed(reason, None)?);
+    }
     Ok(())
 }
 
@@ -271,20 +360,20 @@ fn stop_of(level: Level, moves: PriceMove) -> Decimal {
     }
 }
 
-/// `matching.disarm-trigger`: out of the book, unless it fired first (it
-/// stays fired: its order is in the book) or was never armed here (its arm
-/// will find the tombstone and be refused).
+/// `matching.disarm-trigger`: out of the book (its row returned, for an
+/// OCO's limit leg to follow), unless it fired or was disarmed first (it
+/// stays as it is) or was never armed here (its arm will find the tombstone
+/// and be refused).
 fn disarm(
     conn: &mut DbConnection,
     triggers: &mut Triggers,
     cmd: &DisarmTrigger,
     now: i64,
     out: &mut Emitter,
-) -> Result<(), HandlerError> {
+) -> Result<Option<TriggerRow>, HandlerError> {
     match trigger_storage::status(conn, cmd.trigger_id)?.as_deref() {
         Some(trigger_storage::ARMED) => {
-            triggers.book.remove(cmd.trigger_id);
-            triggers.rows.remove(&cmd.trigger_id);
+            let row = triggers.untrack(cmd.trigger_id);
             trigger_storage::set_status(conn, cmd.trigger_id, trigger_storage::DISARMED)?;
             out.send(
                 &cmd.trigger_id.to_string(),
@@ -297,11 +386,14 @@ fn disarm(
                     detail: None,
                 },
             );
+            Ok(row)
         }
-        Some(_) => {}
-        None => storage::leave_tombstone(conn, cmd.order_id, &cmd.market, cmd.user_id, now)?,
+        Some(_) => Ok(None),
+        None => {
+            storage::leave_tombstone(conn, cmd.order_id, &cmd.market, cmd.user_id, now)?;
+            Ok(None)
+        }
     }
-    Ok(())
 }
 
 /// A trigger a trade at `price` crossed: past its expiry it is disarmed
@@ -545,6 +637,88 @@ mod tests {
         let next = trade(&matcher, &mut conn, 2, 110, at(130));
         assert_eq!((next[0].volume.value(), next[0].open.value()), (d(2), d(100)));
         assert_eq!(volumes(&next)[2..], [d(3); 4]);
+    }
+
+    fn of_type<M: Message + serde::de::DeserializeOwned>(out: &Emitter) -> Vec<M> {
+        out.envelopes().filter(|e| e.message_type == M::TYPE).map(|e| e.payload().unwrap()).collect()
+    }
+
+    /// An OCO selling 1 ETH: a limit order at 2200, a stop at 1800 that sells at market.
+    fn oco(id: u128) -> Orders {
+        let (d, a) = (|n: i64| Some(Decimal::from(n).into()), Decimal::from(1).into());
+        Orders::Arm(ArmTrigger {
+            trigger_id: Uuid::from_u128(id),
+            user_id: Uuid::from_u128(9),
+            order_id: Uuid::from_u128(id + 1),
+            kind: bourse_common::catalog::TriggerKind::Oco,
+            fires_when: PriceMove::Falls,
+            stop_price: d(1800),
+            trail_amount: None,
+            trail_percent: None,
+            expires_at: None,
+            limit_leg_price: d(2200),
+            terms: OrderTerms {
+                market: MARKET.to_string(),
+                side: Side::Sell,
+                order_type: OrderType::Market,
+                price: None,
+                quantity: a,
+                time_in_force: TimeInForce::Ioc,
+            },
+        })
+    }
+
+    #[test]
+    fn an_oco_rests_its_limit_order_and_either_leg_cancels_the_other() {
+        use bourse_common::catalog::BookStatus;
+        let mut conn = test_db();
+        let matcher = Matcher::default();
+        let mut out = Emitter::new("matching-service");
+        let order = Uuid::from_u128(101);
+        matcher.apply(&mut conn, submit(1, 1, Side::Buy, 1700, 1), at(1), &mut out).unwrap();
+        matcher.apply(&mut conn, oco(100), at(2), &mut out).unwrap();
+        let updates = of_type::<OrderUpdated>(&out);
+        assert_eq!((updates[1].order_id, updates[1].status), (order, BookStatus::Open));
+        // The stop fires on a trade at 1800: the same order leaves 2200 and sells at market, to the bid at 1700.
+        let mut out = Emitter::new("matching-service");
+        matcher.apply(&mut conn, submit(2, 2, Side::Sell, 1800, 1), at(3), &mut out).unwrap();
+        matcher.apply(&mut conn, submit(3, 3, Side::Buy, 1800, 1), at(4), &mut out).unwrap();
+        let fired = of_type::<TriggerFired>(&out);
+        assert_eq!((fired.len(), fired[0].order_id), (1, order));
+        let trades = of_type::<TradeExecuted>(&out);
+        assert_eq!(trades.len(), 2);
+        assert_eq!((trades[1].taker_order_id, trades[1].price.value()), (order, d(1700)));
+        let updates = of_type::<OrderUpdated>(&out);
+        let of_order: Vec<_> = updates.iter().filter(|u| u.order_id == order).map(|u| u.status).collect();
+        assert_eq!(of_order, [BookStatus::Filled], "never cancelled: the same order went on");
+        assert!(storage::load_book(&mut conn, MARKET).unwrap().is_empty());
+
+        // Another: its limit order fills at 2200, the stop is disarmed; a fall to 1800 fires nothing.
+        let matcher = Matcher::default();
+        trade(&matcher, &mut conn, 500, 2000, at(5));
+        let mut out = Emitter::new("matching-service");
+        matcher.apply(&mut conn, oco(200), at(5), &mut out).unwrap();
+        matcher.apply(&mut conn, submit(4, 4, Side::Buy, 2200, 1), at(6), &mut out).unwrap();
+        let disarmed = of_type::<TriggerDisarmed>(&out);
+        assert_eq!((disarmed.len(), disarmed[0].reason), (1, DisarmReason::Traded));
+        matcher.apply(&mut conn, submit(5, 5, Side::Sell, 1800, 1), at(7), &mut out).unwrap();
+        matcher.apply(&mut conn, submit(6, 6, Side::Buy, 1800, 1), at(8), &mut out).unwrap();
+        assert!(of_type::<TriggerFired>(&out).is_empty());
+
+        // A third, cancelled: its limit order leaves the book with it.
+        let mut out = Emitter::new("matching-service");
+        matcher.apply(&mut conn, oco(300), at(9), &mut out).unwrap();
+        let disarm = Orders::Disarm(DisarmTrigger {
+            trigger_id: Uuid::from_u128(300),
+            user_id: Uuid::from_u128(9),
+            order_id: Uuid::from_u128(301),
+            market: MARKET.into(),
+            reason: DisarmReason::Cancelled,
+        });
+        Matcher::default().apply(&mut conn, disarm, at(10), &mut out).unwrap();
+        let last = of_type::<OrderUpdated>(&out).pop().unwrap();
+        assert_eq!((last.order_id, last.status), (Uuid::from_u128(301), BookStatus::Cancelled));
+        assert!(storage::load_book(&mut conn, MARKET).unwrap().is_empty());
     }
 
     #[test]

@@ -35,6 +35,7 @@ diesel::table! {
         quantity -> Text,
         time_in_force -> Text,
         status -> Text,
+        limit_leg_price -> Nullable<Text>,
     }
 }
 
@@ -69,6 +70,8 @@ pub struct TriggerRow {
     pub quantity: Amount,
     pub time_in_force: TimeInForce,
     pub status: String,
+    /// An OCO's limit leg: its order rests at this price while the stop is armed.
+    pub limit_leg_price: Option<Amount>,
 }
 
 impl TriggerRow {
@@ -94,6 +97,7 @@ impl TriggerRow {
             quantity: cmd.terms.quantity,
             time_in_force: cmd.terms.time_in_force,
             status: status.to_string(),
+            limit_leg_price: cmd.limit_leg_price,
         }
     }
 

@@ -22,7 +22,7 @@
 
 use bourse_common::catalog::{
     ArmTrigger, DisarmTrigger, FundsRejected, FundsReleased, FundsReserved, OrderCancelled, OrderRejected,
-    OrderUpdated, ReleaseFunds, SubmitOrder, TriggerDisarmed, TriggerFired, TriggerUpdated,
+    OrderUpdated, ReleaseFunds, SubmitOrder, TriggerDisarmed, TriggerFired, TriggerKind, TriggerUpdated,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -67,7 +67,8 @@ pub fn handle(
         Saga::TriggerDisarmed(event) => {
             let trigger = trigger(conn, event.trigger_id)?;
             let step = TriggerStep::Disarmed(event.reason);
-            return Ok(trigger_step(conn, &trigger, step, event.detail.as_deref(), out)?);
+            trigger_step(conn, &trigger, step, event.detail.as_deref(), out)?;
+            return Ok(());
         }
     };
     let order = match storage::lock(conn, order_id)? {
@@ -76,11 +77,18 @@ pub fn handle(
             // Funds of a trigger not fired: its own step.
             Some(trigger) if trigger.status != TriggerStatus::Fired => match &message {
                 Saga::FundsReserved(_) => {
-                    return Ok(trigger_step(conn, &trigger, TriggerStep::FundsReserved, None, out)?);
+                    let effect = trigger_step(conn, &trigger, TriggerStep::FundsReserved, None, out)?;
+                    // An OCO's limit order enters its book as it is armed: stored `open` now.
+                    if let (Some(TriggerEffect::Arm), Some(terms)) = (effect, trigger.limit_leg_terms()) {
+                        let order = OrderRow::placed_by(&trigger, terms, now_micros());
+                        storage::insert(conn, &order, &cause(envelope))?;
+                    }
+                    return Ok(());
                 }
                 Saga::FundsRejected(e) => {
                     let step = TriggerStep::FundsRejected;
-                    return Ok(trigger_step(conn, &trigger, step, Some(&e.reason), out)?);
+                    trigger_step(conn, &trigger, step, Some(&e.reason), out)?;
+                    return Ok(());
                 }
                 // Released after it was cancelled, expired or refused: nothing more.
                 Saga::FundsReleased(_) if trigger.status.is_final() => return Ok(()),
@@ -106,7 +114,8 @@ fn trigger(conn: &mut DbConnection, id: Uuid) -> Result<TriggerRow, HandlerError
     found.ok_or_else(|| HandlerError::Permanent(anyhow::anyhow!("no trigger {id}")))
 }
 
-/// `trigger.fired`: the trigger is `fired`, with what fired it; its order is stored.
+/// `trigger.fired`: the trigger is `fired`, with what fired it; its order is
+/// stored, or, an OCO's (stored since arming), has its stop leg's terms now.
 fn trigger_fired(
     conn: &mut DbConnection,
     event: &TriggerFired,
@@ -117,6 +126,14 @@ fn trigger_fired(
     if trigger.fired_at.is_none() {
         let at = event.fired_at.timestamp_micros();
         trigger_storage::set_fired(conn, &trigger, event.stop_price, event.trade_price, at)?;
+    }
+    if trigger.kind == TriggerKind::Oco {
+        let order = storage::lock(conn, event.order_id)?.ok_or_else(|| {
+            HandlerError::Permanent(anyhow::anyhow!("oco {}: no order {}", trigger.id, event.order_id))
+        })?;
+        trigger_step(conn, &trigger, TriggerStep::Fired, None, out)?;
+        storage::set_terms(conn, &order, &event.terms, now_micros())?;
+        return Ok(());
     }
     placed_order(conn, &trigger, envelope, out)?;
     Ok(())
@@ -142,24 +159,24 @@ fn placed_order(
         )));
     }
     trigger_step(conn, trigger, TriggerStep::Fired, None, out)?;
-    let order = OrderRow::placed_by(trigger, now_micros());
+    let order = OrderRow::placed_by(trigger, trigger.order_terms(), now_micros());
     storage::insert(conn, &order, &cause(envelope))?;
     Ok(order)
 }
 
 /// Moves the (locked) trigger on `step` as its table says: stores its new
-/// state, tells its user, sends what the step sends.
+/// state, tells its user, sends what the step sends (and returns it).
 fn trigger_step(
     conn: &mut DbConnection,
     trigger: &TriggerRow,
     step: TriggerStep,
     reason: Option<&str>,
     out: &mut Emitter,
-) -> diesel::QueryResult<()> {
+) -> diesel::QueryResult<Option<TriggerEffect>> {
     let before = trigger.state();
     let (after, effect) = before.after(step);
     if after == before {
-        return Ok(());
+        return Ok(None);
     }
     let reason = reason.filter(|_| after.status == TriggerStatus::Rejected);
     trigger_storage::set_state(conn, trigger, after, reason, now_micros())?;
@@ -175,7 +192,7 @@ fn trigger_step(
                 kind: trigger.kind,
                 side: trigger.side,
                 status: after.status.to_string(),
-                order_id: (after.status == TriggerStatus::Fired).then_some(order_id),
+                order_id: shows_order(trigger.kind, after.status).then_some(order_id),
                 reason: reason.map(str::to_string),
             },
         );
@@ -199,7 +216,17 @@ fn trigger_step(
             out.send(&trigger.id, &ReleaseFunds { order_id, user_id });
         }
     }
-    Ok(())
+    Ok(effect)
+}
+
+/// Whether a trigger in `status` has an order to show: it fired; an OCO's
+/// is in the book from arming.
+pub fn shows_order(kind: TriggerKind, status: TriggerStatus) -> bool {
+    match status {
+        TriggerStatus::Fired | TriggerStatus::Traded => true,
+        TriggerStatus::Active => kind == TriggerKind::Oco,
+        _ => false,
+    }
 }
 
 /// The command that arms `trigger` in its book.
@@ -214,6 +241,7 @@ fn arm(trigger: &TriggerRow, trigger_id: Uuid, user_id: Uuid, order_id: Uuid) ->
         trail_amount: trigger.trail_amount,
         trail_percent: trigger.trail_percent,
         expires_at: trigger.expires_at.map(bourse_common::micros_to_time),
+        limit_leg_price: trigger.limit_leg_terms().and_then(|leg| leg.price),
         terms: trigger.order_terms(),
     }
 }
@@ -226,7 +254,7 @@ pub fn end_trigger(
     ending: crate::triggers::Ending,
     out: &mut Emitter,
 ) -> diesel::QueryResult<()> {
-    trigger_step(conn, trigger, TriggerStep::End(ending), None, out)
+    trigger_step(conn, trigger, TriggerStep::End(ending), None, out).map(drop)
 }
 
 fn cause(envelope: &Envelope) -> Cause {

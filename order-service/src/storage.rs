@@ -115,10 +115,10 @@ impl OrderRow {
         }
     }
 
-    /// The order a trigger placed when it fired: matching-service put it in
-    /// its book in the same transaction, its funds reserved since the trigger's placement.
-    pub fn placed_by(trigger: &TriggerRow, now: i64) -> Self {
-        let terms = trigger.order_terms();
+    /// The order a trigger placed on `terms` when it fired (an OCO: as it was
+    /// armed): matching-service put it in its book in the same transaction,
+    /// its funds reserved since the trigger's placement.
+    pub fn placed_by(trigger: &TriggerRow, terms: OrderTerms, now: i64) -> Self {
         Self {
             id: trigger.order_id.clone(),
             user_id: trigger.user_id.clone(),
@@ -236,6 +236,18 @@ pub fn set_book_stage(
     now: i64,
 ) -> QueryResult<()> {
     let set = (orders::book_stage.eq(book), orders::updated_at.eq(now));
+    on_backend!(conn, |c| diesel::update(orders::table.find(&order.id)).set(set).execute(c))?;
+    Ok(())
+}
+
+/// An OCO's order, placed again on its stop leg's terms when the stop fired.
+pub fn set_terms(conn: &mut DbConnection, order: &OrderRow, terms: &OrderTerms, now: i64) -> QueryResult<()> {
+    let set = (
+        orders::order_type.eq(terms.order_type),
+        orders::price.eq(terms.price),
+        orders::time_in_force.eq(terms.time_in_force),
+        orders::updated_at.eq(now),
+    );
     on_backend!(conn, |c| diesel::update(orders::table.find(&order.id)).set(set).execute(c))?;
     Ok(())
 }

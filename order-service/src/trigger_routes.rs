@@ -3,7 +3,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::Caller;
-use bourse_common::catalog::{ReserveFunds, Side, TimeInForce, TriggerKind};
+use bourse_common::catalog::{OrderType, ReserveFunds, Side, TimeInForce, TriggerKind};
 use bourse_common::db::{Db, DbError};
 use bourse_common::error::ApiError;
 use bourse_common::idempotency::IdempotencyKey;
@@ -31,7 +31,10 @@ pub struct Trigger {
     pub side: Side,
     pub kind: TriggerKind,
     pub stop_price: Option<Amount>,
+    /// Of the order it places; an OCO's limit order.
     pub limit_price: Option<Amount>,
+    /// An OCO's stop leg: the limit order it becomes when its stop is crossed (none: a market order).
+    pub stop_limit_price: Option<Amount>,
     pub trail_amount: Option<Amount>,
     pub trail_percent: Option<Amount>,
     pub quantity: Amount,
@@ -44,7 +47,7 @@ pub struct Trigger {
     /// What it holds from placement until it fires or ends: the currency and amount.
     pub reserve_currency: String,
     pub reserve_amount: Amount,
-    /// The order it placed (`fired`).
+    /// The order it placed (`fired`); an OCO's, in the book from arming (`active`, `fired`, `traded`).
     pub order_id: Option<Uuid>,
     /// Its stop when it fired (a trailing stop's as it had moved), and the trade's price.
     pub fired_stop_price: Option<Amount>,
@@ -66,6 +69,7 @@ impl TryFrom<TriggerRow> for Trigger {
             kind: r.kind,
             stop_price: r.stop_price,
             limit_price: r.limit_price,
+            stop_limit_price: r.order_price.filter(|_| r.kind == TriggerKind::Oco && r.order_type == OrderType::Limit),
             trail_amount: r.trail_amount,
             trail_percent: r.trail_percent,
             quantity: r.quantity,
@@ -75,7 +79,7 @@ impl TryFrom<TriggerRow> for Trigger {
             reject_reason: r.reject_reason,
             reserve_currency: r.reserve_currency,
             reserve_amount: r.reserve_amount,
-            order_id: (r.status == TriggerStatus::Fired).then_some(order_id),
+            order_id: handlers::shows_order(r.kind, r.status).then_some(order_id),
             fired_stop_price: r.fired_stop_price,
             fired_trade_price: r.fired_trade_price,
             fired_at: r.fired_at.map(micros_to_time),
@@ -153,7 +157,7 @@ async fn last_price(settings: &Settings, market: &str) -> Result<Option<Decimal>
     responses(
         (status = 202, body = Trigger, description = "accepted; pending until its funds are reserved"),
         (status = 401, description = "no valid token"),
-        (status = 422, description = "invalid trigger (unknown market, a stop the last price already crossed, bad prices, quantity or trail, expiry passed, key reused, too_many_triggers)"),
+        (status = 422, description = "invalid trigger (unknown market, a stop the last price already crossed, bad prices, quantity or trail, oco legs inconsistent, expiry passed, key reused, too_many_triggers)"),
         (status = 503, description = "the market's last price could not be read"),
     )
 )]
@@ -192,8 +196,8 @@ pub async fn place_trigger(
         order_id,
         user_id: user,
         currency: valid.order.reserve_currency.clone(),
-        amount: valid.order.reserve_amount,
-        limit_price: valid.order.terms.price,
+        amount: valid.reserve_amount(),
+        limit_price: valid.reserve_limit(),
     };
     let max = settings.max_active_triggers;
     let stored = place_once(&db, user, key, &request_body, move |c| {
@@ -326,6 +330,6 @@ pub async fn expire_due(db: &Db) -> Result<usize, DbError> {
 #[openapi(
     paths(place_trigger, list_triggers, get_trigger, cancel_trigger),
     components(schemas(Trigger, TriggerRequest, TriggerStatus, TriggerKind, Page<Trigger>)),
-    tags((name = "triggers", description = "price triggers: stop, stop-limit, take-profit, trailing stop"))
+    tags((name = "triggers", description = "price triggers: stop, stop-limit, take-profit, trailing stop, OCO"))
 )]
 pub struct Api;

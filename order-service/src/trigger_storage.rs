@@ -115,7 +115,7 @@ impl TriggerRow {
             order_price: terms.price,
             order_time_in_force: terms.time_in_force,
             reserve_currency: valid.order.reserve_currency.clone(),
-            reserve_amount: valid.order.reserve_amount,
+            reserve_amount: valid.reserve_amount(),
             status: TriggerStatus::Pending,
             ending: None,
             reject_reason: None,
@@ -130,7 +130,7 @@ impl TriggerRow {
     }
 
     pub fn state(&self) -> TriggerState {
-        TriggerState { status: self.status, ending: self.ending }
+        TriggerState { status: self.status, ending: self.ending, oco: self.kind == TriggerKind::Oco }
     }
 
     /// The order it places when it fires.
@@ -143,6 +143,17 @@ impl TriggerRow {
             quantity: self.quantity,
             time_in_force: self.order_time_in_force,
         }
+    }
+
+    /// An OCO's limit order, in the book from arming under `order_id`.
+    pub fn limit_leg_terms(&self) -> Option<OrderTerms> {
+        let price = self.limit_price.filter(|_| self.kind == TriggerKind::Oco)?;
+        Some(OrderTerms {
+            order_type: OrderType::Limit,
+            price: Some(price),
+            time_in_force: TimeInForce::Gtc,
+            ..self.order_terms()
+        })
     }
 
     /// Its id, its user's and its order's.

@@ -11,6 +11,14 @@
 //! transaction: a fired trigger never meets an insufficient-funds rejection.
 //! Cancelled or expired, it is taken out of the book first, then its
 //! reservation is released whole.
+//!
+//! An OCO is one order with two ways to execute, as a bracket: a limit order
+//! (`limit_price`) that rests in the book from arming, and a stop that, when
+//! crossed, takes that order out and places it again as its stop leg
+//! (`stop_limit_price`, or a market order), under the same id. It holds once,
+//! what the greater leg needs, so both can never execute; when its limit order
+//! trades the stop is disarmed (`traded`), and the order's end (a fill, a
+//! cancel) releases what it still holds, as any order's.
 
 use bourse_common::catalog::{OrderType, PriceMove, Side, TimeInForce, Trail, TriggerKind};
 use bourse_common::money::{Amount, MoneyError};
@@ -30,8 +38,13 @@ pub struct TriggerRequest {
     /// The price that fires it (every kind but `trailing_stop`). A buy stop
     /// above the last price, a sell stop below; a take-profit the reverse.
     pub stop_price: Option<Amount>,
-    /// The price of the limit order it places (`stop_limit`, `take_profit_limit`).
+    /// The price of the limit order it places (`stop_limit`, `take_profit_limit`);
+    /// an `oco`'s limit order, in the book from placement: a sell above its
+    /// stop, a buy below.
     pub limit_price: Option<Amount>,
+    /// An `oco`'s stop leg: the price of the limit order it becomes when the
+    /// stop is crossed (absent: a market order).
+    pub stop_limit_price: Option<Amount>,
     /// A trailing stop's distance from the best price seen (one of the two).
     pub trail_amount: Option<Amount>,
     /// ... or as a percentage of it, above 0 and below 100.
@@ -75,8 +88,10 @@ pub enum TriggerError {
     ExpiryPassed,
     #[error("a {0} trigger places a market order, always ioc: time_in_force is not allowed")]
     TimeInForceNotAllowed(TriggerKind),
-    #[error("oco triggers are not available yet")]
-    OcoNotAvailable,
+    #[error("only an oco takes a stop_limit_price")]
+    StopLimitNotAllowed,
+    #[error("an oco {side}'s limit_price {limit} must be {} its stop_price {stop}", if *.side == Side::Sell { "above" } else { "below" })]
+    OcoLegs { side: Side, limit: Decimal, stop: Decimal },
     #[error("you have {active} triggers not yet ended, the most allowed: cancel one")]
     TooMany { active: u64 },
 }
@@ -98,7 +113,8 @@ impl TriggerError {
             Self::NothingToTrail => "no_last_price",
             Self::ExpiryPassed => "expiry_in_the_past",
             Self::TimeInForceNotAllowed(_) => "time_in_force_not_allowed",
-            Self::OcoNotAvailable => "kind_not_available",
+            Self::StopLimitNotAllowed => "stop_limit_price_not_allowed",
+            Self::OcoLegs { .. } => "oco_legs_inconsistent",
             Self::TooMany { .. } => "too_many_triggers",
         }
     }
@@ -112,6 +128,28 @@ pub struct ValidTrigger {
     pub stop_price: Option<Amount>,
     pub trail: Option<Trail>,
     pub order: ValidOrder,
+    /// An OCO's limit order, in the book from arming under the same id.
+    pub limit_leg: Option<ValidOrder>,
+}
+
+impl ValidTrigger {
+    /// What it holds from placement, in `order.reserve_currency`: its
+    /// order's need, an OCO's greater leg's (both are the same side).
+    pub fn reserve_amount(&self) -> Amount {
+        let leg = self.limit_leg.as_ref().map(|leg| leg.reserve_amount);
+        leg.map_or(self.order.reserve_amount, |leg| leg.max(self.order.reserve_amount))
+    }
+
+    /// The limit every trade settling its order respects: its order's price;
+    /// an OCO's loosest leg's (a buy's higher, a sell's lower, none with a market sell leg).
+    pub fn reserve_limit(&self) -> Option<Amount> {
+        let Some(leg) = &self.limit_leg else { return self.order.terms.price };
+        let (a, b) = (leg.terms.price?, self.order.terms.price?);
+        Some(match self.order.terms.side {
+            Side::Buy => a.max(b),
+            Side::Sell => a.min(b),
+        })
+    }
 }
 
 /// The kinds that place a limit order.
@@ -133,9 +171,7 @@ impl TriggerRequest {
         cap_percent: Decimal,
     ) -> Result<ValidTrigger, TriggerError> {
         let kind = self.kind;
-        if kind == TriggerKind::Oco {
-            return Err(TriggerError::OcoNotAvailable);
-        }
+        let oco = kind == TriggerKind::Oco;
         let market =
             market.ok_or_else(|| TriggerError::Order(OrderError::UnknownMarket(self.market.clone())))?;
         if self.expires_at.is_some_and(|at| at <= now) {
@@ -178,8 +214,15 @@ impl TriggerRequest {
         {
             return Err(TriggerError::WouldFireNow { kind, side: self.side, stop: stop.value(), last });
         }
-        let limit = places_limit(kind);
-        let price = match (limit, self.limit_price, self.side) {
+        // The price of the order it places: an OCO's stop leg's, or its kind's limit.
+        let (placed_limit, leg_price) = match (oco, self.limit_price, self.stop_limit_price) {
+            (true, None, _) => return Err(TriggerError::LimitRequired(kind)),
+            (true, Some(leg), stop_limit) => (stop_limit, Some(leg)),
+            (false, _, Some(_)) => return Err(TriggerError::StopLimitNotAllowed),
+            (false, limit, None) => (limit, None),
+        };
+        let limit = places_limit(kind) || (oco && placed_limit.is_some());
+        let price = match (limit, placed_limit, self.side) {
             (true, None, _) => return Err(TriggerError::LimitRequired(kind)),
             (true, Some(p), _) => Some(p),
             (false, Some(_), _) => return Err(TriggerError::LimitNotAllowed(kind)),
@@ -202,7 +245,26 @@ impl TriggerRequest {
         }
         .validate(Some(market))
         .map_err(TriggerError::Order)?;
-        Ok(ValidTrigger { fires_when, stop_price, trail, order })
+        let limit_leg = match (leg_price, stop_price) {
+            (Some(leg), Some(stop)) => {
+                let (leg, stop) = (leg.value(), stop.value());
+                let consistent = if self.side == Side::Sell { leg > stop } else { leg < stop };
+                if !consistent {
+                    return Err(TriggerError::OcoLegs { side: self.side, limit: leg, stop });
+                }
+                let request = OrderRequest {
+                    market: self.market.clone(),
+                    side: self.side,
+                    order_type: OrderType::Limit,
+                    price: Some(Amount::new(leg)),
+                    quantity: self.quantity,
+                    time_in_force: Some(TimeInForce::Gtc),
+                };
+                Some(request.validate(Some(market)).map_err(TriggerError::Order)?)
+            }
+            _ => None,
+        };
+        Ok(ValidTrigger { fires_when, stop_price, trail, order, limit_leg })
     }
 }
 
@@ -227,8 +289,10 @@ bourse_common::named_enum! {
         Pending = "pending",
         /// Funded and armed: it fires on the first trade that crosses its stop.
         Active = "active",
-        /// It fired and placed its order (`order_id`).
+        /// It fired and placed its order (`order_id`); an OCO's stop fired.
         Fired = "fired",
+        /// An OCO's limit order traded: its stop is off, the order goes on.
+        Traded = "traded",
         Cancelled = "cancelled",
         Expired = "expired",
         /// Its funds could not be reserved, or its stop was crossed before it was armed (`reject_reason`).
@@ -260,12 +324,15 @@ impl Ending {
     }
 }
 
-/// What a trigger knows of its life: its status, and an end asked for while
-/// its funds are being reserved or while it is armed.
+/// What a trigger knows of its life: its status, an end asked for while
+/// its funds are being reserved or while it is armed, and whether it is an
+/// OCO (whose order is in the book from arming: the order's end, not the
+/// trigger's, gives its funds back).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TriggerState {
     pub status: TriggerStatus,
     pub ending: Option<Ending>,
+    pub oco: bool,
 }
 
 /// A message or request in a trigger's life.
@@ -295,8 +362,6 @@ pub enum TriggerEffect {
 }
 
 impl TriggerState {
-    pub const PLACED: Self = Self { status: TriggerStatus::Pending, ending: None };
-
     /// The state a trigger moves to on `step`, and what that sends. A final
     /// trigger stays as it is; so does a step that came twice. The table:
     ///
@@ -305,8 +370,9 @@ impl TriggerState {
     /// | funds reserved | `active`, arm; with an end asked: that end, release | - |
     /// | funds rejected | `rejected` | - |
     /// | fired | - | `fired` (whatever end was asked: the book decided first) |
-    /// | disarmed (cancelled, expired) | - | `cancelled` / `expired`, release |
-    /// | disarmed (invalid) | - | `rejected`, release |
+    /// | disarmed (cancelled, expired) | - | `cancelled` / `expired`, release (an OCO: its order's end releases) |
+    /// | disarmed (invalid) | - | `rejected`, release (an OCO: as above) |
+    /// | disarmed (traded: an OCO's limit order traded) | - | `traded` |
     /// | end asked | remember it (the funds' answer decides) | remember it, disarm |
     pub fn after(self, step: TriggerStep) -> (Self, Option<TriggerEffect>) {
         use TriggerStatus::{Active, Pending};
@@ -326,11 +392,12 @@ impl TriggerState {
                 // Out of the book for the end asked here, whatever words the book used.
                 let status = match (reason, self.ending) {
                     (DisarmReason::Invalid, _) => TriggerStatus::Rejected,
+                    (DisarmReason::Traded, _) => TriggerStatus::Traded,
                     (_, Some(end)) => end.status(),
                     (DisarmReason::Expired, None) => TriggerStatus::Expired,
                     (DisarmReason::Cancelled, None) => TriggerStatus::Cancelled,
                 };
-                (to(status), Some(TriggerEffect::Release))
+                (to(status), (!self.oco).then_some(TriggerEffect::Release))
             }
             (TriggerStep::End(_), _) if self.ending.is_some() => (self, None),
             (TriggerStep::End(end), Pending) => (Self { ending: Some(end), ..self }, None),
@@ -364,6 +431,7 @@ mod tests {
             kind,
             stop_price: stop.map(|s| s.parse().unwrap()),
             limit_price: limit.map(|s| s.parse().unwrap()),
+            stop_limit_price: None,
             trail_amount: None,
             trail_percent: None,
             quantity: "2".parse().unwrap(),
@@ -468,9 +536,57 @@ mod tests {
     }
 
     #[test]
+    fn an_oco_holds_once_what_its_greater_leg_needs() {
+        // A buy: its limit order at 1800 below, its stop at 2100 above, a stop-limit at 2150.
+        let mut buy = request(Side::Buy, TriggerKind::Oco, Some("2100"), Some("1800"));
+        buy.stop_limit_price = Some("2150".parse().unwrap());
+        let v = check(&buy, Some("2000")).unwrap();
+        assert_eq!(v.fires_when, PriceMove::Rises);
+        let leg = v.limit_leg.as_ref().unwrap();
+        assert_eq!((leg.terms.order_type, leg.terms.price.map(Amount::value)), (OrderType::Limit, Some(d("1800"))));
+        assert_eq!(leg.terms.time_in_force, TimeInForce::Gtc);
+        assert_eq!(v.order.terms.price.map(Amount::value), Some(d("2150")));
+        assert_eq!((v.reserve_amount().value(), v.reserve_limit().map(Amount::value)), (d("4300"), Some(d("2150"))));
+        // Its stop a market buy: capped 10 % above the stop.
+        buy.stop_limit_price = None;
+        let v = check(&buy, Some("2000")).unwrap();
+        assert_eq!(v.order.terms.order_type, OrderType::Market);
+        assert_eq!((v.reserve_amount().value(), v.reserve_limit().map(Amount::value)), (d("4620"), Some(d("2310"))));
+        // A sell holds its quantity; with a market stop leg, no limit on what a fill may receive.
+        let sell = request(Side::Sell, TriggerKind::Oco, Some("1800"), Some("2200"));
+        let v = check(&sell, Some("2000")).unwrap();
+        assert_eq!((v.order.reserve_currency.as_str(), v.reserve_amount().value()), ("ETH", d("2")));
+        assert_eq!(v.reserve_limit(), None);
+        let mut sell = sell;
+        sell.stop_limit_price = Some("1790".parse().unwrap());
+        assert_eq!(check(&sell, Some("2000")).unwrap().reserve_limit().map(Amount::value), Some(d("1790")));
+    }
+
+    #[test]
+    fn oco_legs_must_be_consistent() {
+        let sell = |stop, limit| request(Side::Sell, TriggerKind::Oco, Some(stop), Some(limit));
+        assert_eq!(code(&sell("2200", "1800"), None), "oco_legs_inconsistent");
+        assert_eq!(code(&sell("1800", "1800"), None), "oco_legs_inconsistent");
+        assert_eq!(
+            code(&request(Side::Buy, TriggerKind::Oco, Some("1800"), Some("2200")), None),
+            "oco_legs_inconsistent"
+        );
+        assert_eq!(code(&sell("1800", "2200"), Some("1750")), "stop_would_fire_now");
+        assert_eq!(code(&request(Side::Sell, TriggerKind::Oco, Some("1800"), None), None), "limit_price_required");
+        assert_eq!(code(&request(Side::Sell, TriggerKind::Oco, None, Some("2200")), None), "stop_price_required");
+        assert_eq!(code(&sell("1800", "2200.001"), None), "amount_scale_exceeded");
+        let mut stop_limit = request(Side::Sell, TriggerKind::StopLimit, Some("1800"), Some("1790"));
+        stop_limit.stop_limit_price = Some("1790".parse().unwrap());
+        assert_eq!(code(&stop_limit, None), "stop_limit_price_not_allowed");
+        let mut market_leg_tif = sell("1800", "2200");
+        market_leg_tif.time_in_force = Some(TimeInForce::Gtc);
+        assert_eq!(code(&market_leg_tif, None), "time_in_force_not_allowed");
+    }
+
+    #[test]
     fn the_status_table() {
         use TriggerStatus::{Active, Cancelled, Expired, Fired, Pending, Rejected};
-        let s = |status, ending| TriggerState { status, ending };
+        let s = |status, ending| TriggerState { status, ending, oco: false };
         let pending = s(Pending, None);
         assert_eq!(pending.after(TriggerStep::FundsReserved), (s(Active, None), Some(TriggerEffect::Arm)));
         assert_eq!(pending.after(TriggerStep::FundsRejected), (s(Rejected, None), None));
@@ -503,5 +619,16 @@ mod tests {
             }
         }
         assert_eq!(active.after(TriggerStep::FundsReserved), (active, None));
+        // An OCO: its order's end gives its funds back, not the trigger's.
+        let oco = TriggerState { oco: true, ..active };
+        assert_eq!(oco.after(TriggerStep::Disarmed(DisarmReason::Cancelled)).1, None);
+        assert_eq!(
+            oco.after(TriggerStep::Disarmed(DisarmReason::Traded)),
+            (TriggerState { status: TriggerStatus::Traded, ..oco }, None)
+        );
+        let (asked, _) = oco.after(TriggerStep::End(Ending::Cancel));
+        assert_eq!(asked.after(TriggerStep::Disarmed(DisarmReason::Traded)).0.status, TriggerStatus::Traded);
+        let pending_oco = TriggerState { status: Pending, ending: Some(Ending::Cancel), oco: true };
+        assert_eq!(pending_oco.after(TriggerStep::FundsReserved).1, Some(TriggerEffect::Release));
     }
 }

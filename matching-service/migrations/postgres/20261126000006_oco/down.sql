@@ -1,0 +1,1 @@
+ALTER TABLE book_triggers DROP COLUMN limit_leg_price;
