@@ -199,6 +199,7 @@ proptest! {
                         kind,
                         stop_price: (!trailing).then(|| level.into()),
                         limit_price: (kind == TriggerKind::StopLimit).then(|| level.into()),
+                        stop_limit_price: None,
                         trail_amount: trailing.then(|| Decimal::new(offset.abs() + 1, 2).into()),
                         trail_percent: None,
                         quantity: Decimal::new(*quantity, 3).into(),

@@ -21,6 +21,7 @@ on_both_backends!(
     a_trailing_stop_follows_the_best_price_and_fires_at_exactly_its_trail,
     funds_are_held_from_placement_and_released_exactly_on_cancel_and_expiry,
     the_evaluating_service_crashing_around_the_firing_fires_each_trigger_once,
+    an_oco_executes_one_leg_and_cancels_the_other_releasing_its_part_of_the_hold,
     bad_triggers_are_refused_with_a_code_and_another_users_is_404,
 );
 
@@ -386,6 +387,86 @@ async fn the_evaluating_service_crashing_around_the_firing_fires_each_trigger_on
     t.stop().await;
 }
 
+fn oco(side: &str, limit: &str, stop: &str, stop_limit: Option<&str>) -> Value {
+    let mut oco = json!({"market": "ETH-USDT", "side": side, "kind": "oco", "limit_price": limit, "stop_price": stop, "quantity": "1"});
+    if let Some(price) = stop_limit {
+        oco["stop_limit_price"] = json!(price);
+    }
+    oco
+}
+
+async fn an_oco_executes_one_leg_and_cancels_the_other_releasing_its_part_of_the_hold(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let m = Makers::new(&t).await;
+    m.trade_at(&t, "2000", "0.01").await;
+
+    // Alice buys 1 ETH at 1800, or on a rise through 2100 at up to 2150: one hold, the greater leg's.
+    let alice = t.user("alice@example.com").await;
+    t.top_up(&alice, "USDT", "5000").await;
+    let id = place(&t, &alice, oco("buy", "1800", "2100", Some("2150"))).await;
+    let active = trigger_reaches(&t, &alice, &id, "active").await;
+    assert_eq!((&active["reserve_currency"], &active["reserve_amount"]), (&json!("USDT"), &json!("2150")));
+    assert_eq!(active["stop_limit_price"], "2150");
+    let order_id = active["order_id"].as_str().unwrap().to_string();
+    let order = t.order_reaches(&alice, &order_id, "open").await;
+    assert_eq!((&order["type"], &order["price"], &order["trigger_id"]), (&json!("limit"), &json!("1800"), &json!(id)));
+    settled(&t, &alice, "USDT", pair("2850", "2150")).await;
+
+    // The limit leg fills (Carol sells 1 at 1800): the stop is off, the rest of the hold (350) released.
+    let sell = t.place(&m.carol, limit_sell("1800", "1")).await;
+    t.order_reaches(&m.carol, sell["id"].as_str().unwrap(), "filled").await;
+    let traded = trigger_reaches(&t, &alice, &id, "traded").await;
+    assert_eq!(traded["order_id"], json!(order_id));
+    t.order_reaches(&alice, &order_id, "filled").await;
+    let accounts = settled(&t, &alice, "USDT", pair("3200", "0")).await;
+    assert_eq!(accounts["ETH"], pair("0.999", "0"));
+    // A rise through its stop fires nothing.
+    m.trade_at(&t, "2100", "0.01").await;
+    assert_eq!(trigger_reaches(&t, &alice, &id, "traded").await["fired_at"], Value::Null);
+    assert_eq!(orders(&t, &alice).await.len(), 1);
+
+    // Dave buys at 2000, or on a rise through 2200 at up to 2250; Carol offers 1 at 2240.
+    let dave = t.user("dave@example.com").await;
+    t.top_up(&dave, "USDT", "5000").await;
+    let id = place(&t, &dave, oco("buy", "2000", "2200", Some("2250"))).await;
+    let order_id = trigger_reaches(&t, &dave, &id, "active").await["order_id"].as_str().unwrap().to_string();
+    settled(&t, &dave, "USDT", pair("2750", "2250")).await;
+    let ask = t.place(&m.carol, limit_sell("2240", "1")).await;
+    t.order_reaches(&m.carol, ask["id"].as_str().unwrap(), "open").await;
+    // A trade at 2200 fires the stop: the same order leaves 2000 and buys at up to 2250, taking 2240.
+    m.trade_at(&t, "2200", "0.01").await;
+    let fired = trigger_reaches(&t, &dave, &id, "fired").await;
+    assert_eq!((&fired["fired_stop_price"], &fired["fired_trade_price"]), (&json!("2200"), &json!("2200")));
+    assert_eq!(fired["order_id"], json!(order_id));
+    let order = t.order_reaches(&dave, &order_id, "filled").await;
+    assert_eq!((&order["type"], &order["price"]), (&json!("limit"), &json!("2250")));
+    assert_eq!(orders(&t, &dave).await.len(), 1);
+    // It paid 2240 as the taker (0.2 % of the ETH); the 10 it held above that is released.
+    let accounts = settled(&t, &dave, "USDT", pair("2760", "0")).await;
+    assert_eq!(accounts["ETH"], pair("0.998", "0"));
+
+    // Erin sells 1 ETH at 2500 or on a fall through 2100 at market, then cancels: both legs, the hold whole.
+    let erin = t.user("erin@example.com").await;
+    t.top_up(&erin, "ETH", "1").await;
+    let id = place(&t, &erin, oco("sell", "2500", "2100", None)).await;
+    let order_id = trigger_reaches(&t, &erin, &id, "active").await["order_id"].as_str().unwrap().to_string();
+    t.order_reaches(&erin, &order_id, "open").await;
+    settled(&t, &erin, "ETH", pair("0", "1")).await;
+    let (status, body) = t.call("DELETE", &format!("/api/triggers/{id}"), Some(&erin), None).await;
+    assert_eq!(status, 202, "{body}");
+    trigger_reaches(&t, &erin, &id, "cancelled").await;
+    t.order_reaches(&erin, &order_id, "cancelled").await;
+    settled(&t, &erin, "ETH", pair("1", "0")).await;
+
+    // The makers, each against their own fills: Bob bought 0.01 at 2000, 2100 and 2200 as the maker (0.1 %).
+    let bob = settled(&t, &m.bob, "ETH", pair("0.02997", "0")).await;
+    assert_eq!(bob["USDT"], pair("99937", "0"));
+    // Carol sold 0.01 at 2000, 1 at 1800, 0.01 at 2100 and 0.01 at 2200 as the taker (0.2 %), 1 at 2240 as the maker.
+    let carol = settled(&t, &m.carol, "ETH", pair("97.97", "0")).await;
+    assert_eq!(carol["USDT"], pair("4097.034", "0"));
+    t.stop().await;
+}
+
 async fn bad_triggers_are_refused_with_a_code_and_another_users_is_404(backend: Backend) {
     let t = TestStack::start(backend).await;
     let m = Makers::new(&t).await;
@@ -427,7 +508,19 @@ async fn bad_triggers_are_refused_with_a_code_and_another_users_is_404(backend: 
         ),
         (
             json!({"market": "ETH-USDT", "side": "sell", "kind": "oco", "stop_price": "1900", "quantity": "0.1"}),
-            "kind_not_available",
+            "limit_price_required",
+        ),
+        (
+            json!({"market": "ETH-USDT", "side": "sell", "kind": "oco", "stop_price": "1900", "limit_price": "1850", "quantity": "0.1"}),
+            "oco_legs_inconsistent",
+        ),
+        (
+            json!({"market": "ETH-USDT", "side": "buy", "kind": "oco", "stop_price": "2100", "limit_price": "2150", "quantity": "0.1"}),
+            "oco_legs_inconsistent",
+        ),
+        (
+            json!({"market": "ETH-USDT", "side": "sell", "kind": "stop", "stop_price": "1900", "stop_limit_price": "1890", "quantity": "0.1"}),
+            "stop_limit_price_not_allowed",
         ),
     ];
     for (request, code) in cases {
