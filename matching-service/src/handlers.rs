@@ -244,7 +244,9 @@ impl Matcher {
                             }
                             outcomes.push_back(market.book.submit(&order));
                         }
-                        None => outcomes.push_back(take_out_leg(&mut market.book, &row, DisarmReason::Expired)?),
+                        None => {
+                            outcomes.push_back(take_out_leg(&mut market.book, &row, DisarmReason::Expired)?)
+                        }
                     }
                 }
             }

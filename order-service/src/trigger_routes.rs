@@ -69,7 +69,9 @@ impl TryFrom<TriggerRow> for Trigger {
             kind: r.kind,
             stop_price: r.stop_price,
             limit_price: r.limit_price,
-            stop_limit_price: r.order_price.filter(|_| r.kind == TriggerKind::Oco && r.order_type == OrderType::Limit),
+            stop_limit_price: r
+                .order_price
+                .filter(|_| r.kind == TriggerKind::Oco && r.order_type == OrderType::Limit),
             trail_amount: r.trail_amount,
             trail_percent: r.trail_percent,
             quantity: r.quantity,

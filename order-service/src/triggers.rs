@@ -543,15 +543,24 @@ mod tests {
         let v = check(&buy, Some("2000")).unwrap();
         assert_eq!(v.fires_when, PriceMove::Rises);
         let leg = v.limit_leg.as_ref().unwrap();
-        assert_eq!((leg.terms.order_type, leg.terms.price.map(Amount::value)), (OrderType::Limit, Some(d("1800"))));
+        assert_eq!(
+            (leg.terms.order_type, leg.terms.price.map(Amount::value)),
+            (OrderType::Limit, Some(d("1800")))
+        );
         assert_eq!(leg.terms.time_in_force, TimeInForce::Gtc);
         assert_eq!(v.order.terms.price.map(Amount::value), Some(d("2150")));
-        assert_eq!((v.reserve_amount().value(), v.reserve_limit().map(Amount::value)), (d("4300"), Some(d("2150"))));
+        assert_eq!(
+            (v.reserve_amount().value(), v.reserve_limit().map(Amount::value)),
+            (d("4300"), Some(d("2150")))
+        );
         // Its stop a market buy: capped 10 % above the stop.
         buy.stop_limit_price = None;
         let v = check(&buy, Some("2000")).unwrap();
         assert_eq!(v.order.terms.order_type, OrderType::Market);
-        assert_eq!((v.reserve_amount().value(), v.reserve_limit().map(Amount::value)), (d("4620"), Some(d("2310"))));
+        assert_eq!(
+            (v.reserve_amount().value(), v.reserve_limit().map(Amount::value)),
+            (d("4620"), Some(d("2310")))
+        );
         // A sell holds its quantity; with a market stop leg, no limit on what a fill may receive.
         let sell = request(Side::Sell, TriggerKind::Oco, Some("1800"), Some("2200"));
         let v = check(&sell, Some("2000")).unwrap();
@@ -572,8 +581,14 @@ mod tests {
             "oco_legs_inconsistent"
         );
         assert_eq!(code(&sell("1800", "2200"), Some("1750")), "stop_would_fire_now");
-        assert_eq!(code(&request(Side::Sell, TriggerKind::Oco, Some("1800"), None), None), "limit_price_required");
-        assert_eq!(code(&request(Side::Sell, TriggerKind::Oco, None, Some("2200")), None), "stop_price_required");
+        assert_eq!(
+            code(&request(Side::Sell, TriggerKind::Oco, Some("1800"), None), None),
+            "limit_price_required"
+        );
+        assert_eq!(
+            code(&request(Side::Sell, TriggerKind::Oco, None, Some("2200")), None),
+            "stop_price_required"
+        );
         assert_eq!(code(&sell("1800", "2200.001"), None), "amount_scale_exceeded");
         let mut stop_limit = request(Side::Sell, TriggerKind::StopLimit, Some("1800"), Some("1790"));
         stop_limit.stop_limit_price = Some("1790".parse().unwrap());

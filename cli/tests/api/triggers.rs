@@ -409,7 +409,10 @@ async fn an_oco_executes_one_leg_and_cancels_the_other_releasing_its_part_of_the
     assert_eq!(active["stop_limit_price"], "2150");
     let order_id = active["order_id"].as_str().unwrap().to_string();
     let order = t.order_reaches(&alice, &order_id, "open").await;
-    assert_eq!((&order["type"], &order["price"], &order["trigger_id"]), (&json!("limit"), &json!("1800"), &json!(id)));
+    assert_eq!(
+        (&order["type"], &order["price"], &order["trigger_id"]),
+        (&json!("limit"), &json!("1800"), &json!(id))
+    );
     settled(&t, &alice, "USDT", pair("2850", "2150")).await;
 
     // The limit leg fills (Carol sells 1 at 1800): the stop is off, the rest of the hold (350) released.

@@ -1,6 +1,6 @@
 //! `trigger.fired`: a price trigger fired on a trade and placed its order.
 
-use bourse_common::catalog::{OrderType, TriggerFired};
+use bourse_common::catalog::{OrderType, TriggerFired, TriggerKind};
 use minijinja::context;
 
 use super::{Draft, Kind, Site, To, money};
@@ -22,7 +22,10 @@ fn compose(event: TriggerFired, site: &Site) -> Draft {
         context: context! {
             trigger_id => event.trigger_id.to_string(),
             order_id => event.order_id.to_string(),
-            kind => event.kind.as_str().replace('_', "-"),
+            kind => match event.kind {
+                TriggerKind::Oco => "OCO".to_string(),
+                kind => kind.as_str().replace('_', "-"),
+            },
             market => terms.market,
             side => terms.side.as_str(),
             quantity => money(terms.quantity, base),
@@ -35,7 +38,7 @@ fn compose(event: TriggerFired, site: &Site) -> Draft {
 
 #[cfg(test)]
 mod tests {
-    use bourse_common::catalog::{OrderTerms, Side, TimeInForce, TriggerKind};
+    use bourse_common::catalog::{OrderTerms, Side, TimeInForce};
     use uuid::Uuid;
 
     use super::*;
