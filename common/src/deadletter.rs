@@ -50,6 +50,24 @@ fn as_u32(value: Option<AMQPValue>) -> Option<u32> {
     }
 }
 
+impl DeadLetter {
+    fn of(queue: &str, delivery: &lapin::message::Delivery) -> Self {
+        let props = &delivery.properties;
+        Self {
+            queue: queue.to_string(),
+            error: as_text(header(props, ERROR_HEADER)),
+            attempts: as_u32(header(props, ATTEMPT_HEADER)),
+            original_routing_key: as_text(header(props, ORIGINAL_ROUTING_KEY_HEADER)),
+            envelope: Envelope::from_json(&delivery.data).ok(),
+            raw: String::from_utf8_lossy(&delivery.data).into_owned(),
+        }
+    }
+
+    fn message_id(&self) -> Option<uuid::Uuid> {
+        self.envelope.as_ref().map(|e| e.message_id)
+    }
+}
+
 /// Up to `max` dead letters of `queue`, left in place.
 pub async fn list(amqp_url: &str, queue: &str, max: usize) -> anyhow::Result<Vec<DeadLetter>> {
     let conn = amqp::connect(amqp_url, "bourse.dead-letters").await?;
@@ -61,18 +79,27 @@ pub async fn list(amqp_url: &str, queue: &str, max: usize) -> anyhow::Result<Vec
         else {
             break;
         };
-        let props = &message.delivery.properties;
-        out.push(DeadLetter {
-            queue: queue.to_string(),
-            error: as_text(header(props, ERROR_HEADER)),
-            attempts: as_u32(header(props, ATTEMPT_HEADER)),
-            original_routing_key: as_text(header(props, ORIGINAL_ROUTING_KEY_HEADER)),
-            envelope: Envelope::from_json(&message.delivery.data).ok(),
-            raw: String::from_utf8_lossy(&message.delivery.data).into_owned(),
-        });
+        out.push(DeadLetter::of(queue, &message.delivery));
     }
     // Closing the channel without acknowledging puts every message back, in order.
     let _ = conn.close(200, "listed".into()).await;
+    Ok(out)
+}
+
+/// How many dead letters each of `queues` holds; `None` for a queue not
+/// declared (its service never started on this broker).
+pub async fn counts(amqp_url: &str, queues: &[&str]) -> anyhow::Result<Vec<(String, Option<u32>)>> {
+    let conn = amqp::connect(amqp_url, "bourse.dead-letters").await?;
+    let mut out = Vec::new();
+    for queue in queues {
+        // A passive declare of a missing queue closes its channel: one channel each.
+        let ch = conn.create_channel().await?;
+        let options = lapin::options::QueueDeclareOptions { passive: true, ..Default::default() };
+        let declared = ch.queue_declare(dlq_name(queue).as_str().into(), options, Default::default()).await;
+        out.push((queue.to_string(), declared.ok().map(|q| q.message_count())));
+        let _ = ch.close(200, "counted".into()).await;
+    }
+    let _ = conn.close(200, "counted".into()).await;
     Ok(out)
 }
 
@@ -118,7 +145,7 @@ impl ReplayPolicy {
 const REPLAY_MARGIN: Duration = Duration::from_secs(3600);
 
 /// A dead letter a replay left parked: it is older than the inbox window.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Refused {
     pub message_id: uuid::Uuid,
     pub message_type: String,
@@ -147,7 +174,7 @@ impl std::fmt::Display for Refused {
 }
 
 /// What a replay did.
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Replayed {
     /// Moved back into the queue.
     pub replayed: usize,
@@ -167,6 +194,49 @@ pub async fn replay(
     max: usize,
     policy: ReplayPolicy,
 ) -> anyhow::Result<Replayed> {
+    replay_where(amqp_url, queue, max, policy, |_| true).await
+}
+
+/// Replays the dead letter of `queue` whose message id is `id` as
+/// [`replay`] does; `None`: no such letter is parked there.
+pub async fn replay_one(
+    amqp_url: &str,
+    queue: &str,
+    id: uuid::Uuid,
+    policy: ReplayPolicy,
+) -> anyhow::Result<Option<Replayed>> {
+    let outcome = replay_where(amqp_url, queue, 1, policy, |d| d.message_id() == Some(id)).await?;
+    Ok((outcome.replayed + outcome.refused.len() > 0).then_some(outcome))
+}
+
+/// Removes the dead letter of `queue` whose message id is `id` for good,
+/// and returns it; `None`: no such letter is parked there.
+pub async fn discard(amqp_url: &str, queue: &str, id: uuid::Uuid) -> anyhow::Result<Option<DeadLetter>> {
+    let conn = amqp::connect(amqp_url, "bourse.dead-letters").await?;
+    let ch = conn.create_channel().await?;
+    let dlq = dlq_name(queue);
+    let mut found = None;
+    while let Some(message) = ch.basic_get(dlq.as_str().into(), BasicGetOptions { no_ack: false }).await? {
+        let letter = DeadLetter::of(queue, &message.delivery);
+        if letter.message_id() == Some(id) {
+            message.delivery.acker.ack(BasicAckOptions::default()).await?;
+            found = Some(letter);
+            break;
+        }
+    }
+    // The others, unacknowledged, go back when the channel closes.
+    let _ = conn.close(200, "discarded".into()).await;
+    Ok(found)
+}
+
+/// Replays up to `max` of the dead letters `pick` chooses, the others left parked.
+async fn replay_where(
+    amqp_url: &str,
+    queue: &str,
+    max: usize,
+    policy: ReplayPolicy,
+    pick: impl Fn(&DeadLetter) -> bool,
+) -> anyhow::Result<Replayed> {
     let conn = amqp::connect(amqp_url, "bourse.dead-letters").await?;
     let ch = conn.create_channel().await?;
     ch.confirm_select(ConfirmSelectOptions::default()).await?;
@@ -179,6 +249,10 @@ pub async fn replay(
             break;
         };
         let delivery = &message.delivery;
+        if !pick(&DeadLetter::of(queue, delivery)) {
+            // Left unacknowledged: back into the dead-letter queue when the channel closes.
+            continue;
+        }
         if let Ok(envelope) = Envelope::from_json(&delivery.data)
             && let Some(age) = policy.refusal(&envelope, now)
         {

@@ -6,8 +6,9 @@
 //! a chain sender that dies after it stored a signed transaction but before
 //! it broadcast it, or after broadcasting before it recorded that; and a bug
 //! on purpose, a settlement that credits twice, to prove that the chaos
-//! harness sees one. Off unless a test arms them; one atomic load each
-//! when off.
+//! harness sees one; and a bug that fails every message of one queue (each
+//! parked), until it is "fixed". Off unless a test arms them; one atomic
+//! load each when off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -19,6 +20,8 @@ pub struct Faults {
     credit_twice: AtomicU64,
     sender_crash_after_signing: AtomicU64,
     sender_crash_after_broadcast: AtomicU64,
+    rejecting: std::sync::atomic::AtomicBool,
+    rejected_queue: std::sync::Mutex<Option<String>>,
 }
 
 /// Counts down and fires once, at the `n`-th occurrence.
@@ -73,6 +76,19 @@ impl Faults {
     /// For the service that settles trades: credit this one twice?
     pub fn should_credit_twice(&self) -> bool {
         trip(&self.credit_twice)
+    }
+
+    /// Every message its consumer of `queue` handles fails as a bug would
+    /// (permanently: parked), until called again with `None`.
+    pub fn reject_messages_in(&self, queue: Option<&str>) {
+        *self.rejected_queue.lock().unwrap_or_else(|p| p.into_inner()) = queue.map(str::to_string);
+        self.rejecting.store(queue.is_some(), Ordering::SeqCst);
+    }
+
+    /// Does the bug armed by [`Faults::reject_messages_in`] fail the messages of `queue`?
+    pub fn rejects(&self, queue: &str) -> bool {
+        self.rejecting.load(Ordering::SeqCst)
+            && self.rejected_queue.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(queue)
     }
 
     /// A consumer crash armed by [`Faults::crash_consumer_after_commit`] or

@@ -621,6 +621,10 @@ impl Consumer {
         self.bus
             .db
             .write(move |conn| {
+                if faults.rejects(&consumer) {
+                    let bug = anyhow::anyhow!("a bug on purpose: {consumer} rejects every message");
+                    return Err(ApplyError::Handler(HandlerError::Permanent(bug)));
+                }
                 let refs: Vec<&Envelope> = envelopes.iter().collect();
                 let applied = apply(conn, &consumer, &producer, handler.as_ref(), &refs)?;
                 if faults.consumer_should_crash_before_commit() {

@@ -79,6 +79,8 @@ pub struct ServiceInfo {
     pub routes: &'static [Route],
     /// Where the gateway serves this service's OpenAPI document, for its Swagger UI.
     pub api_doc: &'static str,
+    /// The queues it consumes (each with its `.dlq`), for the operators' dead-letter routes.
+    pub queues: &'static [&'static str],
 }
 
 impl ServiceInfo {
@@ -96,6 +98,7 @@ pub const GATEWAY: ServiceInfo = ServiceInfo {
     env_prefix: "GATEWAY",
     routes: &[],
     api_doc: "/api-docs/openapi.json",
+    queues: &[],
 };
 
 pub const ORDER: ServiceInfo = ServiceInfo {
@@ -110,6 +113,7 @@ pub const ORDER: ServiceInfo = ServiceInfo {
         Route::under("/api/admin/orders", Admin),
     ],
     api_doc: "/api-docs/order-service/openapi.json",
+    queues: &["order-service.saga"],
 };
 
 pub const PAYMENT: ServiceInfo = ServiceInfo {
@@ -123,6 +127,12 @@ pub const PAYMENT: ServiceInfo = ServiceInfo {
         Route::under("/api/admin/audit", Admin),
     ],
     api_doc: "/api-docs/payment-service/openapi.json",
+    queues: &[
+        "payment-service.users",
+        "payment-service.commands",
+        "payment-service.chain",
+        "payment-service.matching",
+    ],
 };
 
 pub const MATCHING: ServiceInfo = ServiceInfo {
@@ -135,6 +145,7 @@ pub const MATCHING: ServiceInfo = ServiceInfo {
         Route::under("/api/history/candles", Public),
     ],
     api_doc: "/api-docs/matching-service/openapi.json",
+    queues: &["matching-service.orders"],
 };
 
 pub const CHAIN: ServiceInfo = ServiceInfo {
@@ -148,6 +159,7 @@ pub const CHAIN: ServiceInfo = ServiceInfo {
         Route::under("/api/admin/chain", Admin),
     ],
     api_doc: "/api-docs/chain-service/openapi.json",
+    queues: &["chain-service.users", "chain-service.payments", "chain-service.settlements"],
 };
 
 pub const NOTIFY: ServiceInfo = ServiceInfo {
@@ -156,10 +168,16 @@ pub const NOTIFY: ServiceInfo = ServiceInfo {
     env_prefix: "NOTIFY",
     routes: &[Route::under("/api/admin/notifications", Admin)],
     api_doc: "/api-docs/notify-service/openapi.json",
+    queues: &["notify-service.users", "notify-service.mails"],
 };
 
 /// The services behind the gateway, in the order of its Swagger list.
 pub const BEHIND_GATEWAY: [&ServiceInfo; 5] = [&ORDER, &PAYMENT, &MATCHING, &CHAIN, &NOTIFY];
+
+/// Every consumer queue of the stack, with the service that consumes it.
+pub fn queues() -> impl Iterator<Item = (&'static ServiceInfo, &'static str)> {
+    BEHIND_GATEWAY.into_iter().flat_map(|s| s.queues.iter().map(move |q| (s, *q)))
+}
 
 /// A service behind the gateway by name.
 pub fn find(name: &str) -> Option<&'static ServiceInfo> {

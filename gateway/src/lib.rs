@@ -19,6 +19,7 @@
 //! tests and `bourse up` start it in-process. A service added to the registry
 //! is routed, probed and listed here without a change to this crate.
 
+pub mod operator;
 pub mod proxy;
 pub mod ratelimit;
 pub mod settings;
@@ -103,6 +104,10 @@ impl Service for Gateway {
         let feed = ws::follower(hub.clone(), config.amqp.url.clone(), config.messaging.clone());
         let probes = settings.upstreams.services().map(|(s, url)| (s.name, url.to_string())).collect();
         let body_limit = settings.body_limit_bytes;
+        let dead_letters = web::Data::new(operator::DeadLetters {
+            amqp_url: config.amqp.url.clone(),
+            inbox_retention: config.messaging.inbox_retention(),
+        });
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],
             routes: Arc::new(move |cfg, _bus| {
@@ -117,6 +122,7 @@ impl Service for Gateway {
                     .app_data(client.clone())
                     .app_data(upstreams.clone())
                     .app_data(secret.clone())
+                    .app_data(dead_letters.clone())
                     .app_data(bourse_common::error::json_config(body_limit))
                     .configure(proxy::api_docs)
                     .route("/ws", web::get().to(ws::connect))
@@ -124,10 +130,15 @@ impl Service for Gateway {
                         web::scope("/api")
                             .wrap(middleware::from_fn(ratelimit::limit))
                             .configure(users::configure)
+                            .configure(operator::configure)
                             .default_service(web::to(proxy::forward)),
                     );
             }),
-            openapi: Api::openapi(),
+            openapi: {
+                let mut api = Api::openapi();
+                api.merge(operator::Api::openapi());
+                api
+            },
             api_docs: BEHIND_GATEWAY.iter().map(|s| (s.name, s.api_doc)).collect(),
             upstreams: probes,
             background: vec![feed],

@@ -7,6 +7,7 @@
 
 mod audit;
 mod chain;
+mod dead_letters;
 mod faults;
 mod helpers;
 mod money;

@@ -1,0 +1,180 @@
+//! Dead letters through the operators' REST routes on the gateway: the
+//! e-mails a bug in notify-service parked are listed with their error,
+//! replayed once the bug is fixed and sent once; a message older than the
+//! inbox window is refused without force and discarded with a reason; every
+//! action is recorded; users and strangers are turned away.
+
+use bourse_common::catalog::UserRegistered;
+use bourse_common::db::Backend;
+use bourse_common::envelope::Envelope;
+use bourse_common::on_both_backends;
+use bourse_common::testkit::eventually;
+use lapin::options::BasicPublishOptions;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{TestStack, WAIT, WALLET_MAIL};
+
+on_both_backends!(an_operator_lists_replays_and_discards_dead_letters_and_each_action_is_recorded);
+
+const QUEUE: &str = "notify-service.mails";
+
+/// Waits until `QUEUE` has `n` dead letters; returns them as the route lists them.
+async fn parked(t: &TestStack, admin: &str, n: usize) -> Vec<Value> {
+    let path = format!("/api/admin/dead-letters/{QUEUE}");
+    eventually(&format!("{n} dead letter(s) in {QUEUE}"), WAIT, || async {
+        let (status, body) = t.call("GET", &path, Some(admin), None).await;
+        assert_eq!(status, 200, "{body}");
+        let letters = body.as_array().unwrap().clone();
+        (letters.len() == n).then_some(letters)
+    })
+    .await
+}
+
+/// Registers a user; returns their id and token.
+async fn register(t: &TestStack, email: &str) -> (String, String) {
+    let credentials = json!({"email": email, "password": crate::helpers::PASSWORD});
+    let (status, body) = t.call("POST", "/api/auth/users", None, Some(credentials)).await;
+    assert_eq!(status, 201, "{body}");
+    (body["id"].as_str().unwrap().to_string(), t.token(email).await)
+}
+
+/// Publishes `event` straight into `QUEUE` as if it had occurred `days_ago`.
+async fn publish_old(t: &TestStack, event: &UserRegistered, days_ago: i64) -> Envelope {
+    let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
+    let envelope = Envelope::new("gateway", event.user_id.to_string(), event, at);
+    let conn = bourse_common::amqp::connect(&t.env.amqp_url, "old-message").await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let body = envelope.to_json();
+    let properties = envelope.amqp_properties();
+    ch.basic_publish("".into(), QUEUE.into(), BasicPublishOptions::default(), body.as_bytes(), properties)
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    conn.close(200, "published".into()).await.unwrap();
+    envelope
+}
+
+async fn an_operator_lists_replays_and_discards_dead_letters_and_each_action_is_recorded(backend: Backend) {
+    let t = TestStack::start(backend).await;
+    let admin = t.admin("admin@bourse.local").await;
+    let zoe = t.user("zoe@example.com").await;
+
+    // Users get 403, strangers 401, on every route.
+    let some = Uuid::now_v7();
+    let routes = [
+        ("GET", "/api/admin/dead-letters".to_string()),
+        ("GET", format!("/api/admin/dead-letters/{QUEUE}")),
+        ("POST", format!("/api/admin/dead-letters/{QUEUE}/replay-all")),
+        ("POST", format!("/api/admin/dead-letters/{QUEUE}/{some}/replay")),
+        ("POST", format!("/api/admin/dead-letters/{QUEUE}/{some}/discard")),
+        ("GET", "/api/admin/dead-letter-actions".to_string()),
+    ];
+    for (method, path) in &routes {
+        let body = (*method == "POST").then(|| json!({"reason": "no"}));
+        let (status, _) = t.call(method, path, Some(&zoe), body.clone()).await;
+        assert_eq!(status, 403, "{method} {path}");
+        let (status, _) = t.call(method, path, None, body).await;
+        assert_eq!(status, 401, "{method} {path}");
+    }
+    let (status, body) = t.call("GET", "/api/admin/dead-letters/no-such.queue", Some(&admin), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("unknown_queue")));
+
+    // A bug in notify-service's mail queue: every message fails and is
+    // parked. Yan registers: the welcome and the deposit address are parked.
+    let notify = t.stack.service("notify-service").unwrap();
+    notify.bus.faults.reject_messages_in(Some(QUEUE));
+    let (yan_id, _) = register(&t, "yan@example.com").await;
+    let letters = parked(&t, &admin, 2).await;
+    let welcome = letters.iter().find(|l| l["type"] == "user.registered").unwrap();
+    assert_eq!(
+        (&welcome["correlation_id"], &welcome["attempts"], &welcome["producer"]),
+        (&json!(yan_id), &json!(1), &json!("gateway"))
+    );
+    assert_eq!(welcome["payload"]["email"], "yan@example.com");
+    assert!(welcome["error"].as_str().unwrap().contains("a bug on purpose"), "{welcome}");
+    let (status, counts) = t.call("GET", "/api/admin/dead-letters", Some(&admin), None).await;
+    assert_eq!(status, 200, "{counts}");
+    assert_eq!(counts.as_array().unwrap().len(), bourse_common::registry::queues().count());
+    for queue in counts.as_array().unwrap() {
+        let count = &queue["dead_letters"];
+        match queue["queue"].as_str() {
+            Some(QUEUE) => assert_eq!(count, 2),
+            // Not declared in this stack: chain-service settles on chain only when configured to.
+            Some("chain-service.settlements") => assert!(count.is_null(), "{queue}"),
+            _ => assert_eq!(count, 0, "{queue}"),
+        }
+    }
+    assert!(t.all_mails_to("yan@example.com").is_empty());
+
+    // Fixed, the welcome replayed: sent once.
+    notify.bus.faults.reject_messages_in(None);
+    let welcome_id = welcome["message_id"].as_str().unwrap();
+    let replay = format!("/api/admin/dead-letters/{QUEUE}/{welcome_id}/replay");
+    let (status, body) =
+        t.call("POST", &replay, Some(&admin), Some(json!({"reason": "the bug is fixed"}))).await;
+    assert_eq!((status, &body["replayed"]), (200, &json!(1)), "{body}");
+    let mails = t.wait_mails("yan@example.com", 1).await;
+    assert_eq!(mails[0].subject.as_deref(), Some("Welcome to Bourse"));
+    parked(&t, &admin, 1).await;
+    let (status, body) = t.call("POST", &replay, Some(&admin), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("dead_letter_not_found")), "{body}");
+
+    // The rest replayed at once: the deposit address is sent.
+    let replay_all = format!("/api/admin/dead-letters/{QUEUE}/replay-all");
+    let (status, body) = t.call("POST", &replay_all, Some(&admin), None).await;
+    assert_eq!((status, &body["replayed"], &body["refused"]), (200, &json!(1), &json!([])), "{body}");
+    parked(&t, &admin, 0).await;
+    let all = eventually("the deposit address e-mailed", WAIT, || async {
+        let all = t.all_mails_to("yan@example.com");
+        (all.len() == 2).then_some(all)
+    })
+    .await;
+    let subjects: Vec<_> = all.iter().filter_map(|m| m.subject.as_deref()).collect();
+    assert!(subjects.contains(&WALLET_MAIL) && subjects.contains(&"Welcome to Bourse"), "{subjects:?}");
+
+    // A message that occurred 30 days ago, older than the inbox's 7 days: its
+    // consumer may have applied it and forgotten it: refused unless forced.
+    notify.bus.faults.reject_messages_in(Some(QUEUE));
+    let old = UserRegistered { user_id: Uuid::now_v7(), email: "old@example.com".into() };
+    let old = publish_old(&t, &old, 30).await;
+    parked(&t, &admin, 1).await;
+    notify.bus.faults.reject_messages_in(None);
+    let path = format!("/api/admin/dead-letters/{QUEUE}/{}", old.message_id);
+    let (status, body) = t.call("POST", &format!("{path}/replay"), Some(&admin), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("replay_refused")), "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("the inbox remembers message ids for 168 h"), "{message}");
+    parked(&t, &admin, 1).await;
+    // Dropped, with a reason (required).
+    let blank = Some(json!({"reason": " "}));
+    let (status, body) = t.call("POST", &format!("{path}/discard"), Some(&admin), blank).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (422, Some("reason_required")), "{body}");
+    let reason = json!({"reason": "forged by the test"});
+    let (status, body) = t.call("POST", &format!("{path}/discard"), Some(&admin), Some(reason)).await;
+    assert_eq!((status, &body["action"], &body["type"]), (200, &json!("discard"), &json!("user.registered")));
+    parked(&t, &admin, 0).await;
+
+    // Each action recorded, newest first, by the same administrator.
+    let (status, page) = t.call("GET", "/api/admin/dead-letter-actions", Some(&admin), None).await;
+    assert_eq!((status, &page["total"]), (200, &json!(3)), "{page}");
+    let items = page["items"].as_array().unwrap();
+    let summary: Vec<(&Value, &Value, &Value)> =
+        items.iter().map(|a| (&a["action"], &a["reason"], &a["replayed"])).collect();
+    assert_eq!(
+        summary,
+        [
+            (&json!("discard"), &json!("forged by the test"), &json!(0)),
+            (&json!("replay_all"), &Value::Null, &json!(1)),
+            (&json!("replay"), &json!("the bug is fixed"), &json!(1)),
+        ]
+    );
+    assert_eq!(items[0]["message_id"], json!(old.message_id.to_string()));
+    assert_eq!(items[2]["message_id"], json!(welcome_id));
+    assert!(items.iter().all(|a| a["by"] == items[0]["by"]));
+    // Nothing was sent twice, nor for the discarded message.
+    assert_eq!(t.all_mails_to("yan@example.com").len(), 2);
+    assert!(t.all_mails_to("old@example.com").is_empty());
+    t.stop().await;
+}
