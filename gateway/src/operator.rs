@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::tokens::Tokens;
-use crate::users::sessions::{self, Sessions};
+use crate::users::sessions::{Sessions, admin};
 
 /// Where the dead letters are, and how long the consumers remember a message id.
 #[derive(Debug, Clone)]
@@ -47,14 +47,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/dead-letters/{queue}/replay-all", web::post().to(replay_all))
         .route("/admin/dead-letters/{queue}/{id}/replay", web::post().to(replay_one))
         .route("/admin/dead-letters/{queue}/{id}/discard", web::post().to(discard));
-}
-
-/// The caller, if an administrator: 401 without a valid token, 403 for a user.
-async fn admin(req: &HttpRequest, tokens: &Tokens, sessions: &Sessions, db: &Db) -> Result<Caller, ApiError> {
-    sessions::caller(req, tokens, sessions, db)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))?
-        .require_admin()
 }
 
 /// A consumer queue of the stack by name: 404 for any other.

@@ -93,19 +93,19 @@ impl Triggers {
             }
             let seq = u64::try_from(row.seq).map_err(|e| HandlerError::Permanent(e.into()))?;
             triggers.book.insert(Armed { id, seq, direction: row.fires_when, level });
-            triggers.track(row);
+            triggers.track(row)?;
         }
         Ok(triggers)
     }
 
     /// Keeps an armed trigger's row, and an OCO's order id.
-    fn track(&mut self, row: TriggerRow) {
-        if let (Some(_), Ok((id, _, order))) = (row.limit_leg_price, row.ids()) {
+    fn track(&mut self, row: TriggerRow) -> Result<(), HandlerError> {
+        let (id, _, order) = row.ids()?;
+        if row.limit_leg_price.is_some() {
             self.ocos.insert(order, id);
         }
-        if let Ok(id) = Uuid::parse_str(&row.trigger_id) {
-            self.rows.insert(id, row);
-        }
+        self.rows.insert(id, row);
+        Ok(())
     }
 
     /// Takes a trigger out of the index (fired or disarmed): its row.
@@ -304,7 +304,7 @@ fn arm(
     let level = level_of(&row).map_err(HandlerError::Permanent)?;
     let seq = u64::try_from(seq).map_err(|e| HandlerError::Permanent(e.into()))?;
     triggers.book.insert(Armed { id: cmd.trigger_id, seq, direction: cmd.fires_when, level });
-    triggers.track(row);
+    triggers.track(row)?;
     triggers.next_seq += 1;
     Ok(Some(Ok(())))
 }

@@ -103,12 +103,41 @@ fn order_not_found(id: Uuid) -> ApiError {
 }
 
 /// A `?status=` filter of a list, as one of `T`'s words; another word is 400 `invalid_status`.
-pub(crate) fn status_filter<T: std::str::FromStr>(status: Option<&str>) -> Result<Option<T>, ApiError> {
+fn status_filter<T: std::str::FromStr>(status: Option<&str>) -> Result<Option<T>, ApiError> {
     status
         .map(|s| {
             s.parse::<T>().map_err(|_| ApiError::bad_request("invalid_status", format!("unknown status {s}")))
         })
         .transpose()
+}
+
+/// A storage query for one page of a user's rows in a status and market:
+/// `(conn, user, status, market, limit, offset)` -> the rows and how many there are in all.
+pub(crate) type ListRows<S, R> =
+    fn(&mut DbConnection, Uuid, Option<S>, Option<&str>, i64, i64) -> diesel::QueryResult<(Vec<R>, i64)>;
+
+/// The page `query` asks for of the caller's rows (orders, triggers), as clients see them.
+pub(crate) async fn caller_page<S, R, T>(
+    caller: Caller,
+    query: ListQuery,
+    db: &Db,
+    list: ListRows<S, R>,
+) -> Result<HttpResponse, ApiError>
+where
+    S: std::str::FromStr + Send + 'static,
+    R: Send + 'static,
+    T: TryFrom<R, Error = ApiError> + Serialize,
+{
+    let (page, per_page, offset) = PageQuery { page: query.page, per_page: query.per_page }.resolve()?;
+    let status = status_filter::<S>(query.status.as_deref())?;
+    let market = query.market;
+    let (rows, total) = db
+        .read(move |c| {
+            list(c, caller.user_id, status, market.as_deref(), per_page, offset).map_err(DbError::from)
+        })
+        .await?;
+    let items = rows.into_iter().map(T::try_from).collect::<Result<Vec<_>, _>>()?;
+    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
 }
 
 /// A placement (an order, a trigger) stored once per Idempotency-Key.
@@ -302,18 +331,7 @@ pub async fn list_orders(
     query: web::Query<ListQuery>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query.into_inner();
-    let (page, per_page, offset) = PageQuery { page: q.page, per_page: q.per_page }.resolve()?;
-    let status = status_filter::<Status>(q.status.as_deref())?;
-    let market = q.market;
-    let (rows, total) = db
-        .read(move |c| {
-            storage::list(c, caller.user_id, status, market.as_deref(), per_page, offset)
-                .map_err(DbError::from)
-        })
-        .await?;
-    let items = rows.into_iter().map(Order::try_from).collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+    caller_page::<Status, OrderRow, Order>(caller, query.into_inner(), &db, storage::list).await
 }
 
 /// Asks to cancel an order; its reservation is released, then it is `cancelled`.

@@ -9,14 +9,14 @@ use bourse_common::error::ApiError;
 use bourse_common::idempotency::IdempotencyKey;
 use bourse_common::money::Amount;
 use bourse_common::outbox::Emitter;
-use bourse_common::paging::{Page, PageQuery};
+use bourse_common::paging::Page;
 use bourse_common::{micros_to_time, now_micros};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::handlers;
-use crate::routes::{ListQuery, Placement, place_once, status_filter};
+use crate::routes::{ListQuery, Placement, caller_page, place_once};
 use crate::settings::Settings;
 use crate::trigger_storage::{self, TriggerRow};
 use crate::triggers::{self, Ending, TriggerRequest, TriggerStatus};
@@ -252,18 +252,8 @@ pub async fn list_triggers(
     query: web::Query<ListQuery>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
-    let q = query.into_inner();
-    let (page, per_page, offset) = PageQuery { page: q.page, per_page: q.per_page }.resolve()?;
-    let status = status_filter::<TriggerStatus>(q.status.as_deref())?;
-    let market = q.market;
-    let (rows, total) = db
-        .read(move |c| {
-            trigger_storage::list(c, caller.user_id, status, market.as_deref(), per_page, offset)
-                .map_err(DbError::from)
-        })
-        .await?;
-    let items = rows.into_iter().map(Trigger::try_from).collect::<Result<Vec<_>, _>>()?;
-    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+    caller_page::<TriggerStatus, TriggerRow, Trigger>(caller, query.into_inner(), &db, trigger_storage::list)
+        .await
 }
 
 /// Asks to cancel a trigger: it leaves its book (unless it fires first),

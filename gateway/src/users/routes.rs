@@ -335,10 +335,7 @@ pub async fn set_role(
     tokens: web::Data<Tokens>,
     sessions: web::Data<Sessions>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = sessions::caller(&req, &tokens, &sessions, &db)
-        .await?
-        .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))?
-        .require_admin()?;
+    let caller = sessions::admin(&req, &tokens, &sessions, &db).await?;
     let id = path.into_inner();
     let user = admin::grant(&db, Target::Id(id), body.role, GrantedBy::Admin(caller.user_id))
         .await?

@@ -78,6 +78,19 @@ pub fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
 }
 
 /// The caller of a request with a valid, unrevoked bearer token; `None` without one.
+/// The caller, if an administrator: 401 without a valid token, 403 for a user.
+pub async fn admin(
+    req: &HttpRequest,
+    tokens: &Tokens,
+    sessions: &Sessions,
+    db: &Db,
+) -> Result<Caller, ApiError> {
+    caller(req, tokens, sessions, db)
+        .await?
+        .ok_or_else(|| ApiError::unauthorized("a valid bearer token is required"))?
+        .require_admin()
+}
+
 pub async fn caller(
     req: &HttpRequest,
     tokens: &Tokens,
