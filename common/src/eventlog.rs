@@ -44,7 +44,7 @@ impl std::str::FromStr for StreamOffset {
 }
 
 impl StreamOffset {
-    fn argument(self) -> AMQPValue {
+    pub(crate) fn argument(self) -> AMQPValue {
         match self {
             Self::First => AMQPValue::LongString("first".into()),
             Self::Next => AMQPValue::LongString("next".into()),
@@ -86,23 +86,8 @@ pub async fn read(
         };
         let Some(delivery) = next else { break };
         let delivery = delivery?;
-        let offset =
-            match delivery.properties.headers().as_ref().and_then(|h| h.inner().get("x-stream-offset")) {
-                Some(AMQPValue::LongLongInt(n)) => *n as u64,
-                _ => 0,
-            };
         delivery.acker.ack(BasicAckOptions::default()).await?;
-        if let Ok(envelope) = Envelope::from_json(&delivery.data) {
-            // A command's log copy came through `bourse.command-log`; it was sent on `bourse.commands`.
-            let exchange =
-                if delivery.exchange.as_str() == COMMAND_LOG { COMMANDS } else { delivery.exchange.as_str() };
-            out.push(LoggedMessage {
-                offset,
-                exchange: exchange.to_string(),
-                routing_key: delivery.routing_key.to_string(),
-                envelope,
-            });
-        }
+        out.extend(entry(&delivery));
     }
     let _ = conn.close(200, "done".into()).await;
     Ok(out)
@@ -139,4 +124,22 @@ pub async fn republish(amqp_url: &str, entry: &LoggedMessage) -> anyhow::Result<
         entry.exchange
     );
     Ok(())
+}
+
+/// A stream delivery as an entry of the log; `None` if it is no envelope.
+pub(crate) fn entry(delivery: &lapin::message::Delivery) -> Option<LoggedMessage> {
+    let offset = match delivery.properties.headers().as_ref().and_then(|h| h.inner().get("x-stream-offset")) {
+        Some(AMQPValue::LongLongInt(n)) => u64::try_from(*n).unwrap_or(0),
+        _ => return None,
+    };
+    let envelope = Envelope::from_json(&delivery.data).ok()?;
+    // A command's log copy came through `bourse.command-log`; it was sent on `bourse.commands`.
+    let exchange =
+        if delivery.exchange.as_str() == COMMAND_LOG { COMMANDS } else { delivery.exchange.as_str() };
+    Some(LoggedMessage {
+        offset,
+        exchange: exchange.to_string(),
+        routing_key: delivery.routing_key.to_string(),
+        envelope,
+    })
 }

@@ -24,6 +24,8 @@
 //! | [`faults`] | crash injection for the exactly-once tests |
 //! | [`feed`] | following events for live feeds, best effort |
 //! | [`eventlog`] | reading the retained event log again from any point |
+//! | [`logindex`] | the event log indexed by saga, id, cause and type in a database, kept by a follower of the stream |
+//! | [`inspect`] | what one service knows of a saga (its outbox rows, what its inbox applied) and of its outbox, for operators |
 //! | [`bus`] | what a service's relay, consumers and routes share: database, broker, settings, metrics |
 //! | [`stored`] | enums stored and sent as words, one encoding each (serde, text columns) |
 //! | [`registry`] | the table of services: name, port, environment prefix, the routes each owns |
@@ -45,7 +47,9 @@ pub mod feed;
 pub mod holdings;
 pub mod idempotency;
 pub mod inbox;
+pub mod inspect;
 pub mod lease;
+pub mod logindex;
 pub mod messages;
 pub mod metrics;
 pub mod money;

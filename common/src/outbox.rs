@@ -544,6 +544,9 @@ impl Relay {
         }
         bus.metrics.add("bourse_outbox_published_total", &[], n_sent);
         bus.metrics.add("bourse_outbox_returned_total", &[], n_parked);
+        if n_sent > 0 {
+            bus.metrics.set_gauge(crate::inspect::LAST_PUBLISH_GAUGE, &[], chrono::Utc::now().timestamp());
+        }
         Ok(())
     }
 }

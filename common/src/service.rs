@@ -205,6 +205,7 @@ where
             .route("/health/live", web::get().to(live))
             .route("/health/ready", web::get().to(ready))
             .route("/metrics", web::get().to(metrics))
+            .configure(crate::inspect::configure)
             .service(
                 SwaggerUi::new("/swagger-ui/{_:.*}")
                     .url(OWN_API_DOC, openapi.clone())

@@ -12,6 +12,8 @@
 //! | [`tokens`] | JWTs |
 //! | [`proxy`] | forwarding a route to its service if the caller may call it; the services' API documents |
 //! | [`ratelimit`] | the rate limit and request ids |
+//! | [`operator`] | dead letters for operators: list, replay, discard, every action recorded |
+//! | [`trace`] | sagas and the event log for operators: traces from the log's index (kept here), events, outboxes, safe republish |
 //! | [`ws`] | the WebSocket feed: trades, candles, books, the user's orders and balances |
 //!
 //! A library with a thin `main.rs`: [`Gateway`] is its [`Service`], and
@@ -24,6 +26,7 @@ pub mod proxy;
 pub mod ratelimit;
 pub mod settings;
 pub mod tokens;
+pub mod trace;
 pub mod users;
 pub mod ws;
 
@@ -131,17 +134,19 @@ impl Service for Gateway {
                             .wrap(middleware::from_fn(ratelimit::limit))
                             .configure(users::configure)
                             .configure(operator::configure)
+                            .configure(trace::configure)
                             .default_service(web::to(proxy::forward)),
                     );
             }),
             openapi: {
                 let mut api = Api::openapi();
                 api.merge(operator::Api::openapi());
+                api.merge(trace::Api::openapi());
                 api
             },
             api_docs: BEHIND_GATEWAY.iter().map(|s| (s.name, s.api_doc)).collect(),
             upstreams: probes,
-            background: vec![feed],
+            background: vec![feed, trace::indexer()],
             ..Default::default()
         })
     }

@@ -57,7 +57,7 @@ fn known_queue(queue: &str) -> Result<&'static str, ApiError> {
         .ok_or_else(|| ApiError::not_found("unknown_queue", format!("no consumer queue {queue}")))
 }
 
-fn broker(e: anyhow::Error) -> ApiError {
+pub(crate) fn broker(e: anyhow::Error) -> ApiError {
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", format!("the broker: {e:#}"))
 }
 
@@ -369,6 +369,8 @@ bourse_common::named_enum! {
         Replay = "replay",
         ReplayAll = "replay_all",
         Discard = "discard",
+        /// A logged message published again (`queue` holds the exchange).
+        Republish = "republish",
     }
 }
 
@@ -392,7 +394,7 @@ pub struct Action {
 }
 
 impl Action {
-    fn new(
+    pub(crate) fn new(
         caller: &Caller,
         queue: &str,
         action: ActionKind,
@@ -465,7 +467,7 @@ impl From<ActionRow> for Action {
 }
 
 /// Stores `action`; returns it.
-async fn record(db: &Db, action: Action) -> Result<Action, ApiError> {
+pub(crate) async fn record(db: &Db, action: Action) -> Result<Action, ApiError> {
     let row = ActionRow {
         id: action.id.to_string(),
         queue: action.queue.clone(),
@@ -483,6 +485,22 @@ async fn record(db: &Db, action: Action) -> Result<Action, ApiError> {
     })
     .await?;
     Ok(action)
+}
+
+/// The actions on any of `messages`, oldest first.
+pub(crate) async fn actions_on(db: &Db, messages: Vec<Uuid>) -> Result<Vec<Action>, ApiError> {
+    let ids: Vec<String> = messages.iter().map(Uuid::to_string).collect();
+    let rows = db
+        .read(move |c| {
+            dead_letter_actions::table
+                .filter(dead_letter_actions::message_id.eq_any(ids))
+                .order((dead_letter_actions::at.asc(), dead_letter_actions::id.asc()))
+                .select(ActionRow::as_select())
+                .load(c)
+                .map_err(DbError::from)
+        })
+        .await?;
+    Ok(rows.into_iter().map(Action::from).collect())
 }
 
 fn list(conn: &mut DbConnection, limit: i64, offset: i64) -> QueryResult<(Vec<ActionRow>, i64)> {

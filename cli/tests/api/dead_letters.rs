@@ -107,6 +107,15 @@ async fn an_operator_lists_replays_and_discards_dead_letters_and_each_action_is_
         }
     }
     assert!(t.all_mails_to("yan@example.com").is_empty());
+    // Yan's trace shows the welcome parked.
+    let trace_path = format!("/api/admin/trace/{yan_id}");
+    let step = eventually("the welcome parked in Yan's trace", WAIT, || async {
+        let (_, trace) = t.call("GET", &trace_path, Some(&admin), None).await;
+        let step = trace["steps"].as_array()?.iter().find(|s| s["type"] == "user.registered")?.clone();
+        (step["standing"] == "parked").then_some(step)
+    })
+    .await;
+    assert_eq!(step["parked_in"], json!([format!("{QUEUE}.dlq")]));
 
     // Fixed, the welcome replayed: sent once.
     notify.bus.faults.reject_messages_in(None);
@@ -118,6 +127,15 @@ async fn an_operator_lists_replays_and_discards_dead_letters_and_each_action_is_
     let mails = t.wait_mails("yan@example.com", 1).await;
     assert_eq!(mails[0].subject.as_deref(), Some("Welcome to Bourse"));
     parked(&t, &admin, 1).await;
+    let (_, trace) = t.call("GET", &trace_path, Some(&admin), None).await;
+    let step = trace["steps"].as_array().unwrap().iter().find(|s| s["type"] == "user.registered").unwrap();
+    assert_eq!(step["standing"], "applied");
+    let applied = step["applied_by"].as_array().unwrap();
+    assert!(applied.iter().any(|a| a["consumer"] == QUEUE && a["service"] == "notify-service"), "{step}");
+    assert_eq!(
+        (&trace["actions"][0]["action"], &trace["actions"][0]["reason"]),
+        (&json!("replay"), &json!("the bug is fixed"))
+    );
     let (status, body) = t.call("POST", &replay, Some(&admin), None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("dead_letter_not_found")), "{body}");
 

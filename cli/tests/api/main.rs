@@ -12,6 +12,7 @@ mod faults;
 mod helpers;
 mod money;
 mod notify;
+mod operators;
 mod order_tolerance;
 mod orders;
 mod security_edge;

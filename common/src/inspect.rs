@@ -1,0 +1,143 @@
+//! What one service knows of a saga, and of its outbox: the two questions the
+//! gateway's operator routes ask every service (`GET /internal/sagas/{id}`,
+//! `GET /internal/outbox`; administrators only, through the gateway's proof)
+//! to say where each message of a trace stands: still in an outbox, applied
+//! by which consumer and when.
+
+use actix_web::{HttpResponse, web};
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::auth::Caller;
+use crate::bus::Bus;
+use crate::db::DbError;
+use crate::error::ApiError;
+use crate::micros_to_time;
+use crate::outbox;
+use crate::schema::inbox;
+
+/// The gauge the relay sets after each round it published (Unix seconds).
+pub const LAST_PUBLISH_GAUGE: &str = "bourse_outbox_last_publish_timestamp_seconds";
+
+pub const SAGA_PATH: &str = "/internal/sagas";
+pub const OUTBOX_PATH: &str = "/internal/outbox";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route(&format!("{SAGA_PATH}/{{id}}"), web::get().to(saga_route))
+        .route(OUTBOX_PATH, web::get().to(outbox_route));
+}
+
+/// A saga as one service saw it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct SagaView {
+    pub service: String,
+    /// Its outbox rows of the saga (sent ones are kept for `messaging.outbox_retention_hours`).
+    pub outbox: Vec<Outgoing>,
+    /// What its consumers applied of the saga (kept for `messaging.inbox_retention_hours`).
+    pub applied: Vec<Applied>,
+}
+
+/// A message a service wrote to its outbox.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Outgoing {
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub written_at: DateTime<Utc>,
+    /// When the relay published it; none while it waits.
+    pub sent_at: Option<DateTime<Utc>>,
+    /// A command no queue took yet: published again until one does.
+    pub parked: bool,
+}
+
+/// A message a consumer applied (its inbox row).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Applied {
+    /// The consumer queue.
+    pub consumer: String,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A service's outbox as its relay sees it.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct OutboxView {
+    pub service: String,
+    /// Rows waiting to be published.
+    pub backlog: i64,
+    /// How long the oldest of them has waited.
+    pub oldest_age_ms: Option<i64>,
+    /// Commands no queue took yet.
+    pub parked: i64,
+    /// When this instance's relay last published a round; none since it started.
+    pub last_publish: Option<DateTime<Utc>>,
+}
+
+/// What `bus`'s service knows of saga `id`.
+pub async fn saga(bus: &Bus, id: String) -> Result<SagaView, DbError> {
+    let (rows, applied) = bus
+        .db
+        .read(move |c| {
+            let rows = outbox::by_correlation(c, &id)?;
+            let applied = inbox::table
+                .filter(inbox::correlation_id.eq(&id))
+                .order(inbox::received_at.asc())
+                .select((inbox::consumer, inbox::message_id, inbox::message_type, inbox::received_at))
+                .load::<(String, String, String, i64)>(c)?;
+            Ok::<_, DbError>((rows, applied))
+        })
+        .await?;
+    Ok(SagaView {
+        service: bus.producer.clone(),
+        outbox: rows
+            .into_iter()
+            .map(|r| Outgoing {
+                parked: r.is_parked(),
+                message_id: r.message_id,
+                message_type: r.message_type,
+                written_at: micros_to_time(r.created_at),
+                sent_at: r.sent_at.map(micros_to_time),
+            })
+            .collect(),
+        applied: applied
+            .into_iter()
+            .map(|(consumer, message_id, message_type, at)| Applied {
+                consumer,
+                message_id,
+                message_type,
+                at: micros_to_time(at),
+            })
+            .collect(),
+    })
+}
+
+/// `bus`'s service's outbox.
+pub async fn outbox(bus: &Bus) -> Result<OutboxView, DbError> {
+    let backlog = bus.db.read(|c| outbox::backlog(c).map_err(DbError::from)).await?;
+    let last_publish =
+        bus.metrics.gauge(LAST_PUBLISH_GAUGE, &[]).and_then(|s| DateTime::from_timestamp(s, 0));
+    Ok(OutboxView {
+        service: bus.producer.clone(),
+        backlog: backlog.pending,
+        oldest_age_ms: backlog.oldest_age_ms,
+        parked: backlog.parked,
+        last_publish,
+    })
+}
+
+async fn saga_route(
+    caller: Caller,
+    bus: web::Data<Bus>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    Ok(HttpResponse::Ok().json(saga(&bus, id.into_inner()).await?))
+}
+
+async fn outbox_route(caller: Caller, bus: web::Data<Bus>) -> Result<HttpResponse, ApiError> {
+    caller.require_admin()?;
+    Ok(HttpResponse::Ok().json(outbox(&bus).await?))
+}

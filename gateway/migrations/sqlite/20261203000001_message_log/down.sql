@@ -1,0 +1,2 @@
+DROP TABLE message_log_cursor;
+DROP TABLE message_log;

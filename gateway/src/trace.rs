@@ -1,0 +1,607 @@
+//! Sagas and the event log for operators, over REST (administrators only):
+//! the trace of a saga, the log read from an offset, a time or a type, each
+//! service's outbox, and the safe republishing of a logged message.
+//!
+//! Traces and reads go to the log's index ([`logindex`]), which the gateway
+//! keeps in its database by following `bourse.event-log` ([`indexer`]): a
+//! trace costs the saga's size, not the log's. Where each message stands now
+//! comes from the services themselves ([`inspect`]: what is still in an
+//! outbox, which consumer applied what and when) and from the dead-letter
+//! queues.
+
+use std::collections::HashMap;
+
+use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use bourse_common::auth::InternalSecret;
+use bourse_common::bus::Bus;
+use bourse_common::db::{Db, DbError};
+use bourse_common::deadletter;
+use bourse_common::error::ApiError;
+use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
+use bourse_common::inspect::{self, Applied, OutboxView, SagaView};
+use bourse_common::logindex::{self, Traced};
+use bourse_common::paging::{Page, PageQuery};
+use bourse_common::registry;
+use bourse_common::service::BackgroundTask;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::Upstreams;
+use crate::operator::{self, Action, ActionKind, DeadLetters, Letter, ReplayRequest};
+use crate::tokens::Tokens;
+use crate::users::sessions::{Sessions, admin};
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/trace/{id}", web::get().to(trace))
+        .route("/admin/events", web::get().to(events))
+        .route("/admin/outbox", web::get().to(outboxes))
+        .route("/admin/messages/{id}/republish", web::post().to(republish));
+}
+
+/// The task that keeps the event log's index in the gateway's database; its
+/// health is the `log-index` component of the gateway's readiness.
+pub fn indexer() -> BackgroundTask {
+    Box::new(move |bus, shutdown| {
+        Box::pin(logindex::follow(bus.clone(), bus.metrics.component("log-index"), shutdown))
+    })
+}
+
+/// One message of the log.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct LogEntry {
+    /// Its offset in `bourse.event-log`.
+    pub offset: u64,
+    pub message_id: Uuid,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    /// Its saga: an order, trigger, user or withdrawal id.
+    pub correlation_id: String,
+    /// The message that caused it; none for one caused by a request.
+    pub causation_id: Option<Uuid>,
+    /// The service that wrote it.
+    pub producer: String,
+    pub exchange: String,
+    pub routing_key: String,
+    pub occurred_at: DateTime<Utc>,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+}
+
+impl From<LoggedMessage> for LogEntry {
+    fn from(m: LoggedMessage) -> Self {
+        let e = m.envelope;
+        Self {
+            offset: m.offset,
+            message_id: e.message_id,
+            message_type: e.message_type,
+            correlation_id: e.correlation_id,
+            causation_id: e.causation_id,
+            producer: e.producer,
+            exchange: m.exchange,
+            routing_key: m.routing_key,
+            occurred_at: e.occurred_at,
+            payload: e.payload,
+        }
+    }
+}
+
+bourse_common::named_enum! {
+    /// Where a logged message stands now.
+    #[derive(utoipa::ToSchema)]
+    pub enum Standing {
+        /// A consumer applied it (see `applied_by`).
+        Applied = "applied",
+        /// Parked in a dead-letter queue (see `parked_in`).
+        Parked = "parked",
+        /// Published; no consumer recorded it: on its way, waiting in a retry tier, or no consumer takes it.
+        Published = "published",
+    }
+}
+
+/// A state its saga entered with this message (its payload's `status`).
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Transition {
+    /// The state before, as the saga's previous message of the same type said; none for the first.
+    pub from: Option<String>,
+    pub to: String,
+}
+
+/// A consumer that applied a message.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct AppliedBy {
+    pub service: String,
+    /// Its queue.
+    pub consumer: String,
+    pub at: DateTime<Utc>,
+}
+
+/// A message of a saga, with what became of it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Step {
+    #[serde(flatten)]
+    pub message: LogEntry,
+    pub standing: Standing,
+    pub transition: Option<Transition>,
+    pub applied_by: Vec<AppliedBy>,
+    /// The dead-letter queues it is parked in.
+    pub parked_in: Vec<String>,
+    /// The messages it caused.
+    pub caused: Vec<Uuid>,
+    /// Offsets of its later copies in the log (republished).
+    pub republished_at: Vec<u64>,
+}
+
+/// A message written to an outbox and not in the log yet.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Waiting {
+    pub service: String,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub written_at: DateTime<Utc>,
+    /// A command no queue takes yet.
+    pub parked: bool,
+}
+
+/// Every message of a saga in causal order, and where it stands.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Trace {
+    pub id: String,
+    pub steps: Vec<Step>,
+    /// Written to an outbox, not published yet (or not indexed yet).
+    pub waiting: Vec<Waiting>,
+    /// Dead letters of the saga.
+    pub dead_letters: Vec<Letter>,
+    /// What operators did with its messages (replays, discards, republishes).
+    pub actions: Vec<Action>,
+    /// Services that did not answer: where their consumers stand is unknown.
+    pub unreachable: Vec<String>,
+}
+
+/// What the services behind the gateway, and the gateway itself, are asked.
+struct Services<'a> {
+    bus: &'a Bus,
+    client: &'a reqwest::Client,
+    upstreams: &'a Upstreams,
+    secret: &'a InternalSecret,
+}
+
+impl Services<'_> {
+    /// Each service's answer to `path`, the gateway's own from `local`; the
+    /// names of those that did not answer.
+    async fn ask<T: serde::de::DeserializeOwned>(&self, path: &str, local: T) -> (Vec<T>, Vec<String>) {
+        let calls = self.upstreams.services().map(|(service, url)| async move {
+            let mut request = self
+                .client
+                .get(format!("{}{path}", url.trim_end_matches('/')))
+                .timeout(std::time::Duration::from_secs(5));
+            for (name, value) in self.secret.admin_headers("GET", path) {
+                request = request.header(name, value);
+            }
+            let answer = match request.send().await {
+                Ok(a) if a.status().is_success() => a.json::<T>().await.map_err(|e| e.to_string()),
+                Ok(a) => Err(a.status().to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            answer.map_err(|e| {
+                tracing::warn!(service = service.name, path, error = %e, "an operator's question went unanswered");
+                service.name.to_string()
+            })
+        });
+        let mut answers = vec![local];
+        let mut unreachable = Vec::new();
+        for answer in futures::future::join_all(calls).await {
+            match answer {
+                Ok(a) => answers.push(a),
+                Err(name) => unreachable.push(name),
+            }
+        }
+        (answers, unreachable)
+    }
+
+    async fn sagas(&self, id: &str) -> Result<(Vec<SagaView>, Vec<String>), ApiError> {
+        let local = inspect::saga(self.bus, id.to_string()).await?;
+        let path = format!("{}/{id}", inspect::SAGA_PATH);
+        Ok(self.ask(&path, local).await)
+    }
+}
+
+/// A saga id as services write them (UUIDs, market names): 400 for anything else.
+fn saga_id(id: String) -> Result<String, ApiError> {
+    let fits = !id.is_empty()
+        && id.len() <= 100
+        && id.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    fits.then_some(id).ok_or_else(|| {
+        ApiError::bad_request(
+            "bad_saga_id",
+            "a saga id is letters, digits, `-`, `_` and `.` (an order, user, trigger or withdrawal id)",
+        )
+    })
+}
+
+/// The trace of a saga: each message in causal order with its producer,
+/// consumers, time, payload and the state it moved the saga to, and where
+/// it stands now (waiting in an outbox, applied, parked).
+#[utoipa::path(
+    get,
+    path = "/api/admin/trace/{id}",
+    tag = "operators",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "a saga: an order, trigger, user or withdrawal id")),
+    responses(
+        (status = 200, body = Trace),
+        (status = 400, description = "not a saga id", body = bourse_common::error::ErrorBody),
+        (status = 401, description = "no valid token", body = bourse_common::error::ErrorBody),
+        (status = 403, description = "not an administrator", body = bourse_common::error::ErrorBody),
+        (status = 404, description = "no message of this saga was logged or is waiting", body = bourse_common::error::ErrorBody),
+        (status = 503, description = "the database or the broker is unreachable", body = bourse_common::error::ErrorBody),
+    )
+)]
+#[allow(clippy::too_many_arguments)]
+pub async fn trace(
+    req: HttpRequest,
+    path: web::Path<String>,
+    tokens: web::Data<Tokens>,
+    sessions: web::Data<Sessions>,
+    db: web::Data<Db>,
+    bus: web::Data<Bus>,
+    client: web::Data<reqwest::Client>,
+    upstreams: web::Data<Upstreams>,
+    secret: web::Data<InternalSecret>,
+    letters: web::Data<DeadLetters>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &tokens, &sessions, &db).await?;
+    let id = saga_id(path.into_inner())?;
+    let saga = id.clone();
+    let traced = db.read(move |c| logindex::saga(c, &saga).map_err(DbError::from)).await?;
+    let services = Services { bus: &bus, client: &client, upstreams: &upstreams, secret: &secret };
+    let (views, unreachable) = services.sagas(&id).await?;
+    let dead_letters = saga_letters(&letters.amqp_url, &id).await?;
+    let ids: Vec<Uuid> = traced.iter().map(|t| t.entry.envelope.message_id).collect();
+    let actions = operator::actions_on(&db, ids).await?;
+    let trace = assemble(id, traced, &views, dead_letters, actions, unreachable);
+    if trace.steps.is_empty() && trace.waiting.is_empty() && trace.dead_letters.is_empty() {
+        return Err(ApiError::not_found(
+            "saga_not_found",
+            format!("no message of saga {} was logged", trace.id),
+        ));
+    }
+    Ok(HttpResponse::Ok().json(trace))
+}
+
+/// The dead letters of saga `id` in every consumer queue.
+async fn saga_letters(amqp_url: &str, id: &str) -> Result<Vec<Letter>, ApiError> {
+    let names: Vec<&str> = registry::queues().map(|(_, q)| q).collect();
+    let counts = deadletter::counts(amqp_url, &names).await.map_err(operator::broker)?;
+    let mut found = Vec::new();
+    for (queue, count) in counts {
+        if count.unwrap_or(0) == 0 {
+            continue;
+        }
+        let parked = deadletter::list(amqp_url, &queue, 1_000).await.map_err(operator::broker)?;
+        found.extend(
+            parked
+                .into_iter()
+                .filter(|d| d.envelope.as_ref().is_some_and(|e| e.correlation_id == id))
+                .map(Letter::from),
+        );
+    }
+    Ok(found)
+}
+
+/// A trace from the saga's logged messages and what the services and the
+/// dead-letter queues say of them. Pure.
+fn assemble(
+    id: String,
+    traced: Vec<Traced>,
+    views: &[SagaView],
+    dead_letters: Vec<Letter>,
+    actions: Vec<Action>,
+    unreachable: Vec<String>,
+) -> Trace {
+    let mut applied: HashMap<String, Vec<AppliedBy>> = HashMap::new();
+    for view in views {
+        for Applied { consumer, message_id, at, .. } in &view.applied {
+            applied.entry(message_id.clone()).or_default().push(AppliedBy {
+                service: view.service.clone(),
+                consumer: consumer.clone(),
+                at: *at,
+            });
+        }
+    }
+    let mut caused: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+    for t in &traced {
+        if let Some(cause) = t.entry.envelope.causation_id {
+            caused.entry(cause).or_default().push(t.entry.envelope.message_id);
+        }
+    }
+    let logged: std::collections::HashSet<String> =
+        traced.iter().map(|t| t.entry.envelope.message_id.to_string()).collect();
+    let mut states: HashMap<String, String> = HashMap::new();
+    let steps = traced
+        .into_iter()
+        .map(|Traced { entry, copies }| {
+            let message_id = entry.envelope.message_id;
+            let mut applied_by = applied.remove(&message_id.to_string()).unwrap_or_default();
+            applied_by.sort_by_key(|a| a.at);
+            let parked_in: Vec<String> = dead_letters
+                .iter()
+                .filter(|l| l.message_id == Some(message_id))
+                .map(|l| format!("{}.dlq", l.queue))
+                .collect();
+            let transition = entry.envelope.payload.get("status").and_then(|s| s.as_str()).map(|to| {
+                let from = states.insert(entry.envelope.message_type.clone(), to.to_string());
+                Transition { from, to: to.to_string() }
+            });
+            let standing = match (parked_in.is_empty(), applied_by.is_empty()) {
+                (false, _) => Standing::Parked,
+                (true, false) => Standing::Applied,
+                (true, true) => Standing::Published,
+            };
+            Step {
+                standing,
+                transition,
+                applied_by,
+                parked_in,
+                caused: caused.remove(&message_id).unwrap_or_default(),
+                republished_at: copies,
+                message: LogEntry::from(entry),
+            }
+        })
+        .collect();
+    let waiting = views
+        .iter()
+        .flat_map(|v| {
+            v.outbox.iter().filter(|o| !logged.contains(&o.message_id)).map(|o| Waiting {
+                service: v.service.clone(),
+                message_id: o.message_id.clone(),
+                message_type: o.message_type.clone(),
+                written_at: o.written_at,
+                parked: o.parked,
+            })
+        })
+        .collect();
+    Trace { id, steps, waiting, dead_letters, actions, unreachable }
+}
+
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct EventsQuery {
+    /// `first` (the default), an offset, or an RFC 3339 time.
+    pub from: Option<String>,
+    /// Only messages of this type (e.g. `order.updated`).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub message_type: Option<String>,
+    pub page: Option<i64>,
+    pub per_page: Option<i64>,
+}
+
+/// The event log (every event and command), from an offset or a time, of a
+/// type, a page at a time, in log order.
+#[utoipa::path(
+    get,
+    path = "/api/admin/events",
+    tag = "operators",
+    security(("bearer" = [])),
+    params(EventsQuery),
+    responses(
+        (status = 200, body = Page<LogEntry>),
+        (status = 400, description = "bad `from` or page", body = bourse_common::error::ErrorBody),
+        (status = 401, description = "no valid token", body = bourse_common::error::ErrorBody),
+        (status = 403, description = "not an administrator", body = bourse_common::error::ErrorBody),
+    )
+)]
+pub async fn events(
+    req: HttpRequest,
+    query: web::Query<EventsQuery>,
+    tokens: web::Data<Tokens>,
+    sessions: web::Data<Sessions>,
+    db: web::Data<Db>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &tokens, &sessions, &db).await?;
+    let query = query.into_inner();
+    let from = query
+        .from
+        .as_deref()
+        .map(str::parse::<StreamOffset>)
+        .transpose()
+        .map_err(|e| ApiError::bad_request("bad_from", e))?;
+    let (page, per_page, skip) = PageQuery { page: query.page, per_page: query.per_page }.resolve()?;
+    let filter = logindex::Filter { from, message_type: query.message_type };
+    let (rows, total) =
+        db.read(move |c| logindex::read(c, &filter, per_page, skip).map_err(DbError::from)).await?;
+    let items = rows.into_iter().map(LogEntry::from).collect();
+    Ok(HttpResponse::Ok().json(Page { items, page, per_page, total }))
+}
+
+/// A service's outbox, or why it did not say.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceOutbox {
+    pub service: String,
+    pub outbox: Option<OutboxView>,
+    /// Set when the service did not answer.
+    pub error: Option<String>,
+}
+
+/// Each service's outbox: backlog, the oldest row's age, parked commands,
+/// its relay's last publish.
+#[utoipa::path(
+    get,
+    path = "/api/admin/outbox",
+    tag = "operators",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<ServiceOutbox>),
+        (status = 401, description = "no valid token", body = bourse_common::error::ErrorBody),
+        (status = 403, description = "not an administrator", body = bourse_common::error::ErrorBody),
+        (status = 503, description = "the gateway's database is unreachable", body = bourse_common::error::ErrorBody),
+    )
+)]
+#[allow(clippy::too_many_arguments)]
+pub async fn outboxes(
+    req: HttpRequest,
+    tokens: web::Data<Tokens>,
+    sessions: web::Data<Sessions>,
+    db: web::Data<Db>,
+    bus: web::Data<Bus>,
+    client: web::Data<reqwest::Client>,
+    upstreams: web::Data<Upstreams>,
+    secret: web::Data<InternalSecret>,
+) -> Result<HttpResponse, ApiError> {
+    admin(&req, &tokens, &sessions, &db).await?;
+    let services = Services { bus: &bus, client: &client, upstreams: &upstreams, secret: &secret };
+    let local = inspect::outbox(&bus).await?;
+    let (views, unreachable) = services.ask(inspect::OUTBOX_PATH, local).await;
+    let mut body: Vec<ServiceOutbox> = views
+        .into_iter()
+        .map(|v| ServiceOutbox { service: v.service.clone(), outbox: Some(v), error: None })
+        .collect();
+    body.extend(unreachable.into_iter().map(|service| ServiceOutbox {
+        service,
+        outbox: None,
+        error: Some("did not answer".into()),
+    }));
+    Ok(HttpResponse::Ok().json(body))
+}
+
+/// A logged message published again.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Republished {
+    pub message_id: Uuid,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    pub exchange: String,
+    pub routing_key: String,
+    /// Within the inbox window: the consumers that applied it skip it (a harmless redelivery).
+    pub redelivery: bool,
+    /// The consumers that applied it and will skip it.
+    pub applied_by: Vec<AppliedBy>,
+    pub forced: bool,
+    /// What this means, in a sentence.
+    pub note: String,
+}
+
+/// Publishes a logged message again where it first went, with the same id.
+/// Within the inbox window it is a redelivery its consumers skip (the
+/// answer says which); older, a consumer may apply it again: refused (409,
+/// naming what it did the first time) unless forced. Recorded either way it went.
+#[utoipa::path(
+    post,
+    path = "/api/admin/messages/{id}/republish",
+    tag = "operators",
+    security(("bearer" = [])),
+    params(("id" = Uuid, Path, description = "the message id")),
+    request_body = ReplayRequest,
+    responses(
+        (status = 200, body = Republished),
+        (status = 401, description = "no valid token", body = bourse_common::error::ErrorBody),
+        (status = 403, description = "not an administrator", body = bourse_common::error::ErrorBody),
+        (status = 404, description = "no such message in the event log", body = bourse_common::error::ErrorBody),
+        (status = 409, description = "older than the inbox window: it would be applied again; force it once you know it was not", body = bourse_common::error::ErrorBody),
+        (status = 503, description = "the broker is unreachable", body = bourse_common::error::ErrorBody),
+    )
+)]
+#[allow(clippy::too_many_arguments)]
+pub async fn republish(
+    req: HttpRequest,
+    path: web::Path<Uuid>,
+    body: Option<web::Json<ReplayRequest>>,
+    tokens: web::Data<Tokens>,
+    sessions: web::Data<Sessions>,
+    db: web::Data<Db>,
+    bus: web::Data<Bus>,
+    client: web::Data<reqwest::Client>,
+    upstreams: web::Data<Upstreams>,
+    secret: web::Data<InternalSecret>,
+    letters: web::Data<DeadLetters>,
+) -> Result<HttpResponse, ApiError> {
+    let caller = admin(&req, &tokens, &sessions, &db).await?;
+    let id = path.into_inner();
+    let ask = body.map(web::Json::into_inner).unwrap_or_default();
+    let (copies, effects) =
+        db.read(move |c| Ok::<_, DbError>((logindex::copies(c, id)?, logindex::effects(c, id)?))).await?;
+    let entry = copies.into_iter().next().ok_or_else(|| {
+        ApiError::not_found("message_not_found", format!("no message {id} in the event log"))
+    })?;
+    let window = letters.inbox_retention;
+    let age = (Utc::now() - entry.envelope.occurred_at).to_std().unwrap_or_default();
+    let redelivery = age <= window;
+    if !redelivery && !ask.force {
+        let did: Vec<String> = effects
+            .iter()
+            .map(|e| format!("{} by {}", e.envelope.message_type, e.envelope.producer))
+            .collect();
+        let did = if did.is_empty() { "nothing logged".to_string() } else { did.join(", ") };
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "replay_refused",
+            format!(
+                "{} {id} occurred {} h ago; the inboxes remember message ids for {} h: its consumers would apply it again. \
+                 The first time it caused: {did}. Force it once you know that is what you want",
+                entry.envelope.message_type,
+                age.as_secs() / 3600,
+                window.as_secs() / 3600
+            ),
+        ));
+    }
+    let services = Services { bus: &bus, client: &client, upstreams: &upstreams, secret: &secret };
+    let (views, _) = services.sagas(&entry.envelope.correlation_id).await?;
+    let applied_by: Vec<AppliedBy> = views
+        .iter()
+        .flat_map(|v| {
+            v.applied.iter().filter(|a| a.message_id == id.to_string()).map(|a| AppliedBy {
+                service: v.service.clone(),
+                consumer: a.consumer.clone(),
+                at: a.at,
+            })
+        })
+        .collect();
+    eventlog::republish(&letters.amqp_url, &entry).await.map_err(operator::broker)?;
+    let kind = Some(entry.envelope.message_type.clone());
+    let action = Action::new(
+        &caller,
+        &entry.exchange,
+        ActionKind::Republish,
+        Some((id, kind)),
+        ask.reason,
+        ask.force,
+        1,
+    );
+    operator::record(&db, action).await?;
+    let note = match (redelivery, applied_by.is_empty()) {
+        (true, false) => "a redelivery: the consumers that applied it remember it and skip it".to_string(),
+        (true, true) => "no consumer recorded it: its consumers apply it now".to_string(),
+        (false, _) => "forced past the inbox window: its consumers apply it again".to_string(),
+    };
+    let body = Republished {
+        message_id: id,
+        message_type: entry.envelope.message_type,
+        exchange: entry.exchange,
+        routing_key: entry.routing_key,
+        redelivery,
+        applied_by,
+        forced: ask.force,
+        note,
+    };
+    Ok(HttpResponse::Ok().json(body))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    paths(trace, events, outboxes, republish),
+    components(schemas(
+        Trace,
+        Step,
+        Standing,
+        Transition,
+        AppliedBy,
+        Waiting,
+        LogEntry,
+        Page<LogEntry>,
+        ServiceOutbox,
+        OutboxView,
+        Republished
+    ))
+)]
+pub struct Api;
