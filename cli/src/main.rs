@@ -7,7 +7,9 @@ use bourse_cli::anvil::{self, Anvil};
 use bourse_cli::mailbox::Mailbox;
 use bourse_cli::stack::{self, StackOptions};
 use bourse_common::auth::Role;
+use bourse_common::db::{Db, DbError};
 use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
+use bourse_common::logindex;
 use bourse_common::{deadletter, service};
 use clap::{Parser, Subcommand};
 
@@ -52,11 +54,28 @@ enum Command {
         json: bool,
     },
     /// Publishes one logged message again, with its id, where it first went: a
-    /// redelivery, which every consumer recognises and skips (exactly-once, checked by hand).
-    Republish { message_id: uuid::Uuid },
-    /// Every logged message of one saga (an order id, a user id), in order, with its cause.
+    /// redelivery, which every consumer recognises and skips, while it is
+    /// younger than the inbox window; older only with --force. Found in the
+    /// gateway's index of the log (as `POST /api/admin/messages/{id}/republish`).
+    Republish {
+        message_id: uuid::Uuid,
+        /// The gateway's database, which holds the log's index.
+        #[arg(long, default_value = "data/gateway.db")]
+        database: String,
+        /// The consumers' `messaging.inbox_retention_hours`.
+        #[arg(long, default_value_t = 168)]
+        inbox_retention_hours: u64,
+        /// Publish it even when its consumers no longer remember it (they apply it again).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Every logged message of one saga (an order id, a user id), causes
+    /// first, from the gateway's index of the log (as `GET /api/admin/trace/{id}`).
     Trace {
         correlation_id: String,
+        /// The gateway's database, which holds the log's index.
+        #[arg(long, default_value = "data/gateway.db")]
+        database: String,
         #[arg(long)]
         json: bool,
     },
@@ -167,25 +186,33 @@ async fn main() -> anyhow::Result<()> {
             print_entries(&entries, json);
             Ok(())
         }
-        Command::Republish { message_id } => {
-            let entries =
-                eventlog::read(&cli.amqp_url, StreamOffset::First, usize::MAX, Duration::from_secs(2))
-                    .await?;
-            let entry = entries
-                .iter()
-                .find(|e| e.envelope.message_id == message_id)
-                .ok_or_else(|| anyhow::anyhow!("no message {message_id} in the event log"))?;
-            eventlog::republish(&cli.amqp_url, entry).await?;
-            println!("republished {} {message_id} to {}", entry.envelope.message_type, entry.exchange);
+        Command::Republish { message_id, database, inbox_retention_hours, force } => {
+            let db = index_db(database)?;
+            let plan = db
+                .read(move |c| logindex::Republish::find(c, message_id).map_err(DbError::from))
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no message {message_id} in the event log's index"))?;
+            let window = Duration::from_secs(inbox_retention_hours * 3600);
+            if let Some(why) = plan.refusal(window).filter(|_| !force) {
+                anyhow::bail!("refused: {why} (--force)");
+            }
+            eventlog::republish(&cli.amqp_url, &plan.entry).await?;
+            let what = if plan.is_redelivery(window) { "a redelivery its consumers skip" } else { "forced" };
+            println!(
+                "republished {} {message_id} to {} ({what})",
+                plan.entry.envelope.message_type, plan.entry.exchange
+            );
             Ok(())
         }
-        Command::Trace { correlation_id, json } => {
-            let entries =
-                eventlog::read(&cli.amqp_url, StreamOffset::First, usize::MAX, Duration::from_secs(2))
-                    .await?
-                    .into_iter()
-                    .filter(|e| e.envelope.correlation_id == correlation_id)
-                    .collect::<Vec<_>>();
+        Command::Trace { correlation_id, database, json } => {
+            let db = index_db(database)?;
+            let saga = correlation_id.clone();
+            let entries: Vec<LoggedMessage> = db
+                .read(move |c| logindex::saga(c, &saga).map_err(DbError::from))
+                .await?
+                .into_iter()
+                .map(|t| t.entry)
+                .collect();
             if entries.is_empty() {
                 eprintln!("no message of saga {correlation_id} in the event log");
             }
@@ -403,8 +430,12 @@ fn print_entries(entries: &[LoggedMessage], json: bool) {
     }
 }
 
+/// The gateway's database, where the event log's index is.
+fn index_db(url: String) -> anyhow::Result<Db> {
+    Ok(Db::connect(&bourse_common::config::DatabaseConfig { url, pool_size: 1 })?)
+}
+
 async fn outbox(database: String, max: i64) -> anyhow::Result<()> {
-    use bourse_common::db::{Db, DbError};
     use bourse_common::outbox;
     let db = Db::connect(&bourse_common::config::DatabaseConfig { url: database, pool_size: 1 })?;
     let (backlog, rows) =

@@ -172,6 +172,55 @@ pub fn effects(conn: &mut DbConnection, id: Uuid) -> QueryResult<Vec<LoggedMessa
     Ok(entries(rows))
 }
 
+/// A logged message about to be published again, and what that would do.
+#[derive(Debug, Clone)]
+pub struct Republish {
+    /// Its first copy in the log: where it went, its envelope.
+    pub entry: LoggedMessage,
+    /// What it caused the first time.
+    pub effects: Vec<LoggedMessage>,
+    /// How long ago it occurred.
+    pub age: Duration,
+}
+
+impl Republish {
+    /// Message `id` as the index has it; `None` if it was never logged.
+    pub fn find(conn: &mut DbConnection, id: Uuid) -> QueryResult<Option<Self>> {
+        let Some(entry) = copies(conn, id)?.into_iter().next() else { return Ok(None) };
+        let age = (chrono::Utc::now() - entry.envelope.occurred_at).to_std().unwrap_or_default();
+        Ok(Some(Self { entry, effects: effects(conn, id)?, age }))
+    }
+
+    /// Whether its consumers still remember it (`window`: their inbox
+    /// retention): a harmless redelivery they skip.
+    pub fn is_redelivery(&self, window: Duration) -> bool {
+        self.age <= window
+    }
+
+    /// Why it may not be published again unless forced, if so: older than
+    /// `window`, its consumers would apply it again; says what it did the first time.
+    pub fn refusal(&self, window: Duration) -> Option<String> {
+        if self.is_redelivery(window) {
+            return None;
+        }
+        let e = &self.entry.envelope;
+        let did: Vec<String> = self
+            .effects
+            .iter()
+            .map(|m| format!("{} by {}", m.envelope.message_type, m.envelope.producer))
+            .collect();
+        let did = if did.is_empty() { "nothing logged".to_string() } else { did.join(", ") };
+        Some(format!(
+            "{} {} occurred {} h ago; the inboxes remember message ids for {} h: its consumers would apply it again. \
+             The first time it caused: {did}. Force it once you know that is what you want",
+            e.message_type,
+            e.message_id,
+            self.age.as_secs() / 3600,
+            window.as_secs() / 3600
+        ))
+    }
+}
+
 /// Which part of the log to read.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {

@@ -519,32 +519,15 @@ pub async fn republish(
     let caller = admin(&req, &tokens, &sessions, &db).await?;
     let id = path.into_inner();
     let ask = body.map(web::Json::into_inner).unwrap_or_default();
-    let (copies, effects) =
-        db.read(move |c| Ok::<_, DbError>((logindex::copies(c, id)?, logindex::effects(c, id)?))).await?;
-    let entry = copies.into_iter().next().ok_or_else(|| {
-        ApiError::not_found("message_not_found", format!("no message {id} in the event log"))
-    })?;
+    let plan = db.read(move |c| logindex::Republish::find(c, id).map_err(DbError::from)).await?.ok_or_else(
+        || ApiError::not_found("message_not_found", format!("no message {id} in the event log")),
+    )?;
     let window = letters.inbox_retention;
-    let age = (Utc::now() - entry.envelope.occurred_at).to_std().unwrap_or_default();
-    let redelivery = age <= window;
-    if !redelivery && !ask.force {
-        let did: Vec<String> = effects
-            .iter()
-            .map(|e| format!("{} by {}", e.envelope.message_type, e.envelope.producer))
-            .collect();
-        let did = if did.is_empty() { "nothing logged".to_string() } else { did.join(", ") };
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "replay_refused",
-            format!(
-                "{} {id} occurred {} h ago; the inboxes remember message ids for {} h: its consumers would apply it again. \
-                 The first time it caused: {did}. Force it once you know that is what you want",
-                entry.envelope.message_type,
-                age.as_secs() / 3600,
-                window.as_secs() / 3600
-            ),
-        ));
+    if let Some(why) = plan.refusal(window).filter(|_| !ask.force) {
+        return Err(ApiError::new(StatusCode::CONFLICT, "replay_refused", why));
     }
+    let redelivery = plan.is_redelivery(window);
+    let entry = plan.entry;
     let services = Services { bus: &bus, client: &client, upstreams: &upstreams, secret: &secret };
     let (views, _) = services.sagas(&entry.envelope.correlation_id).await?;
     let applied_by: Vec<AppliedBy> = views

@@ -27,7 +27,7 @@ async fn trace_with(t: &TestStack, admin: &str, id: &str, types: &[&str]) -> Val
         let steps = body["steps"].as_array().unwrap();
         let has = |t: &&str| steps.iter().any(|s| s["type"] == *t);
         let applied = steps.iter().all(|s| s["standing"] == "applied");
-        (applied && types.iter().all(|t| has(&t))).then_some(body)
+        (applied && types.iter().all(has)).then_some(body)
     })
     .await
 }
