@@ -453,6 +453,40 @@ impl BookStatus {
     }
 }
 
+/// A state order-service moved an order to that no other event announces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestedStatus {
+    /// Placed; its funds are being reserved.
+    Pending,
+    /// Its owner asked to cancel it.
+    CancelRequested,
+}
+
+/// An order placed or asked to be cancelled (order-service), for its owner's
+/// live feed (the WebSocket `orders` channel); the book's changes are
+/// [`OrderUpdated`], a refusal [`OrderRejected`]. Correlation: the order id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OrderStatusChanged {
+    pub order_id: Uuid,
+    pub user_id: Uuid,
+    pub market: String,
+    pub quantity: Amount,
+    pub filled_quantity: Amount,
+    pub status: RequestedStatus,
+}
+message!(OrderStatusChanged, "order.status-changed", Event);
+
+/// A top-up credited a user's account (payment-service), for their live
+/// balances. Correlation: the user id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToppedUp {
+    pub user_id: Uuid,
+    pub currency: String,
+    pub amount: Amount,
+}
+message!(ToppedUp, "funds.topped-up", Event);
+
 /// An order's state after a book change (matching-service). Correlation: the order id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OrderUpdated {

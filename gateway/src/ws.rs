@@ -7,7 +7,9 @@
 //! the snapshot. Channels: `trades:<market>`, `candles:<market>:<interval>`
 //! (each candle as matching-service computed it after a trade, `market.candle`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
-//! where quantity `"0"` removes a level), and with a token `orders`,
+//! where quantity `"0"` removes a level), and with a token `orders` (every
+//! change of the user's orders: `pending`, `open`, `partially_filled`,
+//! `filled`, `cancel_requested`, `cancelled` and `rejected`, with its reason),
 //! `balances`, `triggers` (a price trigger active, fired with its order id, cancelled, expired or rejected) and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed; a settlement of their trades confirmed on chain). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
@@ -29,8 +31,9 @@ use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
-    Interval, MarketTrade, OrderUpdated, SettlementConfirmed, TradeExecuted, TriggerUpdated,
-    WithdrawalConfirmed, WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
+    FundsSettled, Interval, MarketTrade, OrderRejected, OrderStatusChanged, OrderUpdated,
+    SettlementConfirmed, ToppedUp, TradeExecuted, TriggerUpdated, WithdrawalConfirmed, WithdrawalFailed,
+    WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Db;
@@ -60,6 +63,10 @@ bourse_common::inbound! {
         Book(BookChanged),
         Executed(TradeExecuted),
         Order(OrderUpdated),
+        OrderStatus(OrderStatusChanged),
+        Rejected(OrderRejected),
+        Settled(FundsSettled),
+        ToppedUp(ToppedUp),
         Reserved(FundsReserved),
         Released(FundsReleased),
         DepositSeen(DepositSeen),
@@ -316,6 +323,22 @@ impl Hub {
                     self.publish("orders", Some(update.user_id), &data);
                 }
             }
+            // The same shape as matching-service's `order.updated`.
+            FeedMessage::OrderStatus(change) => {
+                if let Some(mut data) = to_json(&change) {
+                    data["reason"] = Value::Null;
+                    self.publish("orders", Some(change.user_id), &data);
+                }
+            }
+            FeedMessage::Rejected(r) => {
+                let data = json!({
+                    "order_id": r.order_id, "user_id": r.user_id, "market": r.market, "quantity": r.quantity,
+                    "filled_quantity": "0", "status": "rejected", "reason": r.reason,
+                });
+                self.publish("orders", Some(r.user_id), &data);
+            }
+            FeedMessage::Settled(e) => self.balances(e.user_id).await,
+            FeedMessage::ToppedUp(e) => self.balances(e.user_id).await,
             FeedMessage::Reserved(e) => self.balances(e.user_id).await,
             FeedMessage::Released(e) => self.balances(e.user_id).await,
             FeedMessage::DepositSeen(d) => {

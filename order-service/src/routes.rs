@@ -4,7 +4,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
 use bourse_common::auth::{Caller, REQUEST_ID_HEADER};
-use bourse_common::catalog::{CancelOrder, OrderTerms};
+use bourse_common::catalog::{CancelOrder, OrderStatusChanged, OrderTerms, RequestedStatus};
 use bourse_common::db::{Db, DbConnection, DbError, is_unique_violation};
 use bourse_common::error::ApiError;
 use bourse_common::idempotency::IdempotencyKey;
@@ -251,11 +251,24 @@ pub async fn place_order(
         storage::insert(c, &row, &cause)?;
         let mut out = Emitter::new(PRODUCER);
         out.send(&row.id, &order.reserve);
+        out.send(&row.id, &status_changed(&row, order.id, user, RequestedStatus::Pending));
         out.flush(c)?;
         Ok(Ok(row))
     })
     .await?;
     Ok(HttpResponse::Accepted().json(Order::try_from(stored)?))
+}
+
+/// What tells the live feed of `user` that their order `id` (`row`) is now `status`.
+fn status_changed(row: &OrderRow, id: Uuid, user: Uuid, status: RequestedStatus) -> OrderStatusChanged {
+    OrderStatusChanged {
+        order_id: id,
+        user_id: user,
+        market: row.market.clone(),
+        quantity: row.quantity,
+        filled_quantity: row.filled_quantity,
+        status,
+    }
 }
 
 /// One of the caller's orders.
@@ -373,14 +386,15 @@ pub async fn cancel_order(
                 Cancel::Request { leave_book } => leave_book,
             };
             storage::transition(c, &order, Status::CancelRequested, None, &cause, now_micros())?;
+            let mut out = Emitter::new(PRODUCER);
+            out.send(&order.id, &status_changed(&order, id, user, RequestedStatus::CancelRequested));
             if leave_book {
-                let mut out = Emitter::new(PRODUCER);
                 out.send(
                     &order.id,
                     &CancelOrder { order_id: id, user_id: user, market: order.market.clone() },
                 );
-                out.flush(c)?;
             }
+            out.flush(c)?;
             Ok(Ok(storage::find(c, id)?.unwrap_or(order)))
         })
         .await??;

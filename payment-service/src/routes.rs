@@ -2,10 +2,12 @@
 
 use actix_web::{HttpResponse, web};
 use bourse_common::auth::Caller;
+use bourse_common::catalog::ToppedUp;
 use bourse_common::db::{Db, DbError};
 use bourse_common::error::ApiError;
 use bourse_common::money::Amount;
 use bourse_common::now_micros;
+use bourse_common::outbox::Emitter;
 use bourse_common::paging::{Page, PageQuery};
 use serde::{Deserialize, Serialize};
 
@@ -223,6 +225,10 @@ pub async fn top_up(
             }
             let movement = balance.top_up(amount.value());
             let after = storage::apply(c, user, &code, balance, &movement, "top-up", now)?;
+            let credited = ToppedUp { user_id: user, currency: code.clone(), amount };
+            let mut out = Emitter::new(bourse_common::registry::PAYMENT.name);
+            out.send(&user.to_string(), &credited);
+            out.flush(c)?;
             Ok::<_, DbError>(Ok(Account {
                 currency: code,
                 available: after.available.into(),

@@ -15,6 +15,7 @@ on_both_backends!(
     ioc_fok_and_market_orders_end_as_defined,
     the_book_survives_a_matching_service_restart,
     a_trade_reaches_websocket_subscribers,
+    the_orders_channel_shows_every_step_of_an_order_and_balances_follow_a_top_up,
 );
 
 fn limit_sell(market: &str, price: &str, quantity: &str) -> Value {
@@ -153,6 +154,70 @@ async fn the_book_survives_a_matching_service_restart(backend: Backend) {
     t.order_reaches(&bob, &buy, "filled").await;
     t.order_reaches(&alice, &sell, "filled").await;
     crate::helpers::settled(&t, &alice, "USDT", pair("1998", "0")).await;
+    t.stop().await;
+}
+
+/// The statuses the `orders` channel showed for order `id`, in order.
+fn statuses<'a>(seen: &'a HashMap<String, Vec<Value>>, id: &str) -> Vec<&'a str> {
+    let orders = seen.get("orders").map(Vec::as_slice).unwrap_or_default();
+    orders
+        .iter()
+        .filter(|m| m["data"]["order_id"] == id)
+        .filter_map(|m| m["data"]["status"].as_str())
+        .collect()
+}
+
+async fn the_orders_channel_shows_every_step_of_an_order_and_balances_follow_a_top_up(backend: Backend) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let t = TestStack::start(backend).await;
+    let alice = t.user("alice@example.com").await;
+    let url = t.url("/ws").replace("http://", "ws://");
+    let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+    let send = |v: Value| Message::text(v.to_string());
+    ws.send(send(json!({"op": "auth", "token": alice}))).await.unwrap();
+    // The book last: its snapshot says the subscriptions are in place.
+    let channels = ["orders", "balances", "book:ETH-USDT"];
+    ws.send(send(json!({"op": "subscribe", "channels": channels}))).await.unwrap();
+    let mut seen: HashMap<String, Vec<Value>> = HashMap::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    collect_until(&mut ws, &mut seen, deadline, |seen| {
+        has(seen, "book:ETH-USDT", |d| d["type"] == "snapshot")
+    })
+    .await;
+
+    // A top-up shows in her balances.
+    t.top_up(&alice, "USDT", "5000").await;
+    let usdt = |available: &'static str| {
+        move |d: &Value| {
+            d.as_array()
+                .is_some_and(|a| a.iter().any(|x| x["currency"] == "USDT" && x["available"] == available))
+        }
+    };
+    collect_until(&mut ws, &mut seen, deadline, |seen| has(seen, "balances", usdt("5000"))).await;
+
+    // Placed, booked, cancel asked for, cancelled: every step, in order.
+    let buy = id(&t, &alice, limit_buy("ETH-USDT", "1000", "1")).await;
+    t.order_reaches(&alice, &buy, "open").await;
+    let (status, body) = t.call("DELETE", &format!("/api/orders/{buy}"), Some(&alice), None).await;
+    assert_eq!(status, 202, "{body}");
+    collect_until(&mut ws, &mut seen, deadline, |seen| statuses(seen, &buy).contains(&"cancelled")).await;
+    assert_eq!(statuses(&seen, &buy), ["pending", "open", "cancel_requested", "cancelled"]);
+    let cancelled = seen["orders"].iter().rfind(|m| m["data"]["order_id"] == buy.as_str()).unwrap();
+    assert_eq!(
+        (&cancelled["data"]["quantity"], &cancelled["data"]["market"]),
+        (&json!("1"), &json!("ETH-USDT"))
+    );
+
+    // More than she holds: refused, with the reason.
+    let big = id(&t, &alice, limit_buy("ETH-USDT", "1000", "6")).await;
+    collect_until(&mut ws, &mut seen, deadline, |seen| statuses(seen, &big).contains(&"rejected")).await;
+    assert_eq!(statuses(&seen, &big), ["pending", "rejected"]);
+    let rejected = seen["orders"].iter().rfind(|m| m["data"]["order_id"] == big.as_str()).unwrap();
+    let reason = rejected["data"]["reason"].as_str().unwrap();
+    assert!(reason.contains("insufficient funds: 5000 available, 6000 needed"), "{reason}");
+    ws.close(None).await.unwrap();
     t.stop().await;
 }
 
