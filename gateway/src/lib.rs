@@ -101,6 +101,11 @@ impl Service for Gateway {
             ws::Hub::new(settings.upstreams.clone(), client.get_ref().clone(), secret.clone())
                 .with_limits(settings.ws),
         );
+        let inspector = web::Data::new(trace::Inspector {
+            client: client.get_ref().clone(),
+            upstreams: settings.upstreams.clone(),
+            secret: secret.clone(),
+        });
         let secret = web::Data::new(secret);
         let markets =
             web::Data::new(settings.reference.markets.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
@@ -126,6 +131,7 @@ impl Service for Gateway {
                     .app_data(upstreams.clone())
                     .app_data(secret.clone())
                     .app_data(dead_letters.clone())
+                    .app_data(inspector.clone())
                     .app_data(bourse_common::error::json_config(body_limit))
                     .configure(proxy::api_docs)
                     .route("/ws", web::get().to(ws::connect))

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use actix_web::{HttpResponse, http::StatusCode, web};
 use bourse_common::auth::Caller;
 use bourse_common::db::{Db, DbConnection, DbError};
 use bourse_common::deadletter::{self, DeadLetter, Refused, ReplayPolicy, Replayed};
@@ -24,8 +24,7 @@ use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::tokens::Tokens;
-use crate::users::sessions::{Sessions, admin};
+use crate::users::sessions::Admin;
 
 /// Where the dead letters are, and how long the consumers remember a message id.
 #[derive(Debug, Clone)]
@@ -151,14 +150,7 @@ pub struct LettersQuery {
         (status = 503, description = "the broker is unreachable"),
     )
 )]
-pub async fn queues(
-    req: HttpRequest,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
-    db: web::Data<Db>,
-    letters: web::Data<DeadLetters>,
-) -> Result<HttpResponse, ApiError> {
-    admin(&req, &tokens, &sessions, &db).await?;
+pub async fn queues(Admin(_): Admin, letters: web::Data<DeadLetters>) -> Result<HttpResponse, ApiError> {
     let queues: Vec<_> = registry::queues().collect();
     let names: Vec<&str> = queues.iter().map(|(_, q)| *q).collect();
     let counts = deadletter::counts(&letters.amqp_url, &names).await.map_err(broker)?;
@@ -190,15 +182,11 @@ pub async fn queues(
     )
 )]
 pub async fn letters(
-    req: HttpRequest,
+    Admin(_): Admin,
     path: web::Path<String>,
     query: web::Query<LettersQuery>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
-    db: web::Data<Db>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&req, &tokens, &sessions, &db).await?;
     let queue = known_queue(&path)?;
     let max = query.max.unwrap_or(100).clamp(1, 1000);
     let parked = deadletter::list(&letters.amqp_url, queue, max).await.map_err(broker)?;
@@ -223,15 +211,12 @@ pub async fn letters(
     )
 )]
 pub async fn replay_all(
-    req: HttpRequest,
+    Admin(caller): Admin,
     path: web::Path<String>,
     body: Option<web::Json<ReplayRequest>>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
     db: web::Data<Db>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = admin(&req, &tokens, &sessions, &db).await?;
     let queue = known_queue(&path)?;
     let ask = body.map(web::Json::into_inner).unwrap_or_default();
     let outcome = deadletter::replay(&letters.amqp_url, queue, usize::MAX, letters.policy(ask.force))
@@ -262,15 +247,12 @@ pub async fn replay_all(
     )
 )]
 pub async fn replay_one(
-    req: HttpRequest,
+    Admin(caller): Admin,
     path: web::Path<(String, Uuid)>,
     body: Option<web::Json<ReplayRequest>>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
     db: web::Data<Db>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = admin(&req, &tokens, &sessions, &db).await?;
     let (queue, id) = path.into_inner();
     let queue = known_queue(&queue)?;
     let ask = body.map(web::Json::into_inner).unwrap_or_default();
@@ -310,15 +292,12 @@ fn refusal(refused: &Refused) -> ApiError {
     )
 )]
 pub async fn discard(
-    req: HttpRequest,
+    Admin(caller): Admin,
     path: web::Path<(String, Uuid)>,
     body: web::Json<DiscardRequest>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
     db: web::Data<Db>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = admin(&req, &tokens, &sessions, &db).await?;
     let (queue, id) = path.into_inner();
     let queue = known_queue(&queue)?;
     let reason = body.into_inner().reason.trim().to_string();
@@ -349,13 +328,10 @@ pub async fn discard(
     )
 )]
 pub async fn actions(
-    req: HttpRequest,
+    Admin(_): Admin,
     query: web::Query<PageQuery>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&req, &tokens, &sessions, &db).await?;
     let (page, per_page, offset) = query.into_inner().resolve()?;
     let (rows, total) = db.read(move |c| list(c, per_page, offset).map_err(DbError::from)).await?;
     let items = rows.into_iter().map(Action::from).collect();

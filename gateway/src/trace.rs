@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use actix_web::{HttpRequest, HttpResponse, http::StatusCode, web};
+use actix_web::{HttpResponse, http::StatusCode, web};
 use bourse_common::auth::InternalSecret;
 use bourse_common::bus::Bus;
 use bourse_common::db::{Db, DbError};
@@ -29,8 +29,7 @@ use uuid::Uuid;
 
 use crate::Upstreams;
 use crate::operator::{self, Action, ActionKind, DeadLetters, Letter, ReplayRequest};
-use crate::tokens::Tokens;
-use crate::users::sessions::{Sessions, admin};
+use crate::users::sessions::Admin;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/trace/{id}", web::get().to(trace))
@@ -159,17 +158,19 @@ pub struct Trace {
     pub unreachable: Vec<String>,
 }
 
-/// What the services behind the gateway, and the gateway itself, are asked.
-struct Services<'a> {
-    bus: &'a Bus,
-    client: &'a reqwest::Client,
-    upstreams: &'a Upstreams,
-    secret: &'a InternalSecret,
+/// Asks the services behind the gateway what they know (their `/internal/*`
+/// routes, as an administrator with the gateway's proof); the gateway's own
+/// answer comes from its [`Bus`].
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    pub client: reqwest::Client,
+    pub upstreams: Upstreams,
+    pub secret: InternalSecret,
 }
 
-impl Services<'_> {
-    /// Each service's answer to `path`, the gateway's own from `local`; the
-    /// names of those that did not answer.
+impl Inspector {
+    /// Each service's answer to `path`, the gateway's own (`local`) first;
+    /// the names of those that did not answer.
     async fn ask<T: serde::de::DeserializeOwned>(&self, path: &str, local: T) -> (Vec<T>, Vec<String>) {
         let calls = self.upstreams.services().map(|(service, url)| async move {
             let mut request = self
@@ -200,10 +201,10 @@ impl Services<'_> {
         (answers, unreachable)
     }
 
-    async fn sagas(&self, id: &str) -> Result<(Vec<SagaView>, Vec<String>), ApiError> {
-        let local = inspect::saga(self.bus, id.to_string()).await?;
-        let path = format!("{}/{id}", inspect::SAGA_PATH);
-        Ok(self.ask(&path, local).await)
+    /// What every service knows of saga `id`.
+    async fn sagas(&self, bus: &Bus, id: &str) -> Result<(Vec<SagaView>, Vec<String>), ApiError> {
+        let local = inspect::saga(bus, id.to_string()).await?;
+        Ok(self.ask(&format!("{}/{id}", inspect::SAGA_PATH), local).await)
     }
 }
 
@@ -238,25 +239,18 @@ fn saga_id(id: String) -> Result<String, ApiError> {
         (status = 503, description = "the database or the broker is unreachable", body = bourse_common::error::ErrorBody),
     )
 )]
-#[allow(clippy::too_many_arguments)]
 pub async fn trace(
-    req: HttpRequest,
+    Admin(_): Admin,
     path: web::Path<String>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
     db: web::Data<Db>,
     bus: web::Data<Bus>,
-    client: web::Data<reqwest::Client>,
-    upstreams: web::Data<Upstreams>,
-    secret: web::Data<InternalSecret>,
+    inspector: web::Data<Inspector>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&req, &tokens, &sessions, &db).await?;
     let id = saga_id(path.into_inner())?;
     let saga = id.clone();
     let traced = db.read(move |c| logindex::saga(c, &saga).map_err(DbError::from)).await?;
-    let services = Services { bus: &bus, client: &client, upstreams: &upstreams, secret: &secret };
-    let (views, unreachable) = services.sagas(&id).await?;
+    let (views, unreachable) = inspector.sagas(&bus, &id).await?;
     let dead_letters = saga_letters(&letters.amqp_url, &id).await?;
     let ids: Vec<Uuid> = traced.iter().map(|t| t.entry.envelope.message_id).collect();
     let actions = operator::actions_on(&db, ids).await?;
@@ -393,13 +387,10 @@ pub struct EventsQuery {
     )
 )]
 pub async fn events(
-    req: HttpRequest,
+    Admin(_): Admin,
     query: web::Query<EventsQuery>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
     db: web::Data<Db>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&req, &tokens, &sessions, &db).await?;
     let query = query.into_inner();
     let from = query
         .from
@@ -438,21 +429,13 @@ pub struct ServiceOutbox {
         (status = 503, description = "the gateway's database is unreachable", body = bourse_common::error::ErrorBody),
     )
 )]
-#[allow(clippy::too_many_arguments)]
 pub async fn outboxes(
-    req: HttpRequest,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
-    db: web::Data<Db>,
+    Admin(_): Admin,
     bus: web::Data<Bus>,
-    client: web::Data<reqwest::Client>,
-    upstreams: web::Data<Upstreams>,
-    secret: web::Data<InternalSecret>,
+    inspector: web::Data<Inspector>,
 ) -> Result<HttpResponse, ApiError> {
-    admin(&req, &tokens, &sessions, &db).await?;
-    let services = Services { bus: &bus, client: &client, upstreams: &upstreams, secret: &secret };
     let local = inspect::outbox(&bus).await?;
-    let (views, unreachable) = services.ask(inspect::OUTBOX_PATH, local).await;
+    let (views, unreachable) = inspector.ask(inspect::OUTBOX_PATH, local).await;
     let mut body: Vec<ServiceOutbox> = views
         .into_iter()
         .map(|v| ServiceOutbox { service: v.service.clone(), outbox: Some(v), error: None })
@@ -502,21 +485,15 @@ pub struct Republished {
         (status = 503, description = "the broker is unreachable", body = bourse_common::error::ErrorBody),
     )
 )]
-#[allow(clippy::too_many_arguments)]
 pub async fn republish(
-    req: HttpRequest,
+    Admin(caller): Admin,
     path: web::Path<Uuid>,
     body: Option<web::Json<ReplayRequest>>,
-    tokens: web::Data<Tokens>,
-    sessions: web::Data<Sessions>,
     db: web::Data<Db>,
     bus: web::Data<Bus>,
-    client: web::Data<reqwest::Client>,
-    upstreams: web::Data<Upstreams>,
-    secret: web::Data<InternalSecret>,
+    inspector: web::Data<Inspector>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = admin(&req, &tokens, &sessions, &db).await?;
     let id = path.into_inner();
     let ask = body.map(web::Json::into_inner).unwrap_or_default();
     let plan = db.read(move |c| logindex::Republish::find(c, id).map_err(DbError::from)).await?.ok_or_else(
@@ -528,8 +505,7 @@ pub async fn republish(
     }
     let redelivery = plan.is_redelivery(window);
     let entry = plan.entry;
-    let services = Services { bus: &bus, client: &client, upstreams: &upstreams, secret: &secret };
-    let (views, _) = services.sagas(&entry.envelope.correlation_id).await?;
+    let (views, _) = inspector.sagas(&bus, &entry.envelope.correlation_id).await?;
     let applied_by: Vec<AppliedBy> = views
         .iter()
         .flat_map(|v| {

@@ -9,7 +9,6 @@ use bourse_common::db::Backend;
 use bourse_common::envelope::Envelope;
 use bourse_common::on_both_backends;
 use bourse_common::testkit::eventually;
-use lapin::options::BasicPublishOptions;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -43,16 +42,7 @@ async fn register(t: &TestStack, email: &str) -> (String, String) {
 async fn publish_old(t: &TestStack, event: &UserRegistered, days_ago: i64) -> Envelope {
     let at = chrono::Utc::now() - chrono::Duration::days(days_ago);
     let envelope = Envelope::new("gateway", event.user_id.to_string(), event, at);
-    let conn = bourse_common::amqp::connect(&t.env.amqp_url, "old-message").await.unwrap();
-    let ch = conn.create_channel().await.unwrap();
-    let body = envelope.to_json();
-    let properties = envelope.amqp_properties();
-    ch.basic_publish("".into(), QUEUE.into(), BasicPublishOptions::default(), body.as_bytes(), properties)
-        .await
-        .unwrap()
-        .await
-        .unwrap();
-    conn.close(200, "published".into()).await.unwrap();
+    t.publish("", QUEUE, &envelope).await;
     envelope
 }
 

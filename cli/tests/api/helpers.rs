@@ -254,6 +254,26 @@ impl TestStack {
         body["access_token"].as_str().unwrap().to_string()
     }
 
+    /// Publishes `envelope` on `exchange` (`""`: straight into the queue
+    /// `routing_key`), as a producer would, confirmed by the broker.
+    pub async fn publish(
+        &self,
+        exchange: &str,
+        routing_key: &str,
+        envelope: &bourse_common::envelope::Envelope,
+    ) {
+        let conn = bourse_common::amqp::connect(&self.env.amqp_url, "test-publisher").await.unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        let options = lapin::options::BasicPublishOptions::default();
+        let (body, properties) = (envelope.to_json(), envelope.amqp_properties());
+        ch.basic_publish(exchange.into(), routing_key.into(), options, body.as_bytes(), properties)
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        conn.close(200, "published".into()).await.unwrap();
+    }
+
     pub async fn top_up(&self, token: &str, currency: &str, amount: &str) {
         let path = format!("/api/users/me/accounts/{currency}/top-up");
         let (status, body) = self.call("POST", &path, Some(token), Some(json!({"amount": amount}))).await;

@@ -69,6 +69,8 @@ async fn an_order_reserves_its_funds_and_cancel_releases_them_exactly(backend: B
             "matching.cancel-order",
             "matching.submit-order",
             "order.cancelled",
+            "order.status-changed",
+            "order.status-changed",
             "order.updated",
             "order.updated",
             "payment.reserve-funds",

@@ -328,14 +328,12 @@ pub async fn confirm_reset(
     )
 )]
 pub async fn set_role(
-    req: HttpRequest,
+    sessions::Admin(caller): sessions::Admin,
     path: web::Path<Uuid>,
     body: web::Json<RoleChange>,
     db: web::Data<Db>,
-    tokens: web::Data<Tokens>,
     sessions: web::Data<Sessions>,
 ) -> Result<HttpResponse, ApiError> {
-    let caller = sessions::admin(&req, &tokens, &sessions, &db).await?;
     let id = path.into_inner();
     let user = admin::grant(&db, Target::Id(id), body.role, GrantedBy::Admin(caller.user_id))
         .await?

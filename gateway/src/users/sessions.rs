@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use actix_web::HttpRequest;
+use actix_web::{HttpRequest, web};
 use bourse_common::auth::Caller;
 use bourse_common::db::{Db, DbError};
 use bourse_common::error::ApiError;
@@ -77,7 +77,6 @@ pub fn bearer(req: &HttpRequest) -> Result<Option<&str>, ApiError> {
         .ok_or_else(|| ApiError::unauthorized("expected `Authorization: Bearer <token>`"))
 }
 
-/// The caller of a request with a valid, unrevoked bearer token; `None` without one.
 /// The caller, if an administrator: 401 without a valid token, 403 for a user.
 pub async fn admin(
     req: &HttpRequest,
@@ -91,6 +90,33 @@ pub async fn admin(
         .require_admin()
 }
 
+/// An administrator calling a gateway route, as an extractor: 401 without a
+/// valid token, 403 for a user.
+#[derive(Debug, Clone, Copy)]
+pub struct Admin(pub Caller);
+
+impl actix_web::FromRequest for Admin {
+    type Error = ApiError;
+    type Future = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let (Some(tokens), Some(sessions), Some(db)) = (
+                req.app_data::<web::Data<Tokens>>(),
+                req.app_data::<web::Data<Sessions>>(),
+                req.app_data::<web::Data<Db>>(),
+            ) else {
+                return Err(ApiError::internal(
+                    "the gateway's tokens, sessions or database are not configured",
+                ));
+            };
+            admin(&req, tokens, sessions, db).await.map(Admin)
+        })
+    }
+}
+
+/// The caller of a request with a valid, unrevoked bearer token; `None` without one.
 pub async fn caller(
     req: &HttpRequest,
     tokens: &Tokens,
