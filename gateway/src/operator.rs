@@ -261,7 +261,7 @@ pub async fn replay_one(
         .map_err(broker)?
         .ok_or_else(|| no_letter(queue, id))?;
     if let Some(refused) = outcome.refused.first() {
-        return Err(refusal(refused));
+        return Err(replay_refused(refused.to_string()));
     }
     let letter = Some((id, None));
     let action =
@@ -270,8 +270,9 @@ pub async fn replay_one(
     Ok(HttpResponse::Ok().json(outcome))
 }
 
-fn refusal(refused: &Refused) -> ApiError {
-    ApiError::new(StatusCode::CONFLICT, "replay_refused", refused.to_string())
+/// 409 `replay_refused`: a message older than the inbox window, not forced.
+pub(crate) fn replay_refused(why: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "replay_refused", why)
 }
 
 /// Drops one dead letter for good, with the reason recorded.

@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 
-use actix_web::{HttpResponse, http::StatusCode, web};
+use actix_web::{HttpResponse, web};
 use bourse_common::auth::InternalSecret;
 use bourse_common::bus::Bus;
 use bourse_common::db::{Db, DbError};
@@ -284,6 +284,18 @@ async fn saga_letters(amqp_url: &str, id: &str) -> Result<Vec<Letter>, ApiError>
     Ok(found)
 }
 
+/// Every message the services say they applied, with who applied it and when.
+fn applications(views: &[SagaView]) -> impl Iterator<Item = (&str, AppliedBy)> {
+    views.iter().flat_map(|view| {
+        view.applied.iter().map(move |Applied { consumer, message_id, at, .. }| {
+            (
+                message_id.as_str(),
+                AppliedBy { service: view.service.clone(), consumer: consumer.clone(), at: *at },
+            )
+        })
+    })
+}
+
 /// A trace from the saga's logged messages and what the services and the
 /// dead-letter queues say of them. Pure.
 fn assemble(
@@ -295,14 +307,8 @@ fn assemble(
     unreachable: Vec<String>,
 ) -> Trace {
     let mut applied: HashMap<String, Vec<AppliedBy>> = HashMap::new();
-    for view in views {
-        for Applied { consumer, message_id, at, .. } in &view.applied {
-            applied.entry(message_id.clone()).or_default().push(AppliedBy {
-                service: view.service.clone(),
-                consumer: consumer.clone(),
-                at: *at,
-            });
-        }
+    for (message_id, by) in applications(views) {
+        applied.entry(message_id.to_string()).or_default().push(by);
     }
     let mut caused: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     for t in &traced {
@@ -501,21 +507,14 @@ pub async fn republish(
     )?;
     let window = letters.inbox_retention;
     if let Some(why) = plan.refusal(window).filter(|_| !ask.force) {
-        return Err(ApiError::new(StatusCode::CONFLICT, "replay_refused", why));
+        return Err(operator::replay_refused(why));
     }
     let redelivery = plan.is_redelivery(window);
     let entry = plan.entry;
     let (views, _) = inspector.sagas(&bus, &entry.envelope.correlation_id).await?;
-    let applied_by: Vec<AppliedBy> = views
-        .iter()
-        .flat_map(|v| {
-            v.applied.iter().filter(|a| a.message_id == id.to_string()).map(|a| AppliedBy {
-                service: v.service.clone(),
-                consumer: a.consumer.clone(),
-                at: a.at,
-            })
-        })
-        .collect();
+    let id_text = id.to_string();
+    let applied_by: Vec<AppliedBy> =
+        applications(&views).filter(|(message_id, _)| *message_id == id_text).map(|(_, by)| by).collect();
     eventlog::republish(&letters.amqp_url, &entry).await.map_err(operator::broker)?;
     let kind = Some(entry.envelope.message_type.clone());
     let action = Action::new(
