@@ -6,9 +6,9 @@
 # Two ways to use it:
 #
 #   source scripts/infra.sh          # then call the functions below
-#   ensure_build_deps; ensure_rabbitmq; ensure_postgres; ensure_smtp; ensure_anvil
+#   ensure_build_deps; ensure_rabbitmq; ensure_postgres; ensure_smtp; ensure_anvil; ensure_test_tools
 #
-#   scripts/infra.sh [all|ensure_build_deps|ensure_rabbitmq|ensure_postgres|ensure_smtp|ensure_anvil|env|stop]...
+#   scripts/infra.sh [all|ensure_build_deps|ensure_rabbitmq|ensure_postgres|ensure_smtp|ensure_anvil|ensure_test_tools|env|stop]...
 #   eval "$(scripts/infra.sh env)"   # exports BOURSE_TEST_* into your shell
 #
 # Every ensure_* function is idempotent: it installs (apt) only what is missing,
@@ -451,6 +451,27 @@ ensure_smtp() {
     _bourse_log "smtp: ready, $(_bourse_has_aiosmtpd) has aiosmtpd ($(_bourse_elapsed "$t0"))"
 }
 
+# ------------------------------------------------------------- test tools ----
+# What the operators' tests use beside the stack: the Prometheus client's
+# OpenMetrics parser (scripts/parse-metrics.py) and a real browser with its
+# WebDriver (the saga explorer's test): Debian's chromium and chromium-driver.
+
+_ensure_test_tools_impl() {
+    local missing=()
+    /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null || missing+=(python3-prometheus-client)
+    command -v chromium >/dev/null || missing+=(chromium)
+    command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    ((${#missing[@]} == 0)) || _bourse_apt_install "${missing[@]}"
+}
+
+ensure_test_tools() {
+    local t0
+    t0=$(_bourse_now_ms)
+    _bourse_log "test tools: checking for the OpenMetrics parser, chromium and chromedriver"
+    _bourse_strict _ensure_test_tools_impl || { _bourse_err "test tools failed"; return 1; }
+    _bourse_log "test tools: ready ($(_bourse_elapsed "$t0"))"
+}
+
 # ------------------------------------------------------------------ main ----
 
 _bourse_print_env() {
@@ -477,8 +498,9 @@ _bourse_infra_main() {
                 ensure_postgres
                 ensure_smtp
                 ensure_anvil
+                ensure_test_tools
                 ;;
-            ensure_build_deps | ensure_rabbitmq | ensure_postgres | ensure_smtp | ensure_anvil | stop_rabbitmq | stop_postgres)
+            ensure_build_deps | ensure_rabbitmq | ensure_postgres | ensure_smtp | ensure_anvil | ensure_test_tools | stop_rabbitmq | stop_postgres)
                 "$cmd"
                 ;;
             stop)
@@ -492,6 +514,7 @@ _bourse_infra_main() {
                 ensure_postgres >&2
                 ensure_smtp >&2
                 ensure_anvil >&2
+                ensure_test_tools >&2
                 _bourse_print_env
                 ;;
             -h | --help | help)

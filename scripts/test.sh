@@ -24,6 +24,7 @@ drop_test_vhosts
 ensure_postgres
 ensure_smtp
 ensure_anvil
+ensure_test_tools
 
 export BOURSE_TEST_AMQP_URL="amqp://guest:guest@127.0.0.1:5672/%2f"
 export BOURSE_TEST_AMQP_MGMT_URL="http://guest:guest@127.0.0.1:15672"
@@ -54,6 +55,9 @@ fi
 if docker compose version >/dev/null 2>&1; then
     _bourse_log "docker compose --env-file .env.example config -q"
     docker compose --env-file .env.example config -q
+elif command -v docker-compose >/dev/null; then
+    _bourse_log "docker-compose --env-file .env.example config -q"
+    docker-compose --env-file .env.example config -q
 else
     _bourse_log "docker compose: not installed, docker-compose.yml not checked"
 fi

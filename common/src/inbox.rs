@@ -16,13 +16,14 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::prelude::*;
 use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel};
@@ -273,14 +274,21 @@ impl From<diesel::result::Error> for ApplyError {
     }
 }
 
-/// Applies `messages` in one transaction (the caller opened it). Returns how many were new.
+/// A message a consumer applied, and how long its handler took.
+#[derive(Debug)]
+struct Handled {
+    message_type: String,
+    took: Duration,
+}
+
+/// Applies `messages` in one transaction (the caller opened it). Returns those that were new.
 fn apply(
     conn: &mut DbConnection,
     consumer: &str,
     producer: &str,
     handler: &dyn Handler,
     messages: &[&Envelope],
-) -> Result<usize, ApplyError> {
+) -> Result<Vec<Handled>, ApplyError> {
     let ids: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
     let mut seen: HashSet<String> = inbox::table
         .filter(inbox::consumer.eq(consumer))
@@ -293,7 +301,7 @@ fn apply(
     let fresh: Vec<&Envelope> =
         messages.iter().copied().filter(|m| seen.insert(m.message_id.to_string())).collect();
     if fresh.is_empty() {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let rows: Vec<InboxRow> = fresh
         .iter()
@@ -309,6 +317,7 @@ fn apply(
     // with a unique violation: the batch is then retried one by one.
     crate::on_backend!(conn, |c| diesel::insert_into(inbox::table).values(&rows).execute(c))?;
     let mut out = Emitter::new(producer);
+    let mut handled = Vec::with_capacity(fresh.len());
     for message in &fresh {
         let _span = tracing::info_span!(
             "handle",
@@ -318,12 +327,14 @@ fn apply(
             r#type = %message.message_type,
         )
         .entered();
+        let started = Instant::now();
         let mut emitter = Emitter::caused_by(producer, message);
         handler.handle(conn, message, &mut emitter).map_err(ApplyError::Handler)?;
         out.absorb(emitter);
+        handled.push(Handled { message_type: message.message_type.clone(), took: started.elapsed() });
     }
     out.flush(conn)?;
-    Ok(fresh.len())
+    Ok(handled)
 }
 
 /// Consumes one queue through the inbox.
@@ -461,6 +472,7 @@ impl Consumer {
             .await?;
         self.health.set(true);
         tracing::info!(queue = %self.spec.name, "consumer connected");
+        self.count_dead_letters(&republish).await?;
 
         let max_batch = if self.spec.one_at_a_time { 1 } else { bus.config.consumer_batch.max(1) };
         loop {
@@ -474,6 +486,8 @@ impl Consumer {
                     if !conn.status().connected() || !ch.status().connected() {
                         return Err(SessionError::Silent("the connection is gone"));
                     }
+                    // Idle: operators may have replayed or discarded dead letters meanwhile.
+                    self.count_dead_letters(&republish).await?;
                     continue;
                 }
             };
@@ -503,19 +517,9 @@ impl Consumer {
         if parsed.iter().all(Result::is_ok) {
             let envelopes: Vec<Envelope> = parsed.iter().flatten().cloned().collect();
             match self.apply_waiting(envelopes).await {
-                Ok(applied) => {
+                Ok(handled) => {
                     self.after_commit()?;
-                    let queue = self.spec.name.as_str();
-                    self.bus.metrics.add(
-                        "bourse_messages_handled_total",
-                        &[("queue", queue)],
-                        applied as u64,
-                    );
-                    self.bus.metrics.add(
-                        "bourse_messages_duplicate_total",
-                        &[("queue", queue)],
-                        (batch.len() - applied) as u64,
-                    );
+                    self.record(&handled, batch.len() - handled.len());
                     if let Some(last) = batch.last() {
                         answered(last.acker.ack(BasicAckOptions { multiple: true })).await?;
                     }
@@ -541,20 +545,18 @@ impl Consumer {
         delivery: &Delivery,
         envelope: Result<Envelope, String>,
     ) -> Result<(), SessionError> {
-        let queue = self.spec.name.as_str();
         let failure = match envelope {
             Err(parse_error) => Some(Failure::Park(parse_error)),
             Ok(envelope) => match self.apply_waiting(vec![envelope]).await {
-                Ok(applied) => {
+                Ok(handled) => {
                     self.after_commit()?;
-                    self.bus.metrics.add(
-                        "bourse_messages_handled_total",
-                        &[("queue", queue)],
-                        applied as u64,
-                    );
+                    self.record(&handled, 0);
                     None
                 }
-                Err(ApplyError::Duplicate) => None,
+                Err(ApplyError::Duplicate) => {
+                    self.record(&[], 1);
+                    None
+                }
                 Err(ApplyError::Crashed) => return Err(SessionError::Crashed),
                 Err(ApplyError::Stopped) => return Err(SessionError::Stopped),
                 Err(ApplyError::Handler(HandlerError::Permanent(e))) => Some(Failure::Park(format!("{e:#}"))),
@@ -577,7 +579,7 @@ impl Consumer {
     /// fault. They are applied again in place, in the same order, after a
     /// back-off, without spending an attempt; the consumer reports itself not
     /// ready for as long as the database is down.
-    async fn apply_waiting(&self, envelopes: Vec<Envelope>) -> Result<usize, ApplyError> {
+    async fn apply_waiting(&self, envelopes: Vec<Envelope>) -> Result<Vec<Handled>, ApplyError> {
         let mut backoff = amqp::Backoff::default();
         loop {
             let result = self.apply(envelopes.clone()).await;
@@ -613,7 +615,7 @@ impl Consumer {
         }
     }
 
-    async fn apply(&self, envelopes: Vec<Envelope>) -> Result<usize, ApplyError> {
+    async fn apply(&self, envelopes: Vec<Envelope>) -> Result<Vec<Handled>, ApplyError> {
         let consumer = self.spec.name.clone();
         let producer = self.bus.producer.clone();
         let handler = self.handler.clone();
@@ -633,6 +635,27 @@ impl Consumer {
                 Ok(applied)
             })
             .await
+    }
+
+    /// Counts what a committed transaction applied, with each handler's time, and the duplicates it skipped.
+    fn record(&self, handled: &[Handled], duplicates: usize) {
+        let metrics = &self.bus.metrics;
+        let queue = self.spec.name.as_str();
+        metrics.add("bourse_messages_handled_total", &[("queue", queue)], handled.len() as u64);
+        metrics.add("bourse_messages_duplicate_total", &[("queue", queue)], duplicates as u64);
+        for h in handled {
+            let labels = [("queue", queue), ("type", h.message_type.as_str())];
+            metrics.observe("bourse_message_handler_duration_seconds", &labels, h.took);
+        }
+    }
+
+    /// Counts the messages parked in the queue's dead-letter queue (a passive declare).
+    async fn count_dead_letters(&self, ch: &Channel) -> Result<(), SessionError> {
+        let options = QueueDeclareOptions { passive: true, ..Default::default() };
+        let dlq = ch.queue_declare(self.spec.dlq().as_str().into(), options, FieldTable::default()).await?;
+        let depth = i64::from(dlq.message_count());
+        self.bus.metrics.set_gauge("bourse_dead_letter_queue_depth", &[("queue", &self.spec.name)], depth);
+        Ok(())
     }
 
     fn after_commit(&self) -> Result<(), SessionError> {
@@ -694,6 +717,7 @@ impl Consumer {
         if park {
             tracing::error!(queue, attempt, error = %error, "message parked in the dead-letter queue");
             self.bus.metrics.add("bourse_messages_dead_lettered_total", &[("queue", queue)], 1);
+            self.count_dead_letters(republish).await?;
         } else {
             tracing::warn!(queue, attempt, error = %error, "message will be retried");
             self.bus.metrics.add("bourse_messages_retried_total", &[("queue", queue)], 1);

@@ -131,6 +131,50 @@ pub fn store(conn: &mut DbConnection, batch: &[LoggedMessage]) -> QueryResult<()
     Ok(())
 }
 
+/// The step of an order's saga a message marks, if any.
+fn saga_step(envelope: &Envelope) -> Option<&'static str> {
+    match envelope.message_type.as_str() {
+        "funds.reserved" => Some("reserved"),
+        "funds.settled" => Some("settled"),
+        "order.rejected" => Some("rejected"),
+        "order.updated" => match envelope.payload.get("status")?.as_str()? {
+            "open" => Some("open"),
+            "filled" => Some("filled"),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The saga steps among `batch` (stored already), each with the time since
+/// its saga's first message (the order's submission), by the producers' clocks.
+fn saga_steps(
+    conn: &mut DbConnection,
+    batch: &[LoggedMessage],
+) -> QueryResult<Vec<(&'static str, Duration)>> {
+    let steps: Vec<(&str, &Envelope)> =
+        batch.iter().filter_map(|m| Some((saga_step(&m.envelope)?, &m.envelope))).collect();
+    if steps.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sagas: Vec<&str> = steps.iter().map(|(_, e)| e.correlation_id.as_str()).collect();
+    let started: std::collections::HashMap<String, Option<i64>> = message_log::table
+        .filter(message_log::correlation_id.eq_any(&sagas))
+        .group_by(message_log::correlation_id)
+        .select((message_log::correlation_id, diesel::dsl::min(message_log::occurred_at)))
+        .load(conn)?
+        .into_iter()
+        .collect();
+    Ok(steps
+        .into_iter()
+        .filter_map(|(step, e)| {
+            let start = (*started.get(&e.correlation_id)?)?;
+            let micros = e.occurred_at.timestamp_micros().checked_sub(start)?;
+            Some((step, Duration::from_micros(u64::try_from(micros).ok()?)))
+        })
+        .collect())
+}
+
 /// The first offset not indexed yet (`None`: nothing indexed).
 pub fn next_offset(conn: &mut DbConnection) -> QueryResult<Option<u64>> {
     let next = message_log_cursor::table
@@ -332,7 +376,7 @@ impl SessionEnd for IndexError {}
 /// stream from where the index stopped, writes each batch with the offset it
 /// reached, acknowledges. `health` is up while it follows the log.
 pub async fn follow(bus: Bus, health: ComponentHealth, shutdown: CancellationToken) {
-    let Bus { db, amqp_url, config: messaging, .. } = bus;
+    let Bus { db, amqp_url, config: messaging, metrics, .. } = bus;
     let session = || async {
         let from = match db.read(|c| next_offset(c).map_err(DbError::from)).await? {
             Some(next) => StreamOffset::At(next),
@@ -366,7 +410,15 @@ pub async fn follow(bus: Bus, health: ComponentHealth, shutdown: CancellationTok
                 }
             }
             let entries: Vec<LoggedMessage> = batch.iter().filter_map(crate::eventlog::entry).collect();
-            db.write(move |c| store(c, &entries).map_err(DbError::from)).await?;
+            let steps = db
+                .write(move |c| {
+                    store(c, &entries)?;
+                    saga_steps(c, &entries).map_err(DbError::from)
+                })
+                .await?;
+            for (step, took) in steps {
+                metrics.observe("bourse_saga_step_duration_seconds", &[("step", step)], took);
+            }
             if let Some(last) = batch.last() {
                 last.acker.ack(BasicAckOptions { multiple: true }).await?;
             }

@@ -46,6 +46,15 @@ impl Route {
         Self { path, matching: PathMatch::Pattern, access }
     }
 
+    /// How `path` (which it matches) is named in metrics: the route, never
+    /// the ids in the path (`/api/orders/{rest}` for `/api/orders/42/cancel`).
+    pub fn label(&self, path: &str) -> String {
+        match self.matching {
+            PathMatch::Under if path != self.path => format!("{}/{{rest}}", self.path),
+            _ => self.path.to_string(),
+        }
+    }
+
     pub fn matches(&self, path: &str) -> bool {
         match self.matching {
             PathMatch::Exact => path == self.path,
@@ -184,11 +193,11 @@ pub fn find(name: &str) -> Option<&'static ServiceInfo> {
     BEHIND_GATEWAY.into_iter().find(|s| s.name == name)
 }
 
-/// The service that owns `path`, and who may call it. `None`: no such route.
-pub fn route(path: &str) -> Option<(&'static ServiceInfo, Access)> {
+/// The service that owns `path`, and its route. `None`: no such route.
+pub fn route(path: &str) -> Option<(&'static ServiceInfo, &'static Route)> {
     BEHIND_GATEWAY
         .into_iter()
-        .find_map(|service| service.routes.iter().find(|r| r.matches(path)).map(|r| (service, r.access)))
+        .find_map(|service| service.routes.iter().find(|r| r.matches(path)).map(|r| (service, r)))
 }
 
 #[cfg(test)]
@@ -196,7 +205,7 @@ mod tests {
     use super::*;
 
     fn owner(path: &str) -> Option<(&'static str, Access)> {
-        route(path).map(|(s, a)| (s.name, a))
+        route(path).map(|(s, r)| (s.name, r.access))
     }
 
     #[test]

@@ -202,6 +202,7 @@ where
             .app_data(db_state.clone())
             .app_data(settings_state.clone())
             .configure(crate::error::configure_extractors)
+            .wrap(actix_web::middleware::from_fn(observe_http))
             .route("/health/live", web::get().to(live))
             .route("/health/ready", web::get().to(ready))
             .route("/metrics", web::get().to(metrics))
@@ -330,20 +331,40 @@ async fn ready(bus: web::Data<Bus>) -> HttpResponse {
     if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
-/// Prometheus metrics: message counters, outbox backlog and parked commands,
-/// whether this instance's relay publishes (`bourse_relay_leader`), component health.
-#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "Prometheus text format")))]
-async fn metrics(bus: web::Data<Bus>) -> HttpResponse {
-    let mut out = String::new();
-    bus.metrics.render(&mut out);
-    if let Ok(backlog) = bus.db.read(|c| outbox::backlog(c).map_err(DbError::from)).await {
-        use std::fmt::Write;
-        let _ = writeln!(out, "bourse_outbox_pending {}", backlog.pending);
-        let age = backlog.oldest_age_ms.unwrap_or(0) as f64 / 1000.0;
-        let _ = writeln!(out, "bourse_outbox_oldest_age_seconds {age}");
-        let _ = writeln!(out, "bourse_outbox_parked {}", backlog.parked);
+/// Records each request's latency by method, route pattern (not the path: ids
+/// would make a series each) and status.
+async fn observe_http(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let bus = req.app_data::<web::Data<Bus>>().cloned();
+    let res = next.call(req).await?;
+    if let Some(bus) = bus {
+        let label = actix_web::HttpMessage::extensions(res.request())
+            .get::<crate::metrics::RouteLabel>()
+            .map(|l| l.0.clone());
+        let route = label.or_else(|| res.request().match_pattern()).unwrap_or_else(|| "unmatched".into());
+        let status = res.status();
+        let labels = [("method", method.as_str()), ("route", route.as_str()), ("status", status.as_str())];
+        bus.metrics.observe("bourse_http_request_duration_seconds", &labels, started.elapsed());
     }
-    HttpResponse::Ok().content_type("text/plain; version=0.0.4").body(out)
+    Ok(res)
+}
+
+/// Prometheus metrics (OpenMetrics text, every family with HELP and TYPE):
+/// HTTP requests and message handlers with their latency, saga steps, the
+/// outbox backlog, inbox dedupe hits, retries, dead letters, component health.
+#[utoipa::path(get, path = "/metrics", tag = "health", responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text")))]
+async fn metrics(bus: web::Data<Bus>) -> HttpResponse {
+    if let Ok(backlog) = bus.db.read(|c| outbox::backlog(c).map_err(DbError::from)).await {
+        let m = &bus.metrics;
+        m.set_gauge("bourse_outbox_backlog", &[], backlog.pending);
+        m.set_gauge("bourse_outbox_oldest_age_seconds", &[], backlog.oldest_age_ms.unwrap_or(0) / 1000);
+        m.set_gauge("bourse_outbox_parked", &[], backlog.parked);
+    }
+    HttpResponse::Ok().content_type(crate::metrics::CONTENT_TYPE).body(bus.metrics.render())
 }
 
 /// A Bourse service: its row of the [registry](crate::registry), its own

@@ -15,6 +15,7 @@ use bourse_common::auth::{
 };
 use bourse_common::db::Db;
 use bourse_common::error::ApiError;
+use bourse_common::metrics::RouteLabel;
 use bourse_common::registry::{self, Access, BEHIND_GATEWAY, ServiceInfo};
 use futures::StreamExt;
 
@@ -117,9 +118,10 @@ pub async fn forward(
 ) -> Result<HttpResponse, ApiError> {
     let path = req.uri().path();
     check_path(path)?;
-    let (service, access) =
+    let (service, route) =
         registry::route(path).ok_or_else(|| ApiError::not_found("not_found", "no such route"))?;
-    let service = service.name;
+    req.extensions_mut().insert(RouteLabel(route.label(path)));
+    let (service, access) = (service.name, route.access);
     let caller = sessions::caller(&req, &tokens, &sessions, &db).await?;
     authorize(access, caller)?;
     let base = upstreams

@@ -22,13 +22,14 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
+use bourse_common::bus::Bus;
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
     FundsSettled, Interval, MarketTrade, OrderRejected, OrderStatusChanged, OrderUpdated,
@@ -40,6 +41,7 @@ use bourse_common::db::Db;
 use bourse_common::envelope::Envelope;
 use bourse_common::error::ApiError;
 use bourse_common::inbox::Inbound;
+use bourse_common::metrics::Metrics;
 use bourse_common::registry;
 use bourse_common::service::BackgroundTask;
 use serde::{Deserialize, Serialize};
@@ -164,10 +166,22 @@ const PRIVATE: [&str; 4] = ["orders", "balances", "transfers", "triggers"];
 struct Admitted {
     hub: web::Data<Hub>,
     client: Option<IpAddr>,
+    metrics: Option<Arc<Metrics>>,
+}
+
+impl Admitted {
+    /// Shows the connections open now as `bourse_websocket_clients`.
+    fn count(&self, change: i64) {
+        let open = self.hub.open.fetch_add(change, Ordering::Relaxed) + change;
+        if let Some(metrics) = &self.metrics {
+            metrics.set_gauge("bourse_websocket_clients", &[], open);
+        }
+    }
 }
 
 impl Drop for Admitted {
     fn drop(&mut self) {
+        self.count(-1);
         if let Some(client) = self.client {
             let mut clients = lock(&self.hub.clients);
             if let Some(n) = clients.get_mut(&client) {
@@ -191,6 +205,8 @@ pub struct Hub {
     limits: WsLimits,
     /// Open connections per client address.
     clients: Mutex<HashMap<IpAddr, usize>>,
+    /// Open connections.
+    open: AtomicI64,
 }
 
 impl std::fmt::Debug for Hub {
@@ -214,6 +230,7 @@ impl Hub {
             client,
             limits: WsLimits::default(),
             clients: Mutex::default(),
+            open: AtomicI64::new(0),
         }
     }
 
@@ -223,7 +240,11 @@ impl Hub {
     }
 
     /// Counts a new connection from `client`, or refuses it past the cap.
-    fn admit(hub: &web::Data<Hub>, client: Option<IpAddr>) -> Option<Admitted> {
+    fn admit(
+        hub: &web::Data<Hub>,
+        client: Option<IpAddr>,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Option<Admitted> {
         if let Some(ip) = client {
             let mut clients = lock(&hub.clients);
             let n = clients.entry(ip).or_default();
@@ -232,7 +253,9 @@ impl Hub {
             }
             *n += 1;
         }
-        Some(Admitted { hub: hub.clone(), client })
+        let admitted = Admitted { hub: hub.clone(), client, metrics };
+        admitted.count(1);
+        Some(admitted)
     }
 
     /// The token of connection `id` expired: its private channels end.
@@ -536,7 +559,8 @@ pub async fn connect(
 ) -> Result<HttpResponse, actix_web::Error> {
     let auth = Auth { tokens, sessions, db };
     let client = req.peer_addr().map(|a| a.ip());
-    let Some(admitted) = Hub::admit(&hub, client) else {
+    let metrics = req.app_data::<web::Data<Bus>>().map(|bus| bus.metrics.clone());
+    let Some(admitted) = Hub::admit(&hub, client, metrics) else {
         let max = hub.limits.max_connections_per_client;
         tracing::info!(client = ?client, max, "WebSocket connection refused: too many from this address");
         return Ok(HttpResponse::TooManyRequests().content_type("application/json").body(error(
@@ -821,12 +845,12 @@ mod tests {
                 .with_limits(limits),
         );
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let first = Hub::admit(&hub, Some(a)).unwrap();
-        let _second = Hub::admit(&hub, Some(a)).unwrap();
-        assert!(Hub::admit(&hub, Some(a)).is_none(), "a third from the same address");
-        let _other = Hub::admit(&hub, Some(b)).unwrap();
+        let first = Hub::admit(&hub, Some(a), None).unwrap();
+        let _second = Hub::admit(&hub, Some(a), None).unwrap();
+        assert!(Hub::admit(&hub, Some(a), None).is_none(), "a third from the same address");
+        let _other = Hub::admit(&hub, Some(b), None).unwrap();
         drop(first);
-        assert!(Hub::admit(&hub, Some(a)).is_some(), "a closed connection makes room");
+        assert!(Hub::admit(&hub, Some(a), None).is_some(), "a closed connection makes room");
     }
 
     #[test]

@@ -10,6 +10,7 @@ mod chain;
 mod dead_letters;
 mod faults;
 mod helpers;
+mod metrics;
 mod money;
 mod notify;
 mod operators;

@@ -138,7 +138,7 @@ async fn dot_segments_and_encoded_separators_are_404_through_the_gateway(backend
         let (status, answer) = raw_get(&t, path, &token).await;
         // 400 is the HTTP parser refusing the line itself; never the upstream's answer.
         assert!(status == 404 || status == 400, "{path}: {answer}");
-        assert!(!answer.contains("bourse_outbox_pending"), "{path} reached /metrics: {answer}");
+        assert!(!answer.contains("bourse_outbox_backlog"), "{path} reached /metrics: {answer}");
         if status == 404 {
             assert!(answer.contains("\"not_found\""), "{path}: {answer}");
         }

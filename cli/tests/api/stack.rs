@@ -34,7 +34,7 @@ async fn every_service_starts_migrates_and_reports_ready(backend: Backend) {
 
         // Its migrations ran: the outbox exists and is empty.
         let metrics = http.get(format!("{url}/metrics")).send().await.unwrap().text().await.unwrap();
-        assert!(metrics.contains("bourse_outbox_pending 0"), "{metrics}");
+        assert!(metrics.contains("bourse_outbox_backlog 0"), "{metrics}");
         assert!(metrics.contains("bourse_component_up{component=\"relay\"} 1"), "{metrics}");
 
         let spec: serde_json::Value =
