@@ -14,6 +14,7 @@
 //! | [`ratelimit`] | the rate limit and request ids |
 //! | [`operator`] | dead letters for operators: list, replay, discard, every action recorded |
 //! | [`trace`] | sagas and the event log for operators: traces from the log's index (kept here), events, outboxes, safe republish |
+//! | [`explorer`] | the saga explorer page at `/admin/` (built into the binary) |
 //! | [`ws`] | the WebSocket feed: trades, candles, books, the user's orders and balances |
 //!
 //! A library with a thin `main.rs`: [`Gateway`] is its [`Service`], and
@@ -21,6 +22,7 @@
 //! tests and `bourse up` start it in-process. A service added to the registry
 //! is routed, probed and listed here without a change to this crate.
 
+pub mod explorer;
 pub mod operator;
 pub mod proxy;
 pub mod ratelimit;
@@ -135,6 +137,7 @@ impl Service for Gateway {
                     .app_data(bourse_common::error::json_config(body_limit))
                     .configure(proxy::api_docs)
                     .route("/ws", web::get().to(ws::connect))
+                    .configure(explorer::configure)
                     .service(
                         web::scope("/api")
                             .wrap(middleware::from_fn(ratelimit::limit))

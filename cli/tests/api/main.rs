@@ -6,8 +6,10 @@
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
 mod audit;
+mod browser;
 mod chain;
 mod dead_letters;
+mod explorer;
 mod faults;
 mod helpers;
 mod metrics;
