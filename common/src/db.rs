@@ -241,9 +241,10 @@ impl Db {
         F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
     {
         let pool = self.pool.clone();
+        let trace = crate::tracecontext::current();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(DbError::from)?;
-            f(&mut conn)
+            crate::tracecontext::on_thread(trace, || f(&mut conn))
         })
         .await
         .map_err(DbError::from)?
@@ -260,12 +261,13 @@ impl Db {
         let pool = self.pool.clone();
         let lock = (self.backend == Backend::Sqlite).then(|| self.write_lock.clone());
         let committed = self.committed.clone();
+        let trace = crate::tracecontext::current();
         tokio::task::spawn_blocking(move || {
             let mut conn = pool.get().map_err(DbError::from)?;
             // A poisoned lock only means another writer panicked; the database
             // rolled its transaction back, so the lock is safe to take.
             let _guard = lock.as_ref().map(|l| l.lock().unwrap_or_else(|p| p.into_inner()));
-            let result = write_transaction(&mut conn, f);
+            let result = crate::tracecontext::on_thread(trace, || write_transaction(&mut conn, f));
             if result.is_ok() {
                 committed.notify_one();
             }

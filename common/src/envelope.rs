@@ -26,6 +26,10 @@ pub struct Envelope {
     /// The service that wrote it.
     pub producer: String,
     pub payload: serde_json::Value,
+    /// The W3C trace context of the span that wrote it (see [`crate::tracecontext`]);
+    /// sent as the AMQP header `traceparent` too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A delivery whose body is not an envelope.
@@ -51,6 +55,7 @@ impl Envelope {
             producer: producer.to_string(),
             // Serialising a plain payload struct to a JSON value cannot fail.
             payload: serde_json::to_value(payload).unwrap_or(serde_json::Value::Null),
+            traceparent: None,
         }
     }
 
@@ -92,6 +97,12 @@ impl Envelope {
             headers.insert("causation_id".into(), AMQPValue::LongString(causation.to_string().into()));
         }
         headers.insert("version".into(), AMQPValue::LongUInt(self.version));
+        if let Some(traceparent) = &self.traceparent {
+            headers.insert(
+                crate::tracecontext::HEADER.into(),
+                AMQPValue::LongString(traceparent.as_str().into()),
+            );
+        }
         BasicProperties::default()
             .with_content_type(ShortString::from("application/json"))
             .with_delivery_mode(2)

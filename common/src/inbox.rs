@@ -39,6 +39,7 @@ use crate::schema::inbox;
 use crate::topology::{
     self, ATTEMPT_HEADER, ERROR_HEADER, ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, QueueSpec,
 };
+use crate::tracecontext::{self, TraceContext};
 
 /// A handler's failure.
 #[derive(Debug, thiserror::Error)]
@@ -319,18 +320,27 @@ fn apply(
     let mut out = Emitter::new(producer);
     let mut handled = Vec::with_capacity(fresh.len());
     for message in &fresh {
+        // Its handling is a span of the trace the message came with.
+        let parent: Option<TraceContext> = message.traceparent.as_deref().and_then(|t| t.parse().ok());
+        let trace = parent.map_or_else(TraceContext::root, |p| p.child());
         let _span = tracing::info_span!(
             "handle",
+            service = producer,
             queue = consumer,
             message_id = %message.message_id,
             correlation_id = %message.correlation_id,
             r#type = %message.message_type,
+            trace_id = %trace.trace_hex(),
+            span_id = %trace.span_hex(),
+            parent_id = %parent.map(|p| p.span_hex()).unwrap_or_default(),
         )
         .entered();
         let started = Instant::now();
-        let mut emitter = Emitter::caused_by(producer, message);
-        handler.handle(conn, message, &mut emitter).map_err(ApplyError::Handler)?;
-        out.absorb(emitter);
+        let emitter = tracecontext::on_thread(Some(trace), || {
+            let mut emitter = Emitter::caused_by(producer, message);
+            handler.handle(conn, message, &mut emitter).map(|()| emitter)
+        });
+        out.absorb(emitter.map_err(ApplyError::Handler)?);
         handled.push(Handled { message_type: message.message_type.clone(), took: started.elapsed() });
     }
     out.flush(conn)?;
@@ -415,6 +425,15 @@ fn is_conflict(err: &diesel::result::Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// The delivery's envelope, in the trace its `traceparent` header names (the carrier across the broker).
+fn parse(delivery: &Delivery) -> Result<Envelope, String> {
+    let mut envelope = Envelope::from_json(&delivery.data).map_err(|e| e.to_string())?;
+    if let Some(traceparent) = header_text(delivery, tracecontext::HEADER) {
+        envelope.traceparent = Some(traceparent);
+    }
+    Ok(envelope)
 }
 
 fn header<'a>(delivery: &'a Delivery, name: &str) -> Option<&'a AMQPValue> {
@@ -512,8 +531,7 @@ impl Consumer {
     }
 
     async fn process(&self, republish: &Channel, batch: Vec<Delivery>) -> Result<(), SessionError> {
-        let parsed: Vec<Result<Envelope, String>> =
-            batch.iter().map(|d| Envelope::from_json(&d.data).map_err(|e| e.to_string())).collect();
+        let parsed: Vec<Result<Envelope, String>> = batch.iter().map(parse).collect();
         if parsed.iter().all(Result::is_ok) {
             let envelopes: Vec<Envelope> = parsed.iter().flatten().cloned().collect();
             match self.apply_waiting(envelopes).await {

@@ -14,13 +14,15 @@
 //! | [`auth`] | the caller of a service route, as the gateway forwards it |
 //! | [`paging`] | pages of lists in REST responses |
 //! | [`topology`] | exchanges, consumer queues, retry tiers, dead-letter queues, the event log stream |
+//! | [`tracecontext`] | W3C `traceparent` across HTTP and AMQP hops |
 //! | [`outbox`] | outgoing messages written in the caller's transaction (ids in commit order), and the relay that publishes them; commands `mandatory`, parked while no queue takes them |
 //! | [`lease`] | the relay's lease: one publisher per database among a service's instances |
 //! | [`retention`] | pruning the inbox (its dedupe window) and sent outbox rows, in small batches |
 //! | [`inbox`] | the consumer that applies each delivery exactly once; a queue's messages decoded once (`inbound!`); outages waited out |
+//! | [`apidoc`] | what every OpenAPI document adds: the bearer scheme, each error a route can answer |
 //! | [`amqp`] | broker connections and the one reconnect loop (`supervise`) |
 //! | [`deadletter`] | parked messages: list, replay (refused past the inbox window unless forced) |
-//! | [`metrics`] | counters and component health (`/metrics`, readiness) |
+//! | [`metrics`] | the metrics catalog, counters, gauges and histograms (`/metrics`), component health (readiness) |
 //! | [`faults`] | crash injection for the exactly-once tests |
 //! | [`feed`] | following events for live feeds, best effort |
 //! | [`eventlog`] | reading the retained event log again from any point |
@@ -33,6 +35,7 @@
 //! | [`service`] | starting a service: database, relay, consumers, HTTP with health and metrics |
 
 pub mod amqp;
+pub mod apidoc;
 pub mod auth;
 pub mod bus;
 pub mod catalog;
@@ -66,6 +69,7 @@ pub mod telemetry;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod topology;
+pub mod tracecontext;
 
 /// Microseconds since the Unix epoch: the one timestamp representation of the machinery tables.
 pub fn now_micros() -> i64 {

@@ -446,6 +446,7 @@ mod tests {
                 occurred_at: Utc::now(),
                 producer: "p".into(),
                 payload: serde_json::Value::Null,
+                traceparent: None,
             },
         }
     }

@@ -57,6 +57,7 @@ use crate::lease::{self, Lease};
 use crate::messages::Message;
 use crate::schema::outbox;
 use crate::topology;
+use crate::tracecontext::{self, TraceContext};
 
 #[derive(Insertable)]
 #[diesel(table_name = outbox)]
@@ -75,24 +76,29 @@ struct NewRow {
 pub struct Emitter {
     producer: String,
     cause: Option<Envelope>,
+    /// The span writing the messages: their `traceparent`.
+    trace: Option<TraceContext>,
     messages: Vec<(Envelope, &'static str)>,
 }
 
 impl Emitter {
-    /// For messages caused by a request.
+    /// For messages caused by a request (in the request's trace, if any).
     pub fn new(producer: &str) -> Self {
-        Self { producer: producer.to_string(), cause: None, messages: Vec::new() }
+        let trace = tracecontext::current();
+        Self { producer: producer.to_string(), cause: None, trace, messages: Vec::new() }
     }
 
-    /// For messages caused by a consumed message: same saga, causation recorded.
+    /// For messages caused by a consumed message: same saga, causation
+    /// recorded, in the trace of the message's handling.
     pub fn caused_by(producer: &str, cause: &Envelope) -> Self {
-        Self { producer: producer.to_string(), cause: Some(cause.clone()), messages: Vec::new() }
+        Self { cause: Some(cause.clone()), ..Self::new(producer) }
     }
 
     /// Adds a message of the given saga. Returns its envelope.
     pub fn send<M: Message>(&mut self, correlation_id: &str, payload: &M) -> &Envelope {
         let mut envelope = Envelope::new(&self.producer, correlation_id, payload, Utc::now());
         envelope.causation_id = self.cause.as_ref().map(|c| c.message_id);
+        envelope.traceparent = self.trace.map(|t| t.to_string());
         self.messages.push((envelope, M::KIND.exchange()));
         &self.messages[self.messages.len() - 1].0
     }

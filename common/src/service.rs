@@ -23,6 +23,7 @@ use crate::inbox::{Consumer, Consumes};
 use crate::metrics::Metrics;
 use crate::outbox::{self, Relay};
 use crate::registry::ServiceInfo;
+use crate::tracecontext::{self, TraceContext};
 
 /// Registers a service's routes; it gets the service's [`Bus`] (database,
 /// producer name) to put into its app data.
@@ -182,14 +183,21 @@ where
     let mut openapi = parts.openapi;
     openapi.merge(HealthApi::openapi());
     openapi.info.title = name.to_string();
-    add_bearer_scheme(&mut openapi);
+    crate::apidoc::complete(&mut openapi);
     let mut swagger_urls = vec![utoipa_swagger_ui::Url::new(name, OWN_API_DOC)];
-    swagger_urls.extend(parts.api_docs.into_iter().map(|(n, u)| utoipa_swagger_ui::Url::new(n, u)));
+    // The gateway's document of every route opens first.
+    swagger_urls.extend(
+        parts
+            .api_docs
+            .into_iter()
+            .map(|(n, u)| utoipa_swagger_ui::Url::with_primary(n, u, u == MERGED_API_DOC)),
+    );
     let swagger_config = utoipa_swagger_ui::Config::new(swagger_urls).try_it_out_enabled(true);
     let routes = parts.routes;
     let state = web::Data::new(bus.clone());
     let db_state = web::Data::new(bus.db.clone());
     let settings_state = web::Data::new(config.settings.clone());
+    let document = web::Data::new(ApiDocument(openapi.clone()));
     let app_bus = bus.clone();
     let server = HttpServer::new(move || {
         let routes = routes.clone();
@@ -201,6 +209,7 @@ where
         app.app_data(state.clone())
             .app_data(db_state.clone())
             .app_data(settings_state.clone())
+            .app_data(document.clone())
             .configure(crate::error::configure_extractors)
             .wrap(actix_web::middleware::from_fn(observe_http))
             .route("/health/live", web::get().to(live))
@@ -285,15 +294,20 @@ async fn probe_upstream(
 /// Where a service serves its own OpenAPI document.
 pub const OWN_API_DOC: &str = "/api-docs/openapi.json";
 
-/// The `bearer` scheme that authenticated routes name in `security(("bearer" = []))`.
-fn add_bearer_scheme(openapi: &mut utoipa::openapi::OpenApi) {
-    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-    openapi.components.get_or_insert_with(Default::default).add_security_scheme(
-        "bearer",
-        SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
-    );
+/// Where the gateway serves one document of every route (its own and each service's).
+pub const MERGED_API_DOC: &str = "/api-docs/bourse.json";
+
+/// The service's own OpenAPI document, as app data.
+#[derive(Clone)]
+pub struct ApiDocument(pub utoipa::openapi::OpenApi);
+
+impl std::fmt::Debug for ApiDocument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiDocument").field("title", &self.0.info.title).finish_non_exhaustive()
+    }
 }
 
+/// The `bearer` scheme that authenticated routes name in `security(("bearer" = []))`.
 #[derive(OpenApi)]
 #[openapi(paths(live, ready, metrics))]
 struct HealthApi;
@@ -331,16 +345,30 @@ async fn ready(bus: web::Data<Bus>) -> HttpResponse {
     if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
 }
 
-/// Records each request's latency by method, route pattern (not the path: ids
-/// would make a series each) and status.
+/// Handles each request in a span of its trace (the caller's `traceparent`
+/// continued, or a new trace), and records its latency by method, route
+/// pattern (not the path: ids would make a series each) and status.
 async fn observe_http(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
 ) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use tracing::Instrument;
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let bus = req.app_data::<web::Data<Bus>>().cloned();
-    let res = next.call(req).await?;
+    let parent: Option<TraceContext> =
+        req.headers().get(tracecontext::HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+    let trace = parent.map_or_else(TraceContext::root, |p| p.child());
+    let span = tracing::info_span!(
+        "request",
+        service = bus.as_ref().map(|b| b.producer.as_str()).unwrap_or_default(),
+        method = %method,
+        path = req.path(),
+        trace_id = %trace.trace_hex(),
+        span_id = %trace.span_hex(),
+        parent_id = %parent.map(|p| p.span_hex()).unwrap_or_default(),
+    );
+    let res = tracecontext::scope(trace, next.call(req)).instrument(span).await?;
     if let Some(bus) = bus {
         let label = actix_web::HttpMessage::extensions(res.request())
             .get::<crate::metrics::RouteLabel>()

@@ -43,6 +43,7 @@ fn message(offset: u64) -> LoggedMessage {
         occurred_at: chrono::Utc::now(),
         producer: "order-service".into(),
         payload: serde_json::json!({"order_id": saga_id(saga), "status": "open", "quantity": "1.5", "price": "2000"}),
+        traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
     };
     LoggedMessage {
         offset,

@@ -153,7 +153,9 @@ impl Service for Gateway {
                 api.merge(trace::Api::openapi());
                 api
             },
-            api_docs: BEHIND_GATEWAY.iter().map(|s| (s.name, s.api_doc)).collect(),
+            api_docs: std::iter::once(("bourse (every route)", bourse_common::service::MERGED_API_DOC))
+                .chain(BEHIND_GATEWAY.iter().map(|s| (s.name, s.api_doc)))
+                .collect(),
             upstreams: probes,
             background: vec![feed, trace::indexer()],
             ..Default::default()

@@ -17,6 +17,7 @@ use bourse_common::db::Db;
 use bourse_common::error::ApiError;
 use bourse_common::metrics::RouteLabel;
 use bourse_common::registry::{self, Access, BEHIND_GATEWAY, ServiceInfo};
+use bourse_common::service::{ApiDocument, MERGED_API_DOC, OWN_API_DOC};
 use futures::StreamExt;
 
 use crate::ratelimit::RequestId;
@@ -72,6 +73,10 @@ pub fn signed(
         .header(REQUEST_ID_HEADER, request_id);
     if caller.is_some() {
         request = request.header(USER_ID_HEADER, user).header(ROLE_HEADER, role);
+    }
+    // The service continues the gateway's span of this request.
+    if let Some(trace) = bourse_common::tracecontext::current() {
+        request = request.header(bourse_common::tracecontext::HEADER, trace.to_string());
     }
     request
 }
@@ -161,6 +166,7 @@ pub async fn forward(
 /// Serves each service's OpenAPI document where its registry row says
 /// ([`ServiceInfo::api_doc`]), for the gateway's Swagger UI.
 pub fn api_docs(cfg: &mut web::ServiceConfig) {
+    cfg.route(MERGED_API_DOC, web::get().to(merged_api_doc));
     for service in BEHIND_GATEWAY {
         cfg.route(
             service.api_doc,
@@ -177,18 +183,44 @@ async fn api_doc(
     upstreams: web::Data<Upstreams>,
     client: web::Data<reqwest::Client>,
 ) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(fetch_api_doc(service, &upstreams, &client).await?))
+}
+
+async fn fetch_api_doc(
+    service: &'static ServiceInfo,
+    upstreams: &Upstreams,
+    client: &reqwest::Client,
+) -> Result<utoipa::openapi::OpenApi, ApiError> {
     let name = service.name;
     let base =
         upstreams.url(name).ok_or_else(|| ApiError::unavailable(format!("{name} is not configured")))?;
-    let doc: serde_json::Value = client
-        .get(format!("{base}{}", bourse_common::service::OWN_API_DOC))
+    client
+        .get(format!("{base}{OWN_API_DOC}"))
         .send()
         .await
         .map_err(|_| ApiError::unavailable(format!("{name} is unavailable")))?
         .json()
         .await
-        .map_err(|_| ApiError::unavailable(format!("{name} sent no API document")))?;
-    Ok(HttpResponse::Ok().json(doc))
+        .map_err(|_| ApiError::unavailable(format!("{name} sent no API document")))
+}
+
+/// One document of every route a client can call through the gateway: the
+/// gateway's own, then each service's public routes (`/api/...`; their
+/// health and metrics routes answer on the service only).
+async fn merged_api_doc(
+    own: web::Data<ApiDocument>,
+    upstreams: web::Data<Upstreams>,
+    client: web::Data<reqwest::Client>,
+) -> Result<HttpResponse, ApiError> {
+    let mut merged = own.0.clone();
+    merged.info.title = "Bourse".into();
+    merged.info.description = Some("Every route of the gateway and of the services behind it.".into());
+    for service in BEHIND_GATEWAY {
+        let mut doc = fetch_api_doc(service, &upstreams, &client).await?;
+        doc.paths.paths.retain(|path, _| path.starts_with("/api/"));
+        merged.merge(doc);
+    }
+    Ok(HttpResponse::Ok().json(merged))
 }
 
 #[cfg(test)]

@@ -61,14 +61,27 @@ impl Browser {
         Self { driver, http, session, profile }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+    /// A WebDriver command: its value, or its error.
+    async fn try_call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Value> {
         let mut request = self.http.request(method, format!("{}{path}", self.session));
         if let Some(body) = body {
             request = request.json(&body);
         }
         let answer: Value = request.send().await.unwrap().json().await.unwrap();
-        assert!(answer["value"].get("error").is_none(), "WebDriver {path}: {answer}");
-        answer["value"].clone()
+        match answer["value"].get("error") {
+            Some(_) => Err(answer["value"].clone()),
+            None => Ok(answer["value"].clone()),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let answer = self.try_call(method, path, body).await;
+        answer.unwrap_or_else(|error| panic!("WebDriver {path}: {error}"))
     }
 
     pub async fn goto(&self, url: &str) {
@@ -91,9 +104,18 @@ impl Browser {
             .await;
     }
 
+    /// Clicks the element `css` selects; found again if the page redrew it meanwhile.
     pub async fn click(&self, css: &str) {
-        let element = self.element(css).await;
-        self.call(reqwest::Method::POST, &format!("/element/{element}/click"), Some(json!({}))).await;
+        eventually(&format!("a click on {css}"), crate::helpers::WAIT, || async {
+            let element = self.element(css).await;
+            let path = format!("/element/{element}/click");
+            match self.try_call(reqwest::Method::POST, &path, Some(json!({}))).await {
+                Ok(_) => Some(()),
+                Err(error) if error["error"] == "stale element reference" => None,
+                Err(error) => panic!("WebDriver {path}: {error}"),
+            }
+        })
+        .await
     }
 
     /// Runs `script` (a function body; `arguments` holds `args`) in the page; returns what it returns.

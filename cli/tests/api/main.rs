@@ -25,5 +25,6 @@ mod security_trades;
 mod security_ws;
 mod settlement;
 mod stack;
+mod traces;
 mod trading;
 mod triggers;
