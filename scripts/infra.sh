@@ -453,15 +453,23 @@ ensure_smtp() {
 
 # ------------------------------------------------------------- test tools ----
 # What the operators' tests use beside the stack: the Prometheus client's
-# OpenMetrics parser (scripts/parse-metrics.py) and a real browser with its
-# WebDriver (the saga explorer's test): Debian's chromium and chromium-driver.
+# OpenMetrics parser (scripts/parse-metrics.py), a real browser with its
+# WebDriver (the saga explorer's test): Debian's chromium and chromium-driver,
+# and schemathesis (the API documents' test) in /var/tmp/bourse-venv.
 
 _ensure_test_tools_impl() {
     local missing=()
     /usr/bin/python3 -c 'import prometheus_client.openmetrics.parser' 2>/dev/null || missing+=(python3-prometheus-client)
     command -v chromium >/dev/null || missing+=(chromium)
     command -v chromedriver >/dev/null || missing+=(chromium-driver)
+    /usr/bin/python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
     ((${#missing[@]} == 0)) || _bourse_apt_install "${missing[@]}"
+    # schemathesis (PyPI), in its own virtual environment.
+    local venv=/var/tmp/bourse-venv
+    if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+        /usr/bin/python3 -m venv "$venv"
+        "$venv/bin/pip" install -q 'schemathesis==4.32.5'
+    fi
 }
 
 ensure_test_tools() {

@@ -24,6 +24,7 @@ use alloy::eips::BlockNumberOrTag;
 use alloy::primitives::Address;
 use bourse_common::db::{Db, DbError};
 pub use bourse_common::holdings::{FailedWindow, Holding, Holdings, InFlight};
+use futures::{StreamExt, TryStreamExt};
 use rust_decimal::Decimal;
 
 use crate::domain::{
@@ -43,6 +44,9 @@ struct Records {
     legs: Vec<LegRow>,
     windows: Vec<WindowRow>,
 }
+
+/// Balance reads in flight at once (the node answers them in parallel).
+const BALANCE_READS_AT_ONCE: usize = 32;
 
 /// Reads the records and the balances at the watcher's last block.
 pub async fn read(db: &Db, node: &Node, settings: &Settings) -> Result<Holdings, RoundError> {
@@ -77,15 +81,26 @@ pub async fn read(db: &Db, node: &Node, settings: &Settings) -> Result<Holdings,
         wallets.push((FEES_OWNER.into(), fees));
         wallets.push((CLEARING_OWNER.into(), clearing.address()));
     }
+    // Every balance at one block, many calls to the node at a time.
+    let assets: Vec<Asset> = settings.assets().collect();
+    let balances: Vec<_> =
+        futures::stream::iter(wallets.iter().flat_map(|w| assets.iter().map(move |a| (w, a))))
+            .map(|((_, address), asset)| async move {
+                match asset.token {
+                    None => node.balance_at(*address, at).await,
+                    Some(token) => node.token_balance_at(token, *address, at).await,
+                }
+            })
+            .buffered(BALANCE_READS_AT_ONCE)
+            .try_collect()
+            .await?;
+    let mut balances = balances.into_iter();
     let mut holdings = Vec::new();
     for (owner, address) in &wallets {
-        for asset in settings.assets() {
-            let units = match asset.token {
-                None => node.balance_at(*address, at).await?,
-                Some(token) => node.token_balance_at(token, *address, at).await?,
-            };
+        for asset in &assets {
+            let units = balances.next().unwrap_or_default();
             let on_chain = exact(units, asset.decimals);
-            let in_flight = in_flight(&records, owner, *address, &asset);
+            let in_flight = in_flight(&records, owner, *address, asset);
             holdings.push(Holding {
                 owner: owner.clone(),
                 address: address.to_checksum(None),

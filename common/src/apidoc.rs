@@ -49,11 +49,12 @@ pub fn complete(openapi: &mut OpenApi) {
 /// The errors `operation` on `path` can answer, whatever the route.
 fn errors(path: &str, operation: &Operation) -> Vec<(u16, &'static str)> {
     let mut errors = vec![
+        // A public route too, when a token comes with the request and is not valid.
+        (401, "`unauthorized`: no token where one is needed, or an expired or revoked one"),
         (429, "`rate_limited`: too many requests from this client (the gateway's limit); see `Retry-After`"),
         (503, "`unavailable`: a service or a database it needs does not answer; try again"),
     ];
     if operation.security.as_ref().is_some_and(|s| !s.is_empty()) {
-        errors.push((401, "`unauthorized`: no token, or an expired or revoked one"));
         errors.push((403, "`forbidden`: the caller's role may not call this route"));
     }
     if path.contains('{') {
@@ -112,7 +113,7 @@ mod tests {
         let item = &doc.paths.paths["/things/{id}"];
         let RefOr::T(not_found) = &item.post.as_ref().unwrap().responses.responses["404"] else { panic!() };
         assert_eq!(not_found.description, "no thing, the route's own");
-        assert_eq!(statuses(&doc, "/health", true), ["200", "429", "503"]);
+        assert_eq!(statuses(&doc, "/health", true), ["200", "401", "429", "503"]);
         let schemas = &doc.components.as_ref().unwrap().schemas;
         assert!(schemas.contains_key("ErrorBody") && schemas.contains_key("ErrorDetail"));
     }

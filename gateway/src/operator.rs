@@ -57,6 +57,18 @@ fn known_queue(queue: &str) -> Result<&'static str, ApiError> {
 }
 
 pub(crate) fn broker(e: anyhow::Error) -> ApiError {
+    // The broker's 404: a dead-letter queue its service never declared (chain-service's
+    // settlements, on a stack that does not settle on chain).
+    let missing = e.chain().filter_map(|c| c.downcast_ref::<lapin::Error>()).any(|e| {
+        use lapin::protocol::{AMQPErrorKind, AMQPSoftError};
+        matches!(e.kind(), lapin::ErrorKind::ProtocolError(p) if *p.kind() == AMQPErrorKind::Soft(AMQPSoftError::NOTFOUND))
+    });
+    if missing {
+        return ApiError::not_found(
+            "queue_not_declared",
+            "this queue's service never declared it on this broker",
+        );
+    }
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "broker_unavailable", format!("the broker: {e:#}"))
 }
 

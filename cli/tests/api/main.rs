@@ -15,6 +15,7 @@ mod helpers;
 mod metrics;
 mod money;
 mod notify;
+mod openapi;
 mod operators;
 mod order_tolerance;
 mod orders;
