@@ -475,7 +475,7 @@ _ensure_test_tools_impl() {
 ensure_test_tools() {
     local t0
     t0=$(_bourse_now_ms)
-    _bourse_log "test tools: checking for the OpenMetrics parser, chromium and chromedriver"
+    _bourse_log "test tools: checking for the OpenMetrics parser, chromium, chromedriver and schemathesis"
     _bourse_strict _ensure_test_tools_impl || { _bourse_err "test tools failed"; return 1; }
     _bourse_log "test tools: ready ($(_bourse_elapsed "$t0"))"
 }
