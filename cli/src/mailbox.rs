@@ -34,13 +34,14 @@ pub struct Mail {
     pub html: Option<String>,
 }
 
-/// A Python that can import aiosmtpd: `$BOURSE_PYTHON`, `python3`, or Debian's own.
-fn python() -> anyhow::Result<String> {
+/// A Python that can import `module`: `$BOURSE_PYTHON`, `python3`, or Debian's own
+/// (where Debian's `python3-*` packages install).
+pub fn python_with(module: &str) -> anyhow::Result<String> {
     let candidates =
         std::env::var("BOURSE_PYTHON").into_iter().chain(["python3".into(), "/usr/bin/python3".into()]);
     for python in candidates {
         let ok = std::process::Command::new(&python)
-            .args(["-c", "import aiosmtpd"])
+            .args(["-c", &format!("import {module}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
@@ -48,9 +49,7 @@ fn python() -> anyhow::Result<String> {
             return Ok(python);
         }
     }
-    anyhow::bail!(
-        "no Python with aiosmtpd found: install python3-aiosmtpd (bash scripts/up.sh does) or set BOURSE_PYTHON"
-    )
+    anyhow::bail!("no Python that imports {module} found: install its Debian package or set BOURSE_PYTHON")
 }
 
 impl Mailbox {
@@ -98,17 +97,20 @@ impl Mailbox {
 }
 
 fn spawn(dir: &Path, port: u16, args: &[String]) -> anyhow::Result<Child> {
-    let child = Command::new(python()?)
-        .arg("-c")
-        .arg(SCRIPT)
-        .arg("--dir")
-        .arg(dir)
-        .args(["--port", &port.to_string()])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
+    let child = Command::new(
+        python_with("aiosmtpd")
+            .map_err(|e| e.context("install python3-aiosmtpd (bash scripts/up.sh does)"))?,
+    )
+    .arg("-c")
+    .arg(SCRIPT)
+    .arg("--dir")
+    .arg(dir)
+    .args(["--port", &port.to_string()])
+    .args(args)
+    .stdout(Stdio::null())
+    .stderr(Stdio::inherit())
+    .kill_on_drop(true)
+    .spawn()?;
     Ok(child)
 }
 

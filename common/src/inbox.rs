@@ -321,8 +321,7 @@ fn apply(
     let mut handled = Vec::with_capacity(fresh.len());
     for message in &fresh {
         // Its handling is a span of the trace the message came with.
-        let parent: Option<TraceContext> = message.traceparent.as_deref().and_then(|t| t.parse().ok());
-        let trace = parent.map_or_else(TraceContext::root, |p| p.child());
+        let (trace, parent_id) = TraceContext::continuing(message.traceparent.as_deref());
         let _span = tracing::info_span!(
             "handle",
             service = producer,
@@ -332,7 +331,7 @@ fn apply(
             r#type = %message.message_type,
             trace_id = %trace.trace_hex(),
             span_id = %trace.span_hex(),
-            parent_id = %parent.map(|p| p.span_hex()).unwrap_or_default(),
+            parent_id,
         )
         .entered();
         let started = Instant::now();

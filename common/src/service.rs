@@ -356,9 +356,8 @@ async fn observe_http(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let bus = req.app_data::<web::Data<Bus>>().cloned();
-    let parent: Option<TraceContext> =
-        req.headers().get(tracecontext::HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-    let trace = parent.map_or_else(TraceContext::root, |p| p.child());
+    let header = req.headers().get(tracecontext::HEADER).and_then(|v| v.to_str().ok());
+    let (trace, parent_id) = TraceContext::continuing(header);
     let span = tracing::info_span!(
         "request",
         service = bus.as_ref().map(|b| b.producer.as_str()).unwrap_or_default(),
@@ -366,7 +365,7 @@ async fn observe_http(
         path = req.path(),
         trace_id = %trace.trace_hex(),
         span_id = %trace.span_hex(),
-        parent_id = %parent.map(|p| p.span_hex()).unwrap_or_default(),
+        parent_id,
     );
     let res = tracecontext::scope(trace, next.call(req)).instrument(span).await?;
     if let Some(bus) = bus {

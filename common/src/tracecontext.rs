@@ -41,6 +41,16 @@ impl TraceContext {
         Self { span_id: nonzero_u64(), ..*self }
     }
 
+    /// The span that handles a request or message carrying `traceparent`: its
+    /// child, or a new trace when there is none (or it does not parse); and the
+    /// parent's span id for the span field `parent_id` (empty without one).
+    pub fn continuing(traceparent: Option<&str>) -> (Self, String) {
+        match traceparent.and_then(|t| t.parse::<Self>().ok()) {
+            Some(parent) => (parent.child(), parent.span_hex()),
+            None => (Self::root(), String::new()),
+        }
+    }
+
     /// The trace id as the span field `trace_id` shows it.
     pub fn trace_hex(&self) -> String {
         format!("{:032x}", self.trace_id)

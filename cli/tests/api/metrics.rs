@@ -57,19 +57,6 @@ impl Family {
     }
 }
 
-/// A Python that has the Prometheus client (Debian's `python3-prometheus-client`).
-fn python() -> String {
-    let candidates =
-        std::env::var("BOURSE_PYTHON").into_iter().chain(["python3".into(), "/usr/bin/python3".into()]);
-    candidates
-        .into_iter()
-        .find(|py| {
-            let probe = Command::new(py).args(["-c", "import prometheus_client.openmetrics.parser"]).output();
-            probe.is_ok_and(|o| o.status.success())
-        })
-        .expect("no Python with prometheus_client: bash scripts/infra.sh ensure_test_tools installs it")
-}
-
 /// `/metrics` of the service at `url`, through the strict parser (which fails the test on bad text).
 async fn scrape(t: &TestStack, url: &str) -> HashMap<String, Family> {
     let response = t.http.get(format!("{url}/metrics")).send().await.unwrap();
@@ -78,13 +65,16 @@ async fn scrape(t: &TestStack, url: &str) -> HashMap<String, Family> {
     assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
     let text = response.text().await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/parse-metrics.py");
-    let mut parser = Command::new(python())
-        .arg(script)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut parser = Command::new(
+        bourse_cli::mailbox::python_with("prometheus_client.openmetrics.parser")
+            .expect("bash scripts/infra.sh ensure_test_tools installs python3-prometheus-client"),
+    )
+    .arg(script)
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = parser.wait_with_output().unwrap();
     assert!(
