@@ -127,7 +127,7 @@ async fn the_audit_is_clean_after_trades_deposits_and_withdrawals(backend: Backe
     assert_eq!(latest["id"], report["id"]);
     let (status, _) = t.call("POST", "/api/admin/audit", Some(&alice), None).await;
     assert_eq!(status, 403);
-    let (code, output) = t.bourse_audit(PAYMENT_SETTINGS);
+    let (code, output) = t.bourse_audit(PAYMENT_SETTINGS).await;
     assert_eq!(code, 0, "{output}");
     assert!(output.contains("clean: every check holds"), "{output}");
     t.stop().await;
@@ -224,7 +224,7 @@ async fn the_audit_finds_each_injected_fault_with_its_account_and_amounts(backen
             .unwrap_or("")
             .starts_with("ALERT"))
     );
-    let (code, output) = t.bourse_audit(PAYMENT_SETTINGS);
+    let (code, output) = t.bourse_audit(PAYMENT_SETTINGS).await;
     assert_eq!(code, 1, "{output}");
     assert!(output.contains("trade_not_settled_once"), "{output}");
     t.stop().await;

@@ -137,16 +137,19 @@ impl TestStack {
     }
 
     /// `bourse audit` on this stack's payment-service database with `config`
-    /// (payment-service's TOML): its exit code and what it printed.
-    pub fn bourse_audit(&self, config: &str) -> (i32, String) {
+    /// (payment-service's TOML): its exit code and what it printed. Awaited,
+    /// never blocking: the stack runs on this test's runtime, and a blocked
+    /// runtime would stall every connection its tasks own (the chain node's).
+    pub async fn bourse_audit(&self, config: &str) -> (i32, String) {
         let file = self.env.tmp_dir().join("bourse-audit.toml");
         std::fs::write(&file, config).unwrap();
         let payment = &self.options.databases["payment-service"];
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_bourse"))
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_bourse"))
             .args(["audit", "--database", payment, "--amqp-url", &self.env.amqp_url])
             .arg("--config")
             .arg(&file)
             .output()
+            .await
             .unwrap();
         let text =
             format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));

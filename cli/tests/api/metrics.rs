@@ -6,14 +6,14 @@
 //! dedupe hits, the dead-letter queues, the WebSocket clients.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use bourse_common::db::Backend;
 use bourse_common::on_both_backends;
 use bourse_common::testkit::eventually;
 use serde::Deserialize;
 use serde_json::json;
+use tokio::io::AsyncWriteExt;
 
 use crate::helpers::{TestStack, WAIT, limit_buy, pair, settled};
 
@@ -65,7 +65,8 @@ async fn scrape(t: &TestStack, url: &str) -> HashMap<String, Family> {
     assert!(content_type.starts_with("application/openmetrics-text; version=1.0.0"), "{content_type}");
     let text = response.text().await.unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/parse-metrics.py");
-    let mut parser = Command::new(
+    // Awaited, never blocking: the stack runs on this test's runtime.
+    let mut parser = tokio::process::Command::new(
         bourse_cli::mailbox::python_with("prometheus_client.openmetrics.parser")
             .expect("bash scripts/infra.sh ensure_test_tools installs python3-prometheus-client"),
     )
@@ -75,8 +76,8 @@ async fn scrape(t: &TestStack, url: &str) -> HashMap<String, Family> {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    parser.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-    let out = parser.wait_with_output().unwrap();
+    parser.stdin.take().unwrap().write_all(text.as_bytes()).await.unwrap();
+    let out = parser.wait_with_output().await.unwrap();
     assert!(
         out.status.success(),
         "{url}/metrics does not parse: {}\n{text}",

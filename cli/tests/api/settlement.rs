@@ -153,12 +153,13 @@ async fn audit(t: &TestStack, admin: &str) -> Value {
 
 /// `bourse audit` on this stack, reconciling the chain through chain-service
 /// (its URL and the stack's internal secret in the configuration).
-fn bourse_audit(t: &TestStack) -> (i32, String) {
+async fn bourse_audit(t: &TestStack) -> (i32, String) {
     t.bourse_audit(&format!(
         "[settings]\naudit_grace_ms = 0\naudit_interval_ms = 0\nchain_service_url = \"{}\"\n[security]\ninternal_secret = \"{}\"\n",
         t.stack.service("chain-service").unwrap().url(),
         t.options.secrets.internal_secret.expose()
     ))
+    .await
 }
 
 fn dec(v: &Value) -> Decimal {
@@ -264,7 +265,7 @@ async fn a_trade_settles_on_chain_one_transaction_per_wallet_and_asset_and_the_a
         "the admin, Alice, Bob, fees, clearing; ETH and USDT: {report:#}"
     );
 
-    let (code, printed) = bourse_audit(&t);
+    let (code, printed) = bourse_audit(&t).await;
     println!("{printed}");
     assert_eq!(code, 0, "{printed}");
     assert!(printed.contains("wallet holdings reconciled with the ledger at block"), "{printed}");
@@ -274,7 +275,7 @@ async fn a_trade_settles_on_chain_one_transaction_per_wallet_and_asset_and_the_a
     let stolen = t.chain.transfer_out_of(b, &thief, ETH / 10).await.unwrap();
     let burnt = t.chain.gas_cost(&stolen).await.unwrap();
     t.chain.mine(1).await.unwrap();
-    let (code, printed) = bourse_audit(&t);
+    let (code, printed) = bourse_audit(&t).await;
     println!("{printed}");
     assert_eq!(code, 1, "{printed}");
     assert!(printed.contains(&format!("chain_differs_from_ledger wallet {b}")), "{printed}");
