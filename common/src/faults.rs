@@ -7,8 +7,8 @@
 //! it broadcast it, or after broadcasting before it recorded that; and a bug
 //! on purpose, a settlement that credits twice, to prove that the chaos
 //! harness sees one; and a bug that fails every message of one queue (each
-//! parked), until it is "fixed". Off unless a test arms them; one atomic
-//! load each when off.
+//! parked, or retried for a transient one), until it is "fixed". Off unless
+//! a test arms them; one atomic load each when off.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -21,7 +21,17 @@ pub struct Faults {
     sender_crash_after_signing: AtomicU64,
     sender_crash_after_broadcast: AtomicU64,
     rejecting: std::sync::atomic::AtomicBool,
-    rejected_queue: std::sync::Mutex<Option<String>>,
+    rejected_queue: std::sync::Mutex<Option<(String, Failing)>>,
+}
+
+/// How the bug armed by [`Faults::reject_messages_in`] or
+/// [`Faults::fail_messages_in`] fails a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failing {
+    /// As a bug would: parked at once.
+    Permanently,
+    /// As a dependency hiccup the handler reports would: retried in the tiers.
+    Transiently,
 }
 
 /// Counts down and fires once, at the `n`-th occurrence.
@@ -81,14 +91,30 @@ impl Faults {
     /// Every message its consumer of `queue` handles fails as a bug would
     /// (permanently: parked), until called again with `None`.
     pub fn reject_messages_in(&self, queue: Option<&str>) {
-        *self.rejected_queue.lock().unwrap_or_else(|p| p.into_inner()) = queue.map(str::to_string);
+        self.arm_failing(queue, Failing::Permanently);
+    }
+
+    /// Every message its consumer of `queue` handles fails transiently (sent
+    /// to its retry tiers), until called again with `None`.
+    pub fn fail_messages_in(&self, queue: Option<&str>) {
+        self.arm_failing(queue, Failing::Transiently);
+    }
+
+    fn arm_failing(&self, queue: Option<&str>, how: Failing) {
+        *self.rejected_queue.lock().unwrap_or_else(|p| p.into_inner()) = queue.map(|q| (q.to_string(), how));
         self.rejecting.store(queue.is_some(), Ordering::SeqCst);
     }
 
-    /// Does the bug armed by [`Faults::reject_messages_in`] fail the messages of `queue`?
-    pub fn rejects(&self, queue: &str) -> bool {
-        self.rejecting.load(Ordering::SeqCst)
-            && self.rejected_queue.lock().unwrap_or_else(|p| p.into_inner()).as_deref() == Some(queue)
+    /// How the bug armed by [`Faults::reject_messages_in`] or
+    /// [`Faults::fail_messages_in`] fails the messages of `queue`, if it does.
+    pub fn fails(&self, queue: &str) -> Option<Failing> {
+        if !self.rejecting.load(Ordering::SeqCst) {
+            return None;
+        }
+        match self.rejected_queue.lock().unwrap_or_else(|p| p.into_inner()).as_ref() {
+            Some((q, how)) if q == queue => Some(*how),
+            _ => None,
+        }
     }
 
     /// A consumer crash armed by [`Faults::crash_consumer_after_commit`] or

@@ -33,6 +33,7 @@ use crate::amqp::{self, SessionEnd};
 use crate::bus::{Bus, Crashed};
 use crate::db::{DbConnection, DbError, is_unique_violation};
 use crate::envelope::Envelope;
+use crate::faults::Failing;
 use crate::metrics::ComponentHealth;
 use crate::outbox::Emitter;
 use crate::schema::inbox;
@@ -562,6 +563,7 @@ impl Consumer {
         delivery: &Delivery,
         envelope: Result<Envelope, String>,
     ) -> Result<(), SessionError> {
+        let ids = envelope.as_ref().ok().map(RetryRecord::of);
         let failure = match envelope {
             Err(parse_error) => Some(Failure::Park(parse_error)),
             Ok(envelope) => match self.apply_waiting(vec![envelope]).await {
@@ -584,10 +586,48 @@ impl Consumer {
             },
         };
         if let Some(failure) = failure {
-            self.retry_or_park(republish, delivery, failure).await?;
+            let retry = self.retry_or_park(republish, delivery, failure).await?;
+            if let (Some(record), Some((attempt, error, delay))) = (ids, retry) {
+                self.note_retry(record.at(attempt, error, delay)).await;
+            }
         }
         answered(delivery.acker.ack(BasicAckOptions::default())).await?;
         Ok(())
+    }
+
+    /// Records where a message sent to a retry tier stands, for its trace.
+    /// Best effort: a database that fails here costs the trace a detail,
+    /// never the message an attempt.
+    async fn note_retry(&self, record: RetryRecord) {
+        let consumer = self.spec.name.clone();
+        let noted = self
+            .bus
+            .db
+            .write(move |c| {
+                use crate::schema::inbox_retries::dsl as r;
+                diesel::delete(
+                    r::inbox_retries
+                        .filter(r::consumer.eq(&consumer))
+                        .filter(r::message_id.eq(&record.message_id)),
+                )
+                .execute(c)?;
+                diesel::insert_into(r::inbox_retries)
+                    .values((
+                        r::consumer.eq(&consumer),
+                        r::message_id.eq(&record.message_id),
+                        r::message_type.eq(&record.message_type),
+                        r::correlation_id.eq(&record.correlation_id),
+                        r::attempt.eq(record.attempt),
+                        r::error.eq(&record.error),
+                        r::retry_at.eq(record.retry_at),
+                    ))
+                    .execute(c)?;
+                Ok::<_, DbError>(())
+            })
+            .await;
+        if let Err(e) = noted {
+            tracing::warn!(queue = %self.spec.name, error = %e, "a retry went unrecorded (its trace shows it published)");
+        }
     }
 
     /// Applies `envelopes`, waiting out the database: when it does not answer
@@ -640,9 +680,12 @@ impl Consumer {
         self.bus
             .db
             .write(move |conn| {
-                if faults.rejects(&consumer) {
-                    let bug = anyhow::anyhow!("a bug on purpose: {consumer} rejects every message");
-                    return Err(ApplyError::Handler(HandlerError::Permanent(bug)));
+                if let Some(how) = faults.fails(&consumer) {
+                    let bug = anyhow::anyhow!("a bug on purpose: {consumer} fails every message");
+                    return Err(ApplyError::Handler(match how {
+                        Failing::Permanently => HandlerError::Permanent(bug),
+                        Failing::Transiently => HandlerError::Transient(bug),
+                    }));
                 }
                 let refs: Vec<&Envelope> = envelopes.iter().collect();
                 let applied = apply(conn, &consumer, &producer, handler.as_ref(), &refs)?;
@@ -681,12 +724,13 @@ impl Consumer {
 
     /// Republishes a failed delivery to its retry tier, or parks it in the
     /// dead-letter queue; confirmed before the caller acknowledges the original.
+    /// Sent to a retry tier: its next attempt, the error and the tier's delay.
     async fn retry_or_park(
         &self,
         republish: &Channel,
         delivery: &Delivery,
         failure: Failure,
-    ) -> Result<(), SessionError> {
+    ) -> Result<Option<(u32, String, u64)>, SessionError> {
         let config = &self.bus.config;
         let attempt = header_u32(delivery, ATTEMPT_HEADER).unwrap_or(1);
         let (error, park) = match failure {
@@ -706,12 +750,13 @@ impl Consumer {
         }
         let error: String = error.chars().take(2_000).collect();
         headers.insert(ERROR_HEADER.into(), AMQPValue::LongString(error.as_str().into()));
+        let delay = config.retry_delay_ms(attempt);
         let target = if park {
             headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt));
             self.spec.dlq()
         } else {
             headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongUInt(attempt + 1));
-            self.spec.retry_queue(config.retry_delay_ms(attempt))
+            self.spec.retry_queue(delay)
         };
         let properties: BasicProperties = delivery.properties.clone().with_headers(headers);
         let confirm = answered(async {
@@ -735,10 +780,45 @@ impl Consumer {
             tracing::error!(queue, attempt, error = %error, "message parked in the dead-letter queue");
             self.bus.metrics.add("bourse_messages_dead_lettered_total", &[("queue", queue)], 1);
             self.count_dead_letters(republish).await?;
+            Ok(None)
         } else {
             tracing::warn!(queue, attempt, error = %error, "message will be retried");
             self.bus.metrics.add("bourse_messages_retried_total", &[("queue", queue)], 1);
+            Ok(Some((attempt + 1, error, delay)))
         }
-        Ok(())
+    }
+}
+
+/// A message in a retry tier, as its consumer records it (`inbox_retries`).
+struct RetryRecord {
+    message_id: String,
+    message_type: String,
+    correlation_id: String,
+    attempt: i32,
+    error: String,
+    /// When the tier hands it back, in microseconds.
+    retry_at: i64,
+}
+
+impl RetryRecord {
+    fn of(envelope: &Envelope) -> Self {
+        Self {
+            message_id: envelope.message_id.to_string(),
+            message_type: envelope.message_type.clone(),
+            correlation_id: envelope.correlation_id.clone(),
+            attempt: 0,
+            error: String::new(),
+            retry_at: 0,
+        }
+    }
+
+    fn at(self, attempt: u32, error: String, delay_ms: u64) -> Self {
+        let delay = i64::try_from(delay_ms.saturating_mul(1_000)).unwrap_or(i64::MAX);
+        Self {
+            attempt: i32::try_from(attempt).unwrap_or(i32::MAX),
+            error,
+            retry_at: crate::now_micros().saturating_add(delay),
+            ..self
+        }
     }
 }

@@ -15,7 +15,8 @@ use crate::db::DbError;
 use crate::error::ApiError;
 use crate::micros_to_time;
 use crate::outbox;
-use crate::schema::inbox;
+use crate::schema::{inbox, inbox_retries};
+use crate::topology::Binding;
 
 /// The gauge the relay sets after each round it published (Unix seconds).
 pub const LAST_PUBLISH_GAUGE: &str = "bourse_outbox_last_publish_timestamp_seconds";
@@ -36,6 +37,32 @@ pub struct SagaView {
     pub outbox: Vec<Outgoing>,
     /// What its consumers applied of the saga (kept for `messaging.inbox_retention_hours`).
     pub applied: Vec<Applied>,
+    /// What its consumers sent to a retry tier (the last attempt of each).
+    #[serde(default)]
+    pub retrying: Vec<Retrying>,
+    /// What its consumer queues are bound to: which messages it applies at all.
+    #[serde(default)]
+    pub consumes: Vec<Binding>,
+}
+
+/// The bindings of a service's consumer queues (app data of its routes).
+#[derive(Debug, Clone, Default)]
+pub struct Consumed(pub Vec<Binding>);
+
+/// A message a consumer failed and sent to a retry tier.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Retrying {
+    /// The consumer queue.
+    pub consumer: String,
+    pub message_id: String,
+    #[serde(rename = "type")]
+    pub message_type: String,
+    /// The attempt the tier hands it back for (the first delivery is attempt 1).
+    pub attempt: i32,
+    /// Why the last attempt failed.
+    pub error: String,
+    /// When the tier hands it back.
+    pub retry_at: DateTime<Utc>,
 }
 
 /// A message a service wrote to its outbox.
@@ -76,9 +103,9 @@ pub struct OutboxView {
     pub last_publish: Option<DateTime<Utc>>,
 }
 
-/// What `bus`'s service knows of saga `id`.
-pub async fn saga(bus: &Bus, id: String) -> Result<SagaView, DbError> {
-    let (rows, applied) = bus
+/// What `bus`'s service, whose consumers take `consumed`, knows of saga `id`.
+pub async fn saga(bus: &Bus, consumed: &Consumed, id: String) -> Result<SagaView, DbError> {
+    let (rows, applied, retrying) = bus
         .db
         .read(move |c| {
             let rows = outbox::by_correlation(c, &id)?;
@@ -87,7 +114,19 @@ pub async fn saga(bus: &Bus, id: String) -> Result<SagaView, DbError> {
                 .order(inbox::received_at.asc())
                 .select((inbox::consumer, inbox::message_id, inbox::message_type, inbox::received_at))
                 .load::<(String, String, String, i64)>(c)?;
-            Ok::<_, DbError>((rows, applied))
+            let retrying = inbox_retries::table
+                .filter(inbox_retries::correlation_id.eq(&id))
+                .order(inbox_retries::retry_at.asc())
+                .select((
+                    inbox_retries::consumer,
+                    inbox_retries::message_id,
+                    inbox_retries::message_type,
+                    inbox_retries::attempt,
+                    inbox_retries::error,
+                    inbox_retries::retry_at,
+                ))
+                .load::<(String, String, String, i32, String, i64)>(c)?;
+            Ok::<_, DbError>((rows, applied, retrying))
         })
         .await?;
     Ok(SagaView {
@@ -111,6 +150,18 @@ pub async fn saga(bus: &Bus, id: String) -> Result<SagaView, DbError> {
                 at: micros_to_time(at),
             })
             .collect(),
+        retrying: retrying
+            .into_iter()
+            .map(|(consumer, message_id, message_type, attempt, error, at)| Retrying {
+                consumer,
+                message_id,
+                message_type,
+                attempt,
+                error,
+                retry_at: micros_to_time(at),
+            })
+            .collect(),
+        consumes: consumed.0.clone(),
     })
 }
 
@@ -131,10 +182,11 @@ pub async fn outbox(bus: &Bus) -> Result<OutboxView, DbError> {
 async fn saga_route(
     caller: Caller,
     bus: web::Data<Bus>,
+    consumed: web::Data<Consumed>,
     id: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
-    Ok(HttpResponse::Ok().json(saga(&bus, id.into_inner()).await?))
+    Ok(HttpResponse::Ok().json(saga(&bus, &consumed, id.into_inner()).await?))
 }
 
 async fn outbox_route(caller: Caller, bus: web::Data<Bus>) -> Result<HttpResponse, ApiError> {

@@ -88,7 +88,16 @@ async fn in_batches(
 pub async fn prune(bus: &Bus) -> Result<Pruned, DbError> {
     let now = crate::now_micros();
     let inbox_window = bus.config.inbox_retention().max(MIN_INBOX_RETENTION);
-    let inbox = in_batches(bus, now - micros(inbox_window), prune_inbox).await?;
+    let cutoff = now - micros(inbox_window);
+    let inbox = in_batches(bus, cutoff, prune_inbox).await?;
+    // Retry records go with the inbox rows of their time (few: one per failed message).
+    bus.db
+        .write(move |c| {
+            use crate::schema::inbox_retries::dsl as r;
+            use diesel::{ExpressionMethods, QueryDsl, RunQueryDsl};
+            diesel::delete(r::inbox_retries.filter(r::retry_at.lt(cutoff))).execute(c).map_err(DbError::from)
+        })
+        .await?;
     let outbox =
         in_batches(bus, now - micros(bus.config.outbox_retention()), crate::outbox::purge_sent).await?;
     bus.metrics.add("bourse_inbox_pruned_total", &[], inbox as u64);

@@ -27,6 +27,18 @@ diesel::table! {
 }
 
 diesel::table! {
+    inbox_retries (consumer, message_id) {
+        consumer -> Text,
+        message_id -> Text,
+        message_type -> Text,
+        correlation_id -> Text,
+        attempt -> Integer,
+        error -> Text,
+        retry_at -> BigInt,
+    }
+}
+
+diesel::table! {
     relay_lease (name) {
         name -> Text,
         holder -> Text,

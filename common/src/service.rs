@@ -198,6 +198,9 @@ where
     let db_state = web::Data::new(bus.db.clone());
     let settings_state = web::Data::new(config.settings.clone());
     let document = web::Data::new(ApiDocument(openapi.clone()));
+    let consumed = web::Data::new(crate::inspect::Consumed(
+        parts.consumers.iter().flat_map(|c| c.spec.bindings.iter().cloned()).collect(),
+    ));
     let app_bus = bus.clone();
     let server = HttpServer::new(move || {
         let routes = routes.clone();
@@ -210,6 +213,7 @@ where
             .app_data(db_state.clone())
             .app_data(settings_state.clone())
             .app_data(document.clone())
+            .app_data(consumed.clone())
             .configure(crate::error::configure_extractors)
             .wrap(actix_web::middleware::from_fn(observe_http))
             .route("/health/live", web::get().to(live))
@@ -312,13 +316,30 @@ impl std::fmt::Debug for ApiDocument {
 #[openapi(paths(live, ready, metrics))]
 struct HealthApi;
 
-#[derive(Serialize, utoipa::ToSchema)]
-struct Readiness {
+/// A service's readiness, check by check.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Readiness {
     /// `ready` or `not_ready`.
-    status: &'static str,
+    pub status: String,
     /// Each check and whether it passed: `database`, `relay` (connected, whether
-    /// it publishes or stands by for another instance), `consumer:<queue>`.
-    checks: std::collections::BTreeMap<String, bool>,
+    /// it publishes or stands by for another instance), `consumer:<queue>`,
+    /// `upstream:<service>` (the gateway's).
+    pub checks: std::collections::BTreeMap<String, bool>,
+}
+
+impl Readiness {
+    /// `bus`'s service's readiness now.
+    pub async fn of(bus: &Bus) -> Self {
+        let mut checks: std::collections::BTreeMap<String, bool> =
+            bus.metrics.components().into_iter().collect();
+        checks.insert("database".into(), bus.db.ping().await.is_ok());
+        let ok = checks.values().all(|up| *up);
+        Self { status: if ok { "ready" } else { "not_ready" }.into(), checks }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.status == "ready"
+    }
 }
 
 /// Liveness: the process answers.
@@ -338,11 +359,12 @@ async fn live() -> HttpResponse {
     )
 )]
 async fn ready(bus: web::Data<Bus>) -> HttpResponse {
-    let mut checks: std::collections::BTreeMap<String, bool> = bus.metrics.components().into_iter().collect();
-    checks.insert("database".into(), bus.db.ping().await.is_ok());
-    let ok = checks.values().all(|up| *up);
-    let body = Readiness { status: if ok { "ready" } else { "not_ready" }, checks };
-    if ok { HttpResponse::Ok().json(body) } else { HttpResponse::ServiceUnavailable().json(body) }
+    let body = Readiness::of(&bus).await;
+    if body.is_ready() {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
 }
 
 /// Handles each request in a span of its trace (the caller's `traceparent`

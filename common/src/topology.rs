@@ -43,10 +43,35 @@ pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-bourse-original-routing-key";
 const BROKER_DELIVERY_LIMIT: i64 = 20;
 
 /// A binding of a consumer queue.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct Binding {
     pub exchange: String,
+    /// A topic pattern on `bourse.events` (`*` one word, `#` any number).
     pub routing_key: String,
+}
+
+impl Binding {
+    /// Does a message published to `exchange` with `routing_key` reach this binding's queue?
+    pub fn takes(&self, exchange: &str, routing_key: &str) -> bool {
+        self.exchange == exchange && topic_matches(&self.routing_key, routing_key)
+    }
+}
+
+/// AMQP topic matching: words split on `.`, `*` one word, `#` zero or more.
+/// (A direct exchange's keys have no wildcards: they match themselves.)
+fn topic_matches(pattern: &str, key: &str) -> bool {
+    fn words(p: &[&str], k: &[&str]) -> bool {
+        match (p.split_first(), k.split_first()) {
+            (None, None) => true,
+            (Some((&"#", rest)), _) => words(rest, k) || (!k.is_empty() && words(p, &k[1..])),
+            (Some((&"*", rest)), Some((_, k_rest))) => words(rest, k_rest),
+            (Some((w, rest)), Some((kw, k_rest))) => w == kw && words(rest, k_rest),
+            _ => false,
+        }
+    }
+    let p: Vec<&str> = pattern.split('.').collect();
+    let k: Vec<&str> = key.split('.').collect();
+    words(&p, &k)
 }
 
 /// A durable consumer queue, `<service>.<purpose>`, and what it listens to.
@@ -204,4 +229,27 @@ pub async fn declare_queue(ch: &Channel, spec: &QueueSpec, messaging: &Messaging
         .await?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::topic_matches;
+
+    #[test]
+    fn topic_patterns_match_as_rabbitmq_does() {
+        for (pattern, key, expected) in [
+            ("funds.reserved", "funds.reserved", true),
+            ("funds.reserved", "funds.released", false),
+            ("funds.*", "funds.reserved", true),
+            ("funds.*", "funds", false),
+            ("funds.*", "funds.reserved.again", false),
+            ("#", "order.status-changed", true),
+            ("trade.#", "trade", true),
+            ("trade.#", "trade.executed.ETH-USDT", true),
+            ("#.executed", "trade.executed", true),
+            ("*.executed", "executed", false),
+        ] {
+            assert_eq!(topic_matches(pattern, key), expected, "{pattern} vs {key}");
+        }
+    }
 }

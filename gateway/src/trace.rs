@@ -22,7 +22,7 @@ use bourse_common::inspect::{self, Applied, OutboxView, SagaView};
 use bourse_common::logindex::{self, Traced};
 use bourse_common::paging::{Page, PageQuery};
 use bourse_common::registry;
-use bourse_common::service::BackgroundTask;
+use bourse_common::service::{BackgroundTask, Readiness};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -35,6 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/trace/{id}", web::get().to(trace))
         .route("/admin/events", web::get().to(events))
         .route("/admin/outbox", web::get().to(outboxes))
+        .route("/admin/health", web::get().to(health))
         .route("/admin/messages/{id}/republish", web::post().to(republish));
 }
 
@@ -93,8 +94,13 @@ bourse_common::named_enum! {
         Applied = "applied",
         /// Parked in a dead-letter queue (see `parked_in`).
         Parked = "parked",
-        /// Published; no consumer recorded it: on its way, waiting in a retry tier, or no consumer takes it.
+        /// A consumer failed it and it waits in a retry tier (see `retries`).
+        Retrying = "retrying",
+        /// Published; no consumer recorded it yet: on its way (or past the inbox window).
         Published = "published",
+        /// Published for readers that keep no inbox (the live feed, the event log):
+        /// no service's consumer takes it.
+        Broadcast = "broadcast",
     }
 }
 
@@ -125,10 +131,25 @@ pub struct Step {
     pub applied_by: Vec<AppliedBy>,
     /// The dead-letter queues it is parked in.
     pub parked_in: Vec<String>,
+    /// The consumers that failed it and sent it to a retry tier (their last attempt).
+    pub retries: Vec<RetryNote>,
     /// The messages it caused.
     pub caused: Vec<Uuid>,
     /// Offsets of its later copies in the log (republished).
     pub republished_at: Vec<u64>,
+}
+
+/// A consumer's failed attempt at a message, waiting in a retry tier.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct RetryNote {
+    pub service: String,
+    /// Its queue.
+    pub consumer: String,
+    /// The attempt the tier hands it back for (the first delivery is attempt 1).
+    pub attempt: i32,
+    /// Why the last attempt failed.
+    pub error: String,
+    pub retry_at: DateTime<Utc>,
 }
 
 /// A message written to an outbox and not in the log yet.
@@ -172,6 +193,16 @@ impl Inspector {
     /// Each service's answer to `path`, the gateway's own (`local`) first;
     /// the names of those that did not answer.
     async fn ask<T: serde::de::DeserializeOwned>(&self, path: &str, local: T) -> (Vec<T>, Vec<String>) {
+        let (answers, unreachable) = self.ask_named(path, local).await;
+        (answers.into_iter().map(|(_, a)| a).collect(), unreachable)
+    }
+
+    /// As [`Inspector::ask`], each answer with its service's name.
+    async fn ask_named<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        local: T,
+    ) -> (Vec<(&'static str, T)>, Vec<String>) {
         let calls = self.upstreams.services().map(|(service, url)| async move {
             let mut request = self
                 .client
@@ -181,16 +212,19 @@ impl Inspector {
                 request = request.header(name, value);
             }
             let answer = match request.send().await {
-                Ok(a) if a.status().is_success() => a.json::<T>().await.map_err(|e| e.to_string()),
+                // A readiness that is not ready answers 503 with its checks.
+                Ok(a) if a.status().is_success() || a.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE => {
+                    a.json::<T>().await.map_err(|e| e.to_string())
+                }
                 Ok(a) => Err(a.status().to_string()),
                 Err(e) => Err(e.to_string()),
             };
-            answer.map_err(|e| {
+            answer.map(|a| (service.name, a)).map_err(|e| {
                 tracing::warn!(service = service.name, path, error = %e, "an operator's question went unanswered");
                 service.name.to_string()
             })
         });
-        let mut answers = vec![local];
+        let mut answers = vec![(registry::GATEWAY.name, local)];
         let mut unreachable = Vec::new();
         for answer in futures::future::join_all(calls).await {
             match answer {
@@ -203,7 +237,8 @@ impl Inspector {
 
     /// What every service knows of saga `id`.
     async fn sagas(&self, bus: &Bus, id: &str) -> Result<(Vec<SagaView>, Vec<String>), ApiError> {
-        let local = inspect::saga(bus, id.to_string()).await?;
+        // The gateway's own consumers: none (its live feed and log indexer keep no inbox).
+        let local = inspect::saga(bus, &inspect::Consumed::default(), id.to_string()).await?;
         Ok(self.ask(&format!("{}/{id}", inspect::SAGA_PATH), local).await)
     }
 }
@@ -310,6 +345,18 @@ fn assemble(
     for (message_id, by) in applications(views) {
         applied.entry(message_id.to_string()).or_default().push(by);
     }
+    let mut retries: HashMap<String, Vec<RetryNote>> = HashMap::new();
+    for view in views {
+        for r in &view.retrying {
+            retries.entry(r.message_id.clone()).or_default().push(RetryNote {
+                service: view.service.clone(),
+                consumer: r.consumer.clone(),
+                attempt: r.attempt,
+                error: r.error.clone(),
+                retry_at: r.retry_at,
+            });
+        }
+    }
     let mut caused: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
     for t in &traced {
         if let Some(cause) = t.entry.envelope.causation_id {
@@ -334,16 +381,36 @@ fn assemble(
                 let from = states.insert(entry.envelope.message_type.clone(), to.to_string());
                 Transition { from, to: to.to_string() }
             });
-            let standing = match (parked_in.is_empty(), applied_by.is_empty()) {
-                (false, _) => Standing::Parked,
-                (true, false) => Standing::Applied,
-                (true, true) => Standing::Published,
+            // A consumer that applied it after a retry has it in its inbox: those
+            // retries are over; the others still wait in their tier.
+            let retries: Vec<RetryNote> = retries
+                .remove(&message_id.to_string())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|r| !applied_by.iter().any(|a| a.consumer == r.consumer))
+                .collect();
+            let standing = if !parked_in.is_empty() {
+                Standing::Parked
+            } else if !retries.is_empty() {
+                Standing::Retrying
+            } else if !applied_by.is_empty() {
+                Standing::Applied
+            } else if unreachable.is_empty()
+                && !views
+                    .iter()
+                    .flat_map(|v| &v.consumes)
+                    .any(|b| b.takes(&entry.exchange, &entry.routing_key))
+            {
+                Standing::Broadcast
+            } else {
+                Standing::Published
             };
             Step {
                 standing,
                 transition,
                 applied_by,
                 parked_in,
+                retries,
                 caused: caused.remove(&message_id).unwrap_or_default(),
                 republished_at: copies,
                 message: LogEntry::from(entry),
@@ -454,6 +521,56 @@ pub async fn outboxes(
     Ok(HttpResponse::Ok().json(body))
 }
 
+/// A service's readiness, check by check, as the operators see it.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct ServiceHealth {
+    pub service: String,
+    /// `ready` or `not_ready`; none when the service did not answer.
+    pub status: Option<String>,
+    /// Each check and whether it passed: `database`, `relay`, `consumer:<queue>`, `upstream:<service>`.
+    pub checks: std::collections::BTreeMap<String, bool>,
+    /// Set when the service did not answer.
+    pub error: Option<String>,
+}
+
+/// Each service's readiness with its checks: the database, the relay, each
+/// consumer's broker session (the gateway's: each upstream service).
+#[utoipa::path(
+    get,
+    path = "/api/admin/health",
+    tag = "operators",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = Vec<ServiceHealth>),
+        (status = 401, description = "no valid token", body = bourse_common::error::ErrorBody),
+        (status = 403, description = "not an administrator", body = bourse_common::error::ErrorBody),
+    )
+)]
+pub async fn health(
+    Admin(_): Admin,
+    bus: web::Data<Bus>,
+    inspector: web::Data<Inspector>,
+) -> Result<HttpResponse, ApiError> {
+    let local = Readiness::of(&bus).await;
+    let (answers, unreachable) = inspector.ask_named("/health/ready", local).await;
+    let mut body: Vec<ServiceHealth> = answers
+        .into_iter()
+        .map(|(service, readiness)| ServiceHealth {
+            service: service.to_string(),
+            status: Some(readiness.status),
+            checks: readiness.checks,
+            error: None,
+        })
+        .collect();
+    body.extend(unreachable.into_iter().map(|service| ServiceHealth {
+        service,
+        status: None,
+        checks: Default::default(),
+        error: Some("did not answer".into()),
+    }));
+    Ok(HttpResponse::Ok().json(body))
+}
+
 /// A logged message published again.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Republished {
@@ -547,7 +664,7 @@ pub async fn republish(
 
 #[derive(utoipa::OpenApi)]
 #[openapi(
-    paths(trace, events, outboxes, republish),
+    paths(trace, events, outboxes, health, republish),
     components(schemas(
         Trace,
         Step,

@@ -5,16 +5,19 @@
 //! action is recorded; users and strangers are turned away.
 
 use bourse_common::catalog::UserRegistered;
+use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
 use bourse_common::envelope::Envelope;
 use bourse_common::on_both_backends;
 use bourse_common::testkit::eventually;
+use notify_service::mailer::SmtpSettings;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::helpers::{TestStack, WAIT, WALLET_MAIL};
 
 on_both_backends!(an_operator_lists_replays_and_discards_dead_letters_and_each_action_is_recorded);
+on_both_backends!(a_message_failing_transiently_stands_in_its_retry_tier_in_the_trace_until_applied);
 
 const QUEUE: &str = "notify-service.mails";
 
@@ -184,5 +187,54 @@ async fn an_operator_lists_replays_and_discards_dead_letters_and_each_action_is_
     // Nothing was sent twice, nor for the discarded message.
     assert_eq!(t.all_mails_to("yan@example.com").len(), 2);
     assert!(t.all_mails_to("old@example.com").is_empty());
+    t.stop().await;
+}
+
+async fn a_message_failing_transiently_stands_in_its_retry_tier_in_the_trace_until_applied(backend: Backend) {
+    // Retries after 100 ms, then every 1.5 s, for long enough to look.
+    let messaging =
+        MessagingConfig { retry_delays_ms: vec![100, 1_500], max_attempts: 40, ..Default::default() };
+    let t = TestStack::start_with(backend, Some(messaging), &[], SmtpSettings::default()).await;
+    let admin = t.admin("admin@bourse.local").await;
+
+    // notify-service's mail queue fails every message transiently: Una's welcome goes round the tiers.
+    let notify = t.stack.service("notify-service").unwrap();
+    notify.bus.faults.fail_messages_in(Some(QUEUE));
+    let (una, _) = register(&t, "una@example.com").await;
+    let trace_path = format!("/api/admin/trace/{una}");
+    let welcome = |trace: &Value| -> Option<Value> {
+        trace["steps"].as_array()?.iter().find(|s| s["type"] == "user.registered").cloned()
+    };
+    let step = eventually("the welcome retried twice in Una's trace", WAIT, || async {
+        let (_, trace) = t.call("GET", &trace_path, Some(&admin), None).await;
+        let step = welcome(&trace)?;
+        let retry = step["retries"].as_array()?.iter().find(|r| r["consumer"] == QUEUE)?.clone();
+        (step["standing"] == "retrying" && retry["attempt"].as_i64()? >= 3).then_some(step)
+    })
+    .await;
+    let retry = step["retries"].as_array().unwrap().iter().find(|r| r["consumer"] == QUEUE).unwrap();
+    assert_eq!(retry["service"], "notify-service");
+    assert!(retry["error"].as_str().unwrap().contains("a bug on purpose"), "{retry}");
+    assert!(retry["retry_at"].as_str().is_some(), "{retry}");
+    // The other consumers of the welcome applied it: only notify-service's waits.
+    let applied = step["applied_by"].as_array().unwrap();
+    assert!(!applied.is_empty() && applied.iter().all(|a| a["consumer"] != QUEUE), "{step}");
+    assert_eq!((&step["parked_in"], t.all_mails_to("una@example.com").len()), (&json!([]), 0));
+    let (_, letters) = t.call("GET", &format!("/api/admin/dead-letters/{QUEUE}"), Some(&admin), None).await;
+    assert_eq!(letters, json!([]), "nothing parked: the attempts are not spent yet");
+
+    // Fixed: the next attempt applies it; the welcome is sent once and the trace says applied.
+    notify.bus.faults.fail_messages_in(None);
+    let mails = t.wait_mails("una@example.com", 1).await;
+    assert_eq!(mails[0].subject.as_deref(), Some("Welcome to Bourse"));
+    let step = eventually("the welcome applied in Una's trace", WAIT, || async {
+        let (_, trace) = t.call("GET", &trace_path, Some(&admin), None).await;
+        welcome(&trace).filter(|s| s["standing"] == "applied")
+    })
+    .await;
+    assert_eq!(step["retries"], json!([]), "{step}");
+    assert!(step["applied_by"].as_array().unwrap().iter().any(|a| a["consumer"] == QUEUE), "{step}");
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(t.mails_to("una@example.com").len(), 1, "the welcome sent once");
     t.stop().await;
 }

@@ -74,6 +74,21 @@ async fn an_operator_follows_a_cancelled_order_and_replays_a_dead_letter_in_the_
     browser.click("#login-submit").await;
     browser.wait_for("logged in", "return !document.querySelector('#main').hidden", json!([])).await;
 
+    // Every service's health, consumer by consumer.
+    let health = "const services = [...document.querySelectorAll('#health .service-health')]; \
+                  return services.length === 0 ? null : services.map((s) => \
+                  [s.dataset.service, s.dataset.status, \
+                   [...s.querySelectorAll('.component')].map((c) => [c.dataset.component, c.dataset.up])])";
+    let services = browser.wait_for("every service's health", health, json!([])).await;
+    let services = services.as_array().unwrap();
+    assert_eq!(services.len(), 6, "{services:?}");
+    let notify_health = services.iter().find(|s| s[0] == "notify-service").expect("notify-service's health");
+    assert_eq!(notify_health[1], "ready", "{notify_health}");
+    assert!(
+        notify_health[2].as_array().unwrap().contains(&json!([format!("consumer:{QUEUE}"), "true"])),
+        "{notify_health}"
+    );
+
     // Alice's order: every hop in causal order, the order's states, all applied.
     let steps =
         browser.wait_for("the order's timeline", TIMELINE, json!([id, "funds.released", "applied"])).await;
@@ -116,8 +131,13 @@ async fn an_operator_follows_a_cancelled_order_and_replays_a_dead_letter_in_the_
     let find = "return document.querySelector(arguments[0]) !== null";
     browser.wait_for("the welcome in the dead-letter panel", find, json!([letter])).await;
     browser.click(&letter).await;
-    let gone = "return document.querySelector('#dead-letters').dataset.loaded === 'true' \
-                && document.querySelector(arguments[0]) === null";
+    // A click that lands while the panel redraws (its periodic refresh) is
+    // lost with the old button: pressed again, in the page, while it shows.
+    let gone = "const button = document.querySelector(arguments[0]); \
+                if (document.querySelector('#dead-letters').dataset.loaded !== 'true') return false; \
+                if (button === null) return true; \
+                if (!button.disabled) button.click(); \
+                return false;";
     browser.wait_for("the welcome replayed", gone, json!([letter])).await;
     let mails = t.wait_mails("yan@example.com", 1).await;
     assert_eq!(mails[0].subject.as_deref(), Some("Welcome to Bourse"));

@@ -20,7 +20,8 @@ on_both_backends!(an_operator_traces_a_filled_order_reads_the_log_and_republishe
 const FEED_ONLY: &str = "order.status-changed";
 
 /// Waits until the trace of `id` has a step of each of `types`, every step
-/// applied (but `order.status-changed`, which only live feeds follow); returns it.
+/// applied (but `order.status-changed`, which only live feeds follow: it
+/// stands `broadcast`); returns it.
 async fn trace_with(t: &TestStack, admin: &str, id: &str, types: &[&str]) -> Value {
     let path = format!("/api/admin/trace/{id}");
     eventually(&format!("the trace of {id} with {types:?}"), WAIT, || async {
@@ -30,7 +31,8 @@ async fn trace_with(t: &TestStack, admin: &str, id: &str, types: &[&str]) -> Val
         }
         let steps = body["steps"].as_array().unwrap();
         let has = |t: &&str| steps.iter().any(|s| s["type"] == *t);
-        let applied = steps.iter().filter(|s| s["type"] != FEED_ONLY).all(|s| s["standing"] == "applied");
+        let done = |s: &Value| s["standing"] == if s["type"] == FEED_ONLY { "broadcast" } else { "applied" };
+        let applied = steps.iter().all(done);
         (applied && types.iter().all(has)).then_some(body)
     })
     .await
@@ -78,7 +80,8 @@ async fn an_operator_traces_a_filled_order_reads_the_log_and_republishes_safely(
     let hops: Vec<&str> = types.iter().copied().filter(|t| *t != FEED_ONLY).collect();
     assert_eq!(hops[..3], ["payment.reserve-funds", "funds.reserved", "matching.submit-order"], "{types:?}");
     let placed = steps.iter().find(|s| s["type"] == FEED_ONLY).unwrap();
-    assert_eq!((&placed["standing"], &placed["transition"]["to"]), (&json!("published"), &json!("pending")));
+    assert_eq!((&placed["standing"], &placed["transition"]["to"]), (&json!("broadcast"), &json!("pending")));
+    assert_eq!(placed["applied_by"], json!([]));
     let ids: Vec<&Value> = steps.iter().map(|s| &s["message_id"]).collect();
     for (i, step) in steps.iter().enumerate() {
         assert_eq!(step["correlation_id"], json!(id));

@@ -23,13 +23,17 @@
   const STANDING_LABELS = {
     applied: '✓ applied',
     parked: '✗ parked',
+    retrying: '↻ retrying',
     published: '… published, not applied',
+    broadcast: '⇉ broadcast',
     waiting: '⧗ in outbox',
   };
   const STANDING_TITLES = {
     applied: 'a consumer applied it',
     parked: 'parked in a dead-letter queue',
-    published: 'published; no consumer recorded it: on its way, in a retry tier, or no consumer takes it',
+    retrying: 'a consumer failed it: it waits in a retry tier for its next attempt',
+    published: 'published; no consumer recorded it yet: on its way, or older than the inbox window',
+    broadcast: 'for readers that keep no inbox (the live feed, the event log): no consumer applies it',
     waiting: 'written to an outbox, not in the event log yet',
   };
 
@@ -442,6 +446,7 @@
       ['messages', trace.steps.length, ''],
       ['applied', count('applied'), 'ok'],
       ['parked', count('parked'), 'bad'],
+      ['retrying', count('retrying'), 'warn'],
       ['published, not applied', count('published'), 'warn'],
       ['waiting in an outbox', trace.waiting.length, 'warn'],
       ['dead letters', trace.dead_letters.length, 'bad'],
@@ -509,6 +514,7 @@
     causedLine(step, ctx),
     appliedList(step),
     parkedLines(step, letters),
+    retryLines(step),
     step.republished_at.length > 0 && el('div', { class: 'retry' },
       `↻ republished ×${step.republished_at.length} (log offsets ${step.republished_at.join(', ')})`),
     actionList(actions),
@@ -610,6 +616,12 @@
         letter && ` after ${letter.attempts ?? '?'} attempts`,
         letter && el('div', { class: 'error-text' }, letter.error || 'no error recorded'));
     });
+  }
+
+  function retryLines(step) {
+    return (step.retries || []).map((r) => el('div', { class: 'retrying', 'data-consumer': r.consumer },
+      `↻ ${r.consumer}: attempt ${r.attempt} at `, timeEl(r.retry_at, clockTime(r.retry_at)),
+      el('div', { class: 'error-text' }, r.error || 'no error recorded')));
   }
 
   function actionText(a) {
@@ -871,20 +883,22 @@
   }
 
   async function loadHealth() {
-    const ready = await api('GET', '/health/ready', { accept: [503] });
-    if (!ready || typeof ready.checks !== 'object') {
-      throw new ApiError(null, 'bad_readiness', '/health/ready gave no checks');
-    }
-    const checks = Object.entries(ready.checks).sort(([a, upA], [b, upB]) => Number(upA) - Number(upB) || a.localeCompare(b));
-    const down = checks.filter(([, up]) => !up).map(([name]) => name);
+    const services = await api('GET', '/api/admin/health');
+    if (!Array.isArray(services)) throw new ApiError(null, 'bad_health', '/api/admin/health gave no list');
+    const byUp = ([a, upA], [b, upB]) => Number(upA) - Number(upB) || a.localeCompare(b);
+    const down = services.flatMap((s) => s.status === null
+      ? [`${s.service} (no answer)`]
+      : Object.entries(s.checks).filter(([, up]) => !up).map(([name]) => `${s.service} ${name}`));
     const box = byId('health');
-    box.dataset.status = ready.status;
+    box.dataset.status = down.length ? 'not_ready' : 'ready';
     box.replaceChildren(
-      el('p', { class: down.length ? 'bad' : 'ok' }, down.length ? `not ready — down: ${down.join(', ')}` : 'ready'),
-      el('ul', { class: 'components' }, checks.map(([name, up]) =>
-        el('li', { class: `component ${up ? 'up' : 'down'}`, 'data-component': name, 'data-up': String(Boolean(up)) },
-          el('span', { class: 'dot', 'aria-hidden': 'true' }, up ? '●' : '○'), ` ${name} `,
-          el('span', { class: 'state' }, up ? 'up' : 'down')))));
+      el('p', { class: down.length ? 'bad' : 'ok' }, down.length ? `not ready — down: ${down.join(', ')}` : 'every service ready'),
+      ...services.map((s) => el('section', { class: 'service-health', 'data-service': s.service, 'data-status': s.status || 'unreachable' },
+        el('h4', {}, s.service, ' ', el('span', { class: s.status === 'ready' ? 'ok' : 'bad' }, s.status || s.error)),
+        el('ul', { class: 'components' }, Object.entries(s.checks).sort(byUp).map(([name, up]) =>
+          el('li', { class: `component ${up ? 'up' : 'down'}`, 'data-component': name, 'data-up': String(Boolean(up)) },
+            el('span', { class: 'dot', 'aria-hidden': 'true' }, up ? '●' : '○'), ` ${name} `,
+            el('span', { class: 'state' }, up ? 'up' : 'down')))))));
   }
 
   async function loadActions() {
