@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod anvil;
+pub mod bench;
 pub mod chaos;
 pub mod client;
 pub mod demo;

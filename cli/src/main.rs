@@ -110,6 +110,50 @@ enum Command {
         #[arg(long, default_value_t = 30)]
         database_outage: u64,
     },
+    /// Load through the gateway: traders registered and funded, a mix of
+    /// orders at a fixed rate or as fast as possible; accepted/s,
+    /// filled-and-settled/s, submit -> filled and -> settled latency, and a
+    /// zero-work six-hop chain on the same broker for comparison. Fails (exit
+    /// 1) unless every order ends final and every balance agrees with its fills.
+    Bench {
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        gateway: String,
+        /// The broker of the six-hop chain (none: not run).
+        #[arg(long)]
+        amqp_url: Option<String>,
+        /// Pairs of traders (a buyer and a seller); each is one WebSocket.
+        #[arg(long, default_value_t = 5)]
+        pairs: usize,
+        #[arg(long, default_value_t = 2_000)]
+        orders: usize,
+        /// Orders offered per second (none: as fast as the stack takes them).
+        #[arg(long)]
+        rate: Option<f64>,
+        /// Requests in flight at most.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value = "ETH-USDT")]
+        market: String,
+        #[arg(long, default_value = "2000")]
+        price: rust_decimal::Decimal,
+        #[arg(long, default_value = "0.001")]
+        quantity: rust_decimal::Decimal,
+        /// Percent of the orders placed away from the market and cancelled.
+        #[arg(long, default_value_t = 0)]
+        cancel_percent: u8,
+        /// Seconds to wait for the last orders to settle once all are sent.
+        #[arg(long, default_value_t = 120)]
+        drain: u64,
+        /// Messages through the six-hop chain.
+        #[arg(long, default_value_t = 20_000)]
+        chain_messages: usize,
+        /// The run's name in the report (e.g. the database).
+        #[arg(long, default_value = "")]
+        label: String,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Administrators: `grant <email>` makes the user registered with that
     /// address an administrator (audited as `user.role-granted`).
     Admin {
@@ -265,6 +309,48 @@ async fn main() -> anyhow::Result<()> {
                 "{} ({}) is now {}; their older tokens no longer work (ask for a new one)",
                 user.email, user.id, user.role
             );
+            Ok(())
+        }
+        Command::Bench {
+            gateway,
+            amqp_url,
+            pairs,
+            orders,
+            rate,
+            concurrency,
+            market,
+            price,
+            quantity,
+            cancel_percent,
+            drain,
+            chain_messages,
+            label,
+            json,
+        } => {
+            let options = bourse_cli::bench::Options {
+                gateway,
+                amqp_url,
+                pairs,
+                orders,
+                rate,
+                concurrency,
+                market,
+                price,
+                quantity,
+                cancel_percent,
+                drain: Duration::from_secs(drain),
+                chain_messages,
+                label,
+            };
+            let report = bourse_cli::bench::run(options).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table());
+            }
+            if !report.violations.is_empty() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Chaos {

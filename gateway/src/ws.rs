@@ -10,7 +10,8 @@
 //! where quantity `"0"` removes a level), and with a token `orders` (every
 //! change of the user's orders: `pending`, `open`, `partially_filled`,
 //! `filled`, `cancel_requested`, `cancelled` and `rejected`, with its reason),
-//! `balances`, `triggers` (a price trigger active, fired with its order id, cancelled, expired or rejected) and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed; a settlement of their trades confirmed on chain). Books and balances are read from the service that owns their
+//! `fills` (each trade of the user's once it is settled in the ledger: order,
+//! price, quantity, paid, received, fee), `balances`, `triggers` (a price trigger active, fired with its order id, cancelled, expired or rejected) and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed; a settlement of their trades confirmed on chain). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not
 //! keep up is disconnected, never allowed to slow the others.
 //!
@@ -160,7 +161,7 @@ struct Subscriber {
 }
 
 /// Channels only a token opens.
-const PRIVATE: [&str; 4] = ["orders", "balances", "transfers", "triggers"];
+const PRIVATE: [&str; 5] = ["orders", "fills", "balances", "transfers", "triggers"];
 
 /// A client's place among its address's connections, given back when dropped.
 struct Admitted {
@@ -360,7 +361,13 @@ impl Hub {
                 });
                 self.publish("orders", Some(r.user_id), &data);
             }
-            FeedMessage::Settled(e) => self.balances(e.user_id).await,
+            // A fill of the user's, in the ledger: what was paid and received, the fee.
+            FeedMessage::Settled(e) => {
+                if let Some(data) = to_json(&e) {
+                    self.publish("fills", Some(e.user_id), &data);
+                }
+                self.balances(e.user_id).await;
+            }
             FeedMessage::ToppedUp(e) => self.balances(e.user_id).await,
             FeedMessage::Reserved(e) => self.balances(e.user_id).await,
             FeedMessage::Released(e) => self.balances(e.user_id).await,
