@@ -232,7 +232,8 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         let pair = (n / 2) % options.pairs;
         // Every `1 / cancel_percent` pair of sends, the buyer's order is away from the market, then cancelled.
         let step = n / 2;
-        let cancel = options.cancel_percent > 0 && step % (100 / usize::from(options.cancel_percent.min(100))) == 0;
+        let cancel =
+            options.cancel_percent > 0 && step % (100 / usize::from(options.cancel_percent.min(100))) == 0;
         let (trader, expect, price) = match (n % 2 == 0, cancel) {
             (true, false) => (pair * 2, Expect::Filled, options.price),
             (false, false) => (pair * 2 + 1, Expect::Filled, options.price),
@@ -301,7 +302,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let mut violations = check(&http, &base, &traders, &board).await?;
     let undone = board.orders.values().filter(|o| o.submitted.is_some() && !o.counted).count();
     if undone > 0 {
-        violations.insert(0, format!("{undone} accepted order(s) not done within {:?} of the last send", options.drain));
+        violations.insert(
+            0,
+            format!("{undone} accepted order(s) not done within {:?} of the last send", options.drain),
+        );
     }
     let done_in = board.last_done.map_or(sent_in, |t| t.duration_since(started));
     let crossing = board.orders.values().filter(|o| o.expect == Some(Expect::Filled));
@@ -376,7 +380,13 @@ const PASSWORD: &str = "bench-password-1";
 /// Gives `amount` of `currency` to the caller: a top-up, or where the
 /// currency lives on the chain, the development faucet (in as many sends as
 /// its maximum needs), credited once the deposits are confirmed.
-async fn fund(http: &reqwest::Client, base: &str, token: &str, currency: &str, amount: Decimal) -> anyhow::Result<()> {
+async fn fund(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    currency: &str,
+    amount: Decimal,
+) -> anyhow::Result<()> {
     let path = format!("/api/users/me/accounts/{currency}/top-up");
     let (status, body) = call(http, base, "POST", &path, token, Some(json!({"amount": amount}))).await?;
     match (status, body["error"]["code"].as_str()) {
@@ -393,7 +403,9 @@ async fn fund(http: &reqwest::Client, base: &str, token: &str, currency: &str, a
         match (status, body["error"]["code"].as_str()) {
             (202, _) => left -= send,
             (409, Some("no_wallet_yet")) => tokio::time::sleep(Duration::from_millis(200)).await,
-            (422, Some("faucet_above_maximum")) if chunk > Decimal::ONE => chunk = (chunk / Decimal::TWO).floor(),
+            (422, Some("faucet_above_maximum")) if chunk > Decimal::ONE => {
+                chunk = (chunk / Decimal::TWO).floor()
+            }
             _ => bail!("faucet: {status} {body}"),
         }
     }
@@ -404,7 +416,8 @@ async fn fund(http: &reqwest::Client, base: &str, token: &str, currency: &str, a
 async fn funded_by_now(http: &reqwest::Client, base: &str, trader: &Trader) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
-        let (status, accounts) = call(http, base, "GET", "/api/users/me/accounts", &trader.token, None).await?;
+        let (status, accounts) =
+            call(http, base, "GET", "/api/users/me/accounts", &trader.token, None).await?;
         let available = accounts
             .as_array()
             .and_then(|a| a.iter().find(|x| x["currency"] == trader.funded_currency.as_str()))
@@ -414,7 +427,12 @@ async fn funded_by_now(http: &reqwest::Client, base: &str, trader: &Trader) -> a
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{} {} never credited to trader {} (has {available})", trader.funded, trader.funded_currency, trader.id);
+            bail!(
+                "{} {} never credited to trader {} (has {available})",
+                trader.funded,
+                trader.funded_currency,
+                trader.id
+            );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
@@ -503,7 +521,8 @@ fn record(board: &Shared, index: usize, message: &Value, progress: &indicatif::P
             o.settled += decimal(&data["quantity"]);
             o.settled_at = Some(now);
             let moved = b.moved.entry(index).or_default();
-            if let (Some(paid), Some(received)) = (data["paid_currency"].as_str(), data["received_currency"].as_str())
+            if let (Some(paid), Some(received)) =
+                (data["paid_currency"].as_str(), data["received_currency"].as_str())
             {
                 *moved.entry(paid.to_string()).or_default() -= decimal(&data["paid"]);
                 *moved.entry(received.to_string()).or_default() += decimal(&data["received"]);
@@ -562,14 +581,16 @@ async fn check(
             }
         }
         // Their balances: the top-up and what their fills moved, nothing reserved.
-        let (status, accounts) = call(http, base, "GET", "/api/users/me/accounts", &trader.token, None).await?;
+        let (status, accounts) =
+            call(http, base, "GET", "/api/users/me/accounts", &trader.token, None).await?;
         if status != 200 {
             bail!("accounts: {status} {accounts}");
         }
         let moved = board.moved.get(&index).cloned().unwrap_or_default();
         for account in accounts.as_array().cloned().unwrap_or_default() {
             let currency = account["currency"].as_str().unwrap_or_default();
-            let amount = |k: &str| account[k].as_str().and_then(|s| s.parse::<Decimal>().ok()).unwrap_or_default();
+            let amount =
+                |k: &str| account[k].as_str().and_then(|s| s.parse::<Decimal>().ok()).unwrap_or_default();
             let funded = if currency == trader.funded_currency { trader.funded } else { Decimal::ZERO };
             let expected = funded + moved.get(currency).copied().unwrap_or_default();
             let (available, reserved) = (amount("available"), amount("reserved"));
@@ -660,7 +681,13 @@ pub async fn six_hop_chain(amqp_url: &str, n: usize) -> anyhow::Result<f64> {
     let mut confirms = futures::stream::FuturesOrdered::new();
     for _ in 0..n {
         let confirm = publisher
-            .basic_publish("".into(), queues[0].as_str().into(), BasicPublishOptions::default(), &body, persistent.clone())
+            .basic_publish(
+                "".into(),
+                queues[0].as_str().into(),
+                BasicPublishOptions::default(),
+                &body,
+                persistent.clone(),
+            )
             .await?;
         confirms.push_back(confirm);
         if confirms.len() >= usize::from(WINDOW) {
@@ -668,7 +695,9 @@ pub async fn six_hop_chain(amqp_url: &str, n: usize) -> anyhow::Result<f64> {
         }
     }
     while confirms.next().await.transpose()?.is_some() {}
-    tokio::time::timeout(Duration::from_secs(300), done_rx.recv()).await.context("the six-hop chain stalled")?;
+    tokio::time::timeout(Duration::from_secs(300), done_rx.recv())
+        .await
+        .context("the six-hop chain stalled")?;
     let rate = n as f64 / started.elapsed().as_secs_f64();
     for hop in hops {
         hop.abort();
@@ -690,7 +719,10 @@ impl Report {
         };
         let mut rows = vec![
             ("run", self.label.clone()),
-            ("offered", self.offered_rate.map_or("as fast as possible".into(), |r| format!("{r:.0} orders/s"))),
+            (
+                "offered",
+                self.offered_rate.map_or("as fast as possible".into(), |r| format!("{r:.0} orders/s")),
+            ),
             ("sent / accepted", format!("{} / {}", self.sent, self.accepted)),
             ("accepted per second", format!("{:.0}", self.accepted_per_second)),
             ("done (final, settled)", format!("{}", self.done)),

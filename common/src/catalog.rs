@@ -377,6 +377,12 @@ pub struct OrderCancelled {
     pub order_id: Uuid,
     pub user_id: Uuid,
     pub market: String,
+    /// Whether its book had it (matching-service's `order.updated` said
+    /// `cancelled` then); false: cancelled while its funds were reserved.
+    #[serde(default)]
+    pub in_book: bool,
+    #[serde(default)]
+    pub quantity: Option<Amount>,
 }
 message!(OrderCancelled, "order.cancelled", Event);
 

@@ -33,7 +33,7 @@ use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::bus::Bus;
 use bourse_common::catalog::{
     BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
-    FundsSettled, Interval, MarketTrade, OrderRejected, OrderStatusChanged, OrderUpdated,
+    FundsSettled, Interval, MarketTrade, OrderCancelled, OrderRejected, OrderStatusChanged, OrderUpdated,
     SettlementConfirmed, ToppedUp, TradeExecuted, TriggerUpdated, WithdrawalConfirmed, WithdrawalFailed,
     WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
@@ -68,6 +68,7 @@ bourse_common::inbound! {
         Order(OrderUpdated),
         OrderStatus(OrderStatusChanged),
         Rejected(OrderRejected),
+        Cancelled(OrderCancelled),
         Settled(FundsSettled),
         ToppedUp(ToppedUp),
         Reserved(FundsReserved),
@@ -361,6 +362,15 @@ impl Hub {
                 });
                 self.publish("orders", Some(r.user_id), &data);
             }
+            // Cancelled before its book had it: no `order.updated` says so.
+            FeedMessage::Cancelled(c) if !c.in_book => {
+                let data = json!({
+                    "order_id": c.order_id, "user_id": c.user_id, "market": c.market, "quantity": c.quantity,
+                    "filled_quantity": "0", "status": "cancelled", "reason": Value::Null,
+                });
+                self.publish("orders", Some(c.user_id), &data);
+            }
+            FeedMessage::Cancelled(_) => {}
             // A fill of the user's, in the ledger: what was paid and received, the fee.
             FeedMessage::Settled(e) => {
                 if let Some(data) = to_json(&e) {

@@ -291,7 +291,13 @@ fn advance(
             out.reply(&ReleaseFunds { order_id, user_id });
         }
         Effect::Cancelled => {
-            out.reply(&OrderCancelled { order_id, user_id, market: order.market.clone() });
+            out.reply(&OrderCancelled {
+                order_id,
+                user_id,
+                market: order.market.clone(),
+                in_book: after.book != crate::domain::BookStage::Unsent,
+                quantity: Some(order.terms().quantity),
+            });
         }
         Effect::Rejected => {
             let rejection = rejection.ok_or_else(|| {

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used)] // a test that cannot go on should stop loudly
 
 mod audit;
+mod bench;
 mod browser;
 mod chain;
 mod dead_letters;

@@ -274,6 +274,8 @@ pub(crate) mod tests {
                 order_id: Uuid::now_v7(),
                 user_id: Uuid::now_v7(),
                 market: "ETH-USDT".into(),
+                in_book: false,
+                quantity: None,
             },
             Utc::now(),
         );
