@@ -47,6 +47,10 @@ pub struct Options {
     pub chain_messages: usize,
     /// What the run is called in the report (e.g. the database).
     pub label: String,
+    /// The stack's process, whose resident memory is read before the run and
+    /// after it and `idle` more seconds: more than twice fails the run.
+    pub watch_pid: Option<u32>,
+    pub idle: Duration,
 }
 
 /// The run's figures and checks.
@@ -67,8 +71,22 @@ pub struct Report {
     pub six_hop_messages_per_second: Option<f64>,
     /// `done_per_second` over the six-hop chain's rate.
     pub stack_over_broker: Option<f64>,
-    /// Every way an order or a balance disagreed; empty when the run passed.
+    /// The watched process's resident memory before the run and after it and the idle time, in MB.
+    pub memory_mb: Option<(f64, f64)>,
+    /// Every way an order or a balance disagreed, or memory grew; empty when the run passed.
     pub violations: Vec<String>,
+}
+
+/// Resident memory of process `pid`, in MB (Linux: `/proc/<pid>/status`).
+fn resident_mb(pid: u32) -> anyhow::Result<f64> {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/status")).with_context(|| format!("process {pid}"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")?;
+    Ok(kb / 1024.0)
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -182,6 +200,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     let (base_currency, quote_currency) =
         options.market.split_once('-').context("--market is BASE-QUOTE, e.g. ETH-USDT")?;
 
+    let memory_before = options.watch_pid.map(resident_mb).transpose()?;
     // Traders, funded for every order they may send.
     let per_trader = options.orders.div_ceil(options.pairs * 2) as u64 + 1;
     let run_id = Uuid::now_v7().simple().to_string();
@@ -320,6 +339,21 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         None => None,
     };
     let refused = std::mem::take(&mut *lock_refused(&refused));
+    let memory_mb = match (options.watch_pid, memory_before) {
+        (Some(pid), Some(before)) => {
+            eprintln!("idle for {:?}, then the memory of process {pid}", options.idle);
+            tokio::time::sleep(options.idle).await;
+            let after = resident_mb(pid)?;
+            if after > before * 2.0 {
+                violations.push(format!(
+                    "process {pid}: {after:.0} MB resident after the run and {:?} idle, more than twice the {before:.0} MB before",
+                    options.idle
+                ));
+            }
+            Some((before, after))
+        }
+        _ => None,
+    };
     Ok(Report {
         label: options.label,
         offered_rate: options.rate,
@@ -333,6 +367,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         submit_to_settled_ms: Percentiles::of(settled),
         six_hop_messages_per_second: six_hop,
         stack_over_broker: six_hop.map(|r| done_per_second / r),
+        memory_mb,
         violations,
     })
 }
@@ -739,6 +774,9 @@ impl Report {
         if let (Some(chain), Some(ratio)) = (self.six_hop_messages_per_second, self.stack_over_broker) {
             rows.push(("six-hop lapin chain", format!("{chain:.0} messages/s")));
             rows.push(("stack / six-hop chain", format!("{ratio:.2}")));
+        }
+        if let Some((before, after)) = self.memory_mb {
+            rows.push(("resident memory", format!("{before:.0} MB before, {after:.0} MB after and idle")));
         }
         let verdict = if self.violations.is_empty() {
             "every order final, every balance agrees with its fills".to_string()

@@ -150,6 +150,12 @@ enum Command {
         /// The run's name in the report (e.g. the database).
         #[arg(long, default_value = "")]
         label: String,
+        /// The stack's process: its resident memory before the run and after
+        /// it and --idle seconds (more than twice fails the run).
+        #[arg(long)]
+        watch_pid: Option<u32>,
+        #[arg(long, default_value_t = 60)]
+        idle: u64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -325,6 +331,8 @@ async fn main() -> anyhow::Result<()> {
             drain,
             chain_messages,
             label,
+            watch_pid,
+            idle,
             json,
         } => {
             let options = bourse_cli::bench::Options {
@@ -341,6 +349,8 @@ async fn main() -> anyhow::Result<()> {
                 drain: Duration::from_secs(drain),
                 chain_messages,
                 label,
+                watch_pid,
+                idle: Duration::from_secs(idle),
             };
             let report = bourse_cli::bench::run(options).await?;
             if json {

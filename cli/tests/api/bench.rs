@@ -27,6 +27,8 @@ fn options(t: &TestStack, orders: usize, cancel_percent: u8) -> Options {
         drain: std::time::Duration::from_secs(60),
         chain_messages: 300,
         label: "test".into(),
+        watch_pid: Some(std::process::id()),
+        idle: std::time::Duration::from_millis(100),
     }
 }
 
@@ -44,6 +46,8 @@ async fn a_short_bench_ends_with_every_order_final_and_every_balance_agreeing_wi
     assert!(filled.p50 > 0.0, "{filled:?}");
     assert!(report.six_hop_messages_per_second.is_some_and(|r| r > 0.0), "{}", report.table());
     assert!(report.stack_over_broker.is_some_and(|r| r > 0.0), "{}", report.table());
+    let (before, after) = report.memory_mb.expect("this process's memory");
+    assert!(before > 0.0 && after > 0.0, "{before} {after}");
     let table = report.table();
     assert!(table.contains("every order final, every balance agrees with its fills"), "{table}");
     t.stop().await;

@@ -34,8 +34,10 @@ async fn run_schemathesis(
             "10",
             "--seed",
             "1",
+            // One worker: with two, schemathesis 4.32's generator sometimes
+            // crashes on its own cache ("Runtime Error", a KeyError).
             "--workers",
-            "2",
+            "1",
             "--request-timeout",
             "60",
             "--no-color",
