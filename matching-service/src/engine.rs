@@ -13,7 +13,7 @@
 //!   the taker's user, the taker's remainder is cancelled (fills already
 //!   made stand) and the resting order is left untouched.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bourse_common::catalog::{BookStatus, OrderTerms, OrderType, Side, SubmitOrder, TimeInForce};
 use bourse_common::money::Amount;
@@ -183,20 +183,138 @@ pub const MAX_PRICE_SCALE: u32 = 12;
 /// price that reaches a book is keyed exactly.
 type PriceKey = i128;
 
+/// 10^n for n in 0..=MAX_PRICE_SCALE.
+const POW10: [i128; MAX_PRICE_SCALE as usize + 1] = {
+    let mut table = [1i128; MAX_PRICE_SCALE as usize + 1];
+    let mut n = 1;
+    while n < table.len() {
+        table[n] = table[n - 1] * 10;
+        n += 1;
+    }
+    table
+};
+
+/// Largest magnitude a Decimal's mantissa holds (96 bits).
+const MAX_MANTISSA: i128 = (1i128 << 96) - 1;
+
 fn key(price: Decimal) -> PriceKey {
+    // Fast path: scaling up is a multiplication, exactly what `rescale` does
+    // while the mantissa fits in 96 bits; anything else goes through `rescale`
+    // so the key is the same as it always was.
+    if let Some(up) = MAX_PRICE_SCALE.checked_sub(price.scale()) {
+        let scaled = price.mantissa() * POW10[up as usize];
+        if scaled.abs() <= MAX_MANTISSA {
+            return scaled;
+        }
+    }
     let mut p = price;
     p.rescale(MAX_PRICE_SCALE);
     p.mantissa()
 }
 
+/// "No slot": the end of a list.
+const NIL: u32 = u32::MAX;
+
+/// A vector of values addressed by `u32` slots; a removed slot is reused by
+/// the next insert, so a book that churns orders allocates nothing once warm.
+/// A free slot keeps its stale value: nothing points at it any more.
+#[derive(Debug, Clone)]
+struct Slab<T> {
+    items: Vec<T>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), free: Vec::new() }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, value: T) -> u32 {
+        match self.free.pop() {
+            Some(at) => {
+                self.items[at as usize] = value;
+                at
+            }
+            None => {
+                self.items.push(value);
+                // A book holds far fewer than 2^32 - 1 orders (NIL is reserved).
+                u32::try_from(self.items.len() - 1).unwrap_or(NIL)
+            }
+        }
+    }
+
+    fn release(&mut self, at: u32) {
+        self.free.push(at);
+    }
+}
+
+impl<T> std::ops::Index<u32> for Slab<T> {
+    type Output = T;
+
+    fn index(&self, at: u32) -> &T {
+        &self.items[at as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<u32> for Slab<T> {
+    fn index_mut(&mut self, at: u32) -> &mut T {
+        &mut self.items[at as usize]
+    }
+}
+
+/// A resting order and its neighbours in its price level, oldest first.
+#[derive(Debug, Clone)]
+struct Slot {
+    order: Resting,
+    level: u32,
+    prev: u32,
+    next: u32,
+}
+
+/// One price of one side: a doubly linked list of its orders' slots.
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    key: PriceKey,
+    head: u32,
+    tail: u32,
+}
+
 /// One market's book.
+///
+/// Orders live in a slab, each price level is an intrusive list of slots
+/// (oldest at the head), a side maps each price to its level, and an id map
+/// finds an order's slot: a cancel is O(1) plus, when it empties a level,
+/// one map removal; a resting insert is one map lookup.
 #[derive(Debug, Clone, Default)]
 pub struct Book {
-    bids: BTreeMap<PriceKey, VecDeque<Resting>>,
-    asks: BTreeMap<PriceKey, VecDeque<Resting>>,
+    bids: BTreeMap<PriceKey, u32>,
+    asks: BTreeMap<PriceKey, u32>,
+    levels: Slab<Level>,
+    slots: Slab<Slot>,
     /// Where each resting order is; ids are not attacker-chosen (the service makes them).
-    index: FxHashMap<Uuid, (Side, PriceKey)>,
+    index: FxHashMap<Uuid, u32>,
     next_seq: u64,
+}
+
+/// The orders of one level, oldest first.
+struct LevelOrders<'a> {
+    slots: &'a Slab<Slot>,
+    next: u32,
+}
+
+impl<'a> Iterator for LevelOrders<'a> {
+    type Item = &'a Resting;
+
+    fn next(&mut self) -> Option<&'a Resting> {
+        if self.next == NIL {
+            return None;
+        }
+        let slot = &self.slots[self.next];
+        self.next = slot.next;
+        Some(&slot.order)
+    }
 }
 
 impl Book {
@@ -211,50 +329,85 @@ impl Book {
         book
     }
 
-    fn side(&self, side: Side) -> &BTreeMap<PriceKey, VecDeque<Resting>> {
+    /// The levels of a side, best price first.
+    fn levels_best_first(&self, side: Side) -> Box<dyn Iterator<Item = &Level> + '_> {
         match side {
-            Side::Buy => &self.bids,
-            Side::Sell => &self.asks,
+            Side::Buy => Box::new(self.bids.values().rev().map(|&at| &self.levels[at])),
+            Side::Sell => Box::new(self.asks.values().map(|&at| &self.levels[at])),
         }
     }
 
-    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<PriceKey, VecDeque<Resting>> {
-        match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
-        }
+    fn level_orders(&self, level: &Level) -> LevelOrders<'_> {
+        LevelOrders { slots: &self.slots, next: level.head }
     }
 
+    /// Rests `order` at the tail of its price level.
     fn insert(&mut self, order: Resting) {
         let k = key(order.price);
-        self.index.insert(order.id, (order.side, k));
-        self.side_mut(order.side).entry(k).or_default().push_back(order);
+        let id = order.id;
+        let side = match order.side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
+        let levels = &mut self.levels;
+        let level = *side.entry(k).or_insert_with(|| levels.insert(Level { key: k, head: NIL, tail: NIL }));
+        let tail = self.levels[level].tail;
+        let at = self.slots.insert(Slot { order, level, prev: tail, next: NIL });
+        match tail {
+            NIL => self.levels[level].head = at,
+            _ => self.slots[tail].next = at,
+        }
+        self.levels[level].tail = at;
+        self.index.insert(id, at);
     }
 
-    fn best_key(&self, side: Side) -> Option<PriceKey> {
-        match side {
-            Side::Buy => self.bids.keys().next_back().copied(),
-            Side::Sell => self.asks.keys().next().copied(),
+    /// Takes the order in slot `at` out of its level (the level too when it
+    /// was its last order) and frees the slot; the id map is the caller's.
+    fn unlink(&mut self, at: u32) -> &Resting {
+        let Slot { level, prev, next, .. } = self.slots[at];
+        match prev {
+            NIL => self.levels[level].head = next,
+            _ => self.slots[prev].next = next,
         }
+        match next {
+            NIL => self.levels[level].tail = prev,
+            _ => self.slots[next].prev = prev,
+        }
+        if self.levels[level].head == NIL {
+            let k = self.levels[level].key;
+            match self.slots[at].order.side {
+                Side::Buy => self.bids.remove(&k),
+                Side::Sell => self.asks.remove(&k),
+            };
+            self.levels.release(level);
+        }
+        self.slots.release(at);
+        &self.slots[at].order
+    }
+
+    /// The best level of a side: highest bid, lowest ask.
+    fn best_level(&self, side: Side) -> Option<&Level> {
+        let at = match side {
+            Side::Buy => self.bids.last_key_value(),
+            Side::Sell => self.asks.first_key_value(),
+        }?
+        .1;
+        Some(&self.levels[*at])
     }
 
     /// The best price on a side: highest bid, lowest ask.
     pub fn best(&self, side: Side) -> Option<Decimal> {
-        let k = self.best_key(side)?;
-        self.side(side).get(&k)?.front().map(|o| o.price)
+        let level = self.best_level(side)?;
+        self.level_orders(level).next().map(|o| o.price)
     }
 
     /// Resting orders of a side, best price first, oldest first within a price.
     pub fn orders(&self, side: Side) -> Box<dyn Iterator<Item = &Resting> + '_> {
-        match side {
-            Side::Buy => Box::new(self.bids.values().rev().flatten()),
-            Side::Sell => Box::new(self.asks.values().flatten()),
-        }
+        Box::new(self.levels_best_first(side).flat_map(|level| self.level_orders(level)))
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Resting> {
-        let (side, price) = self.index.get(&id)?;
-        self.side(*side).get(price)?.iter().find(|o| o.id == id)
+        self.index.get(&id).map(|&at| &self.slots[at].order)
     }
 
     pub fn len(&self) -> usize {
@@ -277,13 +430,18 @@ impl Book {
     /// How much a taker of `user` could fill at once before its limit, or its own order.
     fn fillable(&self, side: Side, user: Uuid, quantity: Decimal, limit: Option<PriceKey>) -> Decimal {
         let mut total = Decimal::ZERO;
-        for maker in self.orders(side.opposite()) {
-            if !Self::crosses(side, limit, key(maker.price)) || maker.user == user {
+        for level in self.levels_best_first(side.opposite()) {
+            if !Self::crosses(side, limit, level.key) {
                 break;
             }
-            total += maker.remaining();
-            if total >= quantity {
-                break;
+            for maker in self.level_orders(level) {
+                if maker.user == user {
+                    return total;
+                }
+                total += maker.remaining();
+                if total >= quantity {
+                    return total;
+                }
             }
         }
         total
@@ -291,7 +449,6 @@ impl Book {
 
     /// Matches `order`, rests or cancels what is left.
     pub fn submit(&mut self, order: &NewOrder) -> Outcome {
-        let mut outcome = Outcome::default();
         let terms = &order.terms;
         let side = terms.side;
         let quantity = terms.quantity.value();
@@ -304,58 +461,63 @@ impl Book {
         let contra = side.opposite();
         let done = |filled, state| Update { order: order.id, user: order.user, quantity, filled, state };
 
-        let would_take = self.best_key(contra).is_some_and(|best| Self::crosses(side, limit_key, best));
+        let would_take = self.best_level(contra).is_some_and(|best| Self::crosses(side, limit_key, best.key));
         if tif == TimeInForce::PostOnly && would_take {
-            outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::WouldTake)));
-            return outcome;
+            return Outcome {
+                fills: Vec::new(),
+                updates: vec![done(Decimal::ZERO, State::Cancelled(CancelReason::WouldTake))],
+            };
         }
         if tif == TimeInForce::Fok && self.fillable(side, order.user, quantity, limit_key) < quantity {
-            outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::FillOrKill)));
-            return outcome;
+            return Outcome {
+                fills: Vec::new(),
+                updates: vec![done(Decimal::ZERO, State::Cancelled(CancelReason::FillOrKill))],
+            };
         }
 
+        let mut outcome = Outcome::default();
         let mut filled = Decimal::ZERO;
         let mut stopped = None;
-        while filled < quantity {
-            let Some(best) = self.best_key(contra) else { break };
-            if !Self::crosses(side, limit_key, best) {
-                break;
-            }
-            let Some(level) = self.side_mut(contra).get_mut(&best) else { break };
-            let Some(maker) = level.front_mut() else { break };
-            if maker.user == order.user {
-                stopped = Some(CancelReason::SelfTrade);
-                break;
-            }
-            let take = maker.remaining().min(quantity - filled);
-            maker.filled += take;
-            filled += take;
-            outcome.fills.push(Fill {
-                price: maker.price,
-                quantity: take,
-                taker_side: side,
-                taker_order: order.id,
-                taker_user: order.user,
-                maker_order: maker.id,
-                maker_user: maker.user,
-                taker_remaining: quantity - filled,
-                maker_remaining: maker.remaining(),
-            });
-            let maker_done = maker.remaining().is_zero();
-            outcome.updates.push(Update {
-                order: maker.id,
-                user: maker.user,
-                quantity: maker.quantity,
-                filled: maker.filled,
-                state: if maker_done { State::Filled } else { State::Resting },
-            });
-            if maker_done {
-                let id = maker.id;
-                level.pop_front();
-                if level.is_empty() {
-                    self.side_mut(contra).remove(&best);
+        if would_take {
+            while filled < quantity {
+                let Some(best) = self.best_level(contra) else { break };
+                if !Self::crosses(side, limit_key, best.key) {
+                    break;
                 }
-                self.index.remove(&id);
+                let head = best.head;
+                let maker = &mut self.slots[head].order;
+                if maker.user == order.user {
+                    stopped = Some(CancelReason::SelfTrade);
+                    break;
+                }
+                let take = maker.remaining().min(quantity - filled);
+                maker.filled += take;
+                filled += take;
+                let maker_remaining = maker.remaining();
+                outcome.fills.push(Fill {
+                    price: maker.price,
+                    quantity: take,
+                    taker_side: side,
+                    taker_order: order.id,
+                    taker_user: order.user,
+                    maker_order: maker.id,
+                    maker_user: maker.user,
+                    taker_remaining: quantity - filled,
+                    maker_remaining,
+                });
+                let maker_done = maker_remaining.is_zero();
+                outcome.updates.push(Update {
+                    order: maker.id,
+                    user: maker.user,
+                    quantity: maker.quantity,
+                    filled: maker.filled,
+                    state: if maker_done { State::Filled } else { State::Resting },
+                });
+                if maker_done {
+                    let id = maker.id;
+                    self.index.remove(&id);
+                    self.unlink(head);
+                }
             }
         }
 
@@ -371,7 +533,12 @@ impl Book {
         } else {
             State::Cancelled(CancelReason::NotFilledAtOnce)
         };
-        outcome.updates.push(done(filled, state));
+        let update = done(filled, state);
+        if outcome.updates.is_empty() {
+            outcome.updates = vec![update];
+        } else {
+            outcome.updates.push(update);
+        }
         outcome
     }
 
@@ -383,24 +550,16 @@ impl Book {
 
     /// Takes a resting order out of the book for `reason`; nothing if it is not there.
     pub fn cancel_because(&mut self, id: Uuid, reason: CancelReason) -> Outcome {
-        let mut outcome = Outcome::default();
-        let Some((side, price)) = self.index.remove(&id) else { return outcome };
-        let levels = self.side_mut(side);
-        if let Some(level) = levels.get_mut(&price) {
-            if let Some(order) = level.iter().position(|o| o.id == id).and_then(|at| level.remove(at)) {
-                outcome.updates.push(Update {
-                    order: order.id,
-                    user: order.user,
-                    quantity: order.quantity,
-                    filled: order.filled,
-                    state: State::Cancelled(reason),
-                });
-            }
-            if level.is_empty() {
-                levels.remove(&price);
-            }
-        }
-        outcome
+        let Some(at) = self.index.remove(&id) else { return Outcome::default() };
+        let order = self.unlink(at);
+        let update = Update {
+            order: order.id,
+            user: order.user,
+            quantity: order.quantity,
+            filled: order.filled,
+            state: State::Cancelled(reason),
+        };
+        Outcome { fills: Vec::new(), updates: vec![update] }
     }
 }
 
@@ -560,6 +719,70 @@ mod tests {
             (cancel.updates[0].status(), cancel.updates[0].reason()),
             (BookStatus::Cancelled, Some(CancelReason::Requested))
         );
+    }
+
+    #[test]
+    fn a_freed_slot_is_reused_and_the_order_in_it_is_the_new_one() {
+        let mut book = Book::default();
+        book.submit(&limit(1, 1, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.cancel(Uuid::from_u128(1001));
+        book.submit(&limit(3, 3, Side::Sell, "101", "2", TimeInForce::Gtc));
+        assert_eq!(book.slots.items.len(), 2, "the cancelled order's slot took the new one");
+        assert_eq!(book.get(Uuid::from_u128(1001)), None);
+        assert_eq!(book.get(Uuid::from_u128(1003)).map(|o| (o.side, o.price)), Some((Side::Sell, d("101"))));
+        let bids: Vec<Uuid> = book.orders(Side::Buy).map(|o| o.id).collect();
+        assert_eq!(bids, [Uuid::from_u128(1002)]);
+        let out = book.submit(&limit(4, 4, Side::Sell, "100", "1", TimeInForce::Gtc));
+        assert_eq!(out.fills.iter().map(|f| f.maker_order).collect::<Vec<_>>(), [Uuid::from_u128(1002)]);
+    }
+
+    #[test]
+    fn a_level_goes_when_its_last_order_leaves_by_cancel_or_fill() {
+        let mut book = Book::default();
+        book.submit(&limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
+        book.submit(&limit(3, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
+        assert_eq!(book.asks.len(), 2);
+        book.cancel(Uuid::from_u128(1002));
+        assert_eq!((book.asks.len(), book.best(Side::Sell)), (2, Some(d("100"))));
+        book.submit(&limit(4, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        assert_eq!((book.asks.len(), book.best(Side::Sell)), (1, Some(d("101"))), "filled away");
+        book.cancel(Uuid::from_u128(1003));
+        assert_eq!((book.asks.len(), book.best(Side::Sell)), (0, None), "cancelled away");
+        assert_eq!(book.levels.free.len(), book.levels.items.len(), "every level slot is free again");
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn a_moved_order_goes_behind_the_orders_already_at_its_new_price() {
+        let mut book = Book::default();
+        book.submit(&limit(1, 1, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(3, 3, Side::Buy, "100", "1", TimeInForce::Gtc));
+        // The middle and then the head move away and back: each goes to the tail.
+        book.cancel(Uuid::from_u128(1002));
+        book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.cancel(Uuid::from_u128(1001));
+        book.submit(&limit(1, 1, Side::Buy, "100", "1", TimeInForce::Gtc));
+        let queue: Vec<u128> = book.orders(Side::Buy).map(|o| o.id.as_u128() - 1000).collect();
+        assert_eq!(queue, [3, 2, 1]);
+        let out = book.submit(&limit(4, 4, Side::Sell, "100", "3", TimeInForce::Gtc));
+        let makers: Vec<u128> = out.fills.iter().map(|f| f.maker_order.as_u128() - 1000).collect();
+        assert_eq!(makers, [3, 2, 1], "FIFO inside the level after the moves");
+    }
+
+    #[test]
+    fn a_price_is_keyed_the_same_at_any_scale() {
+        assert_eq!(key(d("100")), key(d("100.000000000000")));
+        assert_eq!(key(d("0.000000000001")), 1);
+        // More decimals than the book orders by round as `rescale` does.
+        assert_eq!(key(d("1.0000000000004")), key(d("1")));
+        // Past 96 bits at scale 12 the key is what `rescale` makes of it.
+        let huge = d("100000000000000000000");
+        let mut rescaled = huge;
+        rescaled.rescale(MAX_PRICE_SCALE);
+        assert_eq!(key(huge), rescaled.mantissa());
     }
 
     #[derive(Debug, Clone)]
