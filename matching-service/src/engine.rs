@@ -273,7 +273,8 @@ struct Slot {
     next: u32,
 }
 
-/// One price of one side: a doubly linked list of its orders' slots.
+/// One price of one side: a doubly linked list of its orders' slots
+/// (`head` is NIL when it is empty).
 #[derive(Debug, Clone, Copy)]
 struct Level {
     key: PriceKey,
@@ -281,17 +282,104 @@ struct Level {
     tail: u32,
 }
 
+impl Level {
+    fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+}
+
+/// How many empty levels a side keeps at most before it sweeps them, unless
+/// they are fewer than its live ones.
+const SWEEP_AT: usize = 1024;
+
+/// One side of the book: its price levels, ordered by an ordered map (for
+/// the best and for walking them in order) and found by a hash map, so that
+/// resting an order at a price the side already has costs a hash lookup, not
+/// a tree search.
+///
+/// A level emptied at the best end goes at once, so the best level is never
+/// empty; one emptied inside stays, empty, for the next order at its price
+/// (moves and cancels keep reusing a few prices) until the side holds more
+/// than `SWEEP_AT` empty levels and more empty than live ones: one sweep then
+/// drops them all, so an empty level costs O(1) amortized and the memory stays
+/// within twice the live levels (or `SWEEP_AT`).
+#[derive(Debug, Clone, Default)]
+struct Ladder {
+    by_price: BTreeMap<PriceKey, u32>,
+    at_price: FxHashMap<PriceKey, u32>,
+    levels: Slab<Level>,
+    /// How many of `levels` are empty.
+    empty: usize,
+}
+
+impl Ladder {
+    /// The best level (highest bid, lowest ask) if `side` is this ladder's side.
+    fn best(&self, side: Side) -> Option<u32> {
+        let best = match side {
+            Side::Buy => self.by_price.last_key_value(),
+            Side::Sell => self.by_price.first_key_value(),
+        };
+        best.map(|(_, &at)| at)
+    }
+
+    /// The level for price `k`, made if the side has none.
+    fn level_for(&mut self, k: PriceKey) -> u32 {
+        if let Some(&at) = self.at_price.get(&k) {
+            if self.levels[at].is_empty() {
+                self.empty -= 1;
+            }
+            return at;
+        }
+        let at = self.levels.insert(Level { key: k, head: NIL, tail: NIL });
+        self.by_price.insert(k, at);
+        self.at_price.insert(k, at);
+        at
+    }
+
+    /// A level of this `side` just lost its last order.
+    fn emptied(&mut self, side: Side) {
+        self.empty += 1;
+        while let Some(best) = self.best(side) {
+            if !self.levels[best].is_empty() {
+                break;
+            }
+            let k = self.levels[best].key;
+            self.by_price.remove(&k);
+            self.drop_level(k, best);
+        }
+        if self.empty > SWEEP_AT && self.empty * 2 > self.by_price.len() {
+            let mut dropped = Vec::with_capacity(self.empty);
+            self.by_price.retain(|&k, &mut at| {
+                let keep = !self.levels[at].is_empty();
+                if !keep {
+                    dropped.push((k, at));
+                }
+                keep
+            });
+            for (k, at) in dropped {
+                self.drop_level(k, at);
+            }
+        }
+    }
+
+    /// Forgets the empty level `at` of price `k`, already out of `by_price`.
+    fn drop_level(&mut self, k: PriceKey, at: u32) {
+        self.at_price.remove(&k);
+        self.levels.release(at);
+        self.empty -= 1;
+    }
+}
+
 /// One market's book.
 ///
 /// Orders live in a slab, each price level is an intrusive list of slots
-/// (oldest at the head), a side maps each price to its level, and an id map
-/// finds an order's slot: a cancel is O(1) plus, when it empties a level,
-/// one map removal; a resting insert is one map lookup.
+/// (oldest at the head), each side is a [`Ladder`] of levels, and an id map
+/// finds an order's slot: a cancel is a hash removal and an O(1) unlink, a
+/// resting insert a hash lookup of its price and an O(1) link.
 #[derive(Debug, Clone, Default)]
 pub struct Book {
-    bids: BTreeMap<PriceKey, u32>,
-    asks: BTreeMap<PriceKey, u32>,
-    levels: Slab<Level>,
+    bids: Ladder,
+    asks: Ladder,
     slots: Slab<Slot>,
     /// Where each resting order is; ids are not attacker-chosen (the service makes them).
     index: FxHashMap<Uuid, u32>,
@@ -329,11 +417,20 @@ impl Book {
         book
     }
 
-    /// The levels of a side, best price first.
-    fn levels_best_first(&self, side: Side) -> Box<dyn Iterator<Item = &Level> + '_> {
+    fn ladder(&self, side: Side) -> &Ladder {
         match side {
-            Side::Buy => Box::new(self.bids.values().rev().map(|&at| &self.levels[at])),
-            Side::Sell => Box::new(self.asks.values().map(|&at| &self.levels[at])),
+            Side::Buy => &self.bids,
+            Side::Sell => &self.asks,
+        }
+    }
+
+    /// The levels of a side, best price first (some inside may be empty).
+    fn levels_best_first(&self, side: Side) -> Box<dyn Iterator<Item = &Level> + '_> {
+        let ladder = self.ladder(side);
+        let level = |&at: &u32| &ladder.levels[at];
+        match side {
+            Side::Buy => Box::new(ladder.by_price.values().rev().map(level)),
+            Side::Sell => Box::new(ladder.by_price.values().map(level)),
         }
     }
 
@@ -345,54 +442,50 @@ impl Book {
     fn insert(&mut self, order: Resting) {
         let k = key(order.price);
         let id = order.id;
-        let side = match order.side {
+        let ladder = match order.side {
             Side::Buy => &mut self.bids,
             Side::Sell => &mut self.asks,
         };
-        let levels = &mut self.levels;
-        let level = *side.entry(k).or_insert_with(|| levels.insert(Level { key: k, head: NIL, tail: NIL }));
-        let tail = self.levels[level].tail;
+        let level = ladder.level_for(k);
+        let tail = ladder.levels[level].tail;
         let at = self.slots.insert(Slot { order, level, prev: tail, next: NIL });
         match tail {
-            NIL => self.levels[level].head = at,
+            NIL => ladder.levels[level].head = at,
             _ => self.slots[tail].next = at,
         }
-        self.levels[level].tail = at;
+        ladder.levels[level].tail = at;
         self.index.insert(id, at);
     }
 
-    /// Takes the order in slot `at` out of its level (the level too when it
-    /// was its last order) and frees the slot; the id map is the caller's.
+    /// Takes the order in slot `at` out of its level (telling its side when
+    /// that was the level's last order) and frees the slot; the id map is the
+    /// caller's.
     fn unlink(&mut self, at: u32) -> &Resting {
         let Slot { level, prev, next, .. } = self.slots[at];
+        let side = self.slots[at].order.side;
+        let ladder = match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
         match prev {
-            NIL => self.levels[level].head = next,
+            NIL => ladder.levels[level].head = next,
             _ => self.slots[prev].next = next,
         }
         match next {
-            NIL => self.levels[level].tail = prev,
+            NIL => ladder.levels[level].tail = prev,
             _ => self.slots[next].prev = prev,
         }
-        if self.levels[level].head == NIL {
-            let k = self.levels[level].key;
-            match self.slots[at].order.side {
-                Side::Buy => self.bids.remove(&k),
-                Side::Sell => self.asks.remove(&k),
-            };
-            self.levels.release(level);
+        if ladder.levels[level].is_empty() {
+            ladder.emptied(side);
         }
         self.slots.release(at);
         &self.slots[at].order
     }
 
-    /// The best level of a side: highest bid, lowest ask.
+    /// The best level of a side (highest bid, lowest ask), never empty.
     fn best_level(&self, side: Side) -> Option<&Level> {
-        let at = match side {
-            Side::Buy => self.bids.last_key_value(),
-            Side::Sell => self.asks.first_key_value(),
-        }?
-        .1;
-        Some(&self.levels[*at])
+        let ladder = self.ladder(side);
+        ladder.best(side).map(|at| &ladder.levels[at])
     }
 
     /// The best price on a side: highest bid, lowest ask.
@@ -737,21 +830,60 @@ mod tests {
         assert_eq!(out.fills.iter().map(|f| f.maker_order).collect::<Vec<_>>(), [Uuid::from_u128(1002)]);
     }
 
+    /// Every level of `ladder` is in both maps and the slab, and `empty` counts the empty ones.
+    fn assert_sound(ladder: &Ladder) {
+        let empty = ladder.by_price.values().filter(|&&at| ladder.levels[at].is_empty()).count();
+        assert_eq!(ladder.empty, empty);
+        assert_eq!(ladder.at_price.len(), ladder.by_price.len());
+        assert_eq!(ladder.levels.items.len() - ladder.levels.free.len(), ladder.by_price.len());
+        for (k, at) in &ladder.by_price {
+            assert_eq!((ladder.at_price.get(k), ladder.levels[*at].key), (Some(at), *k));
+        }
+    }
+
     #[test]
-    fn a_level_goes_when_its_last_order_leaves_by_cancel_or_fill() {
+    fn a_level_emptied_at_the_best_price_goes_at_once_by_cancel_or_fill() {
         let mut book = Book::default();
         book.submit(&limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
         book.submit(&limit(2, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
         book.submit(&limit(3, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
-        assert_eq!(book.asks.len(), 2);
+        assert_eq!(book.asks.by_price.len(), 2);
         book.cancel(Uuid::from_u128(1002));
-        assert_eq!((book.asks.len(), book.best(Side::Sell)), (2, Some(d("100"))));
+        assert_eq!((book.asks.by_price.len(), book.best(Side::Sell)), (2, Some(d("100"))));
         book.submit(&limit(4, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
-        assert_eq!((book.asks.len(), book.best(Side::Sell)), (1, Some(d("101"))), "filled away");
+        assert_eq!((book.asks.by_price.len(), book.best(Side::Sell)), (1, Some(d("101"))), "filled away");
         book.cancel(Uuid::from_u128(1003));
-        assert_eq!((book.asks.len(), book.best(Side::Sell)), (0, None), "cancelled away");
-        assert_eq!(book.levels.free.len(), book.levels.items.len(), "every level slot is free again");
+        assert_eq!((book.asks.by_price.len(), book.best(Side::Sell)), (0, None), "cancelled away");
+        assert_sound(&book.asks);
         assert!(book.is_empty());
+    }
+
+    #[test]
+    fn an_empty_level_inside_a_side_is_reused_until_a_sweep_drops_it() {
+        let mut book = Book::default();
+        let n = 3 * SWEEP_AT as u128;
+        for i in 1..=n {
+            book.submit(&limit(i, 1, Side::Buy, &i.to_string(), "1", TimeInForce::Gtc));
+        }
+        book.cancel(Uuid::from_u128(1005));
+        assert_eq!((book.bids.by_price.len(), book.bids.empty), (n as usize, 1), "it stays, empty");
+        book.submit(&limit(n + 1, 2, Side::Buy, "5", "1", TimeInForce::Gtc));
+        assert_eq!((book.bids.by_price.len(), book.bids.empty), (n as usize, 0), "and is reused");
+        assert_sound(&book.bids);
+        for i in (1..n).filter(|&i| i != 5) {
+            book.cancel(Uuid::from_u128(1000 + i));
+            assert!(book.bids.empty <= SWEEP_AT.max(book.bids.by_price.len() - book.bids.empty));
+        }
+        assert_sound(&book.bids);
+        assert!(book.bids.by_price.len() < SWEEP_AT + 3, "swept: {}", book.bids.by_price.len());
+        let left: Vec<(u128, Decimal)> =
+            book.orders(Side::Buy).map(|o| (o.id.as_u128() - 1000, o.price)).collect();
+        assert_eq!(left, [(n, Decimal::from(n)), (n + 1, d("5"))]);
+        // Empty levels between the two do not stop a taker.
+        let out = book.submit(&limit(n + 2, 3, Side::Sell, "1", "2", TimeInForce::Fok));
+        assert_eq!(out.fills.iter().map(|f| f.price).collect::<Vec<_>>(), [Decimal::from(n), d("5")]);
+        assert_eq!((book.bids.by_price.len(), book.bids.empty), (0, 0), "the best end never stays empty");
+        assert_sound(&book.bids);
     }
 
     #[test]
@@ -864,6 +996,8 @@ mod tests {
                     prop_assert_eq!(resting.filled, filled.get(&resting.id).copied().unwrap_or_default());
                 }
             }
+            assert_sound(&book.bids);
+            assert_sound(&book.asks);
             // Deterministic: the same commands give the same fills and states.
             let (again, outcomes_again, _) = run(&ops);
             prop_assert_eq!(outcomes, outcomes_again);
