@@ -13,7 +13,7 @@
 //!   the taker's user, the taker's remainder is cancelled (fills already
 //!   made stand) and the resting order is left untouched.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use bourse_common::catalog::{BookStatus, OrderTerms, OrderType, Side, SubmitOrder, TimeInForce};
 use bourse_common::money::Amount;
@@ -183,20 +183,226 @@ pub const MAX_PRICE_SCALE: u32 = 12;
 /// price that reaches a book is keyed exactly.
 type PriceKey = i128;
 
+/// 10^n for n in 0..=MAX_PRICE_SCALE.
+const POW10: [i128; MAX_PRICE_SCALE as usize + 1] = {
+    let mut table = [1i128; MAX_PRICE_SCALE as usize + 1];
+    let mut n = 1;
+    while n < table.len() {
+        table[n] = table[n - 1] * 10;
+        n += 1;
+    }
+    table
+};
+
+/// Largest magnitude a Decimal's mantissa holds (96 bits).
+const MAX_MANTISSA: i128 = (1i128 << 96) - 1;
+
 fn key(price: Decimal) -> PriceKey {
+    // Fast path: scaling up is a multiplication, exactly what `rescale` does
+    // while the mantissa fits in 96 bits; anything else goes through `rescale`
+    // so the key is the same as it always was.
+    if let Some(up) = MAX_PRICE_SCALE.checked_sub(price.scale()) {
+        let scaled = price.mantissa() * POW10[up as usize];
+        if scaled.abs() <= MAX_MANTISSA {
+            return scaled;
+        }
+    }
     let mut p = price;
     p.rescale(MAX_PRICE_SCALE);
     p.mantissa()
 }
 
+/// "No slot": the end of a list.
+const NIL: u32 = u32::MAX;
+
+/// A vector of values addressed by `u32` slots; a removed slot is reused by
+/// the next insert, so a book that churns orders allocates nothing once warm.
+/// A free slot keeps its stale value: nothing points at it any more.
+#[derive(Debug, Clone)]
+struct Slab<T> {
+    items: Vec<T>,
+    free: Vec<u32>,
+}
+
+impl<T> Default for Slab<T> {
+    fn default() -> Self {
+        Self { items: Vec::new(), free: Vec::new() }
+    }
+}
+
+impl<T> Slab<T> {
+    fn insert(&mut self, value: T) -> u32 {
+        match self.free.pop() {
+            Some(at) => {
+                self.items[at as usize] = value;
+                at
+            }
+            None => {
+                self.items.push(value);
+                // A book holds far fewer than 2^32 - 1 orders (NIL is reserved).
+                u32::try_from(self.items.len() - 1).unwrap_or(NIL)
+            }
+        }
+    }
+
+    fn release(&mut self, at: u32) {
+        self.free.push(at);
+    }
+}
+
+impl<T> std::ops::Index<u32> for Slab<T> {
+    type Output = T;
+
+    fn index(&self, at: u32) -> &T {
+        &self.items[at as usize]
+    }
+}
+
+impl<T> std::ops::IndexMut<u32> for Slab<T> {
+    fn index_mut(&mut self, at: u32) -> &mut T {
+        &mut self.items[at as usize]
+    }
+}
+
+/// A resting order and its neighbours in its price level, oldest first.
+#[derive(Debug, Clone)]
+struct Slot {
+    order: Resting,
+    level: u32,
+    prev: u32,
+    next: u32,
+}
+
+/// One price of one side: a doubly linked list of its orders' slots
+/// (`head` is NIL when it is empty).
+#[derive(Debug, Clone, Copy)]
+struct Level {
+    key: PriceKey,
+    head: u32,
+    tail: u32,
+}
+
+impl Level {
+    fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+}
+
+/// How many empty levels a side keeps at most before it sweeps them, unless
+/// they are fewer than its live ones.
+const SWEEP_AT: usize = 1024;
+
+/// One side of the book: its price levels, ordered by an ordered map (for
+/// the best and for walking them in order) and found by a hash map, so that
+/// resting an order at a price the side already has costs a hash lookup, not
+/// a tree search.
+///
+/// A level emptied at the best end goes at once, so the best level is never
+/// empty; one emptied inside stays, empty, for the next order at its price
+/// (moves and cancels keep reusing a few prices) until the side holds more
+/// than `SWEEP_AT` empty levels and more empty than live ones: one sweep then
+/// drops them all, so an empty level costs O(1) amortized and the memory stays
+/// within twice the live levels (or `SWEEP_AT`).
+#[derive(Debug, Clone, Default)]
+struct Ladder {
+    by_price: BTreeMap<PriceKey, u32>,
+    at_price: FxHashMap<PriceKey, u32>,
+    levels: Slab<Level>,
+    /// How many of `levels` are empty.
+    empty: usize,
+}
+
+impl Ladder {
+    /// The best level (highest bid, lowest ask) if `side` is this ladder's side.
+    fn best(&self, side: Side) -> Option<u32> {
+        let best = match side {
+            Side::Buy => self.by_price.last_key_value(),
+            Side::Sell => self.by_price.first_key_value(),
+        };
+        best.map(|(_, &at)| at)
+    }
+
+    /// The level for price `k`, made if the side has none.
+    fn level_for(&mut self, k: PriceKey) -> u32 {
+        if let Some(&at) = self.at_price.get(&k) {
+            if self.levels[at].is_empty() {
+                self.empty -= 1;
+            }
+            return at;
+        }
+        let at = self.levels.insert(Level { key: k, head: NIL, tail: NIL });
+        self.by_price.insert(k, at);
+        self.at_price.insert(k, at);
+        at
+    }
+
+    /// A level of this `side` just lost its last order.
+    fn emptied(&mut self, side: Side) {
+        self.empty += 1;
+        while let Some(best) = self.best(side) {
+            if !self.levels[best].is_empty() {
+                break;
+            }
+            let k = self.levels[best].key;
+            self.by_price.remove(&k);
+            self.drop_level(k, best);
+        }
+        if self.empty > SWEEP_AT && self.empty * 2 > self.by_price.len() {
+            let mut dropped = Vec::with_capacity(self.empty);
+            self.by_price.retain(|&k, &mut at| {
+                let keep = !self.levels[at].is_empty();
+                if !keep {
+                    dropped.push((k, at));
+                }
+                keep
+            });
+            for (k, at) in dropped {
+                self.drop_level(k, at);
+            }
+        }
+    }
+
+    /// Forgets the empty level `at` of price `k`, already out of `by_price`.
+    fn drop_level(&mut self, k: PriceKey, at: u32) {
+        self.at_price.remove(&k);
+        self.levels.release(at);
+        self.empty -= 1;
+    }
+}
+
 /// One market's book.
+///
+/// Orders live in a slab, each price level is an intrusive list of slots
+/// (oldest at the head), each side is a [`Ladder`] of levels, and an id map
+/// finds an order's slot: a cancel is a hash removal and an O(1) unlink, a
+/// resting insert a hash lookup of its price and an O(1) link.
 #[derive(Debug, Clone, Default)]
 pub struct Book {
-    bids: BTreeMap<PriceKey, VecDeque<Resting>>,
-    asks: BTreeMap<PriceKey, VecDeque<Resting>>,
+    bids: Ladder,
+    asks: Ladder,
+    slots: Slab<Slot>,
     /// Where each resting order is; ids are not attacker-chosen (the service makes them).
-    index: FxHashMap<Uuid, (Side, PriceKey)>,
+    index: FxHashMap<Uuid, u32>,
     next_seq: u64,
+}
+
+/// The orders of one level, oldest first.
+struct LevelOrders<'a> {
+    slots: &'a Slab<Slot>,
+    next: u32,
+}
+
+impl<'a> Iterator for LevelOrders<'a> {
+    type Item = &'a Resting;
+
+    fn next(&mut self) -> Option<&'a Resting> {
+        if self.next == NIL {
+            return None;
+        }
+        let slot = &self.slots[self.next];
+        self.next = slot.next;
+        Some(&slot.order)
+    }
 }
 
 impl Book {
@@ -211,50 +417,90 @@ impl Book {
         book
     }
 
-    fn side(&self, side: Side) -> &BTreeMap<PriceKey, VecDeque<Resting>> {
+    fn ladder(&self, side: Side) -> &Ladder {
         match side {
             Side::Buy => &self.bids,
             Side::Sell => &self.asks,
         }
     }
 
-    fn side_mut(&mut self, side: Side) -> &mut BTreeMap<PriceKey, VecDeque<Resting>> {
+    /// The levels of a side, best price first (some inside may be empty).
+    fn levels_best_first(&self, side: Side) -> Box<dyn Iterator<Item = &Level> + '_> {
+        let ladder = self.ladder(side);
+        let level = |&at: &u32| &ladder.levels[at];
         match side {
-            Side::Buy => &mut self.bids,
-            Side::Sell => &mut self.asks,
+            Side::Buy => Box::new(ladder.by_price.values().rev().map(level)),
+            Side::Sell => Box::new(ladder.by_price.values().map(level)),
         }
     }
 
+    fn level_orders(&self, level: &Level) -> LevelOrders<'_> {
+        LevelOrders { slots: &self.slots, next: level.head }
+    }
+
+    /// Rests `order` at the tail of its price level.
     fn insert(&mut self, order: Resting) {
         let k = key(order.price);
-        self.index.insert(order.id, (order.side, k));
-        self.side_mut(order.side).entry(k).or_default().push_back(order);
+        let id = order.id;
+        let ladder = match order.side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
+        let level = ladder.level_for(k);
+        let tail = ladder.levels[level].tail;
+        let at = self.slots.insert(Slot { order, level, prev: tail, next: NIL });
+        match tail {
+            NIL => ladder.levels[level].head = at,
+            _ => self.slots[tail].next = at,
+        }
+        ladder.levels[level].tail = at;
+        self.index.insert(id, at);
     }
 
-    fn best_key(&self, side: Side) -> Option<PriceKey> {
-        match side {
-            Side::Buy => self.bids.keys().next_back().copied(),
-            Side::Sell => self.asks.keys().next().copied(),
+    /// Takes the order in slot `at` out of its level (telling its side when
+    /// that was the level's last order) and frees the slot; the id map is the
+    /// caller's.
+    fn unlink(&mut self, at: u32) -> &Resting {
+        let Slot { level, prev, next, .. } = self.slots[at];
+        let side = self.slots[at].order.side;
+        let ladder = match side {
+            Side::Buy => &mut self.bids,
+            Side::Sell => &mut self.asks,
+        };
+        match prev {
+            NIL => ladder.levels[level].head = next,
+            _ => self.slots[prev].next = next,
         }
+        match next {
+            NIL => ladder.levels[level].tail = prev,
+            _ => self.slots[next].prev = prev,
+        }
+        if ladder.levels[level].is_empty() {
+            ladder.emptied(side);
+        }
+        self.slots.release(at);
+        &self.slots[at].order
+    }
+
+    /// The best level of a side (highest bid, lowest ask), never empty.
+    fn best_level(&self, side: Side) -> Option<&Level> {
+        let ladder = self.ladder(side);
+        ladder.best(side).map(|at| &ladder.levels[at])
     }
 
     /// The best price on a side: highest bid, lowest ask.
     pub fn best(&self, side: Side) -> Option<Decimal> {
-        let k = self.best_key(side)?;
-        self.side(side).get(&k)?.front().map(|o| o.price)
+        let level = self.best_level(side)?;
+        self.level_orders(level).next().map(|o| o.price)
     }
 
     /// Resting orders of a side, best price first, oldest first within a price.
     pub fn orders(&self, side: Side) -> Box<dyn Iterator<Item = &Resting> + '_> {
-        match side {
-            Side::Buy => Box::new(self.bids.values().rev().flatten()),
-            Side::Sell => Box::new(self.asks.values().flatten()),
-        }
+        Box::new(self.levels_best_first(side).flat_map(|level| self.level_orders(level)))
     }
 
     pub fn get(&self, id: Uuid) -> Option<&Resting> {
-        let (side, price) = self.index.get(&id)?;
-        self.side(*side).get(price)?.iter().find(|o| o.id == id)
+        self.index.get(&id).map(|&at| &self.slots[at].order)
     }
 
     pub fn len(&self) -> usize {
@@ -277,13 +523,18 @@ impl Book {
     /// How much a taker of `user` could fill at once before its limit, or its own order.
     fn fillable(&self, side: Side, user: Uuid, quantity: Decimal, limit: Option<PriceKey>) -> Decimal {
         let mut total = Decimal::ZERO;
-        for maker in self.orders(side.opposite()) {
-            if !Self::crosses(side, limit, key(maker.price)) || maker.user == user {
+        for level in self.levels_best_first(side.opposite()) {
+            if !Self::crosses(side, limit, level.key) {
                 break;
             }
-            total += maker.remaining();
-            if total >= quantity {
-                break;
+            for maker in self.level_orders(level) {
+                if maker.user == user {
+                    return total;
+                }
+                total += maker.remaining();
+                if total >= quantity {
+                    return total;
+                }
             }
         }
         total
@@ -291,7 +542,6 @@ impl Book {
 
     /// Matches `order`, rests or cancels what is left.
     pub fn submit(&mut self, order: &NewOrder) -> Outcome {
-        let mut outcome = Outcome::default();
         let terms = &order.terms;
         let side = terms.side;
         let quantity = terms.quantity.value();
@@ -304,58 +554,63 @@ impl Book {
         let contra = side.opposite();
         let done = |filled, state| Update { order: order.id, user: order.user, quantity, filled, state };
 
-        let would_take = self.best_key(contra).is_some_and(|best| Self::crosses(side, limit_key, best));
+        let would_take = self.best_level(contra).is_some_and(|best| Self::crosses(side, limit_key, best.key));
         if tif == TimeInForce::PostOnly && would_take {
-            outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::WouldTake)));
-            return outcome;
+            return Outcome {
+                fills: Vec::new(),
+                updates: vec![done(Decimal::ZERO, State::Cancelled(CancelReason::WouldTake))],
+            };
         }
         if tif == TimeInForce::Fok && self.fillable(side, order.user, quantity, limit_key) < quantity {
-            outcome.updates.push(done(Decimal::ZERO, State::Cancelled(CancelReason::FillOrKill)));
-            return outcome;
+            return Outcome {
+                fills: Vec::new(),
+                updates: vec![done(Decimal::ZERO, State::Cancelled(CancelReason::FillOrKill))],
+            };
         }
 
+        let mut outcome = Outcome::default();
         let mut filled = Decimal::ZERO;
         let mut stopped = None;
-        while filled < quantity {
-            let Some(best) = self.best_key(contra) else { break };
-            if !Self::crosses(side, limit_key, best) {
-                break;
-            }
-            let Some(level) = self.side_mut(contra).get_mut(&best) else { break };
-            let Some(maker) = level.front_mut() else { break };
-            if maker.user == order.user {
-                stopped = Some(CancelReason::SelfTrade);
-                break;
-            }
-            let take = maker.remaining().min(quantity - filled);
-            maker.filled += take;
-            filled += take;
-            outcome.fills.push(Fill {
-                price: maker.price,
-                quantity: take,
-                taker_side: side,
-                taker_order: order.id,
-                taker_user: order.user,
-                maker_order: maker.id,
-                maker_user: maker.user,
-                taker_remaining: quantity - filled,
-                maker_remaining: maker.remaining(),
-            });
-            let maker_done = maker.remaining().is_zero();
-            outcome.updates.push(Update {
-                order: maker.id,
-                user: maker.user,
-                quantity: maker.quantity,
-                filled: maker.filled,
-                state: if maker_done { State::Filled } else { State::Resting },
-            });
-            if maker_done {
-                let id = maker.id;
-                level.pop_front();
-                if level.is_empty() {
-                    self.side_mut(contra).remove(&best);
+        if would_take {
+            while filled < quantity {
+                let Some(best) = self.best_level(contra) else { break };
+                if !Self::crosses(side, limit_key, best.key) {
+                    break;
                 }
-                self.index.remove(&id);
+                let head = best.head;
+                let maker = &mut self.slots[head].order;
+                if maker.user == order.user {
+                    stopped = Some(CancelReason::SelfTrade);
+                    break;
+                }
+                let take = maker.remaining().min(quantity - filled);
+                maker.filled += take;
+                filled += take;
+                let maker_remaining = maker.remaining();
+                outcome.fills.push(Fill {
+                    price: maker.price,
+                    quantity: take,
+                    taker_side: side,
+                    taker_order: order.id,
+                    taker_user: order.user,
+                    maker_order: maker.id,
+                    maker_user: maker.user,
+                    taker_remaining: quantity - filled,
+                    maker_remaining,
+                });
+                let maker_done = maker_remaining.is_zero();
+                outcome.updates.push(Update {
+                    order: maker.id,
+                    user: maker.user,
+                    quantity: maker.quantity,
+                    filled: maker.filled,
+                    state: if maker_done { State::Filled } else { State::Resting },
+                });
+                if maker_done {
+                    let id = maker.id;
+                    self.index.remove(&id);
+                    self.unlink(head);
+                }
             }
         }
 
@@ -371,7 +626,12 @@ impl Book {
         } else {
             State::Cancelled(CancelReason::NotFilledAtOnce)
         };
-        outcome.updates.push(done(filled, state));
+        let update = done(filled, state);
+        if outcome.updates.is_empty() {
+            outcome.updates = vec![update];
+        } else {
+            outcome.updates.push(update);
+        }
         outcome
     }
 
@@ -383,24 +643,16 @@ impl Book {
 
     /// Takes a resting order out of the book for `reason`; nothing if it is not there.
     pub fn cancel_because(&mut self, id: Uuid, reason: CancelReason) -> Outcome {
-        let mut outcome = Outcome::default();
-        let Some((side, price)) = self.index.remove(&id) else { return outcome };
-        let levels = self.side_mut(side);
-        if let Some(level) = levels.get_mut(&price) {
-            if let Some(order) = level.iter().position(|o| o.id == id).and_then(|at| level.remove(at)) {
-                outcome.updates.push(Update {
-                    order: order.id,
-                    user: order.user,
-                    quantity: order.quantity,
-                    filled: order.filled,
-                    state: State::Cancelled(reason),
-                });
-            }
-            if level.is_empty() {
-                levels.remove(&price);
-            }
-        }
-        outcome
+        let Some(at) = self.index.remove(&id) else { return Outcome::default() };
+        let order = self.unlink(at);
+        let update = Update {
+            order: order.id,
+            user: order.user,
+            quantity: order.quantity,
+            filled: order.filled,
+            state: State::Cancelled(reason),
+        };
+        Outcome { fills: Vec::new(), updates: vec![update] }
     }
 }
 
@@ -562,6 +814,109 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_freed_slot_is_reused_and_the_order_in_it_is_the_new_one() {
+        let mut book = Book::default();
+        book.submit(&limit(1, 1, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.cancel(Uuid::from_u128(1001));
+        book.submit(&limit(3, 3, Side::Sell, "101", "2", TimeInForce::Gtc));
+        assert_eq!(book.slots.items.len(), 2, "the cancelled order's slot took the new one");
+        assert_eq!(book.get(Uuid::from_u128(1001)), None);
+        assert_eq!(book.get(Uuid::from_u128(1003)).map(|o| (o.side, o.price)), Some((Side::Sell, d("101"))));
+        let bids: Vec<Uuid> = book.orders(Side::Buy).map(|o| o.id).collect();
+        assert_eq!(bids, [Uuid::from_u128(1002)]);
+        let out = book.submit(&limit(4, 4, Side::Sell, "100", "1", TimeInForce::Gtc));
+        assert_eq!(out.fills.iter().map(|f| f.maker_order).collect::<Vec<_>>(), [Uuid::from_u128(1002)]);
+    }
+
+    /// Every level of `ladder` is in both maps and the slab, and `empty` counts the empty ones.
+    fn assert_sound(ladder: &Ladder) {
+        let empty = ladder.by_price.values().filter(|&&at| ladder.levels[at].is_empty()).count();
+        assert_eq!(ladder.empty, empty);
+        assert_eq!(ladder.at_price.len(), ladder.by_price.len());
+        assert_eq!(ladder.levels.items.len() - ladder.levels.free.len(), ladder.by_price.len());
+        for (k, at) in &ladder.by_price {
+            assert_eq!((ladder.at_price.get(k), ladder.levels[*at].key), (Some(at), *k));
+        }
+    }
+
+    #[test]
+    fn a_level_emptied_at_the_best_price_goes_at_once_by_cancel_or_fill() {
+        let mut book = Book::default();
+        book.submit(&limit(1, 1, Side::Sell, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
+        book.submit(&limit(3, 1, Side::Sell, "101", "1", TimeInForce::Gtc));
+        assert_eq!(book.asks.by_price.len(), 2);
+        book.cancel(Uuid::from_u128(1002));
+        assert_eq!((book.asks.by_price.len(), book.best(Side::Sell)), (2, Some(d("100"))));
+        book.submit(&limit(4, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        assert_eq!((book.asks.by_price.len(), book.best(Side::Sell)), (1, Some(d("101"))), "filled away");
+        book.cancel(Uuid::from_u128(1003));
+        assert_eq!((book.asks.by_price.len(), book.best(Side::Sell)), (0, None), "cancelled away");
+        assert_sound(&book.asks);
+        assert!(book.is_empty());
+    }
+
+    #[test]
+    fn an_empty_level_inside_a_side_is_reused_until_a_sweep_drops_it() {
+        let mut book = Book::default();
+        let n = 3 * SWEEP_AT as u128;
+        for i in 1..=n {
+            book.submit(&limit(i, 1, Side::Buy, &i.to_string(), "1", TimeInForce::Gtc));
+        }
+        book.cancel(Uuid::from_u128(1005));
+        assert_eq!((book.bids.by_price.len(), book.bids.empty), (n as usize, 1), "it stays, empty");
+        book.submit(&limit(n + 1, 2, Side::Buy, "5", "1", TimeInForce::Gtc));
+        assert_eq!((book.bids.by_price.len(), book.bids.empty), (n as usize, 0), "and is reused");
+        assert_sound(&book.bids);
+        for i in (1..n).filter(|&i| i != 5) {
+            book.cancel(Uuid::from_u128(1000 + i));
+            assert!(book.bids.empty <= SWEEP_AT.max(book.bids.by_price.len() - book.bids.empty));
+        }
+        assert_sound(&book.bids);
+        assert!(book.bids.by_price.len() < SWEEP_AT + 3, "swept: {}", book.bids.by_price.len());
+        let left: Vec<(u128, Decimal)> =
+            book.orders(Side::Buy).map(|o| (o.id.as_u128() - 1000, o.price)).collect();
+        assert_eq!(left, [(n, Decimal::from(n)), (n + 1, d("5"))]);
+        // Empty levels between the two do not stop a taker.
+        let out = book.submit(&limit(n + 2, 3, Side::Sell, "1", "2", TimeInForce::Fok));
+        assert_eq!(out.fills.iter().map(|f| f.price).collect::<Vec<_>>(), [Decimal::from(n), d("5")]);
+        assert_eq!((book.bids.by_price.len(), book.bids.empty), (0, 0), "the best end never stays empty");
+        assert_sound(&book.bids);
+    }
+
+    #[test]
+    fn a_moved_order_goes_behind_the_orders_already_at_its_new_price() {
+        let mut book = Book::default();
+        book.submit(&limit(1, 1, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.submit(&limit(3, 3, Side::Buy, "100", "1", TimeInForce::Gtc));
+        // The middle and then the head move away and back: each goes to the tail.
+        book.cancel(Uuid::from_u128(1002));
+        book.submit(&limit(2, 2, Side::Buy, "100", "1", TimeInForce::Gtc));
+        book.cancel(Uuid::from_u128(1001));
+        book.submit(&limit(1, 1, Side::Buy, "100", "1", TimeInForce::Gtc));
+        let queue: Vec<u128> = book.orders(Side::Buy).map(|o| o.id.as_u128() - 1000).collect();
+        assert_eq!(queue, [3, 2, 1]);
+        let out = book.submit(&limit(4, 4, Side::Sell, "100", "3", TimeInForce::Gtc));
+        let makers: Vec<u128> = out.fills.iter().map(|f| f.maker_order.as_u128() - 1000).collect();
+        assert_eq!(makers, [3, 2, 1], "FIFO inside the level after the moves");
+    }
+
+    #[test]
+    fn a_price_is_keyed_the_same_at_any_scale() {
+        assert_eq!(key(d("100")), key(d("100.000000000000")));
+        assert_eq!(key(d("0.000000000001")), 1);
+        // More decimals than the book orders by round as `rescale` does.
+        assert_eq!(key(d("1.0000000000004")), key(d("1")));
+        // Past 96 bits at scale 12 the key is what `rescale` makes of it.
+        let huge = d("100000000000000000000");
+        let mut rescaled = huge;
+        rescaled.rescale(MAX_PRICE_SCALE);
+        assert_eq!(key(huge), rescaled.mantissa());
+    }
+
     #[derive(Debug, Clone)]
     enum Op {
         Submit { user: u128, side: bool, price: u32, quantity: u32, tif: u8, market: bool },
@@ -641,6 +996,8 @@ mod tests {
                     prop_assert_eq!(resting.filled, filled.get(&resting.id).copied().unwrap_or_default());
                 }
             }
+            assert_sound(&book.bids);
+            assert_sound(&book.asks);
             // Deterministic: the same commands give the same fills and states.
             let (again, outcomes_again, _) = run(&ops);
             prop_assert_eq!(outcomes, outcomes_again);
