@@ -269,9 +269,18 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         let quantity = options.quantity;
         sends.push(tokio::spawn(async move {
             let _permit = permit;
-            let at = Instant::now();
             let token = &traders[trader].token;
-            let answer = call(&http, &base, "POST", "/api/orders", token, Some(order)).await;
+            // A trader at the exchange's limit of open orders waits for some to
+            // end, as a client would; the order's clock starts at the send it took.
+            let (answer, at) = loop {
+                let at = Instant::now();
+                match call(&http, &base, "POST", "/api/orders", token, Some(order.clone())).await {
+                    Ok((422, body)) if body["error"]["code"] == "too_many_open_orders" => {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    answer => break (answer, at),
+                }
+            };
             let id = match answer {
                 Ok((202, body)) => body["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()),
                 Ok((status, _)) => {
