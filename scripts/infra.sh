@@ -119,6 +119,8 @@ _ensure_build_deps_impl() {
     local missing=()
     command -v pkg-config >/dev/null || missing+=(pkg-config)
     command -v gcc >/dev/null || missing+=(gcc)
+    # jemalloc (the `bourse` binary's allocator) is built with make.
+    command -v make >/dev/null || missing+=(make)
     command -v curl >/dev/null || missing+=(curl)
     [[ -f /usr/include/postgresql/libpq-fe.h ]] || missing+=(libpq-dev)
     if ((${#missing[@]})); then
@@ -129,7 +131,7 @@ _ensure_build_deps_impl() {
 ensure_build_deps() {
     local t0
     t0=$(_bourse_now_ms)
-    _bourse_log "build deps: checking pkg-config, gcc, curl, libpq-dev"
+    _bourse_log "build deps: checking pkg-config, gcc, make, curl, libpq-dev"
     _bourse_strict _ensure_build_deps_impl || { _bourse_err "build deps failed"; return 1; }
     _bourse_log "build deps: ready ($(_bourse_elapsed "$t0"))"
 }

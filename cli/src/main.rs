@@ -3,6 +3,14 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// jemalloc: under load glibc's malloc kept its per-thread arenas' freed
+/// memory (the stack's resident memory more than doubled after a few
+/// thousand orders and stayed there idle); jemalloc gives unused pages back
+/// to the system after its decay time (10 s).
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use bourse_cli::anvil::{self, Anvil};
 use bourse_cli::mailbox::Mailbox;
 use bourse_cli::stack::{self, StackOptions};
