@@ -22,35 +22,54 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use uuid::Uuid;
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// What to run (the options of `bourse bench`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct Options {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub gateway: String,
-    /// The broker of the six-hop chain; none: the chain is not run.
+    /// The broker of the six-hop chain (none: the chain is not run).
+    #[arg(long)]
     pub amqp_url: Option<String>,
-    /// Pairs of traders: one buys, the other sells.
+    /// Pairs of traders (a buyer and a seller); each trader is one WebSocket.
+    #[arg(long, default_value_t = 5)]
     pub pairs: usize,
     /// Orders sent in all.
+    #[arg(long, default_value_t = 2_000)]
     pub orders: usize,
-    /// Orders offered per second; none: as fast as the stack takes them.
+    /// Orders offered per second (none: as fast as the stack takes them).
+    #[arg(long)]
     pub rate: Option<f64>,
     /// Requests in flight at most.
+    #[arg(long, default_value_t = 64)]
     pub concurrency: usize,
+    #[arg(long, default_value = "ETH-USDT")]
     pub market: String,
+    #[arg(long, default_value = "2000")]
     pub price: Decimal,
+    #[arg(long, default_value = "0.001")]
     pub quantity: Decimal,
     /// Percent of the orders placed away from the market and cancelled (the rest cross).
+    #[arg(long, default_value_t = 0)]
     pub cancel_percent: u8,
-    /// How long to wait for the last orders to be done once all are sent.
+    /// Seconds to wait for the last orders to be done once all are sent.
+    #[arg(long, default_value = "120", value_parser = seconds)]
     pub drain: Duration,
     /// Messages through the six-hop chain.
+    #[arg(long, default_value_t = 20_000)]
     pub chain_messages: usize,
     /// What the run is called in the report (e.g. the database).
+    #[arg(long, default_value = "")]
     pub label: String,
-    /// The stack's process, whose resident memory is read before the run and
-    /// after it and `idle` more seconds: more than twice fails the run.
+    /// The stack's process: its resident memory is read before the run and
+    /// after it and --idle more seconds (more than twice fails the run).
+    #[arg(long)]
     pub watch_pid: Option<u32>,
+    #[arg(long, default_value = "60", value_parser = seconds)]
     pub idle: Duration,
+}
+
+fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
+    text.parse().map(Duration::from_secs)
 }
 
 /// The run's figures and checks.

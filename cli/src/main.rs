@@ -124,46 +124,8 @@ enum Command {
     /// zero-work six-hop chain on the same broker for comparison. Fails (exit
     /// 1) unless every order ends final and every balance agrees with its fills.
     Bench {
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        gateway: String,
-        /// The broker of the six-hop chain (none: not run).
-        #[arg(long)]
-        amqp_url: Option<String>,
-        /// Pairs of traders (a buyer and a seller); each is one WebSocket.
-        #[arg(long, default_value_t = 5)]
-        pairs: usize,
-        #[arg(long, default_value_t = 2_000)]
-        orders: usize,
-        /// Orders offered per second (none: as fast as the stack takes them).
-        #[arg(long)]
-        rate: Option<f64>,
-        /// Requests in flight at most.
-        #[arg(long, default_value_t = 64)]
-        concurrency: usize,
-        #[arg(long, default_value = "ETH-USDT")]
-        market: String,
-        #[arg(long, default_value = "2000")]
-        price: rust_decimal::Decimal,
-        #[arg(long, default_value = "0.001")]
-        quantity: rust_decimal::Decimal,
-        /// Percent of the orders placed away from the market and cancelled.
-        #[arg(long, default_value_t = 0)]
-        cancel_percent: u8,
-        /// Seconds to wait for the last orders to settle once all are sent.
-        #[arg(long, default_value_t = 120)]
-        drain: u64,
-        /// Messages through the six-hop chain.
-        #[arg(long, default_value_t = 20_000)]
-        chain_messages: usize,
-        /// The run's name in the report (e.g. the database).
-        #[arg(long, default_value = "")]
-        label: String,
-        /// The stack's process: its resident memory before the run and after
-        /// it and --idle seconds (more than twice fails the run).
-        #[arg(long)]
-        watch_pid: Option<u32>,
-        #[arg(long, default_value_t = 60)]
-        idle: u64,
+        #[command(flatten)]
+        options: bourse_cli::bench::Options,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -325,41 +287,7 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Bench {
-            gateway,
-            amqp_url,
-            pairs,
-            orders,
-            rate,
-            concurrency,
-            market,
-            price,
-            quantity,
-            cancel_percent,
-            drain,
-            chain_messages,
-            label,
-            watch_pid,
-            idle,
-            json,
-        } => {
-            let options = bourse_cli::bench::Options {
-                gateway,
-                amqp_url,
-                pairs,
-                orders,
-                rate,
-                concurrency,
-                market,
-                price,
-                quantity,
-                cancel_percent,
-                drain: Duration::from_secs(drain),
-                chain_messages,
-                label,
-                watch_pid,
-                idle: Duration::from_secs(idle),
-            };
+        Command::Bench { options, json } => {
             let report = bourse_cli::bench::run(options).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
