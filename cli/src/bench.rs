@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use bourse_common::lock;
 use futures::{SinkExt, StreamExt};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -205,10 +206,6 @@ impl Board {
 
 type Shared = Arc<Mutex<Board>>;
 
-fn lock(board: &Shared) -> std::sync::MutexGuard<'_, Board> {
-    board.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// Runs the bench; the report says whether it passed (`violations` empty).
 pub async fn run(options: Options) -> anyhow::Result<Report> {
     if options.pairs == 0 || options.orders == 0 {
@@ -303,11 +300,11 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
             let id = match answer {
                 Ok((202, body)) => body["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()),
                 Ok((status, _)) => {
-                    *lock_refused(&refused).entry(status).or_default() += 1;
+                    *lock(&refused).entry(status).or_default() += 1;
                     None
                 }
                 Err(_) => {
-                    *lock_refused(&refused).entry(0).or_default() += 1;
+                    *lock(&refused).entry(0).or_default() += 1;
                     None
                 }
             };
@@ -366,7 +363,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         Some(url) => Some(six_hop_chain(url, options.chain_messages).await?),
         None => None,
     };
-    let refused = std::mem::take(&mut *lock_refused(&refused));
+    let refused = std::mem::take(&mut *lock(&refused));
     let memory_mb = match (options.watch_pid, memory_before) {
         (Some(pid), Some(before)) => {
             eprintln!("idle for {:?}, then the memory of process {pid}", options.idle);
@@ -398,10 +395,6 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         memory_mb,
         violations,
     })
-}
-
-fn lock_refused(m: &Mutex<HashMap<u16, usize>>) -> std::sync::MutexGuard<'_, HashMap<u16, usize>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// One request through the gateway: its status and JSON body. A 429 is

@@ -80,3 +80,9 @@ pub fn now_micros() -> i64 {
 pub fn micros_to_time(micros: i64) -> chrono::DateTime<chrono::Utc> {
     chrono::DateTime::from_timestamp_micros(micros).unwrap_or_default()
 }
+
+/// Locks `m`, even if a holder panicked: what it guards (counters, sets,
+/// maps updated one step at a time) stays meaningful.
+pub fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}

@@ -43,8 +43,8 @@ use bourse_common::envelope::Envelope;
 use bourse_common::error::ApiError;
 use bourse_common::inbox::Inbound;
 use bourse_common::metrics::Metrics;
-use bourse_common::registry;
 use bourse_common::service::BackgroundTask;
+use bourse_common::{lock, registry};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
@@ -215,10 +215,6 @@ impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Hub {
