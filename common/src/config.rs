@@ -111,9 +111,9 @@ impl Default for MessagingConfig {
         Self {
             retry_delays_ms: vec![200, 1_000, 5_000, 30_000],
             max_attempts: 5,
-            prefetch: 256,
-            consumer_batch: 128,
-            relay_batch: 256,
+            prefetch: 1024,
+            consumer_batch: 512,
+            relay_batch: 4096,
             relay_poll_ms: 200,
             event_log_max_age: "30D".into(),
             relay_lease_ms: 5_000,

@@ -291,22 +291,16 @@ fn apply(
     handler: &dyn Handler,
     messages: &[&Envelope],
 ) -> Result<Vec<Handled>, ApplyError> {
-    let ids: Vec<String> = messages.iter().map(|m| m.message_id.to_string()).collect();
-    let mut seen: HashSet<String> = inbox::table
-        .filter(inbox::consumer.eq(consumer))
-        .filter(inbox::message_id.eq_any(&ids))
-        .select(inbox::message_id)
-        .load::<String>(conn)?
-        .into_iter()
-        .collect();
+    // Recording the messages and learning which are new is one statement, its
+    // conflicts found through the primary key: a lookup by `message_id IN
+    // (...)` first let PostgreSQL's generic plan scan every row of the
+    // consumer (the inbox keeps days of them), slower with every message.
+    // A row a concurrent consumer recorded first (committed) is skipped here.
     let now = crate::now_micros();
-    let fresh: Vec<&Envelope> =
-        messages.iter().copied().filter(|m| seen.insert(m.message_id.to_string())).collect();
-    if fresh.is_empty() {
-        return Ok(Vec::new());
-    }
-    let rows: Vec<InboxRow> = fresh
+    let mut batch_ids = HashSet::with_capacity(messages.len());
+    let rows: Vec<InboxRow> = messages
         .iter()
+        .filter(|m| batch_ids.insert(m.message_id))
         .map(|m| InboxRow {
             consumer,
             message_id: m.message_id.to_string(),
@@ -315,9 +309,30 @@ fn apply(
             received_at: now,
         })
         .collect();
-    // A concurrent consumer that recorded one of them first makes this fail
-    // with a unique violation: the batch is then retried one by one.
-    crate::on_backend!(conn, |c| diesel::insert_into(inbox::table).values(&rows).execute(c))?;
+    let mut recorded: HashSet<String> = match conn {
+        DbConnection::Postgres(c) => diesel::insert_into(inbox::table)
+            .values(&rows)
+            .on_conflict_do_nothing()
+            .returning(inbox::message_id)
+            .get_results::<String>(c)?
+            .into_iter()
+            .collect(),
+        // In process, a statement per row costs no round trip.
+        DbConnection::Sqlite(c) => {
+            let mut recorded = HashSet::with_capacity(rows.len());
+            for row in &rows {
+                if diesel::insert_into(inbox::table).values(row).on_conflict_do_nothing().execute(c)? == 1 {
+                    recorded.insert(row.message_id.clone());
+                }
+            }
+            recorded
+        }
+    };
+    let fresh: Vec<&Envelope> =
+        messages.iter().copied().filter(|m| recorded.remove(&m.message_id.to_string())).collect();
+    if fresh.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut out = Emitter::new(producer);
     let mut handled = Vec::with_capacity(fresh.len());
     for message in &fresh {

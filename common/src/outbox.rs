@@ -396,18 +396,25 @@ impl Relay {
         tracing::info!(producer = %bus.producer, "outbox relay connected");
 
         let poll = Duration::from_millis(bus.config.relay_poll_ms);
-        let parked_retry = Duration::from_millis(bus.config.parked_retry_ms.max(1));
-        let batch = bus.config.relay_batch.max(1) as i64;
         let mut next_parked_retry = Instant::now();
         // Command types whose old event-log route this session has removed.
         let mut unlogged = HashSet::new();
+        // The last round published and confirmed, not yet marked.
+        let mut unmarked: Option<Round> = None;
+        // The next round's rows, read while the last one was published.
+        let mut ahead: Option<Vec<OutboxRow>> = None;
         loop {
             if shutdown.is_cancelled() {
+                if let Some(round) = unmarked.take() {
+                    self.mark(round).await?;
+                }
                 let _ = conn.close(200, "shutdown".into()).await;
                 return Ok(());
             }
             let Some(deadline) = self.lead().await? else {
-                // Standing by: connected, ready to take over.
+                // Standing by: connected, ready to take over. A round left
+                // unmarked is published again by the holder (the inboxes skip it).
+                (unmarked, ahead) = (None, None);
                 tokio::select! {
                     _ = shutdown.cancelled() => {}
                     _ = tokio::time::sleep(poll) => {}
@@ -415,20 +422,20 @@ impl Relay {
                 continue;
             };
 
-            let mut published = false;
-            if Instant::now() >= next_parked_retry {
-                next_parked_retry = Instant::now() + parked_retry;
-                let before =
-                    crate::now_micros() - i64::try_from(parked_retry.as_micros()).unwrap_or(i64::MAX);
-                let rows = bus.db.read(move |c| parked_due(c, before, batch).map_err(DbError::from)).await?;
-                if !rows.is_empty() {
-                    self.publish(&conn, &ch, rows, deadline, &mut unlogged).await?;
-                    published = true;
+            // Three things at once: the broker confirms a round, the round
+            // before it is marked in the database, and the rows after it are
+            // read (leaving out those two rounds' rows).
+            let rows = match ahead.take() {
+                Some(rows) => rows,
+                None => {
+                    let marking: HashSet<i64> = unmarked.iter().flat_map(Round::ids).collect();
+                    self.next_rows(marking, &mut next_parked_retry).await?
                 }
-            }
-            let rows = bus.db.read(move |c| due(c, batch).map_err(DbError::from)).await?;
+            };
             if rows.is_empty() {
-                if !published {
+                if let Some(round) = unmarked.take() {
+                    self.mark(round).await?;
+                } else {
                     tokio::select! {
                         _ = shutdown.cancelled() => {}
                         _ = bus.db.committed().notified() => {}
@@ -437,12 +444,52 @@ impl Relay {
                 }
                 continue;
             }
-            self.publish(&conn, &ch, rows, deadline, &mut unlogged).await?;
+            let in_flight: HashSet<i64> =
+                rows.iter().map(|r| r.id).chain(unmarked.iter().flat_map(Round::ids)).collect();
+            let (confirmed, marked, next) = tokio::join!(
+                self.publish(&conn, &ch, rows, deadline, &mut unlogged),
+                async {
+                    match unmarked.take() {
+                        Some(round) => self.mark(round).await,
+                        None => Ok(()),
+                    }
+                },
+                self.next_rows(in_flight, &mut next_parked_retry),
+            );
+            marked?;
+            unmarked = Some(confirmed?);
+            ahead = Some(next?);
         }
     }
 
-    /// Publishes `rows` (in order, confirmed, all before `deadline`) and marks
-    /// them: sent, or parked when the broker returned them.
+    /// The next round's rows, leaving out `in_flight` ones: parked commands
+    /// when their retry is due, else the rows due, in id order.
+    async fn next_rows(
+        &self,
+        in_flight: HashSet<i64>,
+        next_parked_retry: &mut Instant,
+    ) -> Result<Vec<OutboxRow>, RelayError> {
+        let db = &self.bus.db;
+        let batch = self.bus.config.relay_batch.max(1);
+        let reach = (batch + in_flight.len()) as i64;
+        let mut rows = Vec::new();
+        if Instant::now() >= *next_parked_retry {
+            let parked_retry = Duration::from_millis(self.bus.config.parked_retry_ms.max(1));
+            *next_parked_retry = Instant::now() + parked_retry;
+            let before = crate::now_micros() - i64::try_from(parked_retry.as_micros()).unwrap_or(i64::MAX);
+            rows = db.read(move |c| parked_due(c, before, reach).map_err(DbError::from)).await?;
+            rows.retain(|r| !in_flight.contains(&r.id));
+        }
+        if rows.is_empty() {
+            rows = db.read(move |c| due(c, reach).map_err(DbError::from)).await?;
+            rows.retain(|r| !in_flight.contains(&r.id));
+        }
+        rows.truncate(batch);
+        Ok(rows)
+    }
+
+    /// Publishes `rows` (in order, confirmed, all before `deadline`): the
+    /// round to mark, its rows sent or, when the broker returned them, parked.
     async fn publish(
         &self,
         conn: &lapin::Connection,
@@ -450,7 +497,7 @@ impl Relay {
         rows: Vec<OutboxRow>,
         deadline: Instant,
         unlogged: &mut HashSet<String>,
-    ) -> Result<(), RelayError> {
+    ) -> Result<Round, RelayError> {
         let bus = &self.bus;
         for row in &rows {
             if row.exchange == topology::COMMANDS && !unlogged.contains(&row.routing_key) {
@@ -536,12 +583,18 @@ impl Relay {
         for row in sent.iter().filter(|r| r.returned_at.is_some()) {
             tracing::info!(r#type = %row.message_type, message_id = %row.message_id, returns = row.returns, "parked command delivered");
         }
-        let sent_ids: Vec<i64> = sent.iter().map(|r| r.id).collect();
-        let parked_ids: Vec<i64> = parked.iter().map(|r| r.id).collect();
-        let (n_sent, n_parked) = (sent_ids.len() as u64, parked_ids.len() as u64);
+        Ok(Round { sent: sent.iter().map(|r| r.id).collect(), parked: parked.iter().map(|r| r.id).collect() })
+    }
+
+    /// Records a confirmed round in the outbox, unless the lease was lost meanwhile.
+    async fn mark(&self, round: Round) -> Result<(), RelayError> {
+        let bus = &self.bus;
+        let (n_sent, n_parked) = (round.sent.len() as u64, round.parked.len() as u64);
         let holder = self.lease.lock().await.holder().to_string();
-        let marked =
-            bus.db.write(move |c| mark(c, &holder, &sent_ids, &parked_ids).map_err(DbError::from)).await?;
+        let marked = bus
+            .db
+            .write(move |c| mark(c, &holder, &round.sent, &round.parked).map_err(DbError::from))
+            .await?;
         if !marked {
             tracing::warn!(producer = %bus.producer, "outbox relay lost its lease before marking its round: the new holder publishes those rows again");
             self.lease.lock().await.lost();
@@ -554,5 +607,18 @@ impl Relay {
             bus.metrics.set_gauge(crate::inspect::LAST_PUBLISH_GAUGE, &[], chrono::Utc::now().timestamp());
         }
         Ok(())
+    }
+}
+
+/// A round the broker confirmed: the ids of its rows sent, and of those it returned (to park).
+#[derive(Debug)]
+struct Round {
+    sent: Vec<i64>,
+    parked: Vec<i64>,
+}
+
+impl Round {
+    fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.sent.iter().chain(&self.parked).copied()
     }
 }
