@@ -113,7 +113,7 @@ impl Default for MessagingConfig {
             max_attempts: 5,
             prefetch: 1024,
             consumer_batch: 512,
-            relay_batch: 4096,
+            relay_batch: 1024,
             relay_poll_ms: 200,
             event_log_max_age: "30D".into(),
             relay_lease_ms: 5_000,

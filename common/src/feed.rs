@@ -1,8 +1,12 @@
 //! Following events and market data for live feeds (WebSocket): a server-named, exclusive,
 //! auto-deleted queue, acknowledged on receipt. What is published while the
 //! follower is disconnected is missed — clients re-read a snapshot — so it
-//! never holds up the money path. It reconnects by itself.
+//! never holds up the money path. It reconnects by itself. A message the
+//! outbox published twice (a relay that died between the broker's confirm
+//! and its mark) is passed on once, while it is among the last
+//! [`REMEMBERED`] messages.
 
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 
 use futures::StreamExt;
@@ -28,6 +32,32 @@ enum FollowerEnd {
 
 impl amqp::SessionEnd for FollowerEnd {}
 
+/// How many message ids a follower remembers to skip a second copy.
+pub const REMEMBERED: usize = 65_536;
+
+/// The ids of the last [`REMEMBERED`] messages passed on.
+#[derive(Debug, Default)]
+struct Recent {
+    ids: HashSet<uuid::Uuid>,
+    order: VecDeque<uuid::Uuid>,
+}
+
+impl Recent {
+    /// Remembers `id`; false if it was remembered already.
+    fn first_time(&mut self, id: uuid::Uuid) -> bool {
+        if !self.ids.insert(id) {
+            return false;
+        }
+        self.order.push_back(id);
+        if self.order.len() > REMEMBERED
+            && let Some(oldest) = self.order.pop_front()
+        {
+            self.ids.remove(&oldest);
+        }
+        true
+    }
+}
+
 /// Calls `on_event` with every message of `types` (events or market data),
 /// in arrival order, until `shutdown`. `health` is up while the follower's
 /// queue is bound.
@@ -43,6 +73,7 @@ pub async fn follow<F, Fut>(
     F: Fn(Envelope) -> Fut,
     Fut: Future<Output = ()>,
 {
+    let recent = std::sync::Mutex::new(Recent::default());
     let session = || async {
         let conn = amqp::connect(&amqp_url, &name).await?;
         let ch = conn.create_channel().await?;
@@ -74,7 +105,11 @@ pub async fn follow<F, Fut>(
             };
             match next {
                 Some(Ok(delivery)) => match Envelope::from_json(&delivery.data) {
-                    Ok(envelope) => on_event(envelope).await,
+                    Ok(envelope) => {
+                        if crate::lock(&recent).first_time(envelope.message_id) {
+                            on_event(envelope).await;
+                        }
+                    }
                     Err(e) => tracing::warn!(follower = %name, error = %e, "unreadable event skipped"),
                 },
                 Some(Err(e)) => return Err(FollowerEnd::Broker(e)),
@@ -83,4 +118,22 @@ pub async fn follow<F, Fut>(
         }
     };
     let _ = amqp::supervise(&format!("feed follower {name}"), &health, &shutdown, session).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_second_copy_is_skipped_while_remembered() {
+        let mut recent = Recent::default();
+        let first = uuid::Uuid::now_v7();
+        assert!(recent.first_time(first));
+        assert!(!recent.first_time(first));
+        for _ in 0..REMEMBERED {
+            assert!(recent.first_time(uuid::Uuid::now_v7()));
+        }
+        assert_eq!(recent.ids.len(), REMEMBERED);
+        assert!(recent.first_time(first), "forgotten once older than the last REMEMBERED");
+    }
 }

@@ -411,7 +411,7 @@ impl Relay {
                 let _ = conn.close(200, "shutdown".into()).await;
                 return Ok(());
             }
-            let Some(deadline) = self.lead().await? else {
+            if self.lead().await?.is_none() {
                 // Standing by: connected, ready to take over. A round left
                 // unmarked is published again by the holder (the inboxes skip it).
                 (unmarked, ahead) = (None, None);
@@ -447,7 +447,7 @@ impl Relay {
             let in_flight: HashSet<i64> =
                 rows.iter().map(|r| r.id).chain(unmarked.iter().flat_map(Round::ids)).collect();
             let (confirmed, marked, next) = tokio::join!(
-                self.publish(&conn, &ch, rows, deadline, &mut unlogged),
+                self.publish(&conn, &ch, rows, &mut unlogged),
                 async {
                     match unmarked.take() {
                         Some(round) => self.mark(round).await,
@@ -488,14 +488,14 @@ impl Relay {
         Ok(rows)
     }
 
-    /// Publishes `rows` (in order, confirmed, all before `deadline`): the
-    /// round to mark, its rows sent or, when the broker returned them, parked.
+    /// Publishes `rows` (in order, confirmed while this instance holds the
+    /// lease, renewed meanwhile): the round to mark, its rows sent or, when the
+    /// broker returned them, parked.
     async fn publish(
         &self,
         conn: &lapin::Connection,
         ch: &lapin::Channel,
         rows: Vec<OutboxRow>,
-        deadline: Instant,
         unlogged: &mut HashSet<String>,
     ) -> Result<Round, RelayError> {
         let bus = &self.bus;
@@ -549,14 +549,20 @@ impl Relay {
             }
             Ok(returned)
         };
-        let returned = match tokio::time::timeout_at(deadline, round).await {
-            Ok(returned) => returned?,
-            Err(_) => {
-                // Past the deadline another instance may publish: this one stops at once.
+        // A broker slow to confirm (a backlog, flow control) does not cost
+        // the lease: it is renewed while the round waits, every quarter term.
+        let mut round = std::pin::pin!(round);
+        let renew_every = Duration::from_millis(bus.config.relay_lease_ms / 4);
+        let returned = loop {
+            let wake = self.lead().await?.map(|until| until.min(Instant::now() + renew_every));
+            let Some(wake) = wake else {
+                // The lease ran out: another instance may publish, this one stops at once.
                 let _ = conn.close(320, "relay lease ran out".into()).await;
-                self.lease.lock().await.lost();
                 self.set_leader(false);
                 return Err(RelayError::LeaseRanOut);
+            };
+            if let Ok(returned) = tokio::time::timeout_at(wake, &mut round).await {
+                break returned?;
             }
         };
         if bus.faults.relay_should_crash() {

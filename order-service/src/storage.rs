@@ -59,6 +59,13 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    open_orders (user_id) {
+        user_id -> Text,
+        open -> BigInt,
+    }
+}
+
 /// An order as stored.
 #[derive(Debug, Clone, Queryable, Selectable, Insertable)]
 #[diesel(table_name = orders)]
@@ -188,7 +195,21 @@ pub struct Cause {
 /// Stores a new order and records its first status.
 pub fn insert(conn: &mut DbConnection, order: &OrderRow, cause: &Cause) -> QueryResult<()> {
     on_backend!(conn, |c| diesel::insert_into(orders::table).values(order).execute(c))?;
+    if !order.status.is_final() {
+        count_opened(conn, &order.user_id, 1)?;
+    }
     record_transition(conn, &order.id, None, order.status, cause, order.created_at)
+}
+
+/// Adds `change` to the user's count of open orders.
+fn count_opened(conn: &mut DbConnection, user: &str, change: i64) -> QueryResult<()> {
+    on_backend!(conn, |c| diesel::insert_into(open_orders::table)
+        .values((open_orders::user_id.eq(user), open_orders::open.eq(change)))
+        .on_conflict(open_orders::user_id)
+        .do_update()
+        .set(open_orders::open.eq(open_orders::open + change))
+        .execute(c))?;
+    Ok(())
 }
 
 fn record_transition(
@@ -222,6 +243,9 @@ pub fn transition(
 ) -> QueryResult<()> {
     let set = (orders::status.eq(to), orders::updated_at.eq(now));
     on_backend!(conn, |c| diesel::update(orders::table.find(&order.id)).set(set).execute(c))?;
+    if to.is_final() && !order.status.is_final() {
+        count_opened(conn, &order.user_id, -1)?;
+    }
     if let Some(reason) = reject_reason {
         diesel::update(orders::table.find(&order.id)).set(orders::reject_reason.eq(reason)).execute(conn)?;
     }
@@ -310,13 +334,9 @@ pub fn find_by_idempotency_key(
 
 /// How many of the user's orders have not ended yet (not filled, cancelled or rejected).
 pub fn count_open(conn: &mut DbConnection, user: Uuid) -> QueryResult<u64> {
-    let ended: Vec<Status> = Status::ALL.iter().copied().filter(|s| s.is_final()).collect();
-    let n: i64 = on_backend!(conn, |c| orders::table
-        .filter(orders::user_id.eq(user.to_string()))
-        .filter(orders::status.ne_all(ended.clone()))
-        .count()
-        .get_result(c))?;
-    Ok(u64::try_from(n).unwrap_or_default())
+    let n: Option<i64> =
+        open_orders::table.find(user.to_string()).select(open_orders::open).first(conn).optional()?;
+    Ok(u64::try_from(n.unwrap_or_default()).unwrap_or_default())
 }
 
 /// A page of the user's orders, newest first, and how many match.
@@ -459,6 +479,26 @@ mod tests {
         let (open, total) = list(&mut conn, user, Some(Status::Open), Some("ETH-USDT"), 10, 0).unwrap();
         assert_eq!((open.len(), total), (1, 1));
         assert_eq!(list(&mut conn, user, Some(Status::Filled), None, 10, 0).unwrap().1, 0);
+    }
+
+    #[test]
+    fn the_count_of_open_orders_follows_each_order_until_it_ends() {
+        let mut conn = database();
+        let first = placed(&mut conn);
+        let (_, user) = first.ids().unwrap();
+        let cause = Cause { kind: "funds.reserved".into(), id: "m1".into() };
+        transition(&mut conn, &first, Status::Open, None, &cause, 2).unwrap();
+        let mut second = first.clone();
+        second.id = Uuid::now_v7().to_string();
+        second.idempotency_key = None;
+        insert(&mut conn, &second, &cause).unwrap();
+        assert_eq!(count_open(&mut conn, user).unwrap(), 2, "pending and open both count");
+
+        let first = find(&mut conn, first.ids().unwrap().0).unwrap().unwrap();
+        transition(&mut conn, &first, Status::Filled, None, &cause, 3).unwrap();
+        transition(&mut conn, &second, Status::Rejected, Some("insufficient_funds"), &cause, 3).unwrap();
+        assert_eq!(count_open(&mut conn, user).unwrap(), 0);
+        assert_eq!(count_open(&mut conn, Uuid::now_v7()).unwrap(), 0, "a user who never placed one");
     }
 
     #[test]
