@@ -47,7 +47,8 @@ async fn orders_cancelled_right_after_placing_end_cancelled_with_everything_rele
                 let price = format!("{}", 100 + (n * 50 + i) % 7);
                 let order = t.place(carol, limit_buy("ETH-USDT", &price, "1")).await;
                 let id = order["id"].as_str().unwrap().to_string();
-                let (status, body) = t.call("DELETE", &format!("/api/orders/{id}"), Some(carol), None).await;
+                let (status, body) =
+                    t.call_patiently("DELETE", &format!("/api/orders/{id}"), Some(carol), None).await;
                 assert_eq!(status, 202, "{body}");
                 ids.push(id);
             }
