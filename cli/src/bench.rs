@@ -49,9 +49,18 @@ pub struct Options {
     pub price: Decimal,
     #[arg(long, default_value = "0.001")]
     pub quantity: Decimal,
-    /// Percent of the orders placed away from the market and cancelled (the rest cross).
+    /// Percent of the pairs of orders placed away from the market and cancelled.
     #[arg(long, default_value_t = 0)]
     pub cancel_percent: u8,
+    /// Percent of the pairs of orders that take liquidity on --taker-market:
+    /// the seller's limit rests, then the buyer takes it, in turn with a market
+    /// order (capped at --price) and an IOC limit. (The rest of the pairs cross.)
+    #[arg(long, default_value_t = 0)]
+    pub taker_percent: u8,
+    /// The market of the taker pairs, apart from --market: there price
+    /// priority would let a taker meet another pair's order instead of its maker.
+    #[arg(long, default_value = "BTC-USDT")]
+    pub taker_market: String,
     /// Seconds to wait for the last orders to be done once all are sent.
     #[arg(long, default_value = "120", value_parser = seconds)]
     pub drain: Duration,
@@ -78,6 +87,8 @@ fn seconds(text: &str) -> Result<Duration, std::num::ParseIntError> {
 pub struct Report {
     pub label: String,
     pub offered_rate: Option<f64>,
+    /// The pairs of orders sent, by kind.
+    pub mix: Mix,
     pub sent: usize,
     pub accepted: usize,
     /// Answers other than 202, by status.
@@ -95,6 +106,30 @@ pub struct Report {
     pub memory_mb: Option<(f64, f64)>,
     /// Every way an order or a balance disagreed, or memory grew; empty when the run passed.
     pub violations: Vec<String>,
+}
+
+/// How many pairs of orders of each kind a run sent.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Mix {
+    /// Limits that cross at --price.
+    pub crossing: usize,
+    /// Limits away from the market, cancelled.
+    pub cancelled: usize,
+    /// A resting limit taken by a market order.
+    pub market: usize,
+    /// A resting limit taken by an IOC limit.
+    pub ioc: usize,
+}
+
+impl Mix {
+    fn count(&mut self, step: Step) {
+        match step {
+            Step::Cross => self.crossing += 1,
+            Step::Cancel => self.cancelled += 1,
+            Step::Take { market_order: true } => self.market += 1,
+            Step::Take { market_order: false } => self.ioc += 1,
+        }
+    }
 }
 
 /// Resident memory of process `pid`, in MB (Linux: `/proc/<pid>/status`).
@@ -131,15 +166,47 @@ impl Percentiles {
     }
 }
 
-/// What a trader does in the run.
+/// A trader of the run: a buyer (even index) or a seller (odd).
 struct Trader {
     id: Uuid,
     token: String,
-    /// Buys with the market's quote currency, or sells its base currency.
-    buys: bool,
-    /// What its top-up gave it, of which currency.
-    funded: Decimal,
-    funded_currency: String,
+    /// What its top-ups gave it, per currency.
+    funded: Vec<(String, Decimal)>,
+}
+
+impl Trader {
+    fn funded(&self, currency: &str) -> Decimal {
+        self.funded.iter().find(|(c, _)| c == currency).map_or(Decimal::ZERO, |(_, a)| *a)
+    }
+}
+
+/// What a pair of orders (a step of the load) does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The buyer's and the seller's limits at --price, which cross.
+    Cross,
+    /// Two of the buyer's limits far below the market, each cancelled.
+    Cancel,
+    /// The seller's limit rests on the taker market; once it is in the book,
+    /// the buyer takes it with a market order or an IOC limit.
+    Take { market_order: bool },
+}
+
+/// The kinds of the steps, spread evenly: step `s` takes place `s * 37 mod
+/// 100` in each hundred (37 is prime to 100), the first `cancel_percent`
+/// places cancel, the next `taker_percent` take, the rest cross.
+fn steps(count: usize, cancel_percent: u8, taker_percent: u8) -> impl Iterator<Item = Step> {
+    let (cancel, take) =
+        (usize::from(cancel_percent), usize::from(cancel_percent) + usize::from(taker_percent));
+    let mut takers = 0;
+    (0..count).map(move |s| match s * 37 % 100 {
+        place if place < cancel => Step::Cancel,
+        place if place < take => {
+            takers += 1;
+            Step::Take { market_order: takers % 2 == 1 }
+        }
+        _ => Step::Cross,
+    })
 }
 
 /// What an order is expected to end as.
@@ -162,6 +229,8 @@ struct Tracked {
     /// What its settled fills add up to, and when the last one came.
     settled: Decimal,
     settled_at: Option<Instant>,
+    /// In the book (open, partially filled or filled).
+    booked: bool,
     counted: bool,
 }
 
@@ -185,6 +254,8 @@ struct Board {
     moved: HashMap<usize, HashMap<String, Decimal>>,
     done: usize,
     last_done: Option<Instant>,
+    /// Senders waiting for an order to be in the book (true) or to end without (false).
+    waiting: HashMap<Uuid, tokio::sync::oneshot::Sender<bool>>,
 }
 
 impl Board {
@@ -208,31 +279,50 @@ type Shared = Arc<Mutex<Board>>;
 
 /// Runs the bench; the report says whether it passed (`violations` empty).
 pub async fn run(options: Options) -> anyhow::Result<Report> {
-    if options.pairs == 0 || options.orders == 0 {
-        bail!("--pairs and --orders must be at least 1");
+    if options.pairs == 0 || options.orders == 0 || options.orders % 2 == 1 {
+        bail!("--pairs must be at least 1 and --orders an even number (orders go in pairs)");
+    }
+    if u16::from(options.cancel_percent) + u16::from(options.taker_percent) > 100 {
+        bail!("--cancel-percent and --taker-percent add up to more than 100");
     }
     let http = reqwest::Client::builder().pool_max_idle_per_host(options.concurrency).build()?;
     let base = options.gateway.trim_end_matches('/').to_string();
-    let (base_currency, quote_currency) =
-        options.market.split_once('-').context("--market is BASE-QUOTE, e.g. ETH-USDT")?;
+    let split = |market: &str| {
+        market
+            .split_once('-')
+            .map(|(b, q)| (b.to_string(), q.to_string()))
+            .context("a market is BASE-QUOTE, e.g. ETH-USDT")
+    };
+    let (base_currency, quote_currency) = split(&options.market)?;
+    let (taker_base, taker_quote) = split(&options.taker_market)?;
+    if options.taker_percent > 0 && (taker_quote != quote_currency || options.taker_market == options.market)
+    {
+        bail!("--taker-market must be another market of {quote_currency}, e.g. BTC-{quote_currency}");
+    }
 
     let memory_before = options.watch_pid.map(resident_mb).transpose()?;
-    // Traders, funded for every order they may send.
-    let per_trader = options.orders.div_ceil(options.pairs * 2) as u64 + 1;
+    // Traders, funded for every order they may send (a seller in both base currencies when pairs take).
+    let per_trader = Decimal::from(options.orders.div_ceil(options.pairs * 2) as u64 + 1);
     let run_id = Uuid::now_v7().simple().to_string();
     let mut traders = Vec::new();
     for i in 0..options.pairs * 2 {
         let buys = i % 2 == 0;
-        let funded = if buys {
-            options.price * options.quantity * Decimal::from(per_trader)
+        let mut funded = if buys {
+            vec![(quote_currency.clone(), options.price * options.quantity * per_trader)]
         } else {
-            options.quantity * Decimal::from(per_trader)
+            vec![(base_currency.clone(), options.quantity * per_trader)]
         };
+        if !buys && options.taker_percent > 0 {
+            funded.push((taker_base.clone(), options.quantity * per_trader));
+        }
         let email = format!("bench-{}-{i}@bench.example", &run_id[20..]);
         let (id, token) = register(&http, &base, &email).await?;
-        let currency = if buys { quote_currency } else { base_currency };
-        fund(&http, &base, &token, currency, funded).await.with_context(|| format!("funding {email}"))?;
-        traders.push(Trader { id, token, buys, funded, funded_currency: currency.to_string() });
+        for (currency, amount) in &funded {
+            fund(&http, &base, &token, currency, *amount)
+                .await
+                .with_context(|| format!("funding {email}"))?;
+        }
+        traders.push(Trader { id, token, funded });
     }
     for trader in &traders {
         funded_by_now(&http, &base, trader).await?;
@@ -252,78 +342,77 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         feeds.push(follow(&base, &options.market, index, trader, board.clone(), progress.clone()).await?);
     }
 
-    // The load.
+    // The load: a pair of orders per step, the step's first order due at its place in the offered rate.
+    let load = Load {
+        http: http.clone(),
+        base: base.clone(),
+        board: board.clone(),
+        traders: Arc::new(traders),
+        refused: Arc::default(),
+        progress: progress.clone(),
+        quantity: options.quantity,
+        patience: options.drain,
+    };
     let permits = Arc::new(tokio::sync::Semaphore::new(options.concurrency.max(1)));
-    let traders = Arc::new(traders);
-    let refused: Arc<Mutex<HashMap<u16, usize>>> = Arc::default();
     let started = Instant::now();
     let mut sends = Vec::with_capacity(options.orders);
-    for n in 0..options.orders {
+    let mut mix = Mix::default();
+    for (n, step) in steps(options.orders / 2, options.cancel_percent, options.taker_percent).enumerate() {
         if let Some(rate) = options.rate {
-            let due = started + Duration::from_secs_f64(n as f64 / rate);
+            let due = started + Duration::from_secs_f64((2 * n) as f64 / rate);
             tokio::time::sleep_until(due.into()).await;
         }
-        let permit = permits.clone().acquire_owned().await?;
-        let pair = (n / 2) % options.pairs;
-        // Every `1 / cancel_percent` pair of sends, the buyer's order is away from the market, then cancelled.
-        let step = n / 2;
-        let cancel =
-            options.cancel_percent > 0 && step % (100 / usize::from(options.cancel_percent.min(100))) == 0;
-        let (trader, expect, price) = match (n % 2 == 0, cancel) {
-            (true, false) => (pair * 2, Expect::Filled, options.price),
-            (false, false) => (pair * 2 + 1, Expect::Filled, options.price),
-            // Both of a cancel step are the buyer's: two orders resting far below, each cancelled.
-            (_, true) => (pair * 2, Expect::Cancelled, (options.price / Decimal::TWO).round_dp(2)),
+        let (buyer, seller) = ((n % options.pairs) * 2, (n % options.pairs) * 2 + 1);
+        let order = |market: &str, trader: usize, kind: &str, price: Decimal| {
+            let side = if trader == buyer { "buy" } else { "sell" };
+            json!({"market": market, "side": side, "type": kind, "price": price, "quantity": options.quantity})
         };
-        let side = if traders[trader].buys { "buy" } else { "sell" };
-        let order = json!({
-            "market": options.market, "side": side, "type": "limit",
-            "price": price, "quantity": options.quantity,
-        });
-        let (http, base, board, traders, refused, bar) =
-            (http.clone(), base.clone(), board.clone(), traders.clone(), refused.clone(), progress.clone());
-        let quantity = options.quantity;
-        sends.push(tokio::spawn(async move {
-            let _permit = permit;
-            let token = &traders[trader].token;
-            // A trader at the exchange's limit of open orders waits for some to
-            // end, as a client would; the order's clock starts at the send it took.
-            let (answer, at) = loop {
-                let at = Instant::now();
-                match call(&http, &base, "POST", "/api/orders", token, Some(order.clone())).await {
-                    Ok((422, body)) if body["error"]["code"] == "too_many_open_orders" => {
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+        match step {
+            Step::Cross => {
+                for trader in [buyer, seller] {
+                    let (load, order) =
+                        (load.clone(), order(&options.market, trader, "limit", options.price));
+                    let permit = permits.clone().acquire_owned().await?;
+                    sends.push(tokio::spawn(async move {
+                        let _permit = permit;
+                        load.place(trader, order, Expect::Filled).await;
+                    }));
+                }
+            }
+            Step::Cancel => {
+                let away = order(&options.market, buyer, "limit", (options.price / Decimal::TWO).round_dp(2));
+                for _ in 0..2 {
+                    let (load, order) = (load.clone(), away.clone());
+                    let permit = permits.clone().acquire_owned().await?;
+                    sends.push(tokio::spawn(async move {
+                        let _permit = permit;
+                        if let Some(id) = load.place(buyer, order, Expect::Cancelled).await {
+                            load.cancel(buyer, id).await;
+                        }
+                    }));
+                }
+            }
+            Step::Take { market_order } => {
+                let maker = order(&options.taker_market, seller, "limit", options.price);
+                let mut taker = order(&options.taker_market, buyer, "limit", options.price);
+                if market_order {
+                    taker["type"] = json!("market");
+                } else {
+                    taker["time_in_force"] = json!("ioc");
+                }
+                let load = load.clone();
+                let permit = permits.clone().acquire_owned().await?;
+                sends.push(tokio::spawn(async move {
+                    let _permit = permit;
+                    let Some(id) = load.place(seller, maker, Expect::Filled).await else { return };
+                    if load.booked(id).await {
+                        load.place(buyer, taker, Expect::Filled).await;
                     }
-                    answer => break (answer, at),
-                }
-            };
-            let id = match answer {
-                Ok((202, body)) => body["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()),
-                Ok((status, _)) => {
-                    *lock(&refused).entry(status).or_default() += 1;
-                    None
-                }
-                Err(_) => {
-                    *lock(&refused).entry(0).or_default() += 1;
-                    None
-                }
-            };
-            let Some(id) = id else { return };
-            {
-                let mut b = lock(&board);
-                let o = b.order(id);
-                o.trader = trader;
-                o.expect = Some(expect);
-                o.quantity = quantity;
-                o.submitted = Some(at);
-                b.settle_count(id, Instant::now(), &bar);
+                }));
             }
-            if expect == Expect::Cancelled {
-                let path = format!("/api/orders/{id}");
-                let _ = call(&http, &base, "DELETE", &path, token, None).await;
-            }
-        }));
-        progress.set_message(format!("{} sent", n + 1));
+        }
+        mix.count(step);
+        progress.set_message(format!("{} sent", 2 * (n + 1)));
     }
     for send in sends {
         send.await?;
@@ -343,7 +432,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     }
 
     let board = std::mem::take(&mut *lock(&board));
-    let mut violations = check(&http, &base, &traders, &board).await?;
+    let mut violations = check(&http, &base, &load.traders, &board).await?;
     let undone = board.orders.values().filter(|o| o.submitted.is_some() && !o.counted).count();
     if undone > 0 {
         violations.insert(
@@ -363,7 +452,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         Some(url) => Some(six_hop_chain(url, options.chain_messages).await?),
         None => None,
     };
-    let refused = std::mem::take(&mut *lock(&refused));
+    let refused = std::mem::take(&mut *lock(&load.refused));
     let memory_mb = match (options.watch_pid, memory_before) {
         (Some(pid), Some(before)) => {
             eprintln!("idle for {:?}, then the memory of process {pid}", options.idle);
@@ -382,6 +471,7 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     Ok(Report {
         label: options.label,
         offered_rate: options.rate,
+        mix,
         sent: options.orders,
         accepted,
         refused,
@@ -395,6 +485,79 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
         memory_mb,
         violations,
     })
+}
+
+/// What every send of the load shares.
+#[derive(Clone)]
+struct Load {
+    http: reqwest::Client,
+    base: String,
+    board: Shared,
+    traders: Arc<Vec<Trader>>,
+    /// Answers other than 202, by status (0: no answer).
+    refused: Arc<Mutex<HashMap<u16, usize>>>,
+    progress: indicatif::ProgressBar,
+    quantity: Decimal,
+    /// How long a taker waits for its maker to be in the book.
+    patience: Duration,
+}
+
+impl Load {
+    /// Places `order` for `trader`, to end as `expect`: its id once accepted
+    /// (202). A trader at the exchange's limit of open orders waits for some
+    /// to end, as a client would; the order's clock starts at the send it took.
+    async fn place(&self, trader: usize, order: Value, expect: Expect) -> Option<Uuid> {
+        let token = &self.traders[trader].token;
+        let (answer, at) = loop {
+            let at = Instant::now();
+            match call(&self.http, &self.base, "POST", "/api/orders", token, Some(order.clone())).await {
+                Ok((422, body)) if body["error"]["code"] == "too_many_open_orders" => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                answer => break (answer, at),
+            }
+        };
+        let id = match answer {
+            Ok((202, body)) => body["id"].as_str().and_then(|s| s.parse::<Uuid>().ok()),
+            Ok((status, _)) => {
+                *lock(&self.refused).entry(status).or_default() += 1;
+                None
+            }
+            Err(_) => {
+                *lock(&self.refused).entry(0).or_default() += 1;
+                None
+            }
+        }?;
+        let mut b = lock(&self.board);
+        let o = b.order(id);
+        o.trader = trader;
+        o.expect = Some(expect);
+        o.quantity = self.quantity;
+        o.submitted = Some(at);
+        b.settle_count(id, Instant::now(), &self.progress);
+        Some(id)
+    }
+
+    async fn cancel(&self, trader: usize, id: Uuid) {
+        let path = format!("/api/orders/{id}");
+        let _ = call(&self.http, &self.base, "DELETE", &path, &self.traders[trader].token, None).await;
+    }
+
+    /// Waits until order `id` is in the book: false if it ended without
+    /// getting there, or did not get there within `patience`.
+    async fn booked(&self, id: Uuid) -> bool {
+        let answer = {
+            let mut b = lock(&self.board);
+            let o = b.order(id);
+            if o.booked || o.ended.is_some() {
+                return o.booked;
+            }
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            b.waiting.insert(id, tx);
+            rx
+        };
+        matches!(tokio::time::timeout(self.patience, answer).await, Ok(Ok(true)))
+    }
 }
 
 /// One request through the gateway: its status and JSON body. A 429 is
@@ -468,29 +631,29 @@ async fn fund(
     Ok(())
 }
 
-/// Waits until `trader`'s funding shows in their balance (a deposit waits for its confirmations).
+/// Waits until `trader`'s funding shows in their balances (a deposit waits for its confirmations).
 async fn funded_by_now(http: &reqwest::Client, base: &str, trader: &Trader) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let (status, accounts) =
             call(http, base, "GET", "/api/users/me/accounts", &trader.token, None).await?;
-        let available = accounts
-            .as_array()
-            .and_then(|a| a.iter().find(|x| x["currency"] == trader.funded_currency.as_str()))
-            .and_then(|x| x["available"].as_str()?.parse::<Decimal>().ok())
-            .unwrap_or_default();
-        if status == 200 && available >= trader.funded {
-            return Ok(());
+        let available = |currency: &str| {
+            accounts
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["currency"] == currency))
+                .and_then(|x| x["available"].as_str()?.parse::<Decimal>().ok())
+                .unwrap_or_default()
+        };
+        let short = trader.funded.iter().find(|(currency, amount)| available(currency) < *amount);
+        match short {
+            None if status == 200 => return Ok(()),
+            Some((currency, amount)) if Instant::now() > deadline => bail!(
+                "{amount} {currency} never credited to trader {} (has {})",
+                trader.id,
+                available(currency)
+            ),
+            _ => tokio::time::sleep(Duration::from_millis(500)).await,
         }
-        if Instant::now() > deadline {
-            bail!(
-                "{} {} never credited to trader {} (has {available})",
-                trader.funded,
-                trader.funded_currency,
-                trader.id
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -568,8 +731,16 @@ fn record(board: &Shared, index: usize, message: &Value, progress: &indicatif::P
             if status == "filled" {
                 o.filled = Some(now);
             }
-            if matches!(status.as_str(), "filled" | "cancelled" | "rejected") {
+            o.booked |= matches!(status.as_str(), "open" | "partially_filled" | "filled");
+            let booked = o.booked;
+            let ended = matches!(status.as_str(), "filled" | "cancelled" | "rejected");
+            if ended {
                 o.ended = Some((now, status));
+            }
+            if booked || ended {
+                if let Some(waiter) = b.waiting.remove(&id) {
+                    let _ = waiter.send(booked);
+                }
             }
         }
         Some("fills") => {
@@ -647,8 +818,7 @@ async fn check(
             let currency = account["currency"].as_str().unwrap_or_default();
             let amount =
                 |k: &str| account[k].as_str().and_then(|s| s.parse::<Decimal>().ok()).unwrap_or_default();
-            let funded = if currency == trader.funded_currency { trader.funded } else { Decimal::ZERO };
-            let expected = funded + moved.get(currency).copied().unwrap_or_default();
+            let expected = trader.funded(currency) + moved.get(currency).copied().unwrap_or_default();
             let (available, reserved) = (amount("available"), amount("reserved"));
             if available != expected || !reserved.is_zero() {
                 violations.push(format!(
@@ -779,6 +949,13 @@ impl Report {
                 "offered",
                 self.offered_rate.map_or("as fast as possible".into(), |r| format!("{r:.0} orders/s")),
             ),
+            (
+                "pairs of orders",
+                format!(
+                    "{} crossing, {} cancelled, {} taken by market, {} taken by IOC",
+                    self.mix.crossing, self.mix.cancelled, self.mix.market, self.mix.ioc
+                ),
+            ),
             ("sent / accepted", format!("{} / {}", self.sent, self.accepted)),
             ("accepted per second", format!("{:.0}", self.accepted_per_second)),
             ("done (final, settled)", format!("{}", self.done)),
@@ -814,5 +991,25 @@ impl Report {
             out.push_str(&format!("  ✗ {v}\n"));
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kinds_of_steps_come_in_their_percentages_spread_over_the_run() {
+        let mut mix = Mix::default();
+        let kinds: Vec<Step> = steps(1_000, 10, 20).collect();
+        kinds.iter().for_each(|s| mix.count(*s));
+        assert_eq!(mix, Mix { crossing: 700, cancelled: 100, market: 100, ioc: 100 });
+        // Spread: no ten steps in a row without a crossing pair, and every hundred has its share.
+        assert!(kinds.windows(10).all(|w| w.contains(&Step::Cross)));
+        for hundred in kinds.chunks(100) {
+            assert_eq!(hundred.iter().filter(|s| **s == Step::Cancel).count(), 10);
+        }
+        assert!(steps(50, 0, 0).all(|s| s == Step::Cross));
+        assert!(steps(50, 0, 100).all(|s| matches!(s, Step::Take { .. })));
     }
 }

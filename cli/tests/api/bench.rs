@@ -1,4 +1,5 @@
-//! `bourse bench` against a stack: a short run ends with every order final
+//! `bourse bench` against a stack: a short run (crossing limits, cancels,
+//! market and IOC orders taking resting limits) ends with every order final
 //! and every trader's balances agreeing with their own fills, and the six-hop
 //! chain measured; a settlement that credits twice fails the run, naming the
 //! trader and the currency.
@@ -24,6 +25,8 @@ fn options(t: &TestStack, orders: usize, cancel_percent: u8) -> Options {
         price: "2000".parse().unwrap(),
         quantity: "0.001".parse().unwrap(),
         cancel_percent,
+        taker_percent: 20,
+        taker_market: "BTC-USDT".into(),
         drain: std::time::Duration::from_secs(60),
         chain_messages: 300,
         label: "test".into(),
@@ -39,6 +42,12 @@ async fn a_short_bench_ends_with_every_order_final_and_every_balance_agreeing_wi
     let report = bench::run(options(&t, 80, 10)).await.unwrap();
     assert_eq!(report.violations, Vec::<String>::new(), "{}", report.table());
     assert_eq!((report.sent, report.accepted, report.done), (80, 80, 80), "{}", report.table());
+    assert_eq!(
+        report.mix,
+        bench::Mix { crossing: 28, cancelled: 4, market: 4, ioc: 4 },
+        "{}",
+        report.table()
+    );
     assert!(report.refused.is_empty(), "{}", report.table());
     let settled = report.submit_to_settled_ms.expect("crossing orders settled");
     let filled = report.submit_to_filled_ms.expect("crossing orders filled");
@@ -57,7 +66,8 @@ async fn a_bench_fails_when_a_settlement_credits_a_trader_twice(backend: Backend
     let t = TestStack::start(backend).await;
     // The fifth settlement credits its trader twice (a bug on purpose).
     t.stack.service("payment-service").unwrap().bus.faults.credit_twice(5);
-    let report = bench::run(Options { amqp_url: None, ..options(&t, 20, 0) }).await.unwrap();
+    let report =
+        bench::run(Options { amqp_url: None, taker_percent: 0, ..options(&t, 20, 0) }).await.unwrap();
     assert_eq!(report.done, 20, "{}", report.table());
     assert!(!report.violations.is_empty(), "{}", report.table());
     assert!(
