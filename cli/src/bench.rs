@@ -737,10 +737,10 @@ fn record(board: &Shared, index: usize, message: &Value, progress: &indicatif::P
             if ended {
                 o.ended = Some((now, status));
             }
-            if booked || ended {
-                if let Some(waiter) = b.waiting.remove(&id) {
-                    let _ = waiter.send(booked);
-                }
+            if (booked || ended)
+                && let Some(waiter) = b.waiting.remove(&id)
+            {
+                let _ = waiter.send(booked);
             }
         }
         Some("fills") => {
