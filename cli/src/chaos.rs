@@ -36,12 +36,13 @@ use crate::mailbox::Mailbox;
 use crate::stack::Stack;
 
 /// Every consumer queue of the stack: each must end with an empty `.dlq`.
-pub const QUEUES: [&str; 7] = [
+pub const QUEUES: [&str; 8] = [
     "order-service.saga",
     "payment-service.users",
     "payment-service.commands",
     "payment-service.matching",
-    "matching-service.orders",
+    "matching-service.orders.BTC-USDT",
+    "matching-service.orders.ETH-USDT",
     "notify-service.users",
     "notify-service.mails",
 ];

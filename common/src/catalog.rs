@@ -16,6 +16,18 @@ macro_rules! message {
             const KIND: Kind = Kind::$kind;
         }
     };
+    // A command sharded by a field of its (see `Message::shard`).
+    ($ty:ident, $name:literal, $kind:ident, shard = |$m:ident| $shard:expr) => {
+        impl Message for $ty {
+            const TYPE: &'static str = $name;
+            const KIND: Kind = Kind::$kind;
+
+            fn shard(&self) -> Option<&str> {
+                let $m = self;
+                Some($shard)
+            }
+        }
+    };
 }
 
 /// A new user (gateway). Correlation: the user id.
@@ -351,7 +363,7 @@ pub struct SubmitOrder {
     #[serde(flatten)]
     pub terms: OrderTerms,
 }
-message!(SubmitOrder, "matching.submit-order", Command);
+message!(SubmitOrder, "matching.submit-order", Command, shard = |m| &m.terms.market);
 
 /// An order was rejected (the user is told). Correlation: the order id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -393,7 +405,7 @@ pub struct CancelOrder {
     pub user_id: Uuid,
     pub market: String,
 }
-message!(CancelOrder, "matching.cancel-order", Command);
+message!(CancelOrder, "matching.cancel-order", Command, shard = |m| &m.market);
 
 /// One fill between a taker and a resting maker, at the maker's price. Correlation: the taker's order id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -704,7 +716,7 @@ pub struct ArmTrigger {
     #[serde(flatten)]
     pub terms: OrderTerms,
 }
-message!(ArmTrigger, "matching.arm-trigger", Command);
+message!(ArmTrigger, "matching.arm-trigger", Command, shard = |m| &m.terms.market);
 
 crate::named_enum! {
     /// Why a trigger left its book without firing.
@@ -730,7 +742,7 @@ pub struct DisarmTrigger {
     pub market: String,
     pub reason: DisarmReason,
 }
-message!(DisarmTrigger, "matching.disarm-trigger", Command);
+message!(DisarmTrigger, "matching.disarm-trigger", Command, shard = |m| &m.market);
 
 /// A trigger fired on a trade (matching-service): its order is in the book
 /// already, placed in the same transaction. Correlation: the trigger id.

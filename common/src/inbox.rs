@@ -228,6 +228,12 @@ impl Consumes {
         self
     }
 
+    /// See [`QueueSpec::shard`].
+    pub fn shard(mut self, shard: &str) -> Self {
+        self.spec = self.spec.shard(shard);
+        self
+    }
+
     /// See [`QueueSpec::one_at_a_time`].
     pub fn one_at_a_time(mut self) -> Self {
         self.spec = self.spec.one_at_a_time();

@@ -2,7 +2,8 @@
 //! implements [`Message`]: its `type` name, its version and whether it is an
 //! event (published on `bourse.events`, many may listen) or a command (sent on
 //! `bourse.commands` to the one service that owns it). The routing key of a
-//! message is its type name.
+//! message is its type name, and `<type>.<shard>` for a command whose owner
+//! is sharded (matching-service, by market: [`Message::shard`]).
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -35,4 +36,19 @@ pub trait Message: Serialize + DeserializeOwned + Send + 'static {
     /// Bumped when the payload changes incompatibly.
     const VERSION: u32 = 1;
     const KIND: Kind;
+
+    /// The shard of its owner a command goes to, for an owner sharded by it
+    /// (matching-service: the market): each shard's queue is bound to the
+    /// routing keys of its own shards only.
+    fn shard(&self) -> Option<&str> {
+        None
+    }
+
+    /// `TYPE`, or `TYPE.<shard>` for a sharded command.
+    fn routing_key(&self) -> String {
+        match self.shard() {
+            Some(shard) => format!("{}.{shard}", Self::TYPE),
+            None => Self::TYPE.to_string(),
+        }
+    }
 }

@@ -78,7 +78,8 @@ pub struct Emitter {
     cause: Option<Envelope>,
     /// The span writing the messages: their `traceparent`.
     trace: Option<TraceContext>,
-    messages: Vec<(Envelope, &'static str)>,
+    /// Each message with its exchange and routing key.
+    messages: Vec<(Envelope, &'static str, String)>,
 }
 
 impl Emitter {
@@ -99,7 +100,7 @@ impl Emitter {
         let mut envelope = Envelope::new(&self.producer, correlation_id, payload, Utc::now());
         envelope.causation_id = self.cause.as_ref().map(|c| c.message_id);
         envelope.traceparent = self.trace.map(|t| t.to_string());
-        self.messages.push((envelope, M::KIND.exchange()));
+        self.messages.push((envelope, M::KIND.exchange(), payload.routing_key()));
         &self.messages[self.messages.len() - 1].0
     }
 
@@ -115,7 +116,7 @@ impl Emitter {
     }
 
     pub fn envelopes(&self) -> impl Iterator<Item = &Envelope> {
-        self.messages.iter().map(|(e, _)| e)
+        self.messages.iter().map(|(e, ..)| e)
     }
 
     /// Writes the collected messages into the outbox (inside the caller's transaction).
@@ -127,10 +128,10 @@ impl Emitter {
         let rows: Vec<NewRow> = self
             .messages
             .into_iter()
-            .map(|(envelope, exchange)| NewRow {
+            .map(|(envelope, exchange, routing_key)| NewRow {
                 message_id: envelope.message_id.to_string(),
                 exchange: exchange.to_string(),
-                routing_key: envelope.message_type.clone(),
+                routing_key,
                 message_type: envelope.message_type.clone(),
                 correlation_id: envelope.correlation_id.clone(),
                 body: envelope.to_json(),

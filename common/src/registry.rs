@@ -154,7 +154,8 @@ pub const MATCHING: ServiceInfo = ServiceInfo {
         Route::under("/api/history/candles", Public),
     ],
     api_doc: "/api-docs/matching-service/openapi.json",
-    queues: &["matching-service.orders"],
+    // A queue per market (`matching_service::settings::orders_queue`): those of the default markets.
+    queues: &["matching-service.orders.BTC-USDT", "matching-service.orders.ETH-USDT"],
 };
 
 pub const CHAIN: ServiceInfo = ServiceInfo {

@@ -113,6 +113,15 @@ impl QueueSpec {
         self
     }
 
+    /// Takes the messages of one shard of its owner (see
+    /// [`Message::shard`](crate::messages::Message::shard)): each binding `t` becomes `t.<shard>`.
+    pub fn shard(mut self, shard: &str) -> Self {
+        for binding in &mut self.bindings {
+            binding.routing_key = format!("{}.{shard}", binding.routing_key);
+        }
+        self
+    }
+
     pub fn one_at_a_time(mut self) -> Self {
         self.one_at_a_time = true;
         self

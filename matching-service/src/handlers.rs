@@ -169,7 +169,7 @@ impl Matcher {
             Orders::Disarm(cmd) => cmd.market.clone(),
         };
         let mut markets = self.markets.lock().unwrap_or_else(|p| p.into_inner());
-        let stored = storage::version(conn, &market_id)?;
+        let stored = storage::version_for_update(conn, &market_id)?;
         let market = markets.entry(market_id.clone()).or_insert_with(|| Market {
             version: None,
             book: Book::default(),

@@ -12,8 +12,11 @@
 //! | [`routes`] | REST: the book, the trades and the candles of a market |
 //! | [`settings`] | the service's own settings: the markets |
 //!
-//! One queue, `matching-service.orders`, with a single active consumer, so
-//! that commands apply in the order they were sent. Each command changes its
+//! A queue per market, `matching-service.orders.<market>`, with a single
+//! active consumer, so that a market's commands apply in the order they were
+//! sent; a command's routing key names its market
+//! (`matching.submit-order.ETH-USDT`). An instance keeps every market, or
+//! those of `settings.markets`: markets spread over instances by configuration. Each command changes its
 //! market's book, stores the trades and emits, in the same transaction,
 //! `trade.executed` and `order.updated` on `bourse.events`, and the market
 //! data `market.trade`, `market.candle` (one per interval, per trade) and
@@ -54,14 +57,25 @@ impl Service for MatchingService {
 
     fn parts(config: &Config) -> anyhow::Result<ServiceParts> {
         config.settings.reference.validate()?;
-        // One active consumer for the books: commands apply in the order they were sent.
-        let orders =
-            inbox::consume::<handlers::Orders>("matching-service.orders", handlers::Matcher::default())
-                .single_active_consumer();
+        // A queue per market, one active consumer each: a market's commands
+        // apply in the order they were sent; markets apart from each other.
+        let consumers = config
+            .settings
+            .kept_markets()?
+            .iter()
+            .map(|market| {
+                inbox::consume::<handlers::Orders>(
+                    &settings::orders_queue(market),
+                    handlers::Matcher::default(),
+                )
+                .shard(market)
+                .single_active_consumer()
+            })
+            .collect();
         let books = actix_web::web::Data::new(routes::BookCache::default());
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],
-            consumers: vec![orders],
+            consumers,
             routes: Arc::new(move |cfg, _bus| routes::configure(cfg, &books)),
             openapi: routes::Api::openapi(),
             ..Default::default()

@@ -11,6 +11,56 @@ pub struct Settings {
     pub reference: ReferenceData,
     /// Bounds of the public reads (anyone may call them, unauthenticated).
     pub public_reads: PublicReads,
+    /// The markets whose books this instance keeps (none: every market of
+    /// `reference`), each from its own queue ([`orders_queue`]). Markets
+    /// spread over instances by giving each its own
+    /// (`MATCHING__SETTINGS__MARKETS='["ETH-USDT"]'`); two instances given one
+    /// market are safe: one consumes its queue, the other stands by.
+    pub markets: Vec<String>,
+}
+
+/// The queue of a market's commands: one active consumer, so that they
+/// apply in the order they were sent.
+pub fn orders_queue(market: &str) -> String {
+    format!("matching-service.orders.{market}")
+}
+
+impl Settings {
+    /// The markets this instance keeps.
+    pub fn kept_markets(&self) -> Result<Vec<String>, UnknownMarket> {
+        let all = self.reference.markets.iter().map(|m| m.id.clone());
+        if self.markets.is_empty() {
+            return Ok(all.collect());
+        }
+        match self.markets.iter().find(|m| self.reference.market(m).is_none()) {
+            Some(unknown) => Err(UnknownMarket(unknown.clone())),
+            None => Ok(self.markets.clone()),
+        }
+    }
+}
+
+/// `settings.markets` names a market the reference data does not have.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("settings.markets: no market {0} in the reference data")]
+pub struct UnknownMarket(String);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_instance_keeps_every_market_or_those_it_is_given() {
+        let given = |markets: &[&str]| {
+            Settings { markets: markets.iter().map(|m| m.to_string()).collect(), ..Settings::default() }
+                .kept_markets()
+        };
+        assert_eq!(given(&[]), Ok(vec!["BTC-USDT".to_string(), "ETH-USDT".to_string()]));
+        assert_eq!(given(&["ETH-USDT"]), Ok(vec!["ETH-USDT".to_string()]));
+        assert_eq!(
+            given(&["ETH-USDT", "DOGE-USDT"]).unwrap_err().to_string(),
+            "settings.markets: no market DOGE-USDT in the reference data"
+        );
+    }
 }
 
 /// How much one public request may ask for.

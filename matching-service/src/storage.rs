@@ -148,6 +148,20 @@ pub fn version(conn: &mut DbConnection, market: &str) -> QueryResult<i64> {
     Ok(book_versions::table.find(market).select(book_versions::version).first(conn).optional()?.unwrap_or(0))
 }
 
+/// The version of the book a command is about to change, its row locked to
+/// the end of the transaction on PostgreSQL (SQLite has one writer at a time
+/// already): two consumers of one market (a shard moved to another queue
+/// while the old one still held its commands) take turns, and the second
+/// finds the first's version and loads the book again.
+pub fn version_for_update(conn: &mut DbConnection, market: &str) -> QueryResult<i64> {
+    let query = book_versions::table.find(market).select(book_versions::version);
+    let version = match conn {
+        DbConnection::Postgres(c) => query.for_update().first(c).optional()?,
+        DbConnection::Sqlite(c) => query.first(c).optional()?,
+    };
+    Ok(version.unwrap_or(0))
+}
+
 /// Records that the market's book changed; returns the new version.
 pub fn bump_version(conn: &mut DbConnection, market: &str, from: i64) -> QueryResult<i64> {
     if from == 0 {

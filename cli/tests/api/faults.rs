@@ -229,6 +229,7 @@ async fn the_chaos_harness_reports_a_trade_credited_twice(backend: Backend) {
 }
 
 on_both_backends!(two_instances_of_every_service_apply_each_message_once);
+on_both_backends!(matching_sharded_by_market_each_instance_keeps_the_books_it_is_given);
 
 /// The sum of a metric's samples (every label) in a service's `/metrics`.
 async fn metric(t: &TestStack, url: &str, name: &str) -> f64 {
@@ -298,6 +299,89 @@ async fn two_instances_of_every_service_apply_each_message_once(backend: Backend
     t.wait_mails("bob@example.com", 21).await;
     let fills = t.mails_to("alice@example.com").len() + t.mails_to("bob@example.com").len();
     assert_eq!(fills, 2 + 40, "a welcome each, one e-mail per side of each trade");
+    no_dead_letters(&t).await;
+    t.stop().await;
+}
+
+/// What one instance's consumer of `queue` applied (its `/metrics`).
+async fn handled(t: &TestStack, url: &str, queue: &str) -> f64 {
+    let request = t.http.get(format!("{url}/metrics")).header("connection", "close");
+    let text = request.send().await.unwrap().text().await.unwrap();
+    let series = format!("bourse_messages_handled_total{{queue=\"{queue}\"}}");
+    text.lines().filter_map(|line| line.strip_prefix(&series)?.trim().parse::<f64>().ok()).sum()
+}
+
+/// matching-service sharded by market: the stack's instance keeps ETH-USDT
+/// only (`settings.markets`). BTC-USDT's orders wait, their commands parked
+/// in order-service's outbox (no queue takes them), while ETH-USDT trades;
+/// a second instance given BTC-USDT takes them up. Each market's queue is
+/// consumed by its own instance only, and each user's balances are what
+/// their own fills make them, fees included.
+async fn matching_sharded_by_market_each_instance_keeps_the_books_it_is_given(backend: Backend) {
+    use bourse_common::service::Service;
+    use matching_service::MatchingService;
+
+    let eth_only = "[settings]\nmarkets = [\"ETH-USDT\"]\n";
+    let mut t = TestStack::start_configured(backend, &[("matching-service", eth_only)]).await;
+    let alice = t.user("alice@example.com").await;
+    let bob = t.user("bob@example.com").await;
+    t.top_up(&alice, "ETH", "10").await;
+    t.top_up(&alice, "BTC", "1").await;
+    t.top_up(&bob, "USDT", "100000").await;
+
+    // Alice's sell first, in the book (open) before Bob's buy: she is the maker.
+    let trade = |market: &'static str, price: &'static str, quantity: &'static str| {
+        let (t, alice, bob) = (&t, alice.clone(), bob.clone());
+        async move {
+            let sell = json!({"market": market, "side": "sell", "type": "limit", "price": price, "quantity": quantity});
+            let sell = t.place(&alice, sell).await["id"].as_str().unwrap().to_string();
+            t.order_reaches(&alice, &sell, "open").await;
+            let buy =
+                t.place(&bob, limit_buy(market, price, quantity)).await["id"].as_str().unwrap().to_string();
+            t.order_reaches(&bob, &buy, "open").await;
+            (sell, buy)
+        }
+    };
+    let btc = trade("BTC-USDT", "20000", "0.1").await;
+    let eth = trade("ETH-USDT", "100", "1").await;
+    t.order_reaches(&alice, &eth.0, "filled").await;
+    t.order_reaches(&bob, &eth.1, "filled").await;
+    let order_service = t.stack.service("order-service").unwrap().url();
+    eventually("BTC-USDT's commands parked", WAIT, || async {
+        (metric(&t, &order_service, "bourse_outbox_parked").await >= 2.0).then_some(())
+    })
+    .await;
+    for (token, id) in [(&alice, &btc.0), (&bob, &btc.1)] {
+        let (_, order) = t.call("GET", &format!("/api/orders/{id}"), Some(token), None).await;
+        assert_eq!(
+            (order["status"].as_str(), order["filled_quantity"].as_str()),
+            (Some("open"), Some("0")),
+            "{order}"
+        );
+    }
+
+    // A second instance keeps BTC-USDT: the parked commands go out to its queue.
+    let mut config = bourse_cli::stack::configure::<MatchingService>(&t.options).unwrap();
+    config.settings.markets = vec!["BTC-USDT".into()];
+    t.stack.more.push(MatchingService::run(config).await.unwrap());
+    t.order_reaches(&alice, &btc.0, "filled").await;
+    t.order_reaches(&bob, &btc.1, "filled").await;
+
+    // Each market's queue was consumed by its own instance only.
+    let first = t.stack.service("matching-service").unwrap().url();
+    let second = t.stack.more[0].url();
+    let (eth_queue, btc_queue) = ("matching-service.orders.ETH-USDT", "matching-service.orders.BTC-USDT");
+    assert_eq!(handled(&t, &first, eth_queue).await, 2.0, "ETH-USDT's two submits, by the first");
+    assert_eq!(handled(&t, &first, btc_queue).await, 0.0);
+    assert_eq!(handled(&t, &second, btc_queue).await, 2.0, "BTC-USDT's two submits, by the second");
+    assert_eq!(handled(&t, &second, eth_queue).await, 0.0);
+
+    // Alice sold 1 ETH at 100 and 0.1 BTC at 20,000 as the maker (0.1 % fee on
+    // what she received); Bob bought both as the taker (0.2 %).
+    let a = settled(&t, &alice, "USDT", pair("2097.9", "0")).await;
+    assert_eq!((&a["ETH"], &a["BTC"]), (&pair("9", "0"), &pair("0.9", "0")), "{a:?}");
+    let b = settled(&t, &bob, "BTC", pair("0.0998", "0")).await;
+    assert_eq!((&b["ETH"], &b["USDT"]), (&pair("0.998", "0"), &pair("97900", "0")), "{b:?}");
     no_dead_letters(&t).await;
     t.stop().await;
 }

@@ -99,7 +99,7 @@ async fn an_operator_traces_a_filled_order_reads_the_log_and_republishes_safely(
             .collect()
     };
     assert_eq!(consumers("payment.reserve-funds"), ["payment-service.commands"]);
-    assert_eq!(consumers("matching.submit-order"), ["matching-service.orders"]);
+    assert_eq!(consumers("matching.submit-order"), ["matching-service.orders.ETH-USDT"]);
     assert_eq!(steps[0]["producer"], "order-service");
     let reserved = steps.iter().find(|s| s["type"] == "funds.reserved").unwrap();
     assert_eq!(steps[0]["caused"], json!([reserved["message_id"]]));
