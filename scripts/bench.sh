@@ -10,6 +10,7 @@
 #   bash scripts/bench.sh sqlite                       # as fast as possible
 #   bash scripts/bench.sh postgres --rate 200          # a fixed offered rate
 #   bash scripts/bench.sh sqlite --orders 100000 --pairs 10 --idle 60 --json
+#   BOURSE_INSTANCES=2 bash scripts/bench.sh postgres   # two instances of each service
 #
 # Extra arguments go to `bourse bench` (see `bourse bench --help`).
 set -euo pipefail
@@ -53,7 +54,8 @@ vhosts="http://${BOURSE_AMQP_HOST}:${BOURSE_AMQP_MGMT_PORT}/api/vhosts"
 curl -fsS -u guest:guest -X PUT -H 'content-type: application/json' -d '{}' "$vhosts/$vhost" >/dev/null
 export BOURSE_AMQP_URL="${BOURSE_TEST_AMQP_URL%/*}/$vhost"
 
-"$bourse" up --data-dir "$data" >"$data/up.log" 2>&1 &
+# BOURSE_INSTANCES=2: two instances of each service behind the gateway (the scale-out run).
+"$bourse" up --data-dir "$data" --instances "${BOURSE_INSTANCES:-1}" >"$data/up.log" 2>&1 &
 stack=$!
 trap 'kill "$stack" 2>/dev/null; wait "$stack" 2>/dev/null; curl -fsS -u guest:guest -X DELETE "$vhosts/$vhost" >/dev/null; echo "stack log: $data/up.log" >&2' EXIT
 for _ in $(seq 1 120); do

@@ -18,7 +18,7 @@ use bourse_common::auth::Role;
 use bourse_common::db::{Db, DbError};
 use bourse_common::eventlog::{self, LoggedMessage, StreamOffset};
 use bourse_common::logindex;
-use bourse_common::{deadletter, service};
+use bourse_common::{deadletter, registry, service};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -45,6 +45,11 @@ enum Command {
         /// Walk through the demo scenario once the stack is up.
         #[arg(long)]
         demo: bool,
+        /// Instances of each service behind the gateway, sharing their
+        /// databases and queues as separate machines would (the load bench's
+        /// scale-out run; one process all the same).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=8))]
+        instances: u8,
     },
     /// Walk through the order saga against a running gateway (register, top up, order, reject, cancel).
     Demo {
@@ -199,7 +204,7 @@ enum DeadLetterAction {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Up { data_dir, demo } => up(&cli.amqp_url, data_dir, demo).await,
+        Command::Up { data_dir, demo, instances } => up(&cli.amqp_url, data_dir, demo, instances).await,
         Command::Demo { gateway } => bourse_cli::demo::run(&gateway).await,
         Command::Events { from, max, json } => {
             let entries = eventlog::read(&cli.amqp_url, from, max, Duration::from_secs(2)).await?;
@@ -338,7 +343,7 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()> {
+async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool, instances: u8) -> anyhow::Result<()> {
     bourse_common::telemetry::init();
     let started_broker = ensure_broker(amqp_url).await?;
     let mut options = StackOptions {
@@ -363,9 +368,14 @@ async fn up(amqp_url: &str, data_dir: PathBuf, demo: bool) -> anyhow::Result<()>
     let chain = ensure_chain(&options, &data_dir).await?;
     // Our own dev chain: chain-service's faucet sends from its funded account.
     options.dev_chain = chain.as_ref().map(|anvil| anvil.dev_chain());
-    let stack = stack::start(&options).await?;
+    let mut stack = stack::start(&options).await?;
+    for _ in 1..instances {
+        for service in registry::BEHIND_GATEWAY {
+            stack.add_instance(service.name).await?;
+        }
+    }
     println!();
-    for s in &stack.services {
+    for s in stack.services.iter().chain(&stack.more) {
         println!("  {:<18} {}   (Swagger UI: {}/swagger-ui/)", s.name, s.url(), s.url());
     }
     if demo && let Err(e) = bourse_cli::demo::run(&stack.gateway_url()).await {
