@@ -285,7 +285,10 @@ pub async fn run(options: Options) -> anyhow::Result<Report> {
     if u16::from(options.cancel_percent) + u16::from(options.taker_percent) > 100 {
         bail!("--cancel-percent and --taker-percent add up to more than 100");
     }
-    let http = reqwest::Client::builder().pool_max_idle_per_host(options.concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(options.concurrency)
+        .pool_idle_timeout(bourse_common::service::HTTP_CLIENT_IDLE)
+        .build()?;
     let base = options.gateway.trim_end_matches('/').to_string();
     let split = |market: &str| {
         market

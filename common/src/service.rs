@@ -229,6 +229,7 @@ where
             .default_service(web::to(crate::error::not_found))
     })
     .workers(config.http.workers.max(1))
+    .keep_alive(HTTP_KEEP_ALIVE)
     .disable_signals()
     .shutdown_timeout(5)
     .bind((config.http.host.as_str(), config.http.port))?;
@@ -274,7 +275,11 @@ async fn probe_upstream(
     url: String,
     shutdown: CancellationToken,
 ) -> Result<(), Crashed> {
-    let client = match reqwest::Client::builder().timeout(Duration::from_secs(2)).build() {
+    let client = match reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_idle_timeout(HTTP_CLIENT_IDLE)
+        .build()
+    {
         Ok(client) => client,
         Err(e) => {
             tracing::error!(error = %e, "no HTTP client for the upstream probe");
@@ -296,6 +301,15 @@ async fn probe_upstream(
 }
 
 /// Where a service serves its own OpenAPI document.
+/// How long a service keeps an idle HTTP connection open.
+pub const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
+
+/// How long our HTTP clients (the gateway, the bench) keep an idle pooled
+/// connection: well under [`HTTP_KEEP_ALIVE`], so that a client never sends a
+/// request on a connection the server is closing at that moment ("error
+/// sending request", a 503 for a request that may never have arrived).
+pub const HTTP_CLIENT_IDLE: Duration = Duration::from_secs(30);
+
 pub const OWN_API_DOC: &str = "/api-docs/openapi.json";
 
 /// Where the gateway serves one document of every route (its own and each service's).

@@ -97,7 +97,12 @@ impl Service for Gateway {
         let auth_limits = web::Data::new(users::limits::AuthLimits::new(settings));
         let hashing = web::Data::new(users::limits::Hashing::new(settings.password_hash_concurrency)?);
         let sessions = web::Data::new(users::sessions::Sessions::default());
-        let client = web::Data::new(reqwest::Client::builder().timeout(Duration::from_secs(30)).build()?);
+        let client = web::Data::new(
+            reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .pool_idle_timeout(bourse_common::service::HTTP_CLIENT_IDLE)
+                .build()?,
+        );
         let upstreams = web::Data::new(settings.upstreams.clone());
         let hub = web::Data::new(
             ws::Hub::new(settings.upstreams.clone(), client.get_ref().clone(), secret.clone())
