@@ -9,7 +9,10 @@
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
 //! where quantity `"0"` removes a level), and with a token `orders` (every
 //! change of the user's orders: `pending`, `open`, `partially_filled`,
-//! `filled`, `cancel_requested`, `cancelled` and `rejected`, with its reason),
+//! `filled`, `cancel_requested`, `cancelled` and `rejected`, with its reason;
+//! `open` is matching-service's word that the order is in its book, so a
+//! cancel asked in the moment between funds reserved and booked shows
+//! `cancel_requested` before `open`),
 //! `fills` (each trade of the user's once it is settled in the ledger: order,
 //! price, quantity, paid, received, fee), `balances`, `triggers` (a price trigger active, fired with its order id, cancelled, expired or rejected) and `transfers` (a deposit seen, credited, or reverted by a reorg; a withdrawal held, refused, sent, confirmed or failed; a settlement of their trades confirmed on chain). Books and balances are read from the service that owns their
 //! public route. Each connection has a bounded queue; a client that does not

@@ -338,11 +338,11 @@ async fn matching_sharded_by_market_each_instance_keeps_the_books_it_is_given(ba
             t.order_reaches(&alice, &sell, "open").await;
             let buy =
                 t.place(&bob, limit_buy(market, price, quantity)).await["id"].as_str().unwrap().to_string();
-            t.order_reaches(&bob, &buy, "open").await;
             (sell, buy)
         }
     };
     let btc = trade("BTC-USDT", "20000", "0.1").await;
+    t.order_reaches(&bob, &btc.1, "open").await;
     let eth = trade("ETH-USDT", "100", "1").await;
     t.order_reaches(&alice, &eth.0, "filled").await;
     t.order_reaches(&bob, &eth.1, "filled").await;

@@ -10,7 +10,7 @@ use alloy::signers::local::PrivateKeySigner;
 use bourse_common::config::DatabaseConfig;
 use bourse_common::db::{Backend, Db, DbError};
 use bourse_common::on_both_backends;
-use bourse_common::testkit::eventually;
+use bourse_common::testkit::{eventually, eventually_or};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -357,9 +357,10 @@ async fn two_hundred_trades_settle_in_a_few_windows_with_transactions_bounded_by
         withdrawn.push((token.clone(), w["id"].as_str().unwrap().to_string()));
     }
     for (token, id) in &withdrawn {
-        eventually("the withdrawal is confirmed", WAIT, || async {
+        // Slower than the others when the machine is busy: two wallets' transactions, gas first.
+        eventually_or(&format!("withdrawal {id} confirmed"), WAIT * 2, || async {
             let (_, w) = t.call("GET", &format!("/api/withdrawals/{id}"), Some(token), None).await;
-            (w["status"] == "confirmed").then_some(())
+            if w["status"] == "confirmed" { Ok(()) } else { Err(format!(", last seen: {w}")) }
         })
         .await;
     }
