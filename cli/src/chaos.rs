@@ -27,6 +27,7 @@ use bourse_common::deadletter;
 use bourse_common::eventlog::{self, StreamOffset};
 use bourse_common::messages::Message;
 use bourse_common::reference::ReferenceData;
+use bourse_common::registry;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -35,17 +36,16 @@ use crate::client::Gateway;
 use crate::mailbox::Mailbox;
 use crate::stack::Stack;
 
-/// Every consumer queue of the stack: each must end with an empty `.dlq`.
-pub const QUEUES: [&str; 8] = [
-    "order-service.saga",
-    "payment-service.users",
-    "payment-service.commands",
-    "payment-service.matching",
-    "matching-service.orders.BTC-USDT",
-    "matching-service.orders.ETH-USDT",
-    "notify-service.users",
-    "notify-service.mails",
-];
+/// Every consumer queue of a stack trading `reference`'s markets, but
+/// chain-service's (the load never touches the chain): each must end with an
+/// empty `.dlq`.
+pub fn queues(reference: &ReferenceData) -> Vec<String> {
+    registry::queues(reference.markets.iter().map(|m| m.id.as_str()))
+        .into_iter()
+        .filter(|(service, _)| service.name != registry::CHAIN.name)
+        .map(|(_, queue)| queue)
+        .collect()
+}
 
 /// The market the load trades on.
 const MARKET: &str = "ETH-USDT";
@@ -103,7 +103,7 @@ pub struct Report {
     pub totals: BTreeMap<String, (Decimal, Decimal)>,
     /// Users whose balance disagrees with their trades, with how.
     pub wrong_users: Vec<String>,
-    pub dead_letters: BTreeMap<&'static str, usize>,
+    pub dead_letters: BTreeMap<String, usize>,
     pub emails: usize,
     pub duplicate_emails: usize,
     pub book_left: usize,
@@ -558,8 +558,8 @@ pub async fn run(
         }
     }
 
-    for queue in QUEUES {
-        let n = deadletter::list(&target.amqp_url, queue, 1_000).await?.len();
+    for queue in queues(&target.reference) {
+        let n = deadletter::list(&target.amqp_url, &queue, 1_000).await?.len();
         report.dead_letters.insert(queue, n);
     }
     let mails = target.mailbox.received()?;

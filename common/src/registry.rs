@@ -90,6 +90,8 @@ pub struct ServiceInfo {
     pub api_doc: &'static str,
     /// The queues it consumes (each with its `.dlq`), for the operators' dead-letter routes.
     pub queues: &'static [&'static str],
+    /// When it has a queue per market, their prefix (`<prefix>.<market>`).
+    pub market_queues: Option<&'static str>,
 }
 
 impl ServiceInfo {
@@ -108,6 +110,7 @@ pub const GATEWAY: ServiceInfo = ServiceInfo {
     routes: &[],
     api_doc: "/api-docs/openapi.json",
     queues: &[],
+    market_queues: None,
 };
 
 pub const ORDER: ServiceInfo = ServiceInfo {
@@ -123,6 +126,7 @@ pub const ORDER: ServiceInfo = ServiceInfo {
     ],
     api_doc: "/api-docs/order-service/openapi.json",
     queues: &["order-service.saga"],
+    market_queues: None,
 };
 
 pub const PAYMENT: ServiceInfo = ServiceInfo {
@@ -142,6 +146,7 @@ pub const PAYMENT: ServiceInfo = ServiceInfo {
         "payment-service.chain",
         "payment-service.matching",
     ],
+    market_queues: None,
 };
 
 pub const MATCHING: ServiceInfo = ServiceInfo {
@@ -154,9 +159,21 @@ pub const MATCHING: ServiceInfo = ServiceInfo {
         Route::under("/api/history/candles", Public),
     ],
     api_doc: "/api-docs/matching-service/openapi.json",
-    // A queue per market (`matching_service::settings::orders_queue`): those of the default markets.
-    queues: &["matching-service.orders.BTC-USDT", "matching-service.orders.ETH-USDT"],
+    queues: &[],
+    market_queues: Some(ORDERS_QUEUES),
 };
+
+const ORDERS_QUEUES: &str = "matching-service.orders";
+
+/// matching-service's queue of a market's commands: one active consumer, so
+/// that they apply in the order they were sent.
+pub fn orders_queue(market: &str) -> String {
+    market_queue(ORDERS_QUEUES, market)
+}
+
+fn market_queue(prefix: &str, market: &str) -> String {
+    format!("{prefix}.{market}")
+}
 
 pub const CHAIN: ServiceInfo = ServiceInfo {
     name: "chain-service",
@@ -170,6 +187,7 @@ pub const CHAIN: ServiceInfo = ServiceInfo {
     ],
     api_doc: "/api-docs/chain-service/openapi.json",
     queues: &["chain-service.users", "chain-service.payments", "chain-service.settlements"],
+    market_queues: None,
 };
 
 pub const NOTIFY: ServiceInfo = ServiceInfo {
@@ -179,14 +197,25 @@ pub const NOTIFY: ServiceInfo = ServiceInfo {
     routes: &[Route::under("/api/admin/notifications", Admin)],
     api_doc: "/api-docs/notify-service/openapi.json",
     queues: &["notify-service.users", "notify-service.mails"],
+    market_queues: None,
 };
 
 /// The services behind the gateway, in the order of its Swagger list.
 pub const BEHIND_GATEWAY: [&ServiceInfo; 5] = [&ORDER, &PAYMENT, &MATCHING, &CHAIN, &NOTIFY];
 
-/// Every consumer queue of the stack, with the service that consumes it.
-pub fn queues() -> impl Iterator<Item = (&'static ServiceInfo, &'static str)> {
-    BEHIND_GATEWAY.into_iter().flat_map(|s| s.queues.iter().map(move |q| (s, *q)))
+/// Every consumer queue of a stack trading `markets`, with the service that consumes it.
+pub fn queues<'a>(markets: impl IntoIterator<Item = &'a str> + Clone) -> Vec<(&'static ServiceInfo, String)> {
+    BEHIND_GATEWAY
+        .into_iter()
+        .flat_map(|s| {
+            let fixed = s.queues.iter().map(|q| q.to_string());
+            let per_market = s
+                .market_queues
+                .into_iter()
+                .flat_map(|prefix| markets.clone().into_iter().map(move |m| market_queue(prefix, m)));
+            fixed.chain(per_market).map(move |q| (s, q))
+        })
+        .collect()
 }
 
 /// A service behind the gateway by name.
@@ -223,6 +252,16 @@ mod tests {
         assert_eq!(owner("/api/users/me/wallets"), Some(("chain-service", User)));
         assert_eq!(owner("/api/ordersx"), None);
         assert_eq!(owner("/api/nothing"), None);
+    }
+
+    #[test]
+    fn matching_service_consumes_a_queue_for_each_market_it_is_given() {
+        let queues = queues(["ETH-USDT", "SOL-USDT"]);
+        let matching: Vec<&str> =
+            queues.iter().filter(|(s, _)| s.name == MATCHING.name).map(|(_, q)| q.as_str()).collect();
+        assert_eq!(matching, ["matching-service.orders.ETH-USDT", "matching-service.orders.SOL-USDT"]);
+        assert!(queues.iter().any(|(s, q)| s.name == ORDER.name && q == "order-service.saga"));
+        assert_eq!(queues.len(), 1 + 4 + 2 + 3 + 2);
     }
 
     #[test]

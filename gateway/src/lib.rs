@@ -122,6 +122,7 @@ impl Service for Gateway {
         let dead_letters = web::Data::new(operator::DeadLetters {
             amqp_url: config.amqp.url.clone(),
             inbox_retention: config.messaging.inbox_retention(),
+            queues: registry::queues(markets.iter().map(String::as_str)),
         });
         Ok(ServiceParts {
             migrations: vec![&MIGRATIONS],

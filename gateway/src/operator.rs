@@ -18,7 +18,7 @@ use bourse_common::db::{Db, DbConnection, DbError};
 use bourse_common::deadletter::{self, DeadLetter, Refused, ReplayPolicy, Replayed};
 use bourse_common::error::ApiError;
 use bourse_common::paging::{Page, PageQuery};
-use bourse_common::registry;
+use bourse_common::registry::ServiceInfo;
 use bourse_common::{micros_to_time, now_micros};
 use diesel::prelude::*;
 use serde::{Deserialize, Serialize};
@@ -31,11 +31,28 @@ use crate::users::sessions::Admin;
 pub struct DeadLetters {
     pub amqp_url: String,
     pub inbox_retention: Duration,
+    /// Every consumer queue of the stack (matching-service's of each market
+    /// the gateway knows), with the service that consumes it.
+    pub queues: Vec<(&'static ServiceInfo, String)>,
 }
 
 impl DeadLetters {
     fn policy(&self, force: bool) -> ReplayPolicy {
         if force { ReplayPolicy::forced() } else { ReplayPolicy::within(self.inbox_retention) }
+    }
+
+    /// A consumer queue of the stack by name: 404 for any other.
+    fn known_queue(&self, queue: &str) -> Result<&str, ApiError> {
+        self.queues
+            .iter()
+            .map(|(_, q)| q.as_str())
+            .find(|q| *q == queue)
+            .ok_or_else(|| ApiError::not_found("unknown_queue", format!("no consumer queue {queue}")))
+    }
+
+    /// The names of every consumer queue.
+    pub fn names(&self) -> Vec<&str> {
+        self.queues.iter().map(|(_, q)| q.as_str()).collect()
     }
 }
 
@@ -46,14 +63,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/admin/dead-letters/{queue}/replay-all", web::post().to(replay_all))
         .route("/admin/dead-letters/{queue}/{id}/replay", web::post().to(replay_one))
         .route("/admin/dead-letters/{queue}/{id}/discard", web::post().to(discard));
-}
-
-/// A consumer queue of the stack by name: 404 for any other.
-fn known_queue(queue: &str) -> Result<&'static str, ApiError> {
-    registry::queues()
-        .map(|(_, q)| q)
-        .find(|q| *q == queue)
-        .ok_or_else(|| ApiError::not_found("unknown_queue", format!("no consumer queue {queue}")))
 }
 
 pub(crate) fn broker(e: anyhow::Error) -> ApiError {
@@ -163,10 +172,9 @@ pub struct LettersQuery {
     )
 )]
 pub async fn queues(Admin(_): Admin, letters: web::Data<DeadLetters>) -> Result<HttpResponse, ApiError> {
-    let queues: Vec<_> = registry::queues().collect();
-    let names: Vec<&str> = queues.iter().map(|(_, q)| *q).collect();
-    let counts = deadletter::counts(&letters.amqp_url, &names).await.map_err(broker)?;
-    let body: Vec<QueueLetters> = queues
+    let counts = deadletter::counts(&letters.amqp_url, &letters.names()).await.map_err(broker)?;
+    let body: Vec<QueueLetters> = letters
+        .queues
         .iter()
         .zip(counts)
         .map(|((service, _), (queue, dead_letters))| QueueLetters {
@@ -199,7 +207,7 @@ pub async fn letters(
     query: web::Query<LettersQuery>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = known_queue(&path)?;
+    let queue = letters.known_queue(&path)?;
     let max = query.max.unwrap_or(100).clamp(1, 1000);
     let parked = deadletter::list(&letters.amqp_url, queue, max).await.map_err(broker)?;
     Ok(HttpResponse::Ok().json(parked.into_iter().map(Letter::from).collect::<Vec<_>>()))
@@ -229,7 +237,7 @@ pub async fn replay_all(
     db: web::Data<Db>,
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
-    let queue = known_queue(&path)?;
+    let queue = letters.known_queue(&path)?;
     let ask = body.map(web::Json::into_inner).unwrap_or_default();
     let outcome = deadletter::replay(&letters.amqp_url, queue, usize::MAX, letters.policy(ask.force))
         .await
@@ -266,7 +274,7 @@ pub async fn replay_one(
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path.into_inner();
-    let queue = known_queue(&queue)?;
+    let queue = letters.known_queue(&queue)?;
     let ask = body.map(web::Json::into_inner).unwrap_or_default();
     let outcome = deadletter::replay_one(&letters.amqp_url, queue, id, letters.policy(ask.force))
         .await
@@ -312,7 +320,7 @@ pub async fn discard(
     letters: web::Data<DeadLetters>,
 ) -> Result<HttpResponse, ApiError> {
     let (queue, id) = path.into_inner();
-    let queue = known_queue(&queue)?;
+    let queue = letters.known_queue(&queue)?;
     let reason = body.into_inner().reason.trim().to_string();
     if reason.is_empty() {
         return Err(ApiError::unprocessable("reason_required", "say why the message may be dropped"));

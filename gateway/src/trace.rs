@@ -286,7 +286,7 @@ pub async fn trace(
     let saga = id.clone();
     let traced = db.read(move |c| logindex::saga(c, &saga).map_err(DbError::from)).await?;
     let (views, unreachable) = inspector.sagas(&bus, &id).await?;
-    let dead_letters = saga_letters(&letters.amqp_url, &id).await?;
+    let dead_letters = saga_letters(&letters, &id).await?;
     let ids: Vec<Uuid> = traced.iter().map(|t| t.entry.envelope.message_id).collect();
     let actions = operator::actions_on(&db, ids).await?;
     let trace = assemble(id, traced, &views, dead_letters, actions, unreachable);
@@ -300,9 +300,9 @@ pub async fn trace(
 }
 
 /// The dead letters of saga `id` in every consumer queue.
-async fn saga_letters(amqp_url: &str, id: &str) -> Result<Vec<Letter>, ApiError> {
-    let names: Vec<&str> = registry::queues().map(|(_, q)| q).collect();
-    let counts = deadletter::counts(amqp_url, &names).await.map_err(operator::broker)?;
+async fn saga_letters(letters: &DeadLetters, id: &str) -> Result<Vec<Letter>, ApiError> {
+    let amqp_url = &letters.amqp_url;
+    let counts = deadletter::counts(amqp_url, &letters.names()).await.map_err(operator::broker)?;
     let mut found = Vec::new();
     for (queue, count) in counts {
         if count.unwrap_or(0) == 0 {

@@ -65,7 +65,7 @@ impl Service for MatchingService {
             .iter()
             .map(|market| {
                 inbox::consume::<handlers::Orders>(
-                    &settings::orders_queue(market),
+                    &registry::orders_queue(market),
                     handlers::Matcher::default(),
                 )
                 .shard(market)

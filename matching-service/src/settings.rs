@@ -12,17 +12,12 @@ pub struct Settings {
     /// Bounds of the public reads (anyone may call them, unauthenticated).
     pub public_reads: PublicReads,
     /// The markets whose books this instance keeps (none: every market of
-    /// `reference`), each from its own queue ([`orders_queue`]). Markets
+    /// `reference`), each from its own queue
+    /// ([`orders_queue`](bourse_common::registry::orders_queue)). Markets
     /// spread over instances by giving each its own
     /// (`MATCHING__SETTINGS__MARKETS='["ETH-USDT"]'`); two instances given one
     /// market are safe: one consumes its queue, the other stands by.
     pub markets: Vec<String>,
-}
-
-/// The queue of a market's commands: one active consumer, so that they
-/// apply in the order they were sent.
-pub fn orders_queue(market: &str) -> String {
-    format!("matching-service.orders.{market}")
 }
 
 impl Settings {

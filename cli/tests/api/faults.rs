@@ -9,6 +9,7 @@ use std::time::Duration;
 use bourse_cli::chaos::{self, ChaosOptions};
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Backend;
+use bourse_common::reference::ReferenceData;
 use bourse_common::{deadletter, on_both_backends};
 use futures::future::join_all;
 use rust_decimal::Decimal;
@@ -20,8 +21,8 @@ use bourse_common::testkit::eventually;
 on_both_backends!(orders_cancelled_right_after_placing_end_cancelled_with_everything_released);
 
 async fn no_dead_letters(t: &TestStack) {
-    for queue in chaos::QUEUES {
-        let parked = deadletter::list(&t.env.amqp_url, queue, 10).await.unwrap();
+    for queue in chaos::queues(&ReferenceData::default()) {
+        let parked = deadletter::list(&t.env.amqp_url, &queue, 10).await.unwrap();
         assert!(parked.is_empty(), "{queue}.dlq holds {parked:?}");
     }
 }
