@@ -57,7 +57,18 @@ export BOURSE_AMQP_URL="${BOURSE_TEST_AMQP_URL%/*}/$vhost"
 # BOURSE_INSTANCES=2: two instances of each service behind the gateway (the scale-out run).
 "$bourse" up --data-dir "$data" --instances "${BOURSE_INSTANCES:-1}" >"$data/up.log" 2>&1 &
 stack=$!
-trap 'kill "$stack" 2>/dev/null; wait "$stack" 2>/dev/null; curl -fsS -u guest:guest -X DELETE "$vhosts/$vhost" >/dev/null; echo "stack log: $data/up.log" >&2' EXIT
+cleanup() {
+    kill "$stack" 2>/dev/null
+    wait "$stack" 2>/dev/null
+    curl -fsS -u guest:guest -X DELETE "$vhosts/$vhost" >/dev/null
+    if [[ "$backend" == postgres ]]; then
+        for service in gateway order payment matching chain notify; do
+            psql -X -q "$BOURSE_TEST_PG_URL" -c "DROP DATABASE IF EXISTS ${run}_${service} WITH (FORCE)"
+        done
+    fi
+    echo "stack log: $data/up.log" >&2
+}
+trap cleanup EXIT
 for _ in $(seq 1 120); do
     curl -sf http://127.0.0.1:8080/health/ready >/dev/null && break
     kill -0 "$stack" 2>/dev/null || { tail -20 "$data/up.log" >&2; exit 1; }

@@ -18,7 +18,6 @@
 //! [`domain::order_ended`], [`domain::release_requested`],
 //! [`domain::Reserve`] and [`domain::Reservation::fill`].
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bourse_common::catalog::{
@@ -475,23 +474,19 @@ pub fn trade_executed(
     };
     let rates = domain::FeeRates { maker: settings.maker_fee_rate, taker: settings.taker_fee_rate };
     let now = now_micros();
-    let mut balances = BTreeMap::new();
-    for account in deal.accounts(base, quote) {
-        let balance = storage::lock_balance(conn, account.user, &account.currency, now)?;
-        balances.insert(account, balance);
-    }
-    let mut held = |order: Uuid| -> Result<_, HandlerError> {
-        Ok(storage::reservation(conn, order)?.map(|r| r.rules()))
+    let balances = storage::lock_balances(conn, &deal.accounts(base, quote), now)?;
+    let (buyer, seller) = (deal.buyer().order_id, deal.seller().order_id);
+    let reservations = storage::reservations_of(conn, &[buyer, seller])?;
+    let held = |order: Uuid| {
+        let id = order.to_string();
+        reservations.iter().find(|r| r.order_id == id).map(|r| r.rules())
     };
-    let held = domain::Held { buyer: held(deal.buyer().order_id)?, seller: held(deal.seller().order_id)? };
+    let held = domain::Held { buyer: held(buyer), seller: held(seller) };
     let settlement = domain::settle_trade(&deal, rates, base, quote, &balances, held)
         .map_err(|e| permanent(e.to_string()))?;
 
     let trade_ref = format!("trade:{}", trade.trade_id);
-    for leg in &settlement.legs {
-        let (user, currency) = (leg.account.user, &leg.account.currency);
-        storage::apply(conn, user, currency, leg.before, &leg.movement, &trade_ref, now)?;
-    }
+    storage::apply_legs(conn, &settlement.legs, &trade_ref, now)?;
     if faults.should_credit_twice() {
         // A bug on purpose, for the chaos harness to find: the buyer's proceeds credited again.
         let buyer = deal.buyer().user_id;

@@ -5,6 +5,8 @@
 //! are the domain's enums, mapped here once: a stored word that names no
 //! variant fails the read.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use bourse_common::db::DbConnection;
 use bourse_common::money::Amount;
 use diesel::prelude::*;
@@ -12,7 +14,8 @@ use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::domain::{
-    AccountName, Balance, HoldStatus, Kind, LedgerAccount, Movement, Reservation, ReservationStatus,
+    AccountId, AccountLeg, AccountName, Balance, HoldStatus, Kind, LedgerAccount, Movement, Reservation,
+    ReservationStatus,
 };
 
 // `ledger_entries.account` holds an account's full name (`user:<id>:USDT:available`, `fees:USDT`).
@@ -173,15 +176,58 @@ pub fn has_entries(conn: &mut DbConnection, reference: &str) -> QueryResult<bool
         .get_result(conn)
 }
 
-/// The balance, locked until the transaction ends; the account is opened if needed.
+/// The balance, locked until the transaction ends; the account is opened if
+/// needed (one round trip when it is open already, as it almost always is).
 pub fn lock_balance(conn: &mut DbConnection, user: Uuid, currency: &str, now: i64) -> QueryResult<Balance> {
-    open_account(conn, user, currency, now)?;
-    let query = accounts::table.find((user.to_string(), currency.to_string()));
-    let row: AccountRow = match conn {
-        DbConnection::Postgres(c) => query.select(AccountRow::as_select()).for_update().first(c)?,
-        DbConnection::Sqlite(c) => query.select(AccountRow::as_select()).first(c)?,
+    let row = match lock_account(conn, user, currency)? {
+        Some(row) => row,
+        None => {
+            open_account(conn, user, currency, now)?;
+            lock_account(conn, user, currency)?.ok_or(diesel::result::Error::NotFound)?
+        }
     };
     Ok(Balance { available: row.available.value(), reserved: row.reserved.value() })
+}
+
+fn lock_account(conn: &mut DbConnection, user: Uuid, currency: &str) -> QueryResult<Option<AccountRow>> {
+    let query = accounts::table.find((user.to_string(), currency.to_string()));
+    match conn {
+        DbConnection::Postgres(c) => query.select(AccountRow::as_select()).for_update().first(c).optional(),
+        DbConnection::Sqlite(c) => query.select(AccountRow::as_select()).first(c).optional(),
+    }
+}
+
+/// The balances of `wanted`, each locked until the transaction ends (opened
+/// if needed): one round trip when every account is open.
+pub fn lock_balances(
+    conn: &mut DbConnection,
+    wanted: &BTreeSet<AccountId>,
+    now: i64,
+) -> QueryResult<BTreeMap<AccountId, Balance>> {
+    let users: BTreeSet<String> = wanted.iter().map(|a| a.user.to_string()).collect();
+    let currencies: BTreeSet<&str> = wanted.iter().map(|a| a.currency.as_str()).collect();
+    let query = accounts::table
+        .filter(accounts::user_id.eq_any(users))
+        .filter(accounts::currency.eq_any(currencies))
+        .order((accounts::user_id.asc(), accounts::currency.asc()));
+    let rows: Vec<AccountRow> = match conn {
+        DbConnection::Postgres(c) => query.select(AccountRow::as_select()).for_update().load(c)?,
+        DbConnection::Sqlite(c) => query.select(AccountRow::as_select()).load(c)?,
+    };
+    let mut found = BTreeMap::new();
+    for row in rows {
+        let Ok(user) = row.user_id.parse() else { continue };
+        let id = AccountId { user, currency: row.currency };
+        if wanted.contains(&id) {
+            found.insert(id, Balance { available: row.available.value(), reserved: row.reserved.value() });
+        }
+    }
+    for id in wanted {
+        if !found.contains_key(id) {
+            found.insert(id.clone(), lock_balance(conn, id.user, &id.currency, now)?);
+        }
+    }
+    Ok(found)
 }
 
 /// Records `movement` in the ledger and in the balance (locked by [`lock_balance`]).
@@ -194,20 +240,37 @@ pub fn apply(
     reference: &str,
     now: i64,
 ) -> QueryResult<Balance> {
-    let after = balance.apply(movement);
-    diesel::update(accounts::table.find((user.to_string(), currency)))
-        .set((
-            accounts::available.eq(after.available.to_string()),
-            accounts::reserved.eq(after.reserved.to_string()),
-            accounts::updated_at.eq(now),
-        ))
-        .execute(conn)?;
-    let txn_id = Uuid::now_v7().to_string();
-    let rows: Vec<_> = movement
-        .legs
-        .iter()
-        .map(|(account, amount)| {
-            let name = AccountName::new(*account, user, currency);
+    let leg = AccountLeg {
+        account: AccountId { user, currency: currency.to_string() },
+        before: balance,
+        movement: movement.clone(),
+    };
+    apply_legs(conn, std::slice::from_ref(&leg), reference, now)?;
+    Ok(balance.apply(movement))
+}
+
+/// Records each leg's movement in its balance (locked), and all of their
+/// ledger entries in one insert (a transaction id per movement).
+pub fn apply_legs(
+    conn: &mut DbConnection,
+    legs: &[AccountLeg],
+    reference: &str,
+    now: i64,
+) -> QueryResult<()> {
+    let mut rows = Vec::new();
+    for AccountLeg { account, before, movement } in legs {
+        let (user, currency) = (account.user, account.currency.as_str());
+        let after = before.apply(movement);
+        diesel::update(accounts::table.find((user.to_string(), currency)))
+            .set((
+                accounts::available.eq(after.available.to_string()),
+                accounts::reserved.eq(after.reserved.to_string()),
+                accounts::updated_at.eq(now),
+            ))
+            .execute(conn)?;
+        let txn_id = Uuid::now_v7().to_string();
+        rows.extend(movement.legs.iter().map(|(name, amount)| {
+            let name = AccountName::new(*name, user, currency);
             let owner = name.owner().map(|u| u.to_string());
             (
                 ledger_entries::txn_id.eq(txn_id.clone()),
@@ -219,12 +282,12 @@ pub fn apply(
                 ledger_entries::reference.eq(reference.to_string()),
                 ledger_entries::created_at.eq(now),
             )
-        })
-        .collect();
+        }));
+    }
     bourse_common::on_backend!(conn, |c| diesel::insert_into(ledger_entries::table)
         .values(&rows)
         .execute(c))?;
-    Ok(after)
+    Ok(())
 }
 
 pub fn accounts_of(conn: &mut DbConnection, user: Uuid) -> QueryResult<Vec<AccountRow>> {
@@ -255,6 +318,15 @@ pub fn entries_of(
 
 pub fn reservation(conn: &mut DbConnection, order_id: Uuid) -> QueryResult<Option<ReservationRow>> {
     reservations::table.find(order_id.to_string()).select(ReservationRow::as_select()).first(conn).optional()
+}
+
+/// The reservations of `orders` that exist, in one round trip.
+pub fn reservations_of(conn: &mut DbConnection, orders: &[Uuid]) -> QueryResult<Vec<ReservationRow>> {
+    let ids: Vec<String> = orders.iter().map(Uuid::to_string).collect();
+    reservations::table
+        .filter(reservations::order_id.eq_any(ids))
+        .select(ReservationRow::as_select())
+        .load(conn)
 }
 
 pub fn insert_reservation(
