@@ -565,8 +565,8 @@ impl Interval {
     }
 }
 
-/// A market's candle of one interval as a trade left it (matching-service,
-/// after every trade, for every interval): the live feed fans it out as is.
+/// A market's candle of one interval as a trade left it: the live feed sends
+/// it on as is, on its interval's channel.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CandleUpdated {
     pub market: String,
@@ -578,7 +578,15 @@ pub struct CandleUpdated {
     pub close: Amount,
     pub volume: Amount,
 }
-message!(CandleUpdated, "market.candle", Market);
+
+/// Every interval's candle as a trade left it (matching-service, after every
+/// trade): one message for all of them, not one per interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandlesUpdated {
+    pub market: String,
+    pub candles: Vec<CandleUpdated>,
+}
+message!(CandlesUpdated, "market.candles", Market);
 
 crate::named_enum! {
     /// What a price trigger is (`POST /api/triggers`' `kind`).

@@ -5,7 +5,7 @@
 //! `{"channel": "trades:ETH-USDT", "seq": 17, "data": {..}}`, `seq` growing
 //! by one per channel and connection, so a gap means lost messages: re-read
 //! the snapshot. Channels: `trades:<market>`, `candles:<market>:<interval>`
-//! (each candle as matching-service computed it after a trade, `market.candle`),
+//! (each candle as matching-service computed it after a trade, `market.candles`),
 //! `book:<market>` (a snapshot, then `{"bids": [..], "asks": [..]}` deltas
 //! where quantity `"0"` removes a level), and with a token `orders` (every
 //! change of the user's orders: `pending`, `open`, `partially_filled`,
@@ -35,10 +35,10 @@ use actix_ws::Message as WsMessage;
 use bourse_common::auth::{Caller, InternalSecret, Role};
 use bourse_common::bus::Bus;
 use bourse_common::catalog::{
-    BookChanged, CandleUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased, FundsReserved,
-    FundsSettled, Interval, MarketTrade, OrderCancelled, OrderRejected, OrderStatusChanged, OrderUpdated,
-    SettlementConfirmed, ToppedUp, TradeExecuted, TriggerUpdated, WithdrawalConfirmed, WithdrawalFailed,
-    WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
+    BookChanged, CandlesUpdated, DepositConfirmed, DepositReverted, DepositSeen, FundsReleased,
+    FundsReserved, FundsSettled, Interval, MarketTrade, OrderCancelled, OrderRejected, OrderStatusChanged,
+    OrderUpdated, SettlementConfirmed, ToppedUp, TradeExecuted, TriggerUpdated, WithdrawalConfirmed,
+    WithdrawalFailed, WithdrawalHeld, WithdrawalRefused, WithdrawalSent,
 };
 use bourse_common::config::MessagingConfig;
 use bourse_common::db::Db;
@@ -65,7 +65,7 @@ bourse_common::inbound! {
     /// the events that change a user's orders and balances.
     pub enum FeedMessage {
         Trade(MarketTrade),
-        Candle(CandleUpdated),
+        Candles(CandlesUpdated),
         Book(BookChanged),
         Executed(TradeExecuted),
         Order(OrderUpdated),
@@ -330,10 +330,12 @@ impl Hub {
                 });
                 self.publish(&format!("trades:{}", trade.market), None, &data);
             }
-            // Computed by matching-service: sent on as it is.
-            FeedMessage::Candle(candle) => {
-                if let Some(data) = to_json(&candle) {
-                    self.publish(&format!("candles:{}:{}", candle.market, candle.interval), None, &data);
+            // Computed by matching-service: each interval's sent on as it is.
+            FeedMessage::Candles(update) => {
+                for candle in &update.candles {
+                    if let Some(data) = to_json(candle) {
+                        self.publish(&format!("candles:{}:{}", candle.market, candle.interval), None, &data);
+                    }
                 }
             }
             FeedMessage::Book(change) => self.book_changed(&change.market).await,
@@ -740,6 +742,7 @@ async fn handle_request(
 
 #[cfg(test)]
 mod tests {
+    use bourse_common::catalog::CandleUpdated;
     use bourse_common::money::Amount;
 
     use super::*;
@@ -769,19 +772,21 @@ mod tests {
         lock(&hub.subscribers).insert(1, Subscriber { user: None, expires_at: None, channels, tx });
         let open_time = chrono::DateTime::from_timestamp(1_700_000_100, 0).unwrap();
         let amount = |s: &str| s.parse::<Amount>().unwrap();
-        for interval in [Interval::M5, Interval::H1] {
-            let candle = CandleUpdated {
-                market: "ETH-USDT".into(),
-                interval,
-                open_time,
-                open: amount("100"),
-                high: amount("101.5"),
-                low: amount("99"),
-                close: amount("100.25"),
-                volume: amount("3"),
-            };
-            hub.dispatch(Envelope::new("matching-service", "ETH-USDT", &candle, open_time)).await;
-        }
+        let candle = |interval| CandleUpdated {
+            market: "ETH-USDT".into(),
+            interval,
+            open_time,
+            open: amount("100"),
+            high: amount("101.5"),
+            low: amount("99"),
+            close: amount("100.25"),
+            volume: amount("3"),
+        };
+        let update = CandlesUpdated {
+            market: "ETH-USDT".into(),
+            candles: vec![candle(Interval::M5), candle(Interval::H1)],
+        };
+        hub.dispatch(Envelope::new("matching-service", "ETH-USDT", &update, open_time)).await;
         let (channel, data) = rx.try_recv().unwrap();
         assert_eq!(channel, "candles:ETH-USDT:5m");
         let expected = json!({

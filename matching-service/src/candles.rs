@@ -2,7 +2,7 @@
 //!
 //! [`candles`] folds a range of trades (the REST history); [`Live`] keeps the
 //! latest candle of every interval up to date trade by trade (the
-//! `market.candle` feed). Both add a trade with [`Candle::add`], so a candle
+//! `market.candles` feed). Both add a trade with [`Candle::add`], so a candle
 //! of the feed is the history's candle of that interval so far.
 
 pub use bourse_common::catalog::{CandleUpdated, Interval};

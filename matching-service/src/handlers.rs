@@ -17,8 +17,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use bourse_common::catalog::{
-    ArmTrigger, BookChanged, CancelOrder, DisarmReason, DisarmTrigger, MarketTrade, OrderUpdated,
-    SubmitOrder, TradeExecuted, TriggerDisarmed, TriggerFired,
+    ArmTrigger, BookChanged, CancelOrder, CandlesUpdated, DisarmReason, DisarmTrigger, MarketTrade,
+    OrderUpdated, SubmitOrder, TradeExecuted, TriggerDisarmed, TriggerFired,
 };
 use bourse_common::db::DbConnection;
 use bourse_common::envelope::Envelope;
@@ -457,9 +457,9 @@ fn record(
             },
         );
         let tick = Tick { at_micros: now, price: fill.price, quantity: fill.quantity };
-        for (interval, candle) in candles_with(conn, market_id, &mut market.candles, &tick)? {
-            out.send(market_id, &candle.message(market_id, interval));
-        }
+        let candles = candles_with(conn, market_id, &mut market.candles, &tick)?;
+        let candles = candles.into_iter().map(|(interval, c)| c.message(market_id, interval)).collect();
+        out.send(market_id, &CandlesUpdated { market: market_id.to_string(), candles });
         out.send(
             &fill.taker_order.to_string(),
             &TradeExecuted {
@@ -565,13 +565,16 @@ mod tests {
         let mut out = Emitter::new("matching-service");
         matcher.apply(conn, submit(2 * n, 1, Side::Sell, price, 1), now, &mut out).unwrap();
         matcher.apply(conn, submit(2 * n + 1, 2, Side::Buy, price, 1), now, &mut out).unwrap();
-        out.envelopes()
-            .filter(|e| e.message_type == CandleUpdated::TYPE)
+        let updates: Vec<CandlesUpdated> = out
+            .envelopes()
+            .filter(|e| e.message_type == CandlesUpdated::TYPE)
             .map(|e| {
                 assert_eq!(e.correlation_id, MARKET);
                 e.payload().unwrap()
             })
-            .collect()
+            .collect();
+        assert_eq!(updates.len(), 1, "one message for every interval");
+        updates.into_iter().flat_map(|u| u.candles).collect()
     }
 
     /// The candles the REST route shows, from the stored trades until `to`.

@@ -19,7 +19,7 @@
 //! those of `settings.markets`: markets spread over instances by configuration. Each command changes its
 //! market's book, stores the trades and emits, in the same transaction,
 //! `trade.executed` and `order.updated` on `bourse.events`, and the market
-//! data `market.trade`, `market.candle` (one per interval, per trade) and
+//! data `market.trade`, `market.candles` (every interval's candle, one message per trade) and
 //! `market.book-changed` on the transient `bourse.market`.
 //!
 //! A library with a thin `main.rs`: [`MatchingService::run`](Service::run)

@@ -57,7 +57,7 @@ impl From<TradeRow> for Trade {
     }
 }
 
-/// A candle as clients see it: what `market.candle` carries.
+/// A candle as clients see it: what `market.candles` carries for each interval.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CandleView {
     pub market: String,
