@@ -300,7 +300,6 @@ async fn probe_upstream(
     }
 }
 
-/// Where a service serves its own OpenAPI document.
 /// How long a service keeps an idle HTTP connection open.
 pub const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
 
@@ -310,6 +309,7 @@ pub const HTTP_KEEP_ALIVE: Duration = Duration::from_secs(75);
 /// sending request", a 503 for a request that may never have arrived).
 pub const HTTP_CLIENT_IDLE: Duration = Duration::from_secs(30);
 
+/// Where a service serves its own OpenAPI document.
 pub const OWN_API_DOC: &str = "/api-docs/openapi.json";
 
 /// Where the gateway serves one document of every route (its own and each service's).

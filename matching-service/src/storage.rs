@@ -150,9 +150,9 @@ pub fn version(conn: &mut DbConnection, market: &str) -> QueryResult<i64> {
 
 /// The version of the book a command is about to change, its row locked to
 /// the end of the transaction on PostgreSQL (SQLite has one writer at a time
-/// already): two consumers of one market (a shard moved to another queue
-/// while the old one still held its commands) take turns, and the second
-/// finds the first's version and loads the book again.
+/// already): two consumers of one market's queue (the broker handing it to
+/// another instance while the old one's transaction still commits) take
+/// turns, and the second finds the first's version and loads the book again.
 pub fn version_for_update(conn: &mut DbConnection, market: &str) -> QueryResult<i64> {
     let query = book_versions::table.find(market).select(book_versions::version);
     let version = match conn {
